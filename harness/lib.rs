@@ -6,7 +6,9 @@
 //! `evidence` writes them down. Pure logic (parsing, graphs, rendering) never starts a
 //! process, so it can be tested from recorded fixtures without a VM.
 
+pub mod check;
 pub mod error;
 pub mod guest;
+pub mod scenario;
 pub mod target;
 pub mod vm;
