@@ -9,6 +9,7 @@
 pub mod check;
 pub mod error;
 pub mod guest;
+pub mod progress;
 pub mod scenario;
 pub mod target;
 pub mod vm;

@@ -1,0 +1,151 @@
+use super::*;
+
+const GOOD: &str = r#"description: "test recipe"
+suite: bookworm
+packages: [systemd-sysv, openssh-server, dbus]
+enable: [demo.service]
+disk_size: 1G
+kernel_args: [quiet]
+variants:
+  gate:
+    doc: "which URL the gate polls"
+    default: self
+    values: [self, dashboard]
+    files:
+      /etc/demo/gate: "{value}\n"
+  delay:
+    default: "5"
+    integer: true
+    files:
+      /etc/demo/delay: "DELAY={value}\n"
+faults:
+  broken:
+    doc: "break it"
+    run: "demo-break"
+"#;
+
+fn parse(text: &str) -> anyhow::Result<Recipe> {
+    Recipe::parse(Path::new("vm-images/demo"), Path::new("vm-images/demo/recipe.yaml"), text)
+}
+
+fn chosen(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn good_recipe_parses() {
+    let r = parse(GOOD).unwrap();
+    assert_eq!(r.suite, "bookworm");
+    assert_eq!(r.packages, ["systemd-sysv", "openssh-server", "dbus"]);
+    assert_eq!(r.enable, ["demo.service"]);
+    assert_eq!(r.disk_size_bytes, 1 << 30);
+    assert_eq!(r.kernel_args, ["quiet"]);
+    assert_eq!(r.variants["gate"].values, ["self", "dashboard"]);
+    assert!(r.variants["delay"].integer);
+    assert_eq!(r.faults["broken"].run, "demo-break");
+}
+
+#[test]
+fn defaults_apply_when_optional_fields_are_missing() {
+    let r = parse("suite: bookworm\npackages: [openssh-server]\n").unwrap();
+    assert_eq!(r.disk_size_bytes, 2 << 30);
+    assert!(r.enable.is_empty() && r.variants.is_empty() && r.faults.is_empty());
+}
+
+#[test]
+fn unknown_field_names_file_line_column_and_field() {
+    let text = "suite: bookworm\npackages: [openssh-server]\n  \nextra_thing: 3\n";
+    let msg = parse(text).unwrap_err().to_string();
+    assert!(msg.starts_with("vm-images/demo/recipe.yaml:4:1:"), "{msg}");
+    assert!(msg.contains("extra_thing"), "{msg}");
+}
+
+#[test]
+fn unknown_field_inside_a_variant_is_located() {
+    let text = GOOD.replace("    default: self\n", "    default: self\n    colour: red\n");
+    let msg = parse(&text).unwrap_err().to_string();
+    assert!(msg.starts_with("vm-images/demo/recipe.yaml:12:5:"), "{msg}");
+    assert!(msg.contains("colour"), "{msg}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let msg = parse("suite: bookworm\npackages: openssh-server\n").unwrap_err().to_string();
+    assert!(msg.starts_with("vm-images/demo/recipe.yaml:2:"), "{msg}");
+}
+
+#[test]
+fn missing_openssh_server_is_an_error_at_packages() {
+    let err = parse("suite: bookworm\npackages: [dbus]\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("vm-images/demo/recipe.yaml:2:11:"), "{msg}");
+    assert!(msg.contains("openssh-server") && msg.contains("`packages`"), "{msg}");
+    assert_eq!(crate::error::exit_code(&err), crate::error::exit::USAGE);
+}
+
+#[test]
+fn bad_default_and_bad_rules_are_rejected() {
+    let bad_default = GOOD.replace("default: self", "default: other");
+    let msg = parse(&bad_default).unwrap_err().to_string();
+    assert!(msg.contains("variant `gate`") && msg.contains("\"other\""), "{msg}");
+    let both = GOOD.replace("integer: true", "integer: true\n    values: [\"1\"]");
+    assert!(parse(&both).unwrap_err().to_string().contains("not both"));
+    let relative = GOOD.replace("/etc/demo/gate:", "etc/demo/gate:");
+    assert!(parse(&relative).unwrap_err().to_string().contains("absolute"));
+}
+
+#[test]
+fn bad_unit_and_size_are_rejected() {
+    let unit = GOOD.replace("[demo.service]", "[demo]");
+    assert!(parse(&unit).unwrap_err().to_string().contains("`enable`"));
+    let size = GOOD.replace("disk_size: 1G", "disk_size: huge");
+    let msg = parse(&size).unwrap_err().to_string();
+    assert!(msg.starts_with("vm-images/demo/recipe.yaml:5:"), "{msg}");
+}
+
+#[test]
+fn variants_resolve_with_defaults() {
+    let r = parse(GOOD).unwrap();
+    let all = r.resolve_variants(&BTreeMap::new()).unwrap();
+    assert_eq!(all, chosen(&[("delay", "5"), ("gate", "self")]));
+    let some = r.resolve_variants(&chosen(&[("gate", "dashboard")])).unwrap();
+    assert_eq!(some, chosen(&[("delay", "5"), ("gate", "dashboard")]));
+    let num = r.resolve_variants(&chosen(&[("delay", "-30")])).unwrap();
+    assert_eq!(num["delay"], "-30");
+}
+
+#[test]
+fn unknown_variant_key_names_it_and_lists_known_ones() {
+    let r = parse(GOOD).unwrap();
+    let err = r.resolve_variants(&chosen(&[("gaet", "self")])).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("\"gaet\"") && msg.contains("known variants: delay, gate"), "{msg}");
+    assert_eq!(crate::error::exit_code(&err), crate::error::exit::USAGE);
+}
+
+#[test]
+fn variant_values_are_checked() {
+    let r = parse(GOOD).unwrap();
+    let msg = r.resolve_variants(&chosen(&[("gate", "x")])).unwrap_err().to_string();
+    assert!(msg.contains("gate=x") && msg.contains("self, dashboard"), "{msg}");
+    let msg = r.resolve_variants(&chosen(&[("delay", "soon")])).unwrap_err().to_string();
+    assert!(msg.contains("not an integer"), "{msg}");
+}
+
+#[test]
+fn variant_files_substitute_value() {
+    let r = parse(GOOD).unwrap();
+    let resolved = r.resolve_variants(&chosen(&[("gate", "dashboard")])).unwrap();
+    let files = r.variant_files(&resolved);
+    assert_eq!(files["/etc/demo/gate"], "dashboard\n");
+    assert_eq!(files["/etc/demo/delay"], "DELAY=5\n");
+}
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(parse_size("2G"), Some(2 << 30));
+    assert_eq!(parse_size("512MiB"), Some(512 << 20));
+    assert_eq!(parse_size("1k"), None, "too small");
+    assert_eq!(parse_size("G"), None);
+    assert_eq!(parse_size("99999999999T"), None);
+}
