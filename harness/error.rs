@@ -53,7 +53,10 @@ pub mod exit {
 
 /// The exit code for an error: usage when the chain holds a [`UsageError`], else infra.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.downcast_ref::<UsageError>().is_some()) {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<UsageError>().is_some())
+    {
         exit::USAGE
     } else {
         exit::INFRA

@@ -10,6 +10,7 @@ pub mod check;
 pub mod error;
 pub mod guest;
 pub mod progress;
+pub mod run;
 pub mod scenario;
 pub mod target;
 pub mod vm;

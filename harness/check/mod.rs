@@ -1,1 +1,16 @@
-//! placeholder
+//! Expectations and verdicts, with no processes: the runner collects what the guest
+//! showed, and these functions decide. Everything here is tested from recorded data.
+
+pub mod ordering;
+pub mod outcome;
+pub mod units;
+pub mod verdict;
+pub mod waitfor;
+
+pub use ordering::{SHOW_PROPERTIES, UnitTimes, evaluate_order};
+pub use outcome::{Evaluation, ExpectationOutcome};
+pub use units::{
+    evaluate_no_failed, evaluate_unit, evaluate_wait_cycle_observed, evaluate_wait_cycle_unchecked,
+};
+pub use verdict::{Verdict, verdict};
+pub use waitfor::{Cycle, Job, LabelSemantics, WaitEdge, WaitForGraph, parse_list_jobs};

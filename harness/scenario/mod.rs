@@ -1,1 +1,36 @@
-//! placeholder
+//! The scenario language: scenario files, plans, and their validation with
+//! `file:line:col` diagnostics.
+//!
+//! serde-saphyr checks the shape (unknown keys, bad values, durations, unit names,
+//! regular expressions) and reports where; `load` then checks what needs several fields
+//! at once, pointing at the spans it kept.
+
+pub mod action;
+pub mod diag;
+pub mod duration;
+pub mod expectation;
+pub mod files;
+pub mod load;
+pub mod model;
+pub mod names;
+pub mod plan;
+mod raw;
+pub mod shard;
+
+pub use action::{Action, LinkState, RestartAction, RunAction, WriteAction};
+pub use diag::Diagnostic;
+pub use duration::{ScenarioDuration, format_duration, parse_duration};
+pub use expectation::{
+    CommandExpectation, Expectation, ExpectationKind, FileExpectation, HttpExpectation,
+    JournalExpectation, NoFailedUnits, OrderExpectation, ProbeFrom, TextMatch, UnitExpectation,
+    UnitResult, UnitState, WaitCycleExpectation,
+};
+pub use files::{FileCheck, FileKind, check_file, check_files, json_schema};
+pub use load::{load_scenario, parse_scenario};
+pub use model::{BootOptions, Milestone, Phase, PhaseStart, Scenario};
+pub use names::{Pattern, UnitName};
+pub use plan::{
+    Expected, LoadedPlan, Plan, PlanRun, Reproduction, RunPair, TargetFlag, adhoc_pairs, load_plan,
+    parse_plan, parse_target_flag,
+};
+pub use shard::{Shard, parse_shard, shard};

@@ -1,4 +1,310 @@
 //! Where a bootable system comes from: a Debian recipe built into a cached image, a
-//! prebuilt image, or (later) a NixOS flake. Everything ends as a [`BootSpec`].
+//! prebuilt image, or (later) a NixOS flake. Everything ends as a [`BootSpec`], which is
+//! all the VM layer needs to know about a target.
 
+mod adapter;
+pub mod build;
+pub mod cache;
 pub mod recipe;
+mod rootfs;
+pub mod spec;
+mod tool;
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{infra, usage};
+pub use build::ImageMeta;
+pub use recipe::{Fault, Recipe};
+pub use spec::{TargetSpec, parse_variant_arg};
+
+/// The base kernel command line of a recipe image (its root filesystem is labelled `root`).
+pub const BASE_CMDLINE: [&str; 3] = ["root=LABEL=root", "rw", "console=ttyS0"];
+
+/// A sink for progress messages during long waits (an image build takes about a minute).
+/// Every message is also logged with `tracing`.
+#[derive(Clone, Default)]
+pub struct Progress(Option<Arc<dyn Fn(&str) + Send + Sync>>);
+
+impl Progress {
+    /// Send messages to `f` (for example an indicatif spinner's `set_message`).
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Progress(Some(Arc::new(f)))
+    }
+    /// Report one step.
+    pub fn report(&self, msg: &str) {
+        tracing::info!(target: "coldboot::target", "{msg}");
+        if let Some(f) = &self.0 {
+            f(msg);
+        }
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Progress(sink)"
+        } else {
+            "Progress(none)"
+        })
+    }
+}
+
+/// Options for [`prepare`] and [`build_recipe`].
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// Cache root; default `$COLDBOOT_CACHE_DIR`, else `~/.cache/coldboot`.
+    pub cache_dir: Option<PathBuf>,
+    /// Debian mirror; default `$COLDBOOT_DEBIAN_MIRROR`, else deb.debian.org.
+    pub mirror: Option<String>,
+    /// Where progress messages go.
+    pub progress: Progress,
+}
+
+impl PrepareOptions {
+    fn mirror(&self) -> String {
+        self.mirror
+            .clone()
+            .or_else(|| {
+                std::env::var("COLDBOOT_DEBIAN_MIRROR")
+                    .ok()
+                    .filter(|m| !m.is_empty())
+            })
+            .unwrap_or_else(|| cache::DEFAULT_MIRROR.to_string())
+    }
+}
+
+/// What a target was, for evidence: enough to rebuild it or check it is the same.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetIdentity {
+    /// An image built from a recipe.
+    Recipe {
+        /// The recipe folder (absolute).
+        dir: PathBuf,
+        /// The image key: a hash of the recipe folder, variants, packages and builder.
+        hash: String,
+        /// The fully resolved variants.
+        variants: BTreeMap<String, String>,
+        /// The base image.
+        image: PathBuf,
+        /// SHA-256 of the base image, recorded when it was built.
+        image_sha256: String,
+    },
+    /// A prebuilt image.
+    Image {
+        /// The base image (absolute).
+        image: PathBuf,
+        /// SHA-256 of the base image now.
+        image_sha256: String,
+    },
+}
+
+/// Everything needed to boot a target.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootSpec {
+    /// Base qcow2; never written, always used through an overlay.
+    pub disk: PathBuf,
+    /// Kernel for direct boot, when there is one.
+    pub kernel: Option<PathBuf>,
+    /// Initrd for direct boot.
+    pub initrd: Option<PathBuf>,
+    /// Base kernel arguments (`root=LABEL=root rw console=ttyS0` and the recipe's own).
+    pub cmdline: Vec<String>,
+    /// What the target is, for evidence.
+    pub identity: TargetIdentity,
+    /// Faults that scenarios may inject, by name.
+    pub faults: BTreeMap<String, Fault>,
+}
+
+/// A recipe image in the cache, as `coldboot image build` reports it.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// The image id (its cache key).
+    pub id: String,
+    /// The cache entry folder.
+    pub dir: PathBuf,
+    /// `dir/disk.qcow2`.
+    pub disk: PathBuf,
+    /// `dir/vmlinuz`.
+    pub kernel: PathBuf,
+    /// `dir/initrd.img`.
+    pub initrd: PathBuf,
+    /// True when the image was already in the cache and no build work was done.
+    pub cache_hit: bool,
+    /// How long this call took.
+    pub elapsed: Duration,
+    /// The recipe it came from.
+    pub recipe: Recipe,
+    /// The entry's metadata (checksum, kernel release, resolved variants, ...).
+    pub meta: ImageMeta,
+}
+
+impl BuiltImage {
+    /// The boot spec for this image.
+    pub fn boot_spec(&self) -> BootSpec {
+        let mut cmdline: Vec<String> = BASE_CMDLINE.iter().map(|s| s.to_string()).collect();
+        cmdline.extend(self.recipe.kernel_args.iter().cloned());
+        BootSpec {
+            disk: self.disk.clone(),
+            kernel: Some(self.kernel.clone()),
+            initrd: Some(self.initrd.clone()),
+            cmdline,
+            identity: TargetIdentity::Recipe {
+                dir: self.meta.recipe_dir.clone(),
+                hash: self.id.clone(),
+                variants: self.meta.variants.clone(),
+                image: self.disk.clone(),
+                image_sha256: self.meta.disk_sha256.clone(),
+            },
+            faults: self.recipe.faults.clone(),
+        }
+    }
+}
+
+/// Build (or find in the cache) the image of the recipe in `dir` with the user's variant
+/// choices. A cache hit reads two small files and hashes the recipe folder: no build work.
+pub async fn build_recipe(
+    dir: &Path,
+    variants: &BTreeMap<String, String>,
+    opts: &PrepareOptions,
+) -> anyhow::Result<BuiltImage> {
+    let started = Instant::now();
+    let recipe = Recipe::load(dir)?;
+    let resolved = recipe.resolve_variants(variants)?;
+    let mirror = opts.mirror();
+    let cache_root = cache::cache_root(opts.cache_dir.as_deref())?;
+    let rootfs_key = cache::rootfs_key(&recipe.suite, &recipe.packages, &mirror);
+    let key = cache::image_key(&rootfs_key, &cache::recipe_entries(dir)?, &resolved);
+    let (entry, cache_hit) = cache::get_or_fill(&cache_root, cache::Kind::Image, &key, |out| {
+        let (recipe, resolved, key, mirror) = (&recipe, &resolved, &key, &mirror);
+        let cache_root = &cache_root;
+        async move {
+            let stage1 = build::Stage1 {
+                cache: cache_root,
+                mirror,
+                progress: &opts.progress,
+            };
+            let (tarball, rootfs_key, _) = build::ensure_rootfs(recipe, &stage1).await?;
+            build::build_image(
+                recipe,
+                resolved,
+                &tarball,
+                &rootfs_key,
+                key,
+                &out,
+                &opts.progress,
+            )
+            .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let meta = build::read_image_meta(&entry)?;
+    if cache_hit {
+        opts.progress
+            .report(&format!("image {} found in the cache", short(&key)));
+    } else {
+        opts.progress.report(&format!(
+            "image {} built in {:.1}s",
+            short(&key),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(BuiltImage {
+        id: key,
+        disk: entry.join(build::DISK_FILE),
+        kernel: entry.join(build::KERNEL_FILE),
+        initrd: entry.join(build::INITRD_FILE),
+        dir: entry,
+        cache_hit,
+        elapsed: started.elapsed(),
+        recipe,
+        meta,
+    })
+}
+
+/// Turn a target into something bootable, building a recipe image if needed.
+pub async fn prepare(spec: &TargetSpec, opts: &PrepareOptions) -> anyhow::Result<BootSpec> {
+    match spec {
+        TargetSpec::Recipe { dir, variants } => {
+            Ok(build_recipe(dir, variants, opts).await?.boot_spec())
+        }
+        TargetSpec::Image {
+            path,
+            kernel,
+            initrd,
+            root,
+        } => {
+            prepare_image(
+                path,
+                kernel.as_deref(),
+                initrd.as_deref(),
+                root.as_deref(),
+                opts,
+            )
+            .await
+        }
+        TargetSpec::Nix { .. } => Err(usage(format!(
+            "target {spec}: nix targets are not supported yet; use a recipe: or image: target"
+        ))),
+    }
+}
+
+/// A prebuilt image: check the files exist and record the disk's checksum.
+async fn prepare_image(
+    path: &Path,
+    kernel: Option<&Path>,
+    initrd: Option<&Path>,
+    root: Option<&str>,
+    opts: &PrepareOptions,
+) -> anyhow::Result<BootSpec> {
+    let existing = |what: &str, p: &Path| -> anyhow::Result<PathBuf> {
+        if p.is_file() {
+            Ok(std::path::absolute(p)?)
+        } else {
+            Err(usage(format!(
+                "image target: {what} {} does not exist",
+                p.display()
+            )))
+        }
+    };
+    let disk = existing("disk", path)?;
+    let kernel = kernel.map(|k| existing("kernel", k)).transpose()?;
+    let initrd = initrd.map(|i| existing("initrd", i)).transpose()?;
+    let cmdline = match &kernel {
+        Some(_) => {
+            let root = format!("root={}", root.unwrap_or("LABEL=root"));
+            vec![root, "rw".into(), "console=ttyS0".into()]
+        }
+        None => Vec::new(),
+    };
+    opts.progress
+        .report(&format!("checksumming {}", disk.display()));
+    let d = disk.clone();
+    let image_sha256 = tokio::task::spawn_blocking(move || cache::sha256_file(&d))
+        .await
+        .map_err(|e| infra(format!("checksum task failed: {e}")))??;
+    Ok(BootSpec {
+        identity: TargetIdentity::Image {
+            image: disk.clone(),
+            image_sha256,
+        },
+        disk,
+        kernel,
+        initrd,
+        cmdline,
+        faults: BTreeMap::new(),
+    })
+}
+
+/// The first 12 characters of an id, for messages.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

@@ -118,17 +118,36 @@ impl Recipe {
 /// Format a serde-saphyr error as `path:line:col: message`, then the snippet.
 fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> anyhow::Error {
     let plain = err.without_snippet().to_string();
-    let full = err.to_string();
+    let name = file.display().to_string();
+    let mut options = serde_saphyr::RenderOptions::default();
+    options.source_name = Some(&name);
+    let full = err.render_with_options(options);
     let at = match err.location() {
-        Some(loc) => format!("{}:{}:{}", file.display(), loc.line(), loc.column()),
-        None => file.display().to_string(),
+        Some(loc) => {
+            let suffix = format!(" at line {}, column {}", loc.line(), loc.column());
+            let plain = plain.strip_suffix(&suffix).unwrap_or(&plain).to_string();
+            return usage(format!(
+                "{name}:{}:{}: invalid recipe: {plain}{}",
+                loc.line(),
+                loc.column(),
+                snippet(&full, &plain)
+            ));
+        }
+        None => name.clone(),
     };
-    let detail = if full != plain {
-        format!("\n{full}")
-    } else {
+    usage(format!(
+        "{at}: invalid recipe: {plain}{}",
+        snippet(&full, &plain)
+    ))
+}
+
+/// The rendered snippet on its own lines, or nothing when it adds nothing.
+fn snippet(full: &str, plain: &str) -> String {
+    if full.trim() == plain.trim() {
         String::new()
-    };
-    usage(format!("{at}: invalid recipe: {plain}{detail}"))
+    } else {
+        format!("\n{full}")
+    }
 }
 
 /// `path:line:col` for a spanned value (or just the path when the location is unknown).
@@ -189,7 +208,8 @@ fn validate(dir: &Path, file: &Path, raw: RawRecipe) -> anyhow::Result<Recipe> {
     for (name, spanned) in raw.variants {
         let where_ = at(file, spanned.referenced);
         let v = spanned.value;
-        check_variant_decl(&name, &v).map_err(|m| usage(format!("{where_}: variant `{name}`: {m}")))?;
+        check_variant_decl(&name, &v)
+            .map_err(|m| usage(format!("{where_}: variant `{name}`: {m}")))?;
         variants.insert(name, v);
     }
     Ok(Recipe {
@@ -207,7 +227,11 @@ fn validate(dir: &Path, file: &Path, raw: RawRecipe) -> anyhow::Result<Recipe> {
 
 /// A variant must have exactly one rule, a default that obeys it, and absolute file paths.
 fn check_variant_decl(name: &str, v: &Variant) -> Result<(), String> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err("a variant name uses only letters, digits, '-' and '_'".into());
     }
     match (v.integer, v.values.is_empty()) {
@@ -297,8 +321,7 @@ impl Recipe {
 fn is_package_name(p: &str) -> bool {
     p.len() >= 2
         && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && p
-            .chars()
+        && p.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
 
@@ -315,7 +338,10 @@ fn is_unit_name(u: &str) -> bool {
 /// Parse `2G`, `512M`, `1048576` (bytes). Suffixes are powers of 1024.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let s = s.strip_suffix("iB").or_else(|| s.strip_suffix('B')).unwrap_or(s);
+    let s = s
+        .strip_suffix("iB")
+        .or_else(|| s.strip_suffix('B'))
+        .unwrap_or(s);
     let (num, mult) = match s.chars().last()? {
         'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
         'M' | 'm' => (&s[..s.len() - 1], 1 << 20),

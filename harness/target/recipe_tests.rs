@@ -25,11 +25,18 @@ faults:
 "#;
 
 fn parse(text: &str) -> anyhow::Result<Recipe> {
-    Recipe::parse(Path::new("vm-images/demo"), Path::new("vm-images/demo/recipe.yaml"), text)
+    Recipe::parse(
+        Path::new("vm-images/demo"),
+        Path::new("vm-images/demo/recipe.yaml"),
+        text,
+    )
 }
 
 fn chosen(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -62,15 +69,20 @@ fn unknown_field_names_file_line_column_and_field() {
 
 #[test]
 fn unknown_field_inside_a_variant_is_located() {
-    let text = GOOD.replace("    default: self\n", "    default: self\n    colour: red\n");
+    let text = GOOD.replace(
+        "    default: self\n",
+        "    default: self\n    colour: red\n",
+    );
     let msg = parse(&text).unwrap_err().to_string();
-    assert!(msg.starts_with("vm-images/demo/recipe.yaml:12:5:"), "{msg}");
+    assert!(msg.starts_with("vm-images/demo/recipe.yaml:11:5:"), "{msg}");
     assert!(msg.contains("colour"), "{msg}");
 }
 
 #[test]
 fn wrong_type_is_located() {
-    let msg = parse("suite: bookworm\npackages: openssh-server\n").unwrap_err().to_string();
+    let msg = parse("suite: bookworm\npackages: openssh-server\n")
+        .unwrap_err()
+        .to_string();
     assert!(msg.starts_with("vm-images/demo/recipe.yaml:2:"), "{msg}");
 }
 
@@ -79,7 +91,10 @@ fn missing_openssh_server_is_an_error_at_packages() {
     let err = parse("suite: bookworm\npackages: [dbus]\n").unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("vm-images/demo/recipe.yaml:2:11:"), "{msg}");
-    assert!(msg.contains("openssh-server") && msg.contains("`packages`"), "{msg}");
+    assert!(
+        msg.contains("openssh-server") && msg.contains("`packages`"),
+        "{msg}"
+    );
     assert_eq!(crate::error::exit_code(&err), crate::error::exit::USAGE);
 }
 
@@ -87,11 +102,19 @@ fn missing_openssh_server_is_an_error_at_packages() {
 fn bad_default_and_bad_rules_are_rejected() {
     let bad_default = GOOD.replace("default: self", "default: other");
     let msg = parse(&bad_default).unwrap_err().to_string();
-    assert!(msg.contains("variant `gate`") && msg.contains("\"other\""), "{msg}");
+    assert!(
+        msg.contains("variant `gate`") && msg.contains("\"other\""),
+        "{msg}"
+    );
     let both = GOOD.replace("integer: true", "integer: true\n    values: [\"1\"]");
     assert!(parse(&both).unwrap_err().to_string().contains("not both"));
     let relative = GOOD.replace("/etc/demo/gate:", "etc/demo/gate:");
-    assert!(parse(&relative).unwrap_err().to_string().contains("absolute"));
+    assert!(
+        parse(&relative)
+            .unwrap_err()
+            .to_string()
+            .contains("absolute")
+    );
 }
 
 #[test]
@@ -108,7 +131,9 @@ fn variants_resolve_with_defaults() {
     let r = parse(GOOD).unwrap();
     let all = r.resolve_variants(&BTreeMap::new()).unwrap();
     assert_eq!(all, chosen(&[("delay", "5"), ("gate", "self")]));
-    let some = r.resolve_variants(&chosen(&[("gate", "dashboard")])).unwrap();
+    let some = r
+        .resolve_variants(&chosen(&[("gate", "dashboard")]))
+        .unwrap();
     assert_eq!(some, chosen(&[("delay", "5"), ("gate", "dashboard")]));
     let num = r.resolve_variants(&chosen(&[("delay", "-30")])).unwrap();
     assert_eq!(num["delay"], "-30");
@@ -117,25 +142,41 @@ fn variants_resolve_with_defaults() {
 #[test]
 fn unknown_variant_key_names_it_and_lists_known_ones() {
     let r = parse(GOOD).unwrap();
-    let err = r.resolve_variants(&chosen(&[("gaet", "self")])).unwrap_err();
+    let err = r
+        .resolve_variants(&chosen(&[("gaet", "self")]))
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("\"gaet\"") && msg.contains("known variants: delay, gate"), "{msg}");
+    assert!(
+        msg.contains("\"gaet\"") && msg.contains("known variants: delay, gate"),
+        "{msg}"
+    );
     assert_eq!(crate::error::exit_code(&err), crate::error::exit::USAGE);
 }
 
 #[test]
 fn variant_values_are_checked() {
     let r = parse(GOOD).unwrap();
-    let msg = r.resolve_variants(&chosen(&[("gate", "x")])).unwrap_err().to_string();
-    assert!(msg.contains("gate=x") && msg.contains("self, dashboard"), "{msg}");
-    let msg = r.resolve_variants(&chosen(&[("delay", "soon")])).unwrap_err().to_string();
+    let msg = r
+        .resolve_variants(&chosen(&[("gate", "x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("gate=x") && msg.contains("self, dashboard"),
+        "{msg}"
+    );
+    let msg = r
+        .resolve_variants(&chosen(&[("delay", "soon")]))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("not an integer"), "{msg}");
 }
 
 #[test]
 fn variant_files_substitute_value() {
     let r = parse(GOOD).unwrap();
-    let resolved = r.resolve_variants(&chosen(&[("gate", "dashboard")])).unwrap();
+    let resolved = r
+        .resolve_variants(&chosen(&[("gate", "dashboard")]))
+        .unwrap();
     let files = r.variant_files(&resolved);
     assert_eq!(files["/etc/demo/gate"], "dashboard\n");
     assert_eq!(files["/etc/demo/delay"], "DELAY=5\n");

@@ -1,1 +1,307 @@
-//! placeholder
+//! One QEMU VM: a throwaway overlay on a base image, a headless QEMU with its serial
+//! console captured and QMP connected, user-mode networking with host ports that the
+//! kernel chooses, and teardown that cannot be forgotten.
+//!
+//! `argv` (command line), `accel` (probe decision), `console` (failure matcher) and the
+//! `info usernet` parser in `qmp` are pure and unit-tested; `boot` and `process` run
+//! QEMU; `registry` lets a Ctrl-C handler or panic hook clean up every live VM.
+
+pub mod accel;
+pub mod argv;
+mod boot;
+pub mod config;
+pub mod console;
+pub mod process;
+pub mod qmp;
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+
+pub use accel::{Accel, AccelChoice};
+pub use boot::QemuExit;
+pub use config::VmConfig;
+pub use console::{ConsoleFailure, ConsoleFailureKind};
+pub use qmp::HostForward;
+
+use crate::error::{infra, usage};
+use boot::Boot;
+use registry::Registration;
+
+/// The guest port of SSH, always forwarded.
+pub const SSH_GUEST_PORT: u16 = 22;
+
+/// A running VM. Dropping it kills QEMU's process group and removes the overlay unless
+/// the config says `keep`.
+pub struct Vm {
+    config: VmConfig,
+    argv: Vec<String>,
+    overlay: PathBuf,
+    boot: Boot,
+    registration: Registration,
+}
+
+impl Vm {
+    /// Make `run_dir/overlay.qcow2` on the base disk, start QEMU and read its host ports.
+    ///
+    /// Call from async code on a runtime thread, not from `spawn_blocking` (QEMU gets a
+    /// parent-death signal tied to the spawning thread).
+    pub async fn start(config: VmConfig) -> Result<Vm> {
+        let config = resolve_paths(config)?;
+        std::fs::create_dir_all(&config.run_dir).map_err(|e| {
+            infra(format!(
+                "cannot create run directory {}: {e}",
+                config.run_dir.display()
+            ))
+        })?;
+        let overlay = config.run_dir.join(argv::OVERLAY_FILE);
+        let registration = Registration::new(overlay.clone(), config.keep);
+        create_overlay(&config.disk, &overlay).await?;
+        let argv = argv::qemu_argv(&config);
+        tracing::info!(
+            "starting QEMU ({}): {}",
+            config.accel.reason,
+            argv::redact(&argv, &config.redact).join(" ")
+        );
+        let ports = config.forwarded_guest_ports();
+        let started = Boot::start(&argv, &config.run_dir, 1, &ports, |pid| {
+            registration.set_pid(Some(pid))
+        })
+        .await;
+        match started {
+            Ok(boot) => Ok(Vm {
+                config,
+                argv,
+                overlay,
+                boot,
+                registration,
+            }),
+            Err(e) => {
+                if !config.keep {
+                    let _ = std::fs::remove_file(&overlay);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Where the host reaches the guest's SSH server.
+    pub fn ssh_addr(&self) -> SocketAddr {
+        self.forward_addr(SSH_GUEST_PORT)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Where the host reaches guest TCP port `guest_port`, if it is forwarded.
+    pub fn forward_addr(&self, guest_port: u16) -> Option<SocketAddr> {
+        self.boot
+            .forwards
+            .iter()
+            .find(|f| f.guest_port == guest_port)
+            .map(|f| f.host)
+    }
+
+    /// Every host forward of the current boot, as QEMU reported it.
+    pub fn host_forwards(&self) -> &[HostForward] {
+        &self.boot.forwards
+    }
+
+    /// Resolves when the console of the current boot shows a kernel panic, emergency
+    /// mode or the initramfs shell, with the quoted lines. Stays pending otherwise (also
+    /// after QEMU exits).
+    pub async fn console_failure(&self) -> ConsoleFailure {
+        let mut rx = self.boot.console.clone();
+        let seen = rx
+            .wait_for(|s| s.failure.is_some())
+            .await
+            .ok()
+            .and_then(|s| s.failure.clone());
+        match seen {
+            Some(failure) => failure,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The console failure seen so far, without waiting.
+    pub fn console_failure_now(&self) -> Option<ConsoleFailure> {
+        self.boot.console.borrow().failure.clone()
+    }
+
+    /// Resolves when QEMU of the current boot exits on its own (never after a kill by
+    /// the harness). An exit while the guest should be running is an infra error:
+    /// see [`QemuExit::to_error`].
+    pub async fn exited(&self) -> QemuExit {
+        let mut rx = self.boot.exit.clone();
+        let seen = rx
+            .wait_for(|e| e.is_some())
+            .await
+            .ok()
+            .and_then(|e| e.clone());
+        match seen {
+            Some(exit) => exit,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// How QEMU exited, if it already has.
+    pub fn exited_now(&self) -> Option<QemuExit> {
+        self.boot.exit.borrow().clone()
+    }
+
+    /// Resolves with an infra error as soon as the boot cannot succeed: a console
+    /// failure (panic, emergency mode, initramfs shell) or QEMU exiting. Race it against the real work.
+    pub async fn boot_failure(&self) -> anyhow::Error {
+        tokio::select! {
+            failure = self.console_failure() => infra(failure.to_string()),
+            exit = self.exited() => exit.to_error(),
+        }
+    }
+
+    /// Whether the QEMU process of the current boot is still running.
+    pub fn is_running(&self) -> bool {
+        self.boot.is_running()
+    }
+
+    /// Plug (`true`) or pull (`false`) the guest NIC's virtual cable.
+    pub async fn set_link(&self, up: bool) -> Result<()> {
+        match &self.boot.qmp {
+            Some(qmp) => qmp.set_link(argv::NIC_ID, up).await,
+            None => Err(infra("set_link: the VM is not running")),
+        }
+    }
+
+    /// Hard power-off and cold boot again on the same overlay: a new QEMU, a new
+    /// `serial-N.log` and new host ports. On error the VM stays off.
+    pub async fn power_cycle(&mut self) -> Result<()> {
+        // Unregister the PID first: once reaped, it may belong to another process.
+        self.registration.set_pid(None);
+        self.boot.kill();
+        let index = self.boot.index + 1;
+        let ports = self.config.forwarded_guest_ports();
+        let registration = &self.registration;
+        let started = Boot::start(&self.argv, &self.config.run_dir, index, &ports, |pid| {
+            registration.set_pid(Some(pid))
+        })
+        .await;
+        match started {
+            Ok(boot) => {
+                self.boot = boot;
+                Ok(())
+            }
+            Err(e) => {
+                self.registration.set_pid(None);
+                Err(e)
+            }
+        }
+    }
+
+    /// End the VM now (the same as dropping it: a throwaway VM is simply killed).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    /// The QEMU command line of this VM, with the configured secrets redacted.
+    pub fn qemu_argv(&self) -> Vec<String> {
+        argv::redact(&self.argv, &self.config.redact)
+    }
+
+    /// The accelerator and why it was chosen.
+    pub fn accel(&self) -> &AccelChoice {
+        &self.config.accel
+    }
+
+    /// When QEMU of the current boot was started (wall clock).
+    pub fn started_at(&self) -> SystemTime {
+        self.boot.started_at
+    }
+
+    /// Time since QEMU of the current boot was started (monotonic).
+    pub fn uptime(&self) -> Duration {
+        self.boot.started.elapsed()
+    }
+
+    /// Which boot this is: 1 for the first, +1 after each power cycle.
+    pub fn boot_index(&self) -> u32 {
+        self.boot.index
+    }
+
+    /// The serial console log of the current boot (`run_dir/serial-N.log`).
+    pub fn serial_log_path(&self) -> &Path {
+        &self.boot.serial_log
+    }
+
+    /// The PID of the current QEMU (also its process group id).
+    pub fn pid(&self) -> i32 {
+        self.boot.pid.as_raw_nonzero().get()
+    }
+
+    /// The throwaway overlay disk.
+    pub fn overlay_path(&self) -> &Path {
+        &self.overlay
+    }
+
+    /// The run directory (overlay, serial logs, QEMU stderr, QMP socket).
+    pub fn run_dir(&self) -> &Path {
+        &self.config.run_dir
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.registration.set_pid(None);
+        self.boot.kill();
+        if !self.config.keep {
+            let _ = std::fs::remove_file(&self.overlay);
+        }
+    }
+}
+
+/// Check the config's files and make its paths absolute (QEMU runs in `run_dir`).
+fn resolve_paths(mut config: VmConfig) -> Result<VmConfig> {
+    fn existing(path: &Path, what: &str) -> Result<PathBuf> {
+        std::fs::canonicalize(path).map_err(|e| usage(format!("{what} {}: {e}", path.display())))
+    }
+    config.disk = existing(&config.disk, "disk image")?;
+    if config.kernel.is_none() && (config.initrd.is_some() || !config.cmdline.is_empty()) {
+        return Err(usage(
+            "an initrd or kernel command line needs a kernel (direct kernel boot)",
+        ));
+    }
+    config.kernel = config.kernel.map(|k| existing(&k, "kernel")).transpose()?;
+    config.initrd = config.initrd.map(|i| existing(&i, "initrd")).transpose()?;
+    if config.run_dir.is_relative() {
+        config.run_dir = std::env::current_dir()
+            .map_err(|e| infra(format!("cannot read the current directory: {e}")))?
+            .join(&config.run_dir);
+    }
+    Ok(config)
+}
+
+/// `qemu-img create -f qcow2 -b BASE -F qcow2 OVERLAY`: the base is never written.
+async fn create_overlay(base: &Path, overlay: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(overlay);
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-b"])
+        .arg(base)
+        .args(["-F", "qcow2"])
+        .arg(overlay)
+        .output()
+        .await
+        .map_err(|e| {
+            infra(format!(
+                "cannot run qemu-img (apt-get install qemu-utils): {e}"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(infra(format!(
+            "qemu-img create of overlay {} on {} failed ({}): {}",
+            overlay.display(),
+            base.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The command line: the contract that users, tests and CI scripts rely on.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Cold-boot a throwaway VM, watch systemd, and give a verdict backed by evidence.
+#[derive(Debug, Parser)]
+#[command(name = "coldboot", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). Logs go to stderr.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// What this host can do: QEMU, accelerator (probed), mmdebstrap, nix, disk.
+    Doctor(DoctorArgs),
+    /// Build or reuse cached images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Cold-boot TARGET, wait for the guest, run CMD in it (or open a shell), tear down.
+    Boot(BootArgs),
+}
+
+/// `coldboot doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+/// `coldboot image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build RECIPE_DIR (or reuse the cached image); prints its id and path.
+    Build {
+        /// A recipe folder, e.g. vm-images/debian-stock.
+        recipe_dir: PathBuf,
+        /// Choose a variant value, e.g. --variant gate=self. Repeatable.
+        #[arg(long = "variant", value_name = "K=V")]
+        variants: Vec<String>,
+    },
+}
+
+/// Options shared by every command that starts QEMU.
+#[derive(Debug, Args, Clone)]
+pub struct VmArgs {
+    /// Accelerator: auto probes KVM with a tiny boot and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto, env = "COLDBOOT_ACCEL")]
+    pub accel: AccelArg,
+}
+
+/// `--accel` values.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum AccelArg {
+    /// Probe KVM, fall back to TCG.
+    Auto,
+    /// KVM only.
+    Kvm,
+    /// TCG (software emulation) only.
+    Tcg,
+}
+
+/// `coldboot boot`.
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// recipe:DIR[?K=V&...], image:PATH or nix:FLAKEREF#ATTR.
+    pub target: String,
+    /// Mask UNIT for this boot only (systemd.mask=). Repeatable.
+    #[arg(long = "mask", value_name = "UNIT")]
+    pub masks: Vec<String>,
+    /// Extra kernel command-line argument. Repeatable.
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    pub kernel_args: Vec<String>,
+    /// Keep the run folder and its overlay disk afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// How long to wait for SSH after QEMU starts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    pub ssh_timeout: u64,
+    /// Where run folders go (default: a fresh folder under the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub vm: VmArgs,
+    /// Command to run in the guest; without one, an interactive shell when stdin is a terminal.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl From<AccelArg> for coldboot::vm::Accel {
+    fn from(a: AccelArg) -> Self {
+        match a {
+            AccelArg::Auto => coldboot::vm::Accel::Auto,
+            AccelArg::Kvm => coldboot::vm::Accel::Kvm,
+            AccelArg::Tcg => coldboot::vm::Accel::Tcg,
+        }
+    }
+}

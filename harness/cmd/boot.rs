@@ -1,0 +1,115 @@
+//! `coldboot boot`: cold-boot a target, wait for SSH, run one command (or a shell), tear down.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use coldboot::guest::SshKey;
+use coldboot::progress::Waiting;
+use coldboot::run::boot::{self, BootOptions};
+use coldboot::target::{self, PrepareOptions, Progress, TargetSpec, cache};
+use coldboot::vm::accel;
+
+use crate::cli::BootArgs;
+
+/// Boot, run, report timings; the exit code is the guest command's own.
+pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
+    let spec = TargetSpec::parse(&args.target)?;
+    let waiting = Waiting::new(format!("preparing {}", args.target));
+    let opts = PrepareOptions {
+        progress: Progress::new(waiting.reporter()),
+        ..PrepareOptions::default()
+    };
+    let boot_spec = target::prepare(&spec, &opts).await?;
+
+    let cache_root = cache::cache_root(None)?;
+    waiting.set("choosing the accelerator");
+    let probe_kernel = boot::require_kernel(&boot_spec)?;
+    let accel = accel::choose(args.vm.accel.into(), probe_kernel, &cache_root).await?;
+    tracing::info!("accelerator: {} ({})", accel.accel, accel.reason);
+
+    let run_dir = match &args.run_dir {
+        Some(d) => d.clone(),
+        None => default_run_dir(&cache_root)?,
+    };
+    let key = SshKey::generate()?;
+    let boot_opts = BootOptions {
+        masks: args.masks.clone(),
+        kernel_args: args.kernel_args.clone(),
+        setenv: Vec::new(),
+    };
+    let config = boot::vm_config(
+        &boot_spec,
+        &key,
+        &boot_opts,
+        accel,
+        run_dir.clone(),
+        Vec::new(),
+        args.keep,
+    );
+
+    waiting.set("starting QEMU");
+    let vm = coldboot::vm::Vm::start(config).await?;
+    waiting.set(format!(
+        "waiting for SSH on {} (accelerator {})",
+        vm.ssh_addr(),
+        vm.accel().accel
+    ));
+    let connected = boot::connect(&vm, &key, Duration::from_secs(args.ssh_timeout)).await;
+    let (guest, to_ssh) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            drop(waiting);
+            eprintln!("serial log kept at {}", vm.serial_log_path().display());
+            return Err(e);
+        }
+    };
+    drop(waiting);
+    eprintln!(
+        "boot: QEMU start to SSH in {:.1}s ({}, {})",
+        to_ssh.as_secs_f64(),
+        vm.accel().accel,
+        vm.ssh_addr()
+    );
+
+    let code = if !args.command.is_empty() {
+        let cmd = args
+            .command
+            .iter()
+            .map(|a| coldboot::guest::shell::quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = guest.exec(&cmd).await?;
+        print!("{}", out.stdout);
+        eprint!("{}", out.stderr);
+        out.status
+    } else if std::io::stdin().is_terminal() {
+        guest.interactive_shell().await?
+    } else {
+        eprintln!("no command given and stdin is not a terminal: nothing to run");
+        0
+    };
+
+    match boot::guest_startup_line(&guest).await {
+        Some(line) => eprintln!("boot: guest says: {line}"),
+        None => eprintln!("boot: guest's systemd-analyze has no figure (boot not finished)"),
+    }
+    eprintln!("serial log: {}", vm.serial_log_path().display());
+    if args.keep {
+        eprintln!("kept: {}", vm.overlay_path().display());
+    }
+    drop(guest);
+    vm.shutdown();
+    Ok(code)
+}
+
+/// A fresh folder for this boot's serial log and overlay, under the cache's `runs/`.
+fn default_run_dir(cache_root: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let runs = cache_root.join("runs");
+    std::fs::create_dir_all(&runs)?;
+    let dir = tempfile::Builder::new()
+        .prefix("boot-")
+        .tempdir_in(&runs)?
+        .keep();
+    Ok(dir)
+}

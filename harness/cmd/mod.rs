@@ -1,0 +1,40 @@
+//! One module per subcommand. Each returns the process exit code or an error.
+
+pub mod boot;
+pub mod doctor;
+pub mod image;
+
+use std::path::Path;
+
+/// Run `program args...` and return the first line of its stdout, or `None` if it is missing
+/// or fails. Used to report tool versions.
+pub async fn first_line(program: &str, args: &[&str]) -> Option<String> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let text = if out.stdout.is_empty() {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_string())
+        .filter(|_| out.status.success())
+}
+
+/// Free bytes on the filesystem holding `path` (or its nearest existing parent).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let mut p = path;
+    loop {
+        if p.exists() {
+            let st = rustix::fs::statvfs(p).ok()?;
+            return Some(st.f_bavail * st.f_frsize);
+        }
+        p = p.parent()?;
+    }
+}

@@ -1,0 +1,136 @@
+//! The per-run SSH key: generated in memory, handed to the guest on the kernel command line.
+//!
+//! A fresh key per run means no long-lived secret exists anywhere; the private half never
+//! touches a run folder or the evidence. Only [`SshKey::private_openssh`] exposes it, for
+//! the SSH client code in this module.
+
+use std::fmt;
+use std::ops::Deref;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, rand_core::OsRng};
+
+/// Kernel command line parameter read by the guest's `coldboot-authorized-key.service`.
+pub const KERNEL_PARAM: &str = "coldboot.authorized_key";
+
+/// Comment the guest puts after the key in `/root/.ssh/authorized_keys`.
+pub const KEY_COMMENT: &str = "coldboot";
+
+/// An ed25519 key pair that lives only in memory (the private key zeroizes on drop).
+#[derive(Clone)]
+pub struct SshKey {
+    private: PrivateKey,
+}
+
+impl SshKey {
+    /// Generate a fresh ed25519 key from the OS random source.
+    pub fn generate() -> anyhow::Result<Self> {
+        let mut private = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
+            .map_err(|e| crate::error::infra(format!("cannot generate an ed25519 key: {e}")))?;
+        private.set_comment(KEY_COMMENT);
+        Ok(SshKey { private })
+    }
+
+    /// The public key blob (SSH wire format), as it appears base64-encoded in
+    /// `authorized_keys`.
+    pub fn public_blob(&self) -> Vec<u8> {
+        // Encoding an ed25519 public key into a Vec cannot fail (fixed 51 bytes).
+        self.private.public_key().to_bytes().unwrap_or_default()
+    }
+
+    /// The public key in OpenSSH one-line format: `ssh-ed25519 AAAA... coldboot`.
+    pub fn public_openssh(&self) -> String {
+        format!(
+            "{} {} {KEY_COMMENT}",
+            Algorithm::Ed25519.as_str(),
+            self.public_blob_base64()
+        )
+    }
+
+    /// The kernel argument that authorizes this key for root in the guest:
+    /// `coldboot.authorized_key=<base64 blob>` (no spaces, so it is one argument).
+    pub fn kernel_arg(&self) -> String {
+        format!("{KERNEL_PARAM}={}", self.public_blob_base64())
+    }
+
+    /// SHA-256 fingerprint of the public key (`SHA256:...`), safe to record as evidence.
+    pub fn fingerprint(&self) -> String {
+        self.private
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string()
+    }
+
+    /// The private key in OpenSSH PEM format. Kept inside the crate: callers hand it to
+    /// libssh2 in memory or to a short-lived 0600 file in a 0700 temporary folder.
+    /// The returned buffer is zeroized when dropped.
+    pub(crate) fn private_openssh(&self) -> anyhow::Result<impl Deref<Target = String> + use<>> {
+        self.private
+            .to_openssh(LineEnding::LF)
+            .context("cannot encode the per-run private key")
+    }
+
+    fn public_blob_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.public_blob())
+    }
+}
+
+impl fmt::Debug for SshKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshKey")
+            .field("public", &self.public_openssh())
+            .field("private", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_arg_is_one_word_with_the_public_blob() {
+        let key = SshKey::generate().unwrap();
+        let arg = key.kernel_arg();
+        assert!(!arg.contains(char::is_whitespace), "{arg}");
+        let b64 = arg.strip_prefix("coldboot.authorized_key=").unwrap();
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let parsed = ssh_key::PublicKey::from_bytes(&blob).unwrap();
+        assert_eq!(parsed.algorithm(), Algorithm::Ed25519);
+        assert_eq!(parsed.key_data(), key.private.public_key().key_data());
+    }
+
+    #[test]
+    fn public_openssh_matches_what_the_guest_writes() {
+        let key = SshKey::generate().unwrap();
+        let line = key.public_openssh();
+        let b64 = key.kernel_arg().split_once('=').unwrap().1.to_owned();
+        assert_eq!(line, format!("ssh-ed25519 {b64} coldboot"));
+        let parsed = ssh_key::PublicKey::from_openssh(&line).unwrap();
+        assert_eq!(
+            parsed.fingerprint(HashAlg::Sha256).to_string(),
+            key.fingerprint()
+        );
+    }
+
+    #[test]
+    fn each_key_is_fresh() {
+        let a = SshKey::generate().unwrap();
+        let b = SshKey::generate().unwrap();
+        assert_ne!(a.public_blob(), b.public_blob());
+    }
+
+    #[test]
+    fn debug_redacts_the_private_key() {
+        let key = SshKey::generate().unwrap();
+        let pem = key.private_openssh().unwrap();
+        let shown = format!("{key:?}");
+        assert!(shown.contains("<redacted>"));
+        assert!(!shown.contains("PRIVATE KEY"));
+        let body: String = pem.lines().nth(1).unwrap().chars().take(20).collect();
+        assert!(!shown.contains(&body));
+    }
+}

@@ -1,0 +1,155 @@
+//! Shell quoting for guest commands, and the interactive shell of `coldboot boot TARGET`.
+//!
+//! The interactive shell uses the system `ssh` client, which already does terminals well.
+//! It needs the private key as a file: that file lives in a fresh 0700 temporary folder,
+//! is created 0600, and is deleted as soon as the `ssh` process ends (also on error).
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::ssh::Guest;
+use crate::error::infra;
+
+/// Quote `s` for a POSIX shell: one word, no expansion.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Arguments for the system `ssh` client: the per-run key only, no host key checks and no
+/// `known_hosts` writes (the guest is throwaway), root at the forwarded port. A remote
+/// command may follow; `--` keeps ssh from reading it as options.
+pub fn ssh_client_args(key_file: &Path, addr: SocketAddr) -> Vec<String> {
+    let opt = |o: &str| ["-o".to_owned(), o.to_owned()];
+    let mut args = vec!["-i".to_owned(), key_file.display().to_string()];
+    for o in [
+        "IdentitiesOnly=yes",
+        "IdentityAgent=none",
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "GlobalKnownHostsFile=/dev/null",
+        "LogLevel=ERROR",
+    ] {
+        args.extend(opt(o));
+    }
+    args.extend([
+        "-p".to_owned(),
+        addr.port().to_string(),
+        "--".to_owned(),
+        format!("root@{}", addr.ip()),
+    ]);
+    args
+}
+
+impl Guest {
+    /// Open an interactive root shell in the guest on the caller's terminal, using the
+    /// system `ssh` client. Returns the shell's exit status.
+    pub async fn interactive_shell(&self) -> anyhow::Result<i32> {
+        self.system_ssh(None).await
+    }
+
+    /// Run `cmd` in the guest through the system `ssh` client, stdin from /dev/null and
+    /// output on the caller's stdout/stderr. Returns its exit status (255: ssh failed).
+    pub async fn system_ssh_exec(&self, cmd: &str) -> anyhow::Result<i32> {
+        self.system_ssh(Some(cmd)).await
+    }
+
+    async fn system_ssh(&self, cmd: Option<&str>) -> anyhow::Result<i32> {
+        let dir = private_tempdir()?;
+        let key_file = dir.path().join("id_ed25519");
+        write_private_key(&key_file, &self.key().private_openssh()?)?;
+        let mut command = tokio::process::Command::new("ssh");
+        command.args(ssh_client_args(&key_file, self.addr()));
+        if let Some(cmd) = cmd {
+            command
+                .arg("--")
+                .arg(cmd)
+                .stdin(std::process::Stdio::null());
+        }
+        let status = command.status().await;
+        // Delete the key before anything else can fail; the folder goes when `dir` drops.
+        let removed = std::fs::remove_file(&key_file);
+        let status =
+            status.map_err(|e| infra(format!("cannot run the system `ssh` client: {e}")))?;
+        removed
+            .with_context(|| format!("cannot delete the temporary key {}", key_file.display()))?;
+        Ok(status.code().unwrap_or(255))
+    }
+}
+
+/// A fresh temporary folder only the current user can enter (0700).
+fn private_tempdir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("coldboot-ssh-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| {
+            infra(format!(
+                "cannot create a temporary folder for the SSH key: {e}"
+            ))
+        })
+}
+
+/// Create `path` 0600 (never replacing an existing file) and write the key into it.
+fn write_private_key(path: &Path, pem: &str) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(pem.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_leaves_plain_words_alone() {
+        assert_eq!(quote("ssh.service"), "ssh.service");
+        assert_eq!(quote("/etc/a-b_c"), "/etc/a-b_c");
+    }
+
+    #[test]
+    fn quote_wraps_everything_else() {
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote("$(reboot)"), "'$(reboot)'");
+        assert_eq!(quote("dev-x\\x2dy.swap"), "'dev-x\\x2dy.swap'");
+    }
+
+    #[test]
+    fn client_args_pin_the_key_and_skip_known_hosts() {
+        let addr: SocketAddr = "127.0.0.1:41193".parse().unwrap();
+        let args = ssh_client_args(Path::new("/tmp/k/id"), addr).join(" ");
+        assert!(args.starts_with("-i /tmp/k/id "), "{args}");
+        assert!(args.contains("-o UserKnownHostsFile=/dev/null"), "{args}");
+        assert!(args.contains("-o StrictHostKeyChecking=no"), "{args}");
+        assert!(args.ends_with("-p 41193 -- root@127.0.0.1"), "{args}");
+    }
+
+    #[test]
+    fn private_key_file_is_0600_and_never_overwrites() {
+        let dir = private_tempdir().unwrap();
+        let dir_mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        let path = dir.path().join("k");
+        write_private_key(&path, "secret").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(write_private_key(&path, "other").is_err());
+    }
+}

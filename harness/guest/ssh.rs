@@ -1,0 +1,381 @@
+//! One SSH connection to a guest, as root, with the per-run key.
+//!
+//! ssh2 (libssh2) is blocking, so every call runs on `spawn_blocking` and holds the session
+//! lock for its whole duration: calls on one `Guest` are serialized. Long-lived watchers
+//! get their own session ([`Guest::stream_lines`]) so they never hold up commands.
+//! Authentication uses `userauth_pubkey_memory`: the private key never touches a file.
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use ssh2::Session;
+
+use super::key::SshKey;
+use super::pump::{PumpEnd, Stream, pump};
+use super::shell::quote;
+use crate::error::infra;
+
+/// Longest a single connection attempt (TCP, handshake, auth) may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of each blocking libssh2 call once connected (channel open, close...).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default limit for one command; see [`Guest::exec_timeout`] for longer ones.
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(120);
+/// Backoff between connection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What a finished command left behind. A non-zero status is data, not an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// Exit status; 128 + N when the command died of signal N (as a shell reports it).
+    pub status: i32,
+    /// The signal name (`KILL`, `TERM`...) when the command died of a signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// Everything the command wrote to stdout (lossy UTF-8).
+    pub stdout: String,
+    /// Everything the command wrote to stderr (lossy UTF-8).
+    pub stderr: String,
+}
+
+impl ExecOutput {
+    /// True when the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// The guest's SSH host key, recorded as evidence (the guest is throwaway, so it is
+/// neither checked nor written to `known_hosts`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKey {
+    /// Key algorithm as named on the wire, e.g. `ssh-ed25519`.
+    pub algorithm: String,
+    /// OpenSSH-style SHA-256 fingerprint, `SHA256:...`.
+    pub fingerprint: String,
+}
+
+/// An authenticated SSH session to a guest, as root. Cheap to clone (shared session).
+#[derive(Clone)]
+pub struct Guest {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addr: SocketAddr,
+    key: SshKey,
+    session: Mutex<Session>,
+    host_key: HostKey,
+}
+
+impl std::fmt::Debug for Guest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guest")
+            .field("addr", &self.inner.addr)
+            .field("host_key", &self.inner.host_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guest {
+    /// Connect to `addr` as root with `key`, retrying TCP connect, handshake and auth with
+    /// a short backoff until `deadline` has passed. A guest that is still booting refuses or
+    /// drops connections for a while; that is expected, so only the last error is reported.
+    pub async fn connect(
+        addr: SocketAddr,
+        key: &SshKey,
+        deadline: Duration,
+    ) -> anyhow::Result<Guest> {
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || connect_blocking(addr, key, deadline))
+            .await
+            .context("the SSH connect thread panicked")?
+    }
+
+    /// The address this guest is reached at (host side of the port forward).
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The guest's host key fingerprint, for the evidence.
+    pub fn host_key_fingerprint(&self) -> &str {
+        &self.inner.host_key.fingerprint
+    }
+
+    /// The guest's host key algorithm and fingerprint.
+    pub fn host_key(&self) -> &HostKey {
+        &self.inner.host_key
+    }
+
+    pub(crate) fn key(&self) -> &SshKey {
+        &self.inner.key
+    }
+
+    /// Run `cmd` through the guest's shell and collect its output, with
+    /// [`DEFAULT_EXEC_TIMEOUT`]. Errors only when the command cannot be run or read.
+    pub async fn exec(&self, cmd: &str) -> anyhow::Result<ExecOutput> {
+        self.exec_timeout(cmd, DEFAULT_EXEC_TIMEOUT).await
+    }
+
+    /// Like [`Guest::exec`] with an explicit limit; passing it is an infra error.
+    pub async fn exec_timeout(&self, cmd: &str, timeout: Duration) -> anyhow::Result<ExecOutput> {
+        self.run(cmd, None, timeout).await
+    }
+
+    /// Like [`Guest::exec`] but a non-zero status is an error quoting stderr.
+    pub async fn exec_checked(&self, cmd: &str) -> anyhow::Result<ExecOutput> {
+        let out = self.exec(cmd).await?;
+        check_status(cmd, out)
+    }
+
+    /// Write `bytes` to `path` in the guest with permission `mode` (e.g. `0o644`),
+    /// atomically (temporary file in the same folder, then rename). Creates parent folders.
+    pub async fn write_file(&self, path: &str, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+        let cmd = write_file_command(path, mode);
+        let out = self
+            .run(&cmd, Some(bytes.to_vec()), DEFAULT_EXEC_TIMEOUT)
+            .await?;
+        check_status(&cmd, out)
+            .with_context(|| format!("cannot write {path} in the guest"))
+            .map(drop)
+    }
+
+    async fn run(
+        &self,
+        cmd: &str,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> anyhow::Result<ExecOutput> {
+        let inner = self.inner.clone();
+        let cmd = cmd.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let session = inner
+                .session
+                .lock()
+                .map_err(|_| infra("the SSH session lock is poisoned"))?;
+            exec_blocking(&session, &cmd, stdin.as_deref(), timeout)
+                .with_context(|| format!("ssh root@{}: cannot run `{cmd}`", inner.addr))
+        })
+        .await
+        .context("the SSH exec thread panicked")?
+    }
+}
+
+/// Turn a non-zero status into an error that quotes stderr.
+fn check_status(cmd: &str, out: ExecOutput) -> anyhow::Result<ExecOutput> {
+    if out.success() {
+        return Ok(out);
+    }
+    let stderr = out.stderr.trim();
+    Err(anyhow::anyhow!(
+        "`{cmd}` exited with status {}{}",
+        out.status,
+        if stderr.is_empty() {
+            String::new()
+        } else {
+            format!(": {stderr}")
+        }
+    ))
+}
+
+/// The shell command that writes stdin to `path` atomically with `mode`.
+fn write_file_command(path: &str, mode: u32) -> String {
+    let p = quote(path);
+    format!(
+        "set -e; d=$(dirname {p}); mkdir -p \"$d\"; t=$(mktemp \"$d/.coldboot.XXXXXX\"); \
+         cat > \"$t\"; chmod {mode:o} \"$t\"; mv -f \"$t\" {p}"
+    )
+}
+
+fn connect_blocking(addr: SocketAddr, key: SshKey, deadline: Duration) -> anyhow::Result<Guest> {
+    let pem = key.private_openssh()?;
+    let started = Instant::now();
+    let until = started + deadline;
+    let mut backoff = BACKOFF_MIN;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let remaining = until.saturating_duration_since(Instant::now());
+        let attempt = ATTEMPT_TIMEOUT.min(remaining.max(Duration::from_millis(100)));
+        let last_error = match open_session(addr, &pem, attempt) {
+            Ok(session) => {
+                let host_key = host_key(&session)?;
+                tracing::debug!(%addr, attempts, elapsed = ?started.elapsed(), "ssh connected");
+                return Ok(Guest {
+                    inner: Arc::new(Inner {
+                        addr,
+                        key,
+                        session: Mutex::new(session),
+                        host_key,
+                    }),
+                });
+            }
+            Err(e) => e,
+        };
+        tracing::trace!(%addr, attempts, error = format!("{last_error:#}"), "ssh not ready yet");
+        if Instant::now() + backoff >= until {
+            return Err(infra(format!(
+                "ssh root@{addr}: no connection within {deadline:?} ({attempts} attempts); \
+                 last error: {last_error:#}"
+            )));
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One attempt: TCP connect, SSH handshake, public key auth as root from memory.
+pub(crate) fn open_session(
+    addr: SocketAddr,
+    pem: &str,
+    timeout: Duration,
+) -> anyhow::Result<Session> {
+    let tcp = TcpStream::connect_timeout(&addr, timeout).context("TCP connect")?;
+    tcp.set_nodelay(true).ok();
+    let mut session = Session::new().context("cannot create an SSH session")?;
+    session.set_tcp_stream(tcp);
+    session.set_timeout(millis(timeout));
+    session.handshake().context("SSH handshake")?;
+    session
+        .userauth_pubkey_memory("root", None, pem, None)
+        .context("public key authentication as root")?;
+    if !session.authenticated() {
+        anyhow::bail!("public key authentication as root was not accepted");
+    }
+    session.set_timeout(millis(SESSION_TIMEOUT));
+    Ok(session)
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn host_key(session: &Session) -> anyhow::Result<HostKey> {
+    let (blob, _) = session
+        .host_key()
+        .ok_or_else(|| infra("the SSH server sent no host key"))?;
+    let key = ssh_key::PublicKey::from_bytes(blob)
+        .map_err(|e| infra(format!("cannot parse the guest's SSH host key: {e}")))?;
+    Ok(HostKey {
+        algorithm: key.algorithm().as_str().to_owned(),
+        fingerprint: key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+    })
+}
+
+/// Run one command on an open session: optional stdin, then both streams until EOF.
+fn exec_blocking(
+    session: &Session,
+    cmd: &str,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> anyhow::Result<ExecOutput> {
+    let deadline = Instant::now() + timeout;
+    let mut channel = session
+        .channel_session()
+        .map_err(|e| infra(format!("cannot open an SSH channel: {e}")))?;
+    channel
+        .exec(cmd)
+        .map_err(|e| infra(format!("the guest refused the command: {e}")))?;
+    if let Some(bytes) = stdin {
+        channel
+            .write_all(bytes)
+            .map_err(|e| infra(format!("cannot send stdin: {e}")))?;
+    }
+    channel
+        .send_eof()
+        .map_err(|e| infra(format!("cannot close stdin: {e}")))?;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut sink = |which: Stream, bytes: &[u8]| {
+        match which {
+            Stream::Stdout => stdout.extend_from_slice(bytes),
+            Stream::Stderr => stderr.extend_from_slice(bytes),
+        }
+        true
+    };
+    let end = pump(session, &mut channel, Some(deadline), &mut sink, &|| false)
+        .map_err(|e| infra(format!("lost the SSH channel while reading output: {e}")))?;
+    if end == PumpEnd::TimedOut {
+        session.set_blocking(false);
+        let _ = channel.close();
+        session.set_blocking(true);
+        return Err(infra(format!("no end of output within {timeout:?}")));
+    }
+    channel
+        .wait_close()
+        .map_err(|e| infra(format!("the SSH channel did not close: {e}")))?;
+    let status = channel
+        .exit_status()
+        .map_err(|e| infra(format!("no exit status: {e}")))?;
+    let signal = channel.exit_signal().ok().and_then(|s| s.exit_signal);
+    Ok(ExecOutput {
+        status: match &signal {
+            Some(name) => 128 + signal_number(name),
+            None => status,
+        },
+        signal,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+/// Linux x86 signal number for a name as SSH reports it (no `SIG` prefix); 127 if unknown.
+fn signal_number(name: &str) -> i32 {
+    match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "ABRT" => 6,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        _ => 127,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(status: i32, stderr: &str) -> ExecOutput {
+        ExecOutput {
+            status,
+            signal: None,
+            stdout: String::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    #[test]
+    fn checked_status_quotes_stderr() {
+        let err = check_status("false", out(3, "boom\n")).unwrap_err();
+        assert_eq!(err.to_string(), "`false` exited with status 3: boom");
+        let err = check_status("false", out(1, "")).unwrap_err();
+        assert_eq!(err.to_string(), "`false` exited with status 1");
+        assert!(check_status("true", out(0, "warning")).is_ok());
+    }
+
+    #[test]
+    fn write_file_command_quotes_the_path_and_mode() {
+        let cmd = write_file_command("/etc/it's here", 0o644);
+        assert!(cmd.contains("chmod 644 "), "{cmd}");
+        assert!(cmd.contains("mv -f \"$t\" '/etc/it'\\''s here'"), "{cmd}");
+    }
+
+    #[test]
+    fn signals_map_like_a_shell() {
+        assert_eq!(signal_number("KILL"), 9);
+        assert_eq!(signal_number("TERM"), 15);
+        assert_eq!(signal_number("WHATEVER"), 127);
+    }
+}

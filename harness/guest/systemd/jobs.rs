@@ -1,0 +1,185 @@
+//! The job queue as `systemctl list-jobs --after --before --no-legend` prints it. Pure.
+//!
+//! Each job row (`ID UNIT TYPE STATE`) is followed by relation rows such as
+//! `└─ waiting for job 124 (b.service/start)` or `└─ blocking job 123 (a.service/start)`.
+//!
+//! **Version caveat.** Before systemd v256 (PR systemd/systemd#32450, issue #24941) the two
+//! labels were swapped: `systemctl` printed the jobs that wait for J under "waiting for",
+//! and the jobs J waits for under "blocking". Debian 12 ships v252, so its text must be
+//! read the other way round. [`parse_jobs`] takes the version and always returns the
+//! true relation: [`Job::waiting_for`] is what J waits for, [`Job::blocking`] what waits
+//! for J. The recorded Debian 12 fixture confirms the swap (see the `guest_ssh` test).
+
+use serde::{Deserialize, Serialize};
+
+/// First systemd version whose `list-jobs` labels mean what they say.
+pub const LABELS_FIXED_IN: u32 = 256;
+
+/// Another job, as named in a relation row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    /// Job id.
+    pub id: u32,
+    /// Unit the job is for.
+    pub unit: String,
+    /// `start`, `stop`, `restart`...
+    pub job_type: String,
+}
+
+/// One queued job and the ordering relations systemd reports for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Job id.
+    pub id: u32,
+    /// Unit the job is for.
+    pub unit: String,
+    /// `start`, `stop`, `restart`, `verify-active`...
+    pub job_type: String,
+    /// `running` or `waiting`.
+    pub state: String,
+    /// Jobs that must finish before this one may run.
+    pub waiting_for: Vec<JobRef>,
+    /// Jobs that wait for this one to finish.
+    pub blocking: Vec<JobRef>,
+}
+
+/// Parse `list-jobs --after --before --no-legend` output from systemd `version`.
+pub fn parse_jobs(text: &str, version: u32) -> anyhow::Result<Vec<Job>> {
+    let swapped = version < LABELS_FIXED_IN;
+    let mut jobs: Vec<Job> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = |e: String| anyhow::anyhow!("systemctl list-jobs output, line {}: {e}", n + 1);
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("No jobs") {
+            continue;
+        }
+        if let Some((label, rest)) = relation(line) {
+            let other = job_ref(rest).map_err(at)?;
+            let job = jobs
+                .last_mut()
+                .ok_or_else(|| at(format!("relation before any job: {line:?}")))?;
+            let waits_for_other = (label == Label::WaitingFor) != swapped;
+            if waits_for_other {
+                job.waiting_for.push(other);
+            } else {
+                job.blocking.push(other);
+            }
+            continue;
+        }
+        jobs.push(job_row(line).map_err(at)?);
+    }
+    Ok(jobs)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Label {
+    WaitingFor,
+    Blocking,
+}
+
+/// A relation row: its label and the text after `job `.
+fn relation(line: &str) -> Option<(Label, &str)> {
+    for (marker, label) in [
+        ("waiting for job ", Label::WaitingFor),
+        ("blocking job ", Label::Blocking),
+    ] {
+        if let Some(at) = line.find(marker) {
+            return Some((label, &line[at + marker.len()..]));
+        }
+    }
+    None
+}
+
+/// `124 (b.service/start)` possibly followed by table filler (`-     -`).
+fn job_ref(text: &str) -> Result<JobRef, String> {
+    let (id, rest) = text
+        .split_once(' ')
+        .ok_or_else(|| format!("no job id in {text:?}"))?;
+    let id = id.parse().map_err(|_| format!("bad job id {id:?}"))?;
+    let inner = rest
+        .trim_start()
+        .strip_prefix('(')
+        .and_then(|r| r.split_once(')'))
+        .map(|(inner, _)| inner)
+        .ok_or_else(|| format!("no (unit/type) in {text:?}"))?;
+    let (unit, job_type) = inner
+        .rsplit_once('/')
+        .ok_or_else(|| format!("no unit/type in {inner:?}"))?;
+    Ok(JobRef {
+        id,
+        unit: unit.to_owned(),
+        job_type: job_type.to_owned(),
+    })
+}
+
+/// `123 a.service start running`.
+fn job_row(line: &str) -> Result<Job, String> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let [id, unit, job_type, state] = fields.as_slice() else {
+        return Err(format!("expected `ID UNIT TYPE STATE`, got {line:?}"));
+    };
+    Ok(Job {
+        id: id
+            .parse()
+            .map_err(|_| format!("bad job id {id:?} in {line:?}"))?,
+        unit: (*unit).to_owned(),
+        job_type: (*job_type).to_owned(),
+        state: (*state).to_owned(),
+        waiting_for: Vec::new(),
+        blocking: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shape from systemd's own PR #32450 description (pre-fix labels): check-oil is
+    /// `Before=engine-ready.target`, so engine-ready waits for check-oil.
+    const PRE_FIX: &str = "\
+93  check-oil.service                                 start running
+└─      waiting for job 94 (engine-ready.target/start)   -     -
+94  engine-ready.target                               start waiting
+└─      blocking job 93 (check-oil.service/start)        -     -
+";
+
+    fn r(id: u32, unit: &str) -> JobRef {
+        JobRef {
+            id,
+            unit: unit.into(),
+            job_type: "start".into(),
+        }
+    }
+
+    #[test]
+    fn old_labels_are_swapped_into_the_true_relation() {
+        let jobs = parse_jobs(PRE_FIX, 252).unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!((jobs[0].id, jobs[0].state.as_str()), (93, "running"));
+        assert_eq!(jobs[0].blocking, [r(94, "engine-ready.target")]);
+        assert!(jobs[0].waiting_for.is_empty());
+        assert_eq!(jobs[1].waiting_for, [r(93, "check-oil.service")]);
+        assert!(jobs[1].blocking.is_empty());
+    }
+
+    #[test]
+    fn fixed_labels_are_taken_as_written() {
+        let jobs = parse_jobs(PRE_FIX, 256).unwrap();
+        assert_eq!(jobs[0].waiting_for, [r(94, "engine-ready.target")]);
+        assert_eq!(jobs[1].blocking, [r(93, "check-oil.service")]);
+    }
+
+    #[test]
+    fn empty_queue_is_no_jobs() {
+        assert!(parse_jobs("", 252).unwrap().is_empty());
+        assert!(parse_jobs("No jobs running.\n", 252).unwrap().is_empty());
+    }
+
+    #[test]
+    fn garbage_names_the_line() {
+        let err = parse_jobs("1 a.service start running\nwhat is this\n", 252).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = parse_jobs("└─ waiting for job 5 (x.service/start)\n", 252).unwrap_err();
+        assert!(err.to_string().contains("relation before any job"), "{err}");
+    }
+}

@@ -1,0 +1,211 @@
+//! Unit state as `systemctl show -p ...` prints it: one `Key=value` block per unit,
+//! blocks separated by a blank line, in the order the units were named. Pure.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The properties [`super::unit_snapshot`] asks for. Keep in sync with [`UnitState`].
+pub const PROPERTIES: &[&str] = &[
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "Type",
+    "NRestarts",
+    "ExecMainCode",
+    "ExecMainStatus",
+    "InactiveExitTimestampMonotonic",
+    "ActiveEnterTimestampMonotonic",
+    "ActiveExitTimestampMonotonic",
+    "InactiveEnterTimestampMonotonic",
+    "StateChangeTimestampMonotonic",
+    "ExecMainStartTimestampMonotonic",
+    "ExecMainExitTimestampMonotonic",
+];
+
+/// One unit's state at the moment of the snapshot. Timestamps are CLOCK_MONOTONIC in
+/// microseconds, `None` when systemd reports 0 (never happened in this boot).
+/// Properties a unit type does not have (`Result` on a target) are `None`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitState {
+    /// Unit name, e.g. `ssh.service`.
+    pub id: String,
+    /// `loaded`, `not-found`, `masked`, `error`...
+    pub load_state: String,
+    /// `active`, `activating`, `inactive`, `failed`...
+    pub active_state: String,
+    /// Type-specific state: `running`, `exited`, `start`, `dead`...
+    pub sub_state: String,
+    /// Why the unit last stopped: `success`, `timeout`, `exit-code`... (services, mounts...)
+    pub result: Option<String>,
+    /// Service type: `simple`, `oneshot`, `notify`... (services only)
+    pub service_type: Option<String>,
+    /// How often the service was restarted automatically.
+    pub n_restarts: Option<u32>,
+    /// How the main process ended: 1 exited, 2 killed, 3 dumped core (CLD_* codes); 0 none.
+    pub exec_main_code: Option<i32>,
+    /// Exit status (or signal number) of the main process.
+    pub exec_main_status: Option<i32>,
+    /// Left inactive: the start job began running.
+    pub inactive_exit_us: Option<u64>,
+    /// Became active.
+    pub active_enter_us: Option<u64>,
+    /// Left active: stopping began.
+    pub active_exit_us: Option<u64>,
+    /// Became inactive (or failed).
+    pub inactive_enter_us: Option<u64>,
+    /// Last change of ActiveState.
+    pub state_change_us: Option<u64>,
+    /// The main process was started.
+    pub exec_main_start_us: Option<u64>,
+    /// The main process exited.
+    pub exec_main_exit_us: Option<u64>,
+}
+
+/// Parse the output of `systemctl show -p <PROPERTIES> UNIT...`.
+pub fn parse_show(text: &str) -> anyhow::Result<Vec<UnitState>> {
+    let mut units = Vec::new();
+    for (index, block) in blocks(text).into_iter().enumerate() {
+        units.push(
+            unit_from_block(&block)
+                .map_err(|e| anyhow::anyhow!("systemctl show output, block {}: {e}", index + 1))?,
+        );
+    }
+    Ok(units)
+}
+
+/// Split into `Key=value` maps at blank lines.
+fn blocks(text: &str) -> Vec<HashMap<&str, &str>> {
+    let mut out = Vec::new();
+    let mut current = HashMap::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            current.insert(k, v);
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn unit_from_block(b: &HashMap<&str, &str>) -> anyhow::Result<UnitState> {
+    let text = |k: &str| b.get(k).filter(|v| !v.is_empty()).map(|v| (*v).to_owned());
+    let required = |k: &str| text(k).ok_or_else(|| anyhow::anyhow!("no {k}="));
+    let id = required("Id")?;
+    let number = |k: &str| -> anyhow::Result<Option<i64>> {
+        match b.get(k).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| anyhow::anyhow!("{id}: {k}={v} is not a number")),
+        }
+    };
+    let int = |k: &str| -> anyhow::Result<Option<i32>> {
+        number(k)?
+            .map(|n| i32::try_from(n).map_err(|_| anyhow::anyhow!("{id}: {k}={n} is out of range")))
+            .transpose()
+    };
+    let stamp = |k: &str| -> anyhow::Result<Option<u64>> {
+        match b.get(k).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => match v.parse::<u64>() {
+                Ok(0) => Ok(None),
+                Ok(n) => Ok(Some(n)),
+                Err(_) => Err(anyhow::anyhow!("{id}: {k}={v} is not a timestamp")),
+            },
+        }
+    };
+    Ok(UnitState {
+        load_state: required("LoadState")?,
+        active_state: required("ActiveState")?,
+        sub_state: required("SubState")?,
+        result: text("Result"),
+        service_type: text("Type"),
+        n_restarts: int("NRestarts")?.map(|n| n.max(0) as u32),
+        exec_main_code: int("ExecMainCode")?,
+        exec_main_status: int("ExecMainStatus")?,
+        inactive_exit_us: stamp("InactiveExitTimestampMonotonic")?,
+        active_enter_us: stamp("ActiveEnterTimestampMonotonic")?,
+        active_exit_us: stamp("ActiveExitTimestampMonotonic")?,
+        inactive_enter_us: stamp("InactiveEnterTimestampMonotonic")?,
+        state_change_us: stamp("StateChangeTimestampMonotonic")?,
+        exec_main_start_us: stamp("ExecMainStartTimestampMonotonic")?,
+        exec_main_exit_us: stamp("ExecMainExitTimestampMonotonic")?,
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+Type=oneshot
+Result=timeout
+ExecMainStartTimestampMonotonic=5000
+ExecMainExitTimestampMonotonic=0
+ExecMainCode=2
+ExecMainStatus=15
+Id=a.service
+LoadState=loaded
+ActiveState=failed
+SubState=failed
+StateChangeTimestampMonotonic=9000
+
+Id=b.target
+LoadState=not-found
+ActiveState=inactive
+SubState=dead
+InactiveExitTimestampMonotonic=0
+";
+
+    #[test]
+    fn blocks_become_units_in_order() {
+        let units = parse_show(SAMPLE).unwrap();
+        assert_eq!(units.len(), 2);
+        let a = &units[0];
+        assert_eq!(a.id, "a.service");
+        assert_eq!(a.result.as_deref(), Some("timeout"));
+        assert_eq!(a.exec_main_status, Some(15));
+        assert_eq!(a.exec_main_start_us, Some(5000));
+        assert_eq!(a.exec_main_exit_us, None);
+        assert_eq!(a.state_change_us, Some(9000));
+        let b = &units[1];
+        assert_eq!(
+            (b.id.as_str(), b.load_state.as_str()),
+            ("b.target", "not-found")
+        );
+        assert_eq!((b.result.clone(), b.inactive_exit_us), (None, None));
+    }
+
+    #[test]
+    fn bad_numbers_name_the_unit_and_property() {
+        let err = parse_show("Id=x.service\nLoadState=loaded\nActiveState=active\nSubState=running\nExecMainStatus=abc\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("x.service: ExecMainStatus=abc"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_id_is_an_error() {
+        let err = parse_show("LoadState=loaded\n").unwrap_err();
+        assert!(err.to_string().contains("block 1: no Id="), "{err}");
+    }
+
+    #[test]
+    fn empty_output_is_no_units() {
+        assert!(parse_show("\n").unwrap().is_empty());
+    }
+}

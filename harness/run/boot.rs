@@ -1,0 +1,123 @@
+//! Bringing a target up: one cold boot from a `BootSpec` to a connected guest.
+//!
+//! Both `coldboot boot` and the scenario runner go through here, so the kernel command
+//! line, the SSH key and the race against a kernel panic are decided in one place.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::error::infra;
+use crate::guest::{Guest, SshKey};
+use crate::target::BootSpec;
+use crate::vm::{AccelChoice, Vm, VmConfig};
+
+/// Options for one boot of a target, on top of its `BootSpec`.
+#[derive(Debug, Clone, Default)]
+pub struct BootOptions {
+    /// Units masked for this boot only (`systemd.mask=`).
+    pub masks: Vec<String>,
+    /// Extra kernel arguments.
+    pub kernel_args: Vec<String>,
+    /// `systemd.setenv=K=V` values.
+    pub setenv: Vec<(String, String)>,
+}
+
+impl BootOptions {
+    /// The per-boot kernel arguments these options add.
+    pub fn kernel_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = self
+            .masks
+            .iter()
+            .map(|u| format!("systemd.mask={u}"))
+            .collect();
+        args.extend(
+            self.setenv
+                .iter()
+                .map(|(k, v)| format!("systemd.setenv={k}={v}")),
+        );
+        args.extend(self.kernel_args.iter().cloned());
+        args
+    }
+}
+
+/// The full kernel command line: the target's base, the SSH key, then the boot options.
+pub fn cmdline(spec: &BootSpec, key: &SshKey, opts: &BootOptions) -> Vec<String> {
+    let mut line = spec.cmdline.clone();
+    line.push(key.kernel_arg());
+    line.extend(opts.kernel_args());
+    line
+}
+
+/// A VM configuration for `spec`, with the key redacted from anything logged.
+pub fn vm_config(
+    spec: &BootSpec,
+    key: &SshKey,
+    opts: &BootOptions,
+    accel: AccelChoice,
+    run_dir: PathBuf,
+    guest_forwards: Vec<u16>,
+    keep: bool,
+) -> VmConfig {
+    let mut config = VmConfig::new(&spec.disk, run_dir, accel);
+    config.kernel = spec.kernel.clone();
+    config.initrd = spec.initrd.clone();
+    config.cmdline = cmdline(spec, key, opts);
+    config.guest_forwards = guest_forwards;
+    config.keep = keep;
+    config.redact = vec![key.kernel_arg()];
+    config
+}
+
+/// Wait for SSH on the VM's current boot, failing at once on a kernel panic, emergency
+/// mode or QEMU exiting. Returns the guest and the time from QEMU start to SSH.
+pub async fn connect(
+    vm: &Vm,
+    key: &SshKey,
+    ssh_timeout: Duration,
+) -> anyhow::Result<(Guest, Duration)> {
+    let started = Instant::now() - vm.uptime();
+    let addr = vm.ssh_addr();
+    tokio::select! {
+        guest = Guest::connect(addr, key, ssh_timeout) => {
+            let guest = guest.with_context(|| format!(
+                "no SSH from the guest (serial log: {})", vm.serial_log_path().display()))?;
+            Ok((guest, started.elapsed()))
+        }
+        failure = vm.boot_failure() => Err(failure.context(format!(
+            "the boot failed before SSH came up (serial log: {})",
+            vm.serial_log_path().display()
+        ))),
+    }
+}
+
+/// Start a VM from `config` and connect to it.
+pub async fn cold_boot(
+    config: VmConfig,
+    key: &SshKey,
+    ssh_timeout: Duration,
+) -> anyhow::Result<(Vm, Guest, Duration)> {
+    let vm = Vm::start(config).await?;
+    let (guest, took) = connect(&vm, key, ssh_timeout).await?;
+    Ok((vm, guest, took))
+}
+
+/// Parse the guest's `systemd-analyze` first line, if the boot has finished.
+pub async fn guest_startup_line(guest: &Guest) -> Option<String> {
+    let out = guest.exec("systemd-analyze time").await.ok()?;
+    if out.status != 0 {
+        return None;
+    }
+    out.stdout.lines().next().map(|l| l.trim().to_string())
+}
+
+/// An infra error for a missing kernel: recipe images always have one.
+pub fn require_kernel(spec: &BootSpec) -> anyhow::Result<&std::path::Path> {
+    spec.kernel.as_deref().ok_or_else(|| {
+        infra(format!(
+            "target {} has no kernel to boot directly",
+            spec.disk.display()
+        ))
+    })
+}

@@ -1,0 +1,407 @@
+//! What must hold in a phase. Each expectation has a stable id, so plans can name the
+//! ones a reproduction must fail and reports can point at them.
+//!
+//! **Timing.** A phase's expectations are awaited in file order. Each `within` counts
+//! from the moment the previous expectation of the phase was decided; the first counts
+//! from the phase's start (QEMU start for a cold boot or power-cycle, the reboot request
+//! for a reboot, the end of the last action for `continue`). So `unit: A, within: 120s`
+//! followed by `http: {..., within: 10s}` means "A by 120 s, then the probe answers
+//! within 10 s of that". Checks without `within` (order, file, command,
+//! no_failed_units, boot_budget, wait_cycle) are decided once, when their turn comes.
+
+use std::fmt;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::ScenarioDuration;
+use super::names::{Pattern, UnitName};
+
+/// One checked expectation with its stable id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expectation {
+    /// Explicit `id:` from the file, or derived from the kind (see [`ExpectationKind::derived_id`]).
+    pub id: String,
+    /// What is checked.
+    pub kind: ExpectationKind,
+}
+
+/// The kinds of expectation a scenario can state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectationKind {
+    /// `unit: U, state: S, within: D[, result: R]` — U reaches S within D (see Timing).
+    Unit(UnitExpectation),
+    /// `order: {after: A, units: [..]}` — each unit left `inactive` only after A finished starting.
+    Order(OrderExpectation),
+    /// `http: {...}` — a probe made by the harness itself.
+    Http(HttpExpectation),
+    /// `journal: {unit?, pattern, within}` — a journal line of this boot matches.
+    Journal(JournalExpectation),
+    /// `file: {path, content}` — a guest file's content.
+    File(FileExpectation),
+    /// `command: {run, status, stdout?, stderr?}` — a command's status and output.
+    Command(CommandExpectation),
+    /// `no_failed_units: {except: [..]}` — no unit is `failed` but the listed ones.
+    NoFailedUnits(NoFailedUnits),
+    /// `boot_budget: 5m` — systemd reported `Startup finished` within this time.
+    BootBudget(ScenarioDuration),
+    /// `wait_cycle: absent|expected` — whether a wait-for cycle shows up in the job queue.
+    WaitCycle(WaitCycleExpectation),
+}
+
+/// A unit's `ActiveState` as systemd reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitState {
+    /// Started (or, for a oneshot with RemainAfterExit, finished well).
+    Active,
+    /// Ended in failure.
+    Failed,
+    /// Not running.
+    Inactive,
+    /// Its start job is running.
+    Activating,
+}
+
+impl UnitState {
+    /// The word systemd uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Active => "active",
+            UnitState::Failed => "failed",
+            UnitState::Inactive => "inactive",
+            UnitState::Activating => "activating",
+        }
+    }
+}
+
+/// A service's `Result` property as systemd reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitResult {
+    /// Ended or runs without error.
+    Success,
+    /// Protocol violation (for example a PID file never written).
+    Protocol,
+    /// Out of resources (fork failed).
+    Resources,
+    /// A timeout (`TimeoutStartSec` for a start) ran out.
+    Timeout,
+    /// The main process exited with a non-zero status.
+    ExitCode,
+    /// The main process was killed by a signal.
+    Signal,
+    /// The main process dumped core.
+    CoreDump,
+    /// The watchdog fired.
+    Watchdog,
+    /// The start rate limit was hit.
+    StartLimitHit,
+    /// The OOM killer ended it.
+    OomKill,
+    /// An `ExecCondition=` command failed.
+    ExecCondition,
+}
+
+impl UnitResult {
+    /// The word systemd uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitResult::Success => "success",
+            UnitResult::Protocol => "protocol",
+            UnitResult::Resources => "resources",
+            UnitResult::Timeout => "timeout",
+            UnitResult::ExitCode => "exit-code",
+            UnitResult::Signal => "signal",
+            UnitResult::CoreDump => "core-dump",
+            UnitResult::Watchdog => "watchdog",
+            UnitResult::StartLimitHit => "start-limit-hit",
+            UnitResult::OomKill => "oom-kill",
+            UnitResult::ExecCondition => "exec-condition",
+        }
+    }
+}
+
+/// `unit:` expectation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitExpectation {
+    /// The unit watched.
+    pub unit: UnitName,
+    /// The `ActiveState` it must reach.
+    pub state: UnitState,
+    /// How long it may take (see the module's Timing note).
+    pub within: ScenarioDuration,
+    /// The `Result` it must have when it gets there, if given.
+    pub result: Option<UnitResult>,
+}
+
+/// `order:` expectation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderExpectation {
+    /// The anchor, which must have finished starting first (active, or a failed oneshot
+    /// that left `activating`).
+    pub after: UnitName,
+    /// The units that must have started (left `inactive`) only after that.
+    pub units: Vec<UnitName>,
+}
+
+/// Where an HTTP probe is made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeFrom {
+    /// Inside the guest (curl over the guest channel).
+    Guest,
+    /// From the host, through a port forward the harness adds for the URL's port.
+    Host,
+}
+
+/// `http:` expectation. The URL is written as seen from inside the guest; for `from: host`
+/// the harness forwards its port and rewrites host and port (so a host probe only reaches a
+/// service that listens on the guest's network interface, not one bound to 127.0.0.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpExpectation {
+    /// Where the probe is made from.
+    #[serde(default = "default_from")]
+    pub from: ProbeFrom,
+    /// `http://HOST[:PORT]/PATH` as seen from the guest.
+    pub url: String,
+    /// The HTTP status the answer must have (default 200).
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// What the body must hold, if anything.
+    #[serde(default)]
+    pub body: Option<TextMatch>,
+    /// Keep probing until this time has passed (default 30s).
+    #[serde(default = "default_within")]
+    pub within: ScenarioDuration,
+}
+
+/// `journal:` expectation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JournalExpectation {
+    /// Only lines of this unit (`_SYSTEMD_UNIT` or `UNIT`), if given.
+    #[serde(default)]
+    pub unit: Option<UnitName>,
+    /// Regular expression searched in each MESSAGE of this boot.
+    pub pattern: Pattern,
+    /// Keep watching until this time has passed (default 30s).
+    #[serde(default = "default_within")]
+    pub within: ScenarioDuration,
+}
+
+/// `file:` expectation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileExpectation {
+    /// Absolute path in the guest.
+    pub path: String,
+    /// What its content must hold.
+    pub content: TextMatch,
+}
+
+/// `command:` expectation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandExpectation {
+    /// Shell command line, run by `sh -c` in the guest as root.
+    pub run: String,
+    /// The exit status it must return (default 0).
+    #[serde(default)]
+    pub status: i32,
+    /// What its standard output must hold, if anything.
+    #[serde(default)]
+    pub stdout: Option<TextMatch>,
+    /// What its standard error must hold, if anything.
+    #[serde(default)]
+    pub stderr: Option<TextMatch>,
+}
+
+/// `no_failed_units:` expectation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoFailedUnits {
+    /// Units allowed to be failed.
+    #[serde(default)]
+    pub except: Vec<UnitName>,
+}
+
+/// `wait_cycle:` expectation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitCycleExpectation {
+    /// No wait-for cycle may appear.
+    Absent,
+    /// A wait-for cycle must appear (the before-target of a reproduction).
+    Expected,
+}
+
+/// How a text (HTTP body, file content, command output) is matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TextMatch {
+    /// The text contains this string.
+    Contains(String),
+    /// The text equals this string (one trailing newline on either side is ignored).
+    Equals(String),
+    /// The regular expression is found in the text.
+    Regex(Pattern),
+}
+
+impl TextMatch {
+    /// Whether `text` satisfies this match.
+    pub fn matches(&self, text: &str) -> bool {
+        match self {
+            TextMatch::Contains(s) => text.contains(s.as_str()),
+            TextMatch::Equals(s) => {
+                text.strip_suffix('\n').unwrap_or(text) == s.strip_suffix('\n').unwrap_or(s)
+            }
+            TextMatch::Regex(p) => p.is_match(text),
+        }
+    }
+}
+
+impl fmt::Display for TextMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TextMatch::Contains(s) => write!(f, "contains {s:?}"),
+            TextMatch::Equals(s) => write!(f, "equals {s:?}"),
+            TextMatch::Regex(p) => write!(f, "matches /{p}/"),
+        }
+    }
+}
+
+fn default_from() -> ProbeFrom {
+    ProbeFrom::Guest
+}
+fn default_status() -> u16 {
+    200
+}
+/// Default `within` for HTTP probes and journal matches.
+pub const DEFAULT_WITHIN: Duration = Duration::from_secs(30);
+fn default_within() -> ScenarioDuration {
+    ScenarioDuration(DEFAULT_WITHIN)
+}
+
+impl ExpectationKind {
+    /// The id used when the file gives none, such as `unit:deploy-proxy.service=active`.
+    pub fn derived_id(&self) -> String {
+        match self {
+            ExpectationKind::Unit(u) => format!("unit:{}={}", u.unit, u.state.as_str()),
+            ExpectationKind::Order(o) => format!("order:after={}", o.after),
+            ExpectationKind::Http(h) => format!("http:{}:{}", from_word(h.from), h.url),
+            ExpectationKind::Journal(j) => match &j.unit {
+                Some(u) => format!("journal:{u}:{}", j.pattern),
+                None => format!("journal:{}", j.pattern),
+            },
+            ExpectationKind::File(f) => format!("file:{}", f.path),
+            ExpectationKind::Command(c) => format!("command:{}", c.run),
+            ExpectationKind::NoFailedUnits(_) => "no_failed_units".to_string(),
+            ExpectationKind::BootBudget(_) => "boot_budget".to_string(),
+            ExpectationKind::WaitCycle(w) => format!("wait_cycle={}", wait_word(*w)),
+        }
+    }
+
+    /// What must hold, in words, for reports and failure messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ExpectationKind::Unit(u) => {
+                let result = u
+                    .result
+                    .map(|r| format!(" with Result={}", r.as_str()))
+                    .unwrap_or_default();
+                format!(
+                    "{} is {}{result} within {}",
+                    u.unit,
+                    u.state.as_str(),
+                    u.within
+                )
+            }
+            ExpectationKind::Order(o) => {
+                let units: Vec<&str> = o.units.iter().map(UnitName::as_str).collect();
+                format!(
+                    "{} started only after {} finished starting",
+                    units.join(", "),
+                    o.after
+                )
+            }
+            ExpectationKind::Http(h) => {
+                let body = h
+                    .body
+                    .as_ref()
+                    .map(|b| format!(" and a body that {b}"))
+                    .unwrap_or_default();
+                format!(
+                    "GET {} from the {} answers {}{body} within {}",
+                    h.url,
+                    from_word(h.from),
+                    h.status,
+                    h.within
+                )
+            }
+            ExpectationKind::Journal(j) => {
+                let unit = j
+                    .unit
+                    .as_ref()
+                    .map(|u| format!(" of {u}"))
+                    .unwrap_or_default();
+                format!(
+                    "a journal line{unit} matches /{}/ within {}",
+                    j.pattern, j.within
+                )
+            }
+            ExpectationKind::File(f) => format!("{} {}", f.path, f.content),
+            ExpectationKind::Command(c) => {
+                let mut s = format!("`{}` exits {}", c.run, c.status);
+                if let Some(m) = &c.stdout {
+                    s.push_str(&format!(", stdout {m}"));
+                }
+                if let Some(m) = &c.stderr {
+                    s.push_str(&format!(", stderr {m}"));
+                }
+                s
+            }
+            ExpectationKind::NoFailedUnits(n) if n.except.is_empty() => {
+                "no unit is failed".to_string()
+            }
+            ExpectationKind::NoFailedUnits(n) => {
+                let except: Vec<&str> = n.except.iter().map(UnitName::as_str).collect();
+                format!("no unit is failed except {}", except.join(", "))
+            }
+            ExpectationKind::BootBudget(d) => format!("the boot finishes within {d}"),
+            ExpectationKind::WaitCycle(w) => format!("a wait-for cycle is {}", wait_word(*w)),
+        }
+    }
+}
+
+fn from_word(from: ProbeFrom) -> &'static str {
+    match from {
+        ProbeFrom::Guest => "guest",
+        ProbeFrom::Host => "host",
+    }
+}
+
+fn wait_word(w: WaitCycleExpectation) -> &'static str {
+    match w {
+        WaitCycleExpectation::Absent => "absent",
+        WaitCycleExpectation::Expected => "expected",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_matches() {
+        assert!(TextMatch::Contains("ok".into()).matches("it is ok\n"));
+        assert!(TextMatch::Equals("v2".into()).matches("v2\n"));
+        assert!(!TextMatch::Equals("v2".into()).matches("v21"));
+        assert!(TextMatch::Regex(Pattern::parse("^v[0-9]$").unwrap()).matches("v3"));
+        assert!(!TextMatch::Regex(Pattern::parse("^v[0-9]$").unwrap()).matches("x"));
+    }
+}

@@ -1,0 +1,289 @@
+//! Reading a scenario file: serde-saphyr for the shape, then the semantic checks that
+//! need several fields at once, each pointing at the line it is about.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_saphyr::Spanned;
+
+use super::diag::{Diagnostic, into_usage_error};
+use super::expectation::{Expectation, ExpectationKind, UnitExpectation};
+use super::model::{BootOptions, DEFAULT_FOCUS_UNIT, Phase, PhaseStart, Scenario};
+use super::names::{UnitName, is_plain_name};
+use super::raw::{EXPECTATION_KINDS, RawExpectation, RawPhase, RawScenario};
+
+/// Read and validate a scenario file. Errors are usage errors naming `file:line:col`.
+pub fn load_scenario(path: &Path) -> anyhow::Result<Scenario> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        into_usage_error(&[Diagnostic::whole_file(
+            path,
+            format!("cannot read scenario: {e}"),
+        )])
+    })?;
+    parse_scenario(path, &text).map_err(|d| into_usage_error(&d))
+}
+
+/// Parse and validate scenario text; `path` names the file in diagnostics and is kept
+/// in [`Scenario::path`].
+pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, Vec<Diagnostic>> {
+    let raw: RawScenario =
+        serde_saphyr::from_str(text).map_err(|e| vec![Diagnostic::from_yaml(path, &e)])?;
+    let mut diags = Vec::new();
+    let scenario = resolve(path, raw, &mut diags);
+    if diags.is_empty() {
+        Ok(scenario)
+    } else {
+        Err(diags)
+    }
+}
+
+fn resolve(path: &Path, raw: RawScenario, diags: &mut Vec<Diagnostic>) -> Scenario {
+    let name = raw.name.value.clone();
+    if !is_plain_name(&name) {
+        diags.push(Diagnostic::at(
+            path,
+            raw.name.referenced,
+            format!("invalid scenario name {name:?}: expected letters, digits, '-', '_' or '.' (it names evidence folders)"),
+        ));
+    }
+    if raw.phases.value.is_empty() {
+        diags.push(Diagnostic::at(
+            path,
+            raw.phases.referenced,
+            "a scenario needs at least one phase",
+        ));
+    }
+    let mut phase_names: BTreeMap<String, ()> = BTreeMap::new();
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    let mut phases = Vec::new();
+    let mut written_expectations = 0;
+    for (index, phase) in raw.phases.value.into_iter().enumerate() {
+        let phase = phase.value;
+        if phase_names.insert(phase.name.value.clone(), ()).is_some() {
+            diags.push(Diagnostic::at(
+                path,
+                phase.name.referenced,
+                format!(
+                    "duplicate phase name {:?}: phase names must be unique",
+                    phase.name.value
+                ),
+            ));
+        }
+        if !is_plain_name(&phase.name.value) {
+            diags.push(Diagnostic::at(
+                path,
+                phase.name.referenced,
+                format!(
+                    "invalid phase name {:?}: expected letters, digits, '-', '_' or '.'",
+                    phase.name.value
+                ),
+            ));
+        }
+        written_expectations += phase.expect.len();
+        phases.push(resolve_phase(path, index, phase, &mut ids, diags));
+    }
+    if !phases.is_empty() && written_expectations == 0 {
+        diags.push(Diagnostic::at(
+            path,
+            raw.phases.referenced,
+            "the scenario expects nothing: add an `expect:` list to at least one phase",
+        ));
+    }
+    Scenario {
+        name,
+        path: path.to_path_buf(),
+        milestones: raw.milestone.0,
+        summary: raw.summary,
+        focus_unit: raw
+            .focus_unit
+            .unwrap_or_else(|| UnitName(DEFAULT_FOCUS_UNIT.to_string())),
+        phases,
+    }
+}
+
+fn resolve_phase(
+    path: &Path,
+    index: usize,
+    phase: RawPhase,
+    ids: &mut BTreeMap<String, String>,
+    diags: &mut Vec<Diagnostic>,
+) -> Phase {
+    let start = match (&phase.start, index) {
+        (None, 0) => PhaseStart::ColdBoot,
+        (None, _) => PhaseStart::Continue,
+        (Some(s), 0) if s.value != PhaseStart::ColdBoot => {
+            diags.push(Diagnostic::at(
+                path,
+                s.referenced,
+                "the first phase must start with `cold-boot` (there is no running guest yet)",
+            ));
+            s.value
+        }
+        (Some(s), _) => s.value,
+    };
+    let boot = match phase.boot {
+        Some(b) => {
+            if start == PhaseStart::Continue && !b.value.is_empty() {
+                diags.push(Diagnostic::at(
+                    path,
+                    b.referenced,
+                    "boot options need a boot: give this phase `start: reboot`, `power-cycle` or `cold-boot`",
+                ));
+            }
+            check_boot(path, &b, diags);
+            b.value
+        }
+        None => BootOptions::default(),
+    };
+    let mut expect = Vec::new();
+    for e in phase.expect {
+        if let Some(resolved) = resolve_expectation(path, e, &phase.name.value, ids, diags) {
+            expect.push(resolved);
+        }
+    }
+    Phase {
+        name: phase.name.value,
+        start,
+        boot,
+        actions: phase.actions,
+        expect,
+    }
+}
+
+fn check_boot(path: &Path, boot: &Spanned<BootOptions>, diags: &mut Vec<Diagnostic>) {
+    for key in boot.value.setenv.keys() {
+        let ok = !key.is_empty()
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !key.starts_with(|c: char| c.is_ascii_digit());
+        if !ok {
+            diags.push(Diagnostic::at(
+                path,
+                boot.referenced,
+                format!("invalid setenv name {key:?}: expected an environment variable name (letters, digits, '_')"),
+            ));
+        }
+    }
+    for (k, v) in &boot.value.setenv {
+        if v.contains(char::is_whitespace) {
+            diags.push(Diagnostic::at(
+                path,
+                boot.referenced,
+                format!("setenv {k}: value {v:?} contains whitespace, which the kernel command line would split"),
+            ));
+        }
+    }
+    for arg in &boot.value.kernel_args {
+        if arg.is_empty() || arg.contains(char::is_whitespace) {
+            diags.push(Diagnostic::at(
+                path,
+                boot.referenced,
+                format!("invalid kernel argument {arg:?}: expected one word per list item"),
+            ));
+        }
+    }
+}
+
+fn resolve_expectation(
+    path: &Path,
+    e: Spanned<RawExpectation>,
+    phase: &str,
+    ids: &mut BTreeMap<String, String>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Expectation> {
+    let Spanned {
+        value: raw,
+        referenced: at,
+        ..
+    } = e;
+    let kinds = raw.kinds();
+    if kinds.len() != 1 {
+        let found = if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(", ")
+        };
+        diags.push(Diagnostic::at(
+            path,
+            at,
+            format!(
+                "an expectation needs exactly one of {} (found: {found})",
+                EXPECTATION_KINDS.join(", ")
+            ),
+        ));
+        return None;
+    }
+    let kind = match raw.unit {
+        Some(unit) => {
+            let (Some(state), Some(within)) = (raw.state, raw.within) else {
+                diags.push(Diagnostic::at(
+                    path,
+                    at,
+                    format!("expectation `unit: {unit}` needs `state:` (active, failed, inactive, activating) and `within:` (such as 90s)"),
+                ));
+                return None;
+            };
+            ExpectationKind::Unit(UnitExpectation {
+                unit,
+                state,
+                within,
+                result: raw.result,
+            })
+        }
+        None => {
+            if raw.state.is_some() || raw.within.is_some() || raw.result.is_some() {
+                diags.push(Diagnostic::at(
+                    path,
+                    at,
+                    format!("`state`, `within` and `result` belong to a `unit:` expectation, not to `{}` (put `within` inside it)", kinds[0]),
+                ));
+                return None;
+            }
+            if let Some(v) = raw.order {
+                if v.units.is_empty() {
+                    diags.push(Diagnostic::at(path, at, "`order.units` is empty: list the units that must start after `order.after`"));
+                }
+                ExpectationKind::Order(v)
+            } else if let Some(v) = raw.http {
+                if !(v.url.starts_with("http://") || v.url.starts_with("https://")) {
+                    diags.push(Diagnostic::at(
+                        path,
+                        at,
+                        format!("invalid url {:?}: expected http://HOST[:PORT]/PATH", v.url),
+                    ));
+                }
+                ExpectationKind::Http(v)
+            } else if let Some(v) = raw.journal {
+                ExpectationKind::Journal(v)
+            } else if let Some(v) = raw.file {
+                ExpectationKind::File(v)
+            } else if let Some(v) = raw.command {
+                ExpectationKind::Command(v)
+            } else if let Some(v) = raw.no_failed_units {
+                ExpectationKind::NoFailedUnits(v)
+            } else if let Some(v) = raw.boot_budget {
+                ExpectationKind::BootBudget(v)
+            } else {
+                ExpectationKind::WaitCycle(raw.wait_cycle?)
+            }
+        }
+    };
+    let (id, id_at) = match raw.id {
+        Some(id) => (id.value, id.referenced),
+        None => (kind.derived_id(), at),
+    };
+    if id.trim().is_empty() {
+        diags.push(Diagnostic::at(
+            path,
+            id_at,
+            "an expectation id must not be empty",
+        ));
+    }
+    if let Some(other) = ids.insert(id.clone(), phase.to_string()) {
+        diags.push(Diagnostic::at(
+            path,
+            id_at,
+            format!("duplicate expectation id {id:?} (also in phase {other:?}): give one of them an explicit `id:`"),
+        ));
+    }
+    Some(Expectation { id, kind })
+}

@@ -1,0 +1,369 @@
+//! Plans: named targets × scenarios, each with the outcome the plan expects, and their
+//! expansion into the ordered list of runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::diag::{Diagnostic, into_usage_error};
+use super::load::parse_scenario;
+use super::model::Scenario;
+use super::names::{Pattern, is_plain_name};
+use super::raw::{RawExpected, RawPlan};
+
+/// The outcome a plan expects for one (target, scenario) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expected {
+    /// Every expectation holds.
+    Pass,
+    /// The listed expectations fail in the described way, and no other fails.
+    Reproduced(Reproduction),
+}
+
+/// What a reproduction must look like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reproduction {
+    /// Ids of the expectations that must fail.
+    pub failing: Vec<String>,
+    /// Regular expression the seen text of each failing expectation must match.
+    pub seen: Option<Pattern>,
+}
+
+/// A validated plan, its scenario paths resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Short name.
+    pub name: String,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// One paragraph for reports.
+    pub summary: String,
+    /// Target name → target string.
+    pub targets: BTreeMap<String, String>,
+    /// The entries, in file order.
+    pub runs: Vec<PlanRun>,
+}
+
+/// One entry of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanRun {
+    /// A key of [`Plan::targets`].
+    pub target: String,
+    /// The scenario file, as found on disk.
+    pub scenario: PathBuf,
+    /// The outcome the plan expects.
+    pub expected: Expected,
+}
+
+/// A plan with every scenario it names loaded.
+#[derive(Debug, Clone)]
+pub struct LoadedPlan {
+    /// The plan.
+    pub plan: Plan,
+    /// Scenario file → scenario.
+    pub scenarios: BTreeMap<PathBuf, Scenario>,
+}
+
+/// One (target, scenario) pair to run, with the outcome expected of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPair {
+    /// Stable id, `TARGET_NAME/SCENARIO_NAME` (such as `before/dashboard-held-back`);
+    /// names the evidence folder and decides the shard.
+    pub id: String,
+    /// The plan's name for the target.
+    pub target_name: String,
+    /// The target string (`recipe:...`, `image:...`, `nix:...`).
+    pub target: String,
+    /// The scenario to run.
+    pub scenario: Scenario,
+    /// The outcome the plan expects.
+    pub expected: Expected,
+}
+
+/// A `--target NAME=TARGET` flag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetFlag {
+    /// The name (a plan's target name, or any name for a run without a plan).
+    pub name: String,
+    /// The target string.
+    pub target: String,
+}
+
+/// Target kinds a target string may start with.
+const TARGET_KINDS: [&str; 3] = ["recipe:", "image:", "nix:"];
+
+/// Read a plan and every scenario it names. Errors are usage errors naming `file:line:col`.
+pub fn load_plan(path: &Path) -> anyhow::Result<LoadedPlan> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        into_usage_error(&[Diagnostic::whole_file(
+            path,
+            format!("cannot read plan: {e}"),
+        )])
+    })?;
+    parse_plan(path, &text).map_err(|d| into_usage_error(&d))
+}
+
+/// Parse and validate plan text; scenario paths are resolved against `path` and read.
+pub fn parse_plan(path: &Path, text: &str) -> Result<LoadedPlan, Vec<Diagnostic>> {
+    let raw: RawPlan =
+        serde_saphyr::from_str(text).map_err(|e| vec![Diagnostic::from_yaml(path, &e)])?;
+    let mut diags = Vec::new();
+    if !is_plain_name(&raw.name.value) {
+        diags.push(Diagnostic::at(
+            path,
+            raw.name.referenced,
+            format!(
+                "invalid plan name {:?}: expected letters, digits, '-', '_' or '.'",
+                raw.name.value
+            ),
+        ));
+    }
+    for (name, target) in &raw.targets {
+        if !is_plain_name(name) {
+            diags.push(Diagnostic::at(
+                path,
+                target.referenced,
+                format!("invalid target name {name:?}: expected letters, digits, '-', '_' or '.' (it names run ids)"),
+            ));
+        }
+        if let Err(why) = check_target_string(&target.value) {
+            diags.push(Diagnostic::at(path, target.referenced, why));
+        }
+    }
+    if raw.runs.value.is_empty() {
+        diags.push(Diagnostic::at(
+            path,
+            raw.runs.referenced,
+            "a plan needs at least one entry in `runs`",
+        ));
+    }
+    let mut scenarios: BTreeMap<PathBuf, Scenario> = BTreeMap::new();
+    let mut runs = Vec::new();
+    let mut pair_ids: BTreeMap<String, ()> = BTreeMap::new();
+    for run in raw.runs.value {
+        let run = run.value;
+        if !raw.targets.contains_key(&run.target.value) {
+            let known: Vec<&str> = raw.targets.keys().map(String::as_str).collect();
+            diags.push(Diagnostic::at(
+                path,
+                run.target.referenced,
+                format!(
+                    "unknown target {:?}: expected one of the plan's targets ({})",
+                    run.target.value,
+                    known.join(", ")
+                ),
+            ));
+        }
+        let Some(file) = resolve_scenario_path(path, &run.scenario.value) else {
+            diags.push(Diagnostic::at(
+                path,
+                run.scenario.referenced,
+                format!(
+                    "scenario file {:?} not found: expected a path relative to the plan ({}) or to the scenarios folder above plans/",
+                    run.scenario.value,
+                    path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+                ),
+            ));
+            continue;
+        };
+        if !scenarios.contains_key(&file) {
+            let loaded = std::fs::read_to_string(&file)
+                .map_err(|e| {
+                    vec![Diagnostic::whole_file(
+                        &file,
+                        format!("cannot read scenario: {e}"),
+                    )]
+                })
+                .and_then(|text| parse_scenario(&file, &text));
+            match loaded {
+                Ok(s) => {
+                    scenarios.insert(file.clone(), s);
+                }
+                Err(inner) => {
+                    diags.extend(inner);
+                    diags.push(Diagnostic::at(
+                        path,
+                        run.scenario.referenced,
+                        format!(
+                            "scenario {:?} is not valid (see the errors above)",
+                            run.scenario.value
+                        ),
+                    ));
+                    continue;
+                }
+            }
+        }
+        let scenario = &scenarios[&file];
+        let pair_id = format!("{}/{}", run.target.value, scenario.name);
+        if pair_ids.insert(pair_id.clone(), ()).is_some() {
+            diags.push(Diagnostic::at(
+                path,
+                run.scenario.referenced,
+                format!(
+                    "run {pair_id:?} is listed twice: each (target, scenario) pair may appear once"
+                ),
+            ));
+        }
+        let expected = match run.expect.value {
+            RawExpected::Pass => Expected::Pass,
+            RawExpected::Reproduced(r) => {
+                for id in &r.failing {
+                    if scenario.expectation(&id.value).is_none() {
+                        let known: Vec<&str> =
+                            scenario.expectations().map(|e| e.id.as_str()).collect();
+                        diags.push(Diagnostic::at(
+                            path,
+                            id.referenced,
+                            format!(
+                                "scenario {} has no expectation {:?}: expected one of {}",
+                                scenario.name,
+                                id.value,
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                if r.failing.is_empty() {
+                    diags.push(Diagnostic::at(
+                        path,
+                        run.expect.referenced,
+                        "`reproduced.failing` is empty: list the expectation ids that must fail",
+                    ));
+                }
+                Expected::Reproduced(Reproduction {
+                    failing: r.failing.into_iter().map(|s| s.value).collect(),
+                    seen: r.seen,
+                })
+            }
+        };
+        runs.push(PlanRun {
+            target: run.target.value,
+            scenario: file,
+            expected,
+        });
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let plan = Plan {
+        name: raw.name.value,
+        path: path.to_path_buf(),
+        summary: raw.summary,
+        targets: raw.targets.into_iter().map(|(k, v)| (k, v.value)).collect(),
+        runs,
+    };
+    Ok(LoadedPlan { plan, scenarios })
+}
+
+/// Where a plan's `scenario:` points: relative to the plan's folder, then (for a plan in
+/// a `plans/` folder) to the folder above; `.yaml` may be left out.
+pub fn resolve_scenario_path(plan: &Path, written: &str) -> Option<PathBuf> {
+    let dir = plan.parent().unwrap_or(Path::new(""));
+    let mut bases = vec![dir.to_path_buf()];
+    if dir.file_name().is_some_and(|n| n == "plans") {
+        bases.push(dir.parent().unwrap_or(Path::new("")).to_path_buf());
+    }
+    let written_path = Path::new(written);
+    let mut names = vec![written_path.to_path_buf()];
+    if written_path.extension().is_none() {
+        names.push(PathBuf::from(format!("{written}.yaml")));
+    }
+    bases
+        .iter()
+        .flat_map(|b| names.iter().map(move |n| b.join(n)))
+        .find(|p| p.is_file())
+}
+
+fn check_target_string(target: &str) -> Result<(), String> {
+    let ok = TARGET_KINDS
+        .iter()
+        .any(|k| target.strip_prefix(k).is_some_and(|rest| !rest.is_empty()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid target {target:?}: expected recipe:DIR[?KEY=VALUE&...], image:PATH or nix:FLAKEREF#ATTR"
+        ))
+    }
+}
+
+impl LoadedPlan {
+    /// The runs in plan order, each with its scenario and stable id.
+    pub fn pairs(&self) -> Vec<RunPair> {
+        self.plan
+            .runs
+            .iter()
+            .map(|run| {
+                let scenario = self.scenarios[&run.scenario].clone();
+                RunPair {
+                    id: format!("{}/{}", run.target, scenario.name),
+                    target_name: run.target.clone(),
+                    target: self.plan.targets[&run.target].clone(),
+                    scenario,
+                    expected: run.expected.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Replace targets by `--target NAME=TARGET` flags. A name the plan does not have is
+    /// a usage error that lists the plan's names.
+    pub fn override_targets(&mut self, flags: &[TargetFlag]) -> anyhow::Result<()> {
+        for flag in flags {
+            let Some(slot) = self.plan.targets.get_mut(&flag.name) else {
+                let known: Vec<&str> = self.plan.targets.keys().map(String::as_str).collect();
+                return Err(crate::error::usage(format!(
+                    "--target {}={}: plan {} has no target {:?} (it has: {})",
+                    flag.name,
+                    flag.target,
+                    self.plan.path.display(),
+                    flag.name,
+                    known.join(", ")
+                )));
+            };
+            slot.clone_from(&flag.target);
+        }
+        Ok(())
+    }
+}
+
+/// Pairs for a run without a plan: every target × every scenario, each expected to pass,
+/// targets outermost (so all scenarios of one target sit together).
+pub fn adhoc_pairs(targets: &[TargetFlag], scenarios: &[Scenario]) -> Vec<RunPair> {
+    targets
+        .iter()
+        .flat_map(|t| {
+            scenarios.iter().map(move |s| RunPair {
+                id: format!("{}/{}", t.name, s.name),
+                target_name: t.name.clone(),
+                target: t.target.clone(),
+                scenario: s.clone(),
+                expected: Expected::Pass,
+            })
+        })
+        .collect()
+}
+
+/// Parse a `--target NAME=TARGET` value.
+pub fn parse_target_flag(value: &str) -> anyhow::Result<TargetFlag> {
+    let bad = |why: String| {
+        crate::error::usage(format!(
+            "--target {value:?}: {why}; expected NAME=TARGET, such as after=recipe:vm-images/ccci-model?gate=self"
+        ))
+    };
+    let (name, target) = value
+        .split_once('=')
+        .ok_or_else(|| bad("no '=' between the name and the target".to_string()))?;
+    if !is_plain_name(name) {
+        return Err(bad(format!(
+            "invalid name {name:?} (letters, digits, '-', '_' or '.')"
+        )));
+    }
+    check_target_string(target).map_err(bad)?;
+    Ok(TargetFlag {
+        name: name.to_string(),
+        target: target.to_string(),
+    })
+}

@@ -1,0 +1,250 @@
+//! The file formats exactly as serde-saphyr reads them, with spans kept where a later
+//! semantic check needs to point at a line. The JSON Schema is derived from these types,
+//! so it describes what the parser accepts.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::action::Action;
+use super::duration::ScenarioDuration;
+use super::expectation::{
+    CommandExpectation, FileExpectation, HttpExpectation, JournalExpectation, NoFailedUnits,
+    OrderExpectation, UnitResult, UnitState, WaitCycleExpectation,
+};
+use super::model::{BootOptions, Milestones, PhaseStart};
+use super::names::{Pattern, UnitName};
+
+/// A scenario file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Scenario")]
+pub(crate) struct RawScenario {
+    /// Short name (letters, digits, `-`, `_`, `.`), used in run ids and evidence folders.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// `M1`, `M2`, `nightly`, or a list of them.
+    pub milestone: Milestones,
+    /// One paragraph for reports.
+    pub summary: String,
+    /// The unit the progress line follows (default deploy-proxy.service).
+    #[serde(default)]
+    pub focus_unit: Option<UnitName>,
+    /// The phases, in order.
+    #[schemars(with = "Vec<RawPhase>", length(min = 1))]
+    pub phases: Spanned<Vec<Spanned<RawPhase>>>,
+}
+
+/// One phase of a scenario.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Phase")]
+pub(crate) struct RawPhase {
+    /// Name, unique within the scenario.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// How the phase begins: the first phase is a cold boot; later phases default to `continue`.
+    #[serde(default)]
+    #[schemars(with = "Option<PhaseStart>")]
+    pub start: Option<Spanned<PhaseStart>>,
+    /// Options for the boot that starts the phase.
+    #[serde(default)]
+    #[schemars(with = "BootOptions")]
+    pub boot: Option<Spanned<BootOptions>>,
+    /// Steps, in order.
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    /// What must hold at the end of the phase.
+    #[serde(default)]
+    #[schemars(with = "Vec<RawExpectation>")]
+    pub expect: Vec<Spanned<RawExpectation>>,
+}
+
+/// An expectation as written: an optional `id` and exactly one kind key. `state`,
+/// `within` and `result` go with `unit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExpectation {
+    #[serde(default)]
+    pub id: Option<Spanned<String>>,
+    #[serde(default)]
+    pub unit: Option<UnitName>,
+    #[serde(default)]
+    pub state: Option<UnitState>,
+    #[serde(default)]
+    pub within: Option<ScenarioDuration>,
+    #[serde(default)]
+    pub result: Option<UnitResult>,
+    #[serde(default)]
+    pub order: Option<OrderExpectation>,
+    #[serde(default)]
+    pub http: Option<HttpExpectation>,
+    #[serde(default)]
+    pub journal: Option<JournalExpectation>,
+    #[serde(default)]
+    pub file: Option<FileExpectation>,
+    #[serde(default)]
+    pub command: Option<CommandExpectation>,
+    #[serde(default)]
+    pub no_failed_units: Option<NoFailedUnits>,
+    #[serde(default)]
+    pub boot_budget: Option<ScenarioDuration>,
+    #[serde(default)]
+    pub wait_cycle: Option<WaitCycleExpectation>,
+}
+
+/// The kind keys of an expectation, in the order the messages list them.
+pub(crate) const EXPECTATION_KINDS: [&str; 9] = [
+    "unit",
+    "order",
+    "http",
+    "journal",
+    "file",
+    "command",
+    "no_failed_units",
+    "boot_budget",
+    "wait_cycle",
+];
+
+impl RawExpectation {
+    /// The kind keys present, in [`EXPECTATION_KINDS`] order.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let present = [
+            self.unit.is_some(),
+            self.order.is_some(),
+            self.http.is_some(),
+            self.journal.is_some(),
+            self.file.is_some(),
+            self.command.is_some(),
+            self.no_failed_units.is_some(),
+            self.boot_budget.is_some(),
+            self.wait_cycle.is_some(),
+        ];
+        EXPECTATION_KINDS
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| *p)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+}
+
+// The schema spells out each accepted shape, which the flat struct cannot express:
+// one kind key, an optional id, and for `unit` its companions.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct UnitShape {
+    id: Option<String>,
+    /// The unit watched.
+    unit: UnitName,
+    /// The ActiveState it must reach.
+    state: UnitState,
+    /// How long it may take.
+    within: ScenarioDuration,
+    /// The systemd Result it must have.
+    result: Option<UnitResult>,
+}
+
+macro_rules! shape {
+    ($name:ident, $key:ident, $ty:ty) => {
+        #[derive(JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct $name {
+            id: Option<String>,
+            $key: $ty,
+        }
+    };
+}
+shape!(OrderShape, order, OrderExpectation);
+shape!(HttpShape, http, HttpExpectation);
+shape!(JournalShape, journal, JournalExpectation);
+shape!(FileShape, file, FileExpectation);
+shape!(CommandShape, command, CommandExpectation);
+shape!(NoFailedShape, no_failed_units, NoFailedUnits);
+shape!(BootBudgetShape, boot_budget, ScenarioDuration);
+shape!(WaitCycleShape, wait_cycle, WaitCycleExpectation);
+
+impl JsonSchema for RawExpectation {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Expectation".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let shapes = [
+            g.subschema_for::<UnitShape>(),
+            g.subschema_for::<OrderShape>(),
+            g.subschema_for::<HttpShape>(),
+            g.subschema_for::<JournalShape>(),
+            g.subschema_for::<FileShape>(),
+            g.subschema_for::<CommandShape>(),
+            g.subschema_for::<NoFailedShape>(),
+            g.subschema_for::<BootBudgetShape>(),
+            g.subschema_for::<WaitCycleShape>(),
+        ];
+        schemars::json_schema!({
+            "description": "one expectation: an optional id and exactly one of unit, order, http, journal, file, command, no_failed_units, boot_budget, wait_cycle",
+            "oneOf": shapes,
+        })
+    }
+}
+
+/// A plan file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Plan")]
+pub(crate) struct RawPlan {
+    /// Short name.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// One paragraph for reports.
+    pub summary: String,
+    /// Target names and the target strings they stand for (recipe:, image: or nix:).
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub targets: BTreeMap<String, Spanned<String>>,
+    /// The (target, scenario, expected outcome) entries, run in this order.
+    #[schemars(with = "Vec<RawRun>", length(min = 1))]
+    pub runs: Spanned<Vec<Spanned<RawRun>>>,
+}
+
+/// One entry of a plan.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PlanRun")]
+pub(crate) struct RawRun {
+    /// A name from `targets`.
+    #[schemars(with = "String")]
+    pub target: Spanned<String>,
+    /// Scenario file, relative to the plan file or to the scenarios folder above `plans/`.
+    #[schemars(with = "String")]
+    pub scenario: Spanned<String>,
+    /// `pass`, or `reproduced: {failing: [ids], seen: REGEX}`.
+    #[schemars(with = "RawExpected")]
+    pub expect: Spanned<RawExpected>,
+}
+
+/// The expected outcome of a plan entry.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(rename = "ExpectedOutcome")]
+pub(crate) enum RawExpected {
+    /// Every expectation holds.
+    Pass,
+    /// The listed expectations fail, in the way `seen` describes, and no other does.
+    Reproduced(RawReproduction),
+}
+
+/// What a reproduction must look like.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Reproduction")]
+pub(crate) struct RawReproduction {
+    /// Ids of the expectations that must fail.
+    #[schemars(with = "Vec<String>", length(min = 1))]
+    pub failing: Vec<Spanned<String>>,
+    /// Regular expression that what was seen for each failing expectation must match.
+    #[serde(default)]
+    pub seen: Option<Pattern>,
+}
