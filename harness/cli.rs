@@ -26,6 +26,52 @@ pub enum Command {
     Image(ImageCommand),
     /// Cold-boot TARGET, wait for the guest, run CMD in it (or open a shell), tear down.
     Boot(BootArgs),
+    /// Run scenarios (from a plan, or given) against targets and give verdicts.
+    Run(RunArgs),
+    /// Validate scenario and plan files without booting.
+    Check {
+        /// Scenario or plan files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of scenario and plan files, for editors.
+    Schema,
+}
+
+/// `coldboot run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A plan: targets and (target, scenario, expected outcome) entries.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// A target as NAME=TARGET: overrides a plan's target, or names one for SCENARIO files.
+    #[arg(long = "target", value_name = "NAME=TARGET")]
+    pub targets: Vec<String>,
+    /// Scenario files to run on every --target (each expected to pass).
+    pub scenarios: Vec<PathBuf>,
+    /// The evidence folder (default: evidence/<UTC timestamp>-<plan>/).
+    #[arg(long, value_name = "DIR")]
+    pub evidence: Option<PathBuf>,
+    /// How many pairs run at once (each is one VM).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Run only shard I of N (1-based), a stable subset, to split a job across runners.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Keep overlays after the run.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print what would run, and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Map infrastructure errors to exit 125, so `git bisect run` skips the revision.
+    #[arg(long)]
+    pub bisect: bool,
+    /// How long to wait for SSH after each boot.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub ssh_timeout: u64,
+    #[command(flatten)]
+    pub vm: VmArgs,
 }
 
 /// `coldboot doctor`.

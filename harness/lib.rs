@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod error;
+pub mod evidence;
 pub mod guest;
 pub mod progress;
 pub mod run;

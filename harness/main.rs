@@ -73,6 +73,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             variants,
         }) => cmd::image::build(&recipe_dir, &variants).await,
         Command::Boot(args) => cmd::boot::run(args).await,
+        Command::Run(args) => {
+            let bisect = args.bisect;
+            let result = cmd::run::run(args).await;
+            // `git bisect run` skips a revision on 125: an infra error tested nothing.
+            match result {
+                Ok(error::exit::INFRA) if bisect => Ok(125),
+                Err(e) if bisect && error::exit_code(&e) == error::exit::INFRA => {
+                    report(&e);
+                    Ok(125)
+                }
+                other => other,
+            }
+        }
+        Command::Check { files } => cmd::check::run(&files),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&coldboot::scenario::json_schema())?
+            );
+            Ok(0)
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! One module per subcommand. Each returns the process exit code or an error.
 
 pub mod boot;
+pub mod check;
 pub mod doctor;
 pub mod image;
+pub mod run;
 
 use std::path::Path;
 

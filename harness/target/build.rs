@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn newest_kernel_wins() {
-        let mut v = vec![
+        let mut v = [
             "6.1.10-cloud-amd64".to_string(),
             "6.1.9-cloud-amd64".into(),
             "5.10.0-1".into(),

@@ -30,7 +30,10 @@ pub const BASE_CMDLINE: [&str; 3] = ["root=LABEL=root", "rw", "console=ttyS0"];
 /// A sink for progress messages during long waits (an image build takes about a minute).
 /// Every message is also logged with `tracing`.
 #[derive(Clone, Default)]
-pub struct Progress(Option<Arc<dyn Fn(&str) + Send + Sync>>);
+pub struct Progress(Option<Arc<ProgressFn>>);
+
+/// The callback behind [`Progress`].
+type ProgressFn = dyn Fn(&str) + Send + Sync;
 
 impl Progress {
     /// Send messages to `f` (for example an indicatif spinner's `set_message`).

@@ -172,6 +172,13 @@ impl Vm {
         }
     }
 
+    /// Use `cmdline` as the kernel command line from the next boot on (a scenario's
+    /// boot options apply per boot).
+    pub fn set_cmdline(&mut self, cmdline: Vec<String>) {
+        self.config.cmdline = cmdline;
+        self.argv = argv::qemu_argv(&self.config);
+    }
+
     /// Hard power-off and cold boot again on the same overlay: a new QEMU, a new
     /// `serial-N.log` and new host ports. On error the VM stays off.
     pub async fn power_cycle(&mut self) -> Result<()> {

@@ -3,17 +3,25 @@
 //! Each job row (`ID UNIT TYPE STATE`) is followed by relation rows such as
 //! `└─ waiting for job 124 (b.service/start)` or `└─ blocking job 123 (a.service/start)`.
 //!
-//! **Version caveat.** Before systemd v256 (PR systemd/systemd#32450, issue #24941) the two
-//! labels were swapped: `systemctl` printed the jobs that wait for J under "waiting for",
-//! and the jobs J waits for under "blocking". Debian 12 ships v252, so its text must be
-//! read the other way round. [`parse_jobs`] takes the version and always returns the
-//! true relation: [`Job::waiting_for`] is what J waits for, [`Job::blocking`] what waits
-//! for J. The recorded Debian 12 fixture confirms the swap (see the `guest_ssh` test).
+//! **The labels are not trustworthy across versions.** systemd issue #24941 (v251) and
+//! PR #32450 (merged for v256) both report them swapped: the jobs that wait for J printed
+//! under "waiting for" and the jobs J waits for under "blocking". Yet Debian 12's v252
+//! prints them the right way round: recorded in `tests/fixtures/guest/list-jobs-after-before.txt`,
+//! where `cb-after.service` (`After=cb-slow.service`) is shown "waiting for" cb-slow.
+//! The meaning changed back and forth in PID 1's `GetJobAfter`/`GetJobBefore` as well as
+//! in systemctl, so a version number alone is a guess. [`super::list_jobs`] therefore
+//! calibrates: it takes one printed start/start relation and checks it against the
+//! units' declared `After=` ordering ([`orientation_probe`]); only when the queue offers
+//! no such pair does it fall back to [`labels_swapped_for_version`].
+//! [`Job::waiting_for`] is always what J waits for, [`Job::blocking`] what waits for J.
 
 use serde::{Deserialize, Serialize};
 
-/// First systemd version whose `list-jobs` labels mean what they say.
-pub const LABELS_FIXED_IN: u32 = 256;
+/// Fallback guess when the queue cannot calibrate itself: true when `version` is known or
+/// reported to print the labels swapped (v252 measured correct, v256+ fixed upstream).
+pub fn labels_swapped_for_version(version: u32) -> bool {
+    version != 252 && version < 256
+}
 
 /// Another job, as named in a relation row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,9 +51,28 @@ pub struct Job {
     pub blocking: Vec<JobRef>,
 }
 
-/// Parse `list-jobs --after --before --no-legend` output from systemd `version`.
-pub fn parse_jobs(text: &str, version: u32) -> anyhow::Result<Vec<Job>> {
-    let swapped = version < LABELS_FIXED_IN;
+/// A printed relation to check against declared ordering: `(unit, other)` where the text
+/// says `unit`'s start job is "waiting for" `other`'s start job. If `other` is in `unit`'s
+/// `After=`, the labels are true; otherwise they are swapped. Parse with `swapped = false`.
+pub fn orientation_probe(jobs: &[Job]) -> Option<(&str, &str)> {
+    jobs.iter().filter(|j| j.job_type == "start").find_map(|j| {
+        j.waiting_for
+            .iter()
+            .find(|r| r.job_type == "start")
+            .map(|r| (j.unit.as_str(), r.unit.as_str()))
+    })
+}
+
+/// Swap every job's `waiting_for` and `blocking` lists.
+pub fn swap_relations(jobs: &mut [Job]) {
+    for job in jobs {
+        std::mem::swap(&mut job.waiting_for, &mut job.blocking);
+    }
+}
+
+/// Parse `list-jobs --after --before --no-legend` output; `swapped` says the printed
+/// labels mean the opposite of what they say (see the module notes).
+pub fn parse_jobs(text: &str, swapped: bool) -> anyhow::Result<Vec<Job>> {
     let mut jobs: Vec<Job> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let at = |e: String| anyhow::anyhow!("systemctl list-jobs output, line {}: {e}", n + 1);
@@ -152,8 +179,8 @@ mod tests {
     }
 
     #[test]
-    fn old_labels_are_swapped_into_the_true_relation() {
-        let jobs = parse_jobs(PRE_FIX, 252).unwrap();
+    fn swapped_labels_are_turned_into_the_true_relation() {
+        let jobs = parse_jobs(PRE_FIX, true).unwrap();
         assert_eq!(jobs.len(), 2);
         assert_eq!((jobs[0].id, jobs[0].state.as_str()), (93, "running"));
         assert_eq!(jobs[0].blocking, [r(94, "engine-ready.target")]);
@@ -163,23 +190,43 @@ mod tests {
     }
 
     #[test]
-    fn fixed_labels_are_taken_as_written() {
-        let jobs = parse_jobs(PRE_FIX, 256).unwrap();
+    fn true_labels_are_taken_as_written_and_swap_back() {
+        let mut jobs = parse_jobs(PRE_FIX, false).unwrap();
         assert_eq!(jobs[0].waiting_for, [r(94, "engine-ready.target")]);
         assert_eq!(jobs[1].blocking, [r(93, "check-oil.service")]);
+        swap_relations(&mut jobs);
+        assert_eq!(jobs, parse_jobs(PRE_FIX, true).unwrap());
+    }
+
+    #[test]
+    fn probe_picks_a_printed_start_relation() {
+        let jobs = parse_jobs(PRE_FIX, false).unwrap();
+        assert_eq!(
+            orientation_probe(&jobs),
+            Some(("check-oil.service", "engine-ready.target"))
+        );
+        assert_eq!(orientation_probe(&[]), None);
+    }
+
+    #[test]
+    fn version_fallback() {
+        assert!(labels_swapped_for_version(251));
+        assert!(!labels_swapped_for_version(252));
+        assert!(labels_swapped_for_version(255));
+        assert!(!labels_swapped_for_version(257));
     }
 
     #[test]
     fn empty_queue_is_no_jobs() {
-        assert!(parse_jobs("", 252).unwrap().is_empty());
-        assert!(parse_jobs("No jobs running.\n", 252).unwrap().is_empty());
+        assert!(parse_jobs("", false).unwrap().is_empty());
+        assert!(parse_jobs("No jobs running.\n", false).unwrap().is_empty());
     }
 
     #[test]
     fn garbage_names_the_line() {
-        let err = parse_jobs("1 a.service start running\nwhat is this\n", 252).unwrap_err();
+        let err = parse_jobs("1 a.service start running\nwhat is this\n", false).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
-        let err = parse_jobs("└─ waiting for job 5 (x.service/start)\n", 252).unwrap_err();
+        let err = parse_jobs("└─ waiting for job 5 (x.service/start)\n", false).unwrap_err();
         assert!(err.to_string().contains("relation before any job"), "{err}");
     }
 }

@@ -49,19 +49,35 @@ pub async fn unit_snapshot<S: AsRef<str>>(
     Ok(states)
 }
 
-/// The job queue with true ordering relations (see [`jobs`] for the label swap before
-/// v256). Reads the version in the same command, so it costs one round trip.
+/// The job queue with true ordering relations. One command reads the version and the
+/// queue; when the queue holds a start/start relation, a second one reads the declared
+/// `After=` of one unit to learn which way this systemd prints the labels (see [`jobs`]).
 pub async fn list_jobs(guest: &Guest) -> anyhow::Result<Vec<Job>> {
     let cmd = format!(
         "systemctl --version && echo {JOBS_MARKER} && \
          systemctl list-jobs --after --before --no-legend --full --no-pager"
     );
     let out = guest.exec_checked(&cmd).await?;
-    let (version, jobs) = out
+    let (version, text) = out
         .stdout
         .split_once(JOBS_MARKER)
         .context("systemctl list-jobs: marker missing from the output")?;
-    parse_jobs(jobs.trim_start_matches('\n'), parse_version(version)?)
+    let mut jobs = parse_jobs(text.trim_start_matches('\n'), false)?;
+    let swapped = match jobs::orientation_probe(&jobs) {
+        Some((unit, other)) => {
+            let cmd = format!(
+                "systemctl show --no-pager -p After --value -- {}",
+                quote(unit)
+            );
+            let after = guest.exec_checked(&cmd).await?.stdout;
+            !after.split_whitespace().any(|u| u == other)
+        }
+        None => jobs::labels_swapped_for_version(parse_version(version)?),
+    };
+    if swapped {
+        jobs::swap_relations(&mut jobs);
+    }
+    Ok(jobs)
 }
 
 /// The guest's systemd version, e.g. 252.

@@ -1,0 +1,122 @@
+//! `coldboot run`: expand a plan (or scenarios × targets) into pairs, run them, and
+//! exit with what the verdicts say about the plan.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use coldboot::error::{exit, usage};
+use coldboot::run::{RunOptions, run_pairs};
+use coldboot::scenario::{self, RunPair};
+
+use crate::cli::RunArgs;
+
+/// Run and report. 0: every verdict as planned; 1: one is not; 3: an infra error.
+pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let flags = args
+        .targets
+        .iter()
+        .map(|t| scenario::plan::parse_target_flag(t))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (plan_name, mut pairs) = match &args.plan {
+        Some(path) => {
+            if !args.scenarios.is_empty() {
+                return Err(usage("give either --plan or SCENARIO files, not both"));
+            }
+            let mut loaded = scenario::load_plan(path)?;
+            loaded.override_targets(&flags)?;
+            (loaded.plan.name.clone(), loaded.pairs())
+        }
+        None => {
+            if args.scenarios.is_empty() {
+                return Err(usage(
+                    "nothing to run: give --plan PLAN, or --target NAME=TARGET and SCENARIO files",
+                ));
+            }
+            if flags.is_empty() {
+                return Err(usage(
+                    "SCENARIO files need at least one --target NAME=TARGET",
+                ));
+            }
+            let scenarios = args
+                .scenarios
+                .iter()
+                .map(|p| scenario::load_scenario(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            (
+                "adhoc".to_string(),
+                scenario::plan::adhoc_pairs(&flags, &scenarios),
+            )
+        }
+    };
+    if let Some(s) = &args.shard {
+        let which = scenario::parse_shard(s)?;
+        pairs = scenario::shard(&pairs, which);
+    }
+
+    let evidence = args
+        .evidence
+        .clone()
+        .unwrap_or_else(|| default_evidence_dir(&plan_name));
+    if args.dry_run {
+        print_dry_run(&pairs, &evidence);
+        return Ok(exit::OK);
+    }
+    if pairs.is_empty() {
+        eprintln!("this shard has no pairs to run");
+        return Ok(exit::OK);
+    }
+    let opts = RunOptions {
+        evidence: evidence.clone(),
+        jobs: usize::from(args.jobs),
+        keep: args.keep,
+        accel: args.vm.accel.into(),
+        ssh_timeout: Duration::from_secs(args.ssh_timeout),
+    };
+    let reports = run_pairs(pairs, &opts).await?;
+    coldboot::evidence::write_reports(&evidence, &reports)?;
+    let infra = reports
+        .iter()
+        .any(|r| matches!(r.verdict, coldboot::check::Verdict::Error { .. }));
+    let mismatched = reports.iter().filter(|r| !r.matches_plan).count();
+    eprintln!(
+        "{} pairs: {} as planned, {} not; evidence in {}",
+        reports.len(),
+        reports.len() - mismatched,
+        mismatched,
+        evidence.display()
+    );
+    Ok(if infra {
+        exit::INFRA
+    } else if mismatched > 0 {
+        exit::MISMATCH
+    } else {
+        exit::OK
+    })
+}
+
+fn print_dry_run(pairs: &[RunPair], evidence: &Path) {
+    println!("would write evidence to {}", evidence.display());
+    for p in pairs {
+        let expected = match &p.expected {
+            scenario::Expected::Pass => "pass".to_string(),
+            scenario::Expected::Reproduced(r) => format!("reproduced ({})", r.failing.join(", ")),
+        };
+        println!(
+            "{:<40} target {} = {}\n{:<40} scenario {} expect {expected}",
+            p.id,
+            p.target_name,
+            p.target,
+            "",
+            p.scenario.path.display()
+        );
+    }
+}
+
+/// `evidence/<UTC timestamp>-<plan>/`.
+fn default_evidence_dir(plan: &str) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    PathBuf::from("evidence").join(format!("{}-{plan}", coldboot::evidence::utc_stamp(now)))
+}

@@ -1,0 +1,495 @@
+//! Awaiting and evaluating one expectation against a live guest.
+//!
+//! The decisions themselves are pure (`check::`); this module gathers what they need,
+//! from the journal stream, `systemctl`, and probes of the harness's own, and records
+//! when the guest says the awaited change happened and when the harness decided.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::check::{self, Evaluation, UnitTimes};
+use crate::guest::Guest;
+use crate::scenario::{
+    CommandExpectation, ExpectationKind, FileExpectation, HttpExpectation, JournalExpectation,
+    ProbeFrom, UnitExpectation,
+};
+use crate::vm::Vm;
+
+use super::clock::GuestClock;
+use super::watch::Journal;
+
+/// A unit whose state changes without a manager journal entry is re-read at least this
+/// often: a safety net, not the way waits end.
+const UNIT_RECHECK: Duration = Duration::from_secs(10);
+/// Time between two attempts of a probe that has not answered as expected yet.
+const PROBE_RETRY: Duration = Duration::from_secs(1);
+
+/// What a live expectation can use.
+pub struct Live<'a> {
+    /// The VM (host forwards, QMP).
+    pub vm: &'a Vm,
+    /// The SSH channel.
+    pub guest: &'a Guest,
+    /// The journal of the current boot, streaming.
+    pub journal: Journal,
+    /// Guest monotonic time on the host clock.
+    pub clock: GuestClock,
+    /// Where the progress line goes.
+    pub status: &'a (dyn Fn(&str) + Send + Sync),
+    /// Every probe the harness made, for the evidence.
+    pub probes: Vec<ProbeRecord>,
+}
+
+/// One probe made by the harness.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeRecord {
+    /// Seconds since the Unix epoch.
+    pub at_unix: f64,
+    /// guest or host.
+    pub from: String,
+    /// The URL as written in the scenario.
+    pub url: String,
+    /// The HTTP status, if one came back.
+    pub status: Option<u16>,
+    /// The start of the body, or the error.
+    pub excerpt: String,
+}
+
+/// The result of awaiting one expectation: the evaluation, and the host instants of the
+/// change (as the guest timestamped it) and of the decision.
+pub struct Awaited {
+    /// Whether it held, and what was seen.
+    pub eval: Evaluation,
+    /// When the guest says the awaited state was reached.
+    pub changed: Option<Instant>,
+    /// When the harness decided.
+    pub decided: Instant,
+}
+
+impl Awaited {
+    fn now(eval: Evaluation) -> Awaited {
+        Awaited {
+            eval,
+            changed: None,
+            decided: Instant::now(),
+        }
+    }
+}
+
+/// Await `kind` until `deadline` (for kinds that wait) and evaluate it.
+pub async fn await_expectation(
+    live: &mut Live<'_>,
+    kind: &ExpectationKind,
+    deadline: Instant,
+) -> anyhow::Result<Awaited> {
+    Ok(match kind {
+        ExpectationKind::Unit(u) => await_unit(live, u, deadline).await?,
+        ExpectationKind::Order(o) => {
+            let mut names: Vec<String> = vec![o.after.as_str().to_string()];
+            names.extend(o.units.iter().map(|u| u.as_str().to_string()));
+            let times = unit_times(live.guest, &names).await?;
+            Awaited::now(check::evaluate_order(o.after.as_str(), &names[1..], &times))
+        }
+        ExpectationKind::Http(h) => await_http(live, h, deadline).await?,
+        ExpectationKind::Journal(j) => await_journal(live, j, deadline).await,
+        ExpectationKind::File(f) => Awaited::now(evaluate_file(live.guest, f).await?),
+        ExpectationKind::Command(c) => Awaited::now(evaluate_command(live.guest, c).await?),
+        ExpectationKind::NoFailedUnits(n) => {
+            let out = live
+                .guest
+                .exec_checked("systemctl list-units --all --plain --no-legend --no-pager --type=service,socket,mount,target,timer,path")
+                .await?;
+            let units = parse_list_units(&out.stdout);
+            let except: Vec<String> = n.except.iter().map(|u| u.as_str().to_string()).collect();
+            Awaited::now(check::evaluate_no_failed(&units, &except))
+        }
+        ExpectationKind::BootBudget(budget) => await_boot_budget(live, budget.0, deadline).await?,
+        ExpectationKind::WaitCycle(w) => {
+            Awaited::now(check::units::evaluate_wait_cycle_unchecked(*w))
+        }
+    })
+}
+
+/// A unit's state with the guest's timestamp of its last change.
+#[derive(Debug, Clone, Default)]
+struct UnitNow {
+    active: String,
+    sub: String,
+    result: String,
+    changed_us: u64,
+}
+
+async fn unit_now(guest: &Guest, unit: &str) -> anyhow::Result<UnitNow> {
+    let out = guest
+        .exec_checked(&format!(
+            "systemctl show -p ActiveState,SubState,Result,StateChangeTimestampMonotonic -- {}",
+            crate::guest::shell::quote(unit)
+        ))
+        .await?;
+    let mut now = UnitNow::default();
+    for line in out.stdout.lines() {
+        match line.split_once('=') {
+            Some(("ActiveState", v)) => now.active = v.to_string(),
+            Some(("SubState", v)) => now.sub = v.to_string(),
+            Some(("Result", v)) => now.result = v.to_string(),
+            Some(("StateChangeTimestampMonotonic", v)) => now.changed_us = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Ok(now)
+}
+
+async fn await_unit(
+    live: &mut Live<'_>,
+    u: &UnitExpectation,
+    deadline: Instant,
+) -> anyhow::Result<Awaited> {
+    let unit = u.unit.as_str();
+    let mut seen_entries = 0usize;
+    loop {
+        let now = unit_now(live.guest, unit).await?;
+        let eval = check::units::evaluate_unit(u, &now.active, &now.result);
+        (live.status)(&format!(
+            "waiting for {unit} {} ({} {})",
+            u.state.as_str(),
+            now.active,
+            now.sub
+        ));
+        if eval.held {
+            return Ok(Awaited {
+                eval,
+                changed: (now.changed_us > 0).then(|| live.clock.to_host(now.changed_us)),
+                decided: Instant::now(),
+            });
+        }
+        if Instant::now() >= deadline {
+            let seen = format!(
+                "{unit} is {} ({}) with Result={} after {}",
+                now.active,
+                now.sub,
+                now.result,
+                crate::scenario::format_duration(u.within.0)
+            );
+            return Ok(Awaited::now(Evaluation::failed(seen)));
+        }
+        // Sleep until an entry about this unit arrives, the re-check interval passes,
+        // or the deadline.
+        let wake = (Instant::now() + UNIT_RECHECK).min(deadline);
+        seen_entries = seen_entries.max(live.journal.len());
+        loop {
+            let mut journal = live.journal.clone();
+            let arrived = tokio::select! {
+                alive = journal.changed_after(seen_entries) => alive,
+                _ = tokio::time::sleep_until(wake.into()) => break,
+            };
+            if !arrived {
+                tokio::time::sleep_until(wake.into()).await;
+                break;
+            }
+            let fresh = live.journal.since(seen_entries);
+            seen_entries += fresh.len();
+            if fresh
+                .iter()
+                .any(|s| s.entry.from_manager && s.entry.unit.as_deref() == Some(unit))
+            {
+                break;
+            }
+        }
+    }
+}
+
+/// `systemctl show` of `units` with the properties ordering needs.
+pub async fn unit_times(guest: &Guest, units: &[String]) -> anyhow::Result<Vec<UnitTimes>> {
+    let quoted: Vec<String> = units
+        .iter()
+        .map(|u| crate::guest::shell::quote(u))
+        .collect();
+    let out = guest
+        .exec_checked(&format!(
+            "systemctl show -p {} -- {}",
+            check::SHOW_PROPERTIES,
+            quoted.join(" ")
+        ))
+        .await?;
+    Ok(UnitTimes::from_show(&out.stdout))
+}
+
+/// `(unit, ActiveState)` from `systemctl list-units --plain --no-legend`.
+pub fn parse_list_units(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let unit = f.next()?;
+            let _load = f.next()?;
+            let active = f.next()?;
+            Some((unit.to_string(), active.to_string()))
+        })
+        .collect()
+}
+
+async fn await_http(
+    live: &mut Live<'_>,
+    h: &HttpExpectation,
+    deadline: Instant,
+) -> anyhow::Result<Awaited> {
+    loop {
+        (live.status)(&format!("probing {} from the {}", h.url, from_word(h.from)));
+        let attempt = match h.from {
+            ProbeFrom::Guest => probe_from_guest(live.guest, &h.url).await?,
+            ProbeFrom::Host => probe_from_host(live.vm, &h.url).await,
+        };
+        let record = ProbeRecord {
+            at_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            from: from_word(h.from).to_string(),
+            url: h.url.clone(),
+            status: attempt.as_ref().ok().map(|(s, _)| *s),
+            excerpt: match &attempt {
+                Ok((_, body)) => excerpt(body),
+                Err(e) => e.clone(),
+            },
+        };
+        live.probes.push(record);
+        let eval = match &attempt {
+            Ok((status, body)) => {
+                let body_ok = h.body.as_ref().is_none_or(|m| m.matches(body));
+                let seen = format!("status {status}, body {:?}", excerpt(body));
+                if *status == h.status && body_ok {
+                    Evaluation::held(seen)
+                } else {
+                    Evaluation::failed(seen)
+                }
+            }
+            Err(e) => Evaluation::failed(format!("no answer: {e}")),
+        };
+        if eval.held || Instant::now() + PROBE_RETRY > deadline {
+            let mut done = Awaited::now(eval);
+            if done.eval.held {
+                done.changed = Some(done.decided);
+            }
+            return Ok(done);
+        }
+        tokio::time::sleep(PROBE_RETRY).await;
+    }
+}
+
+/// Probe with curl inside the guest. Transport errors come back as `Err(text)`.
+async fn probe_from_guest(
+    guest: &Guest,
+    url: &str,
+) -> anyhow::Result<Result<(u16, String), String>> {
+    let cmd = format!(
+        "curl -sS --max-time 5 -w '\\n%{{http_code}}' {}",
+        crate::guest::shell::quote(url)
+    );
+    let out = guest.exec(&cmd).await?;
+    if out.status != 0 {
+        return Ok(Err(format!(
+            "curl exit {}: {}",
+            out.status,
+            out.stderr.trim()
+        )));
+    }
+    let (body, code) = out
+        .stdout
+        .rsplit_once('\n')
+        .unwrap_or(("", out.stdout.as_str()));
+    match code.trim().parse::<u16>() {
+        Ok(c) => Ok(Ok((c, body.to_string()))),
+        Err(_) => Ok(Err(format!("curl printed no status: {:?}", out.stdout))),
+    }
+}
+
+/// Probe from the host through the loopback forward the harness made for the URL's port.
+async fn probe_from_host(vm: &Vm, url: &str) -> Result<(u16, String), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL {url}: {e}"))?;
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| format!("{url} has no port"))?;
+    let fwd = vm
+        .forward_addr(port)
+        .ok_or_else(|| format!("guest port {port} is not forwarded"))?;
+    let host = parsed.host_str().unwrap_or("guest").to_string();
+    let mut via = parsed.clone();
+    via.set_port(Some(fwd.port()))
+        .map_err(|_| "cannot set the port".to_string())?;
+    // A name resolves to the forward; an IP literal is replaced by it.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .danger_accept_invalid_certs(true)
+        .resolve(&host, fwd)
+        .build()
+        .map_err(|e| e.to_string())?;
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        via.set_host(Some("127.0.0.1")).map_err(|e| e.to_string())?;
+    }
+    let resp = client.get(via).send().await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
+async fn await_journal(live: &mut Live<'_>, j: &JournalExpectation, deadline: Instant) -> Awaited {
+    let mut checked = 0usize;
+    loop {
+        let fresh = live.journal.since(checked);
+        checked += fresh.len();
+        if let Some(hit) = fresh.iter().find(|s| {
+            j.unit
+                .as_ref()
+                .is_none_or(|u| s.entry.unit.as_deref() == Some(u.as_str()))
+                && j.pattern.is_match(&s.entry.message)
+        }) {
+            return Awaited {
+                eval: Evaluation::held(format!("{:?}", hit.entry.message)),
+                changed: Some(live.clock.to_host(hit.entry.mono_us)),
+                decided: Instant::now(),
+            };
+        }
+        (live.status)(&format!(
+            "waiting for a journal line matching /{}/",
+            j.pattern
+        ));
+        let mut journal = live.journal.clone();
+        let more = tokio::select! {
+            alive = journal.changed_after(checked) => alive,
+            _ = tokio::time::sleep_until(deadline.into()) => false,
+        };
+        if !more {
+            return Awaited::now(Evaluation::failed(format!(
+                "no line matched among {} journal entries",
+                live.journal.len()
+            )));
+        }
+    }
+}
+
+async fn evaluate_file(guest: &Guest, f: &FileExpectation) -> anyhow::Result<Evaluation> {
+    let out = guest
+        .exec(&format!("cat -- {}", crate::guest::shell::quote(&f.path)))
+        .await?;
+    if out.status != 0 {
+        return Ok(Evaluation::failed(format!(
+            "cannot read {}: {}",
+            f.path,
+            out.stderr.trim()
+        )));
+    }
+    let seen = format!("{:?}", excerpt(&out.stdout));
+    Ok(if f.content.matches(&out.stdout) {
+        Evaluation::held(seen)
+    } else {
+        Evaluation::failed(seen)
+    })
+}
+
+async fn evaluate_command(guest: &Guest, c: &CommandExpectation) -> anyhow::Result<Evaluation> {
+    let out = guest.exec(&c.run).await?;
+    let ok = out.status == c.status
+        && c.stdout.as_ref().is_none_or(|m| m.matches(&out.stdout))
+        && c.stderr.as_ref().is_none_or(|m| m.matches(&out.stderr));
+    let seen = format!(
+        "exit {}, stdout {:?}, stderr {:?}",
+        out.status,
+        excerpt(&out.stdout),
+        excerpt(&out.stderr)
+    );
+    Ok(if ok {
+        Evaluation::held(seen)
+    } else {
+        Evaluation::failed(seen)
+    })
+}
+
+async fn await_boot_budget(
+    live: &mut Live<'_>,
+    budget: Duration,
+    deadline: Instant,
+) -> anyhow::Result<Awaited> {
+    // The boot may still be finishing: wait for it, but no longer than the budget allows.
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .max(budget)
+        .as_secs()
+        .max(1);
+    let out = live
+        .guest
+        .exec(&format!("timeout {wait} systemctl is-system-running --wait >/dev/null 2>&1; systemd-analyze time"))
+        .await?;
+    let line = out.stdout.lines().next().unwrap_or("").trim().to_string();
+    Ok(Awaited::now(match parse_startup_total(&line) {
+        Some(total) if total <= budget => Evaluation::held(line),
+        Some(_) => Evaluation::failed(line),
+        None => Evaluation::failed(format!("the boot did not finish: {}", out.stderr.trim())),
+    }))
+}
+
+/// The total of a `Startup finished in ... = 1min 2.345s` line.
+pub fn parse_startup_total(line: &str) -> Option<Duration> {
+    let total = line.rsplit_once(" = ")?.1.trim();
+    let mut secs = 0.0f64;
+    for part in total.split_whitespace() {
+        if let Some(m) = part.strip_suffix("min") {
+            secs += m.parse::<f64>().ok()? * 60.0;
+        } else if let Some(ms) = part.strip_suffix("ms") {
+            secs += ms.parse::<f64>().ok()? / 1000.0;
+        } else if let Some(s) = part.strip_suffix('s') {
+            secs += s.parse::<f64>().ok()?;
+        } else if let Some(h) = part.strip_suffix('h') {
+            secs += h.parse::<f64>().ok()? * 3600.0;
+        } else {
+            return None;
+        }
+    }
+    Some(Duration::from_secs_f64(secs))
+}
+
+fn from_word(f: ProbeFrom) -> &'static str {
+    match f {
+        ProbeFrom::Guest => "guest",
+        ProbeFrom::Host => "host",
+    }
+}
+
+/// The first 200 characters of a body, for messages and evidence.
+pub fn excerpt(body: &str) -> String {
+    let trimmed = body.trim_end();
+    match trimmed.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &trimmed[..i]),
+        None => trimmed.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_totals() {
+        let line = "Startup finished in 30.455s (kernel) + 1min 10.368s (userspace) = 1min 40.823s";
+        assert_eq!(
+            parse_startup_total(line),
+            Some(Duration::from_millis(100_823))
+        );
+        assert_eq!(
+            parse_startup_total("Startup finished in 7.4s (kernel) + 13.0s (userspace) = 20.4s"),
+            Some(Duration::from_millis(20_400))
+        );
+        assert_eq!(parse_startup_total("Bootup is not yet finished"), None);
+    }
+
+    #[test]
+    fn list_units_lines() {
+        let text = "deploy-proxy.service loaded failed failed deploy traefik\nssh.service loaded active running OpenBSD Secure Shell server\n";
+        assert_eq!(
+            parse_list_units(text),
+            vec![
+                ("deploy-proxy.service".to_string(), "failed".to_string()),
+                ("ssh.service".to_string(), "active".to_string())
+            ]
+        );
+    }
+}

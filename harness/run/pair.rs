@@ -1,0 +1,501 @@
+//! Running one (target, scenario) pair on its own overlay: phases, actions,
+//! expectations, and the verdict.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::check::{self, ExpectationOutcome, Verdict};
+use crate::error::{infra, usage};
+use crate::guest::{Guest, SshKey};
+use crate::scenario::{
+    Action, BootOptions, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom,
+    RunPair,
+};
+use crate::target::BootSpec;
+use crate::vm::{AccelChoice, Vm};
+
+use super::boot;
+use super::clock::GuestClock;
+use super::expect::{self, Live, ProbeRecord};
+use super::record;
+use super::watch::{Follower, Journal};
+
+/// How long a clean reboot may take to bring QEMU down (`-no-reboot` makes it exit).
+const REBOOT_EXIT: Duration = Duration::from_secs(120);
+
+/// Everything one pair needs that is shared with other pairs.
+pub struct PairContext {
+    /// The pair.
+    pub pair: RunPair,
+    /// Its target, prepared.
+    pub spec: Arc<BootSpec>,
+    /// The accelerator for every VM of the run.
+    pub accel: AccelChoice,
+    /// This pair's folder in the evidence bundle.
+    pub run_dir: PathBuf,
+    /// Keep overlays afterwards.
+    pub keep: bool,
+    /// How long to wait for SSH after each boot.
+    pub ssh_timeout: Duration,
+    /// Where the progress line goes.
+    pub status: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// What one pair produced: written as `verdict.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairReport {
+    /// `target/scenario`.
+    pub id: String,
+    /// The plan's name for the target.
+    pub target_name: String,
+    /// The target string.
+    pub target: String,
+    /// The scenario's name.
+    pub scenario: String,
+    /// The scenario file.
+    pub scenario_path: PathBuf,
+    /// What the plan expected.
+    pub expected: Expected,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Whether the verdict is what the plan expected.
+    pub matches_plan: bool,
+    /// Every expectation evaluated, in order.
+    pub outcomes: Vec<ExpectationOutcome>,
+    /// Every probe the harness made.
+    pub probes: Vec<ProbeRecord>,
+    /// Per boot: seconds from QEMU start to SSH.
+    pub boots: Vec<BootRecord>,
+    /// Wall time of the whole pair, in seconds.
+    pub duration_secs: f64,
+    /// The run folder.
+    pub run_dir: PathBuf,
+}
+
+/// One boot within a pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootRecord {
+    /// 1 for the first boot.
+    pub index: u32,
+    /// The phase that started it.
+    pub phase: String,
+    /// Seconds from QEMU start to SSH.
+    pub to_ssh_secs: f64,
+    /// Seconds from the pair's start to QEMU start.
+    pub at_secs: f64,
+}
+
+/// Run one pair to its verdict. Never returns an error: infrastructure failures become
+/// an `error` verdict, so the other pairs go on.
+pub async fn run_pair(ctx: PairContext) -> PairReport {
+    let origin = Instant::now();
+    let mut state = PairState {
+        outcomes: Vec::new(),
+        probes: Vec::new(),
+        boots: Vec::new(),
+        timeline: record::Timeline::new(&ctx.run_dir, origin),
+    };
+    state.timeline.event("pair started", &ctx.pair.id);
+    let result = execute(&ctx, origin, &mut state).await;
+    let verdict = match result {
+        Ok(()) => check::verdict(&state.outcomes, &ctx.pair.expected),
+        Err(e) => {
+            state
+                .timeline
+                .event("infrastructure error", &format!("{e:#}"));
+            Verdict::Error {
+                message: format!("{e:#}"),
+            }
+        }
+    };
+    let matches_plan = verdict.matches(&ctx.pair.expected);
+    state.timeline.event("verdict", verdict.word());
+    PairReport {
+        id: ctx.pair.id.clone(),
+        target_name: ctx.pair.target_name.clone(),
+        target: ctx.pair.target.clone(),
+        scenario: ctx.pair.scenario.name.clone(),
+        scenario_path: ctx.pair.scenario.path.clone(),
+        expected: ctx.pair.expected.clone(),
+        verdict,
+        matches_plan,
+        outcomes: state.outcomes,
+        probes: state.probes,
+        boots: state.boots,
+        duration_secs: origin.elapsed().as_secs_f64(),
+        run_dir: ctx.run_dir.clone(),
+    }
+}
+
+struct PairState {
+    outcomes: Vec<ExpectationOutcome>,
+    probes: Vec<ProbeRecord>,
+    boots: Vec<BootRecord>,
+    timeline: record::Timeline,
+}
+
+/// A booted guest with its journal follower and clock.
+struct Up {
+    vm: Vm,
+    guest: Guest,
+    journal: Journal,
+    _follower: Follower,
+    clock: GuestClock,
+}
+
+async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> anyhow::Result<()> {
+    let scenario = &ctx.pair.scenario;
+    check_faults(ctx)?;
+    let key = SshKey::generate()?;
+    let forwards = host_ports(&scenario.phases);
+    let mut up: Option<Up> = None;
+
+    for phase in &scenario.phases {
+        (ctx.status)(&format!("phase {}", phase.name));
+        state.timeline.event("phase", &phase.name);
+        let start = match (phase.start, up.is_some()) {
+            (PhaseStart::ColdBoot, _) | (_, false) => {
+                if let Some(old) = up.take() {
+                    record::boot_evidence(&old.guest, &ctx.run_dir, old.vm.boot_index()).await;
+                }
+                let config = boot::vm_config(
+                    &ctx.spec,
+                    &key,
+                    &boot_options(&phase.boot),
+                    ctx.accel.clone(),
+                    ctx.run_dir.clone(),
+                    forwards.clone(),
+                    ctx.keep,
+                );
+                (ctx.status)(&format!("phase {}: starting QEMU", phase.name));
+                let vm = Vm::start(config).await?;
+                record::vm_evidence(&vm, &ctx.run_dir)?;
+                let qemu_started = Instant::now() - vm.uptime();
+                let fresh = connect(ctx, vm, &key, phase, origin, state).await?;
+                up = Some(fresh);
+                qemu_started
+            }
+            (PhaseStart::Reboot | PhaseStart::PowerCycle, true) => {
+                let current = up.take().expect("checked above");
+                let vm = cycle(ctx, current, phase.start, &phase.boot, &key).await?;
+                let qemu_started = Instant::now() - vm.uptime();
+                up = Some(connect(ctx, vm, &key, phase, origin, state).await?);
+                qemu_started
+            }
+            (PhaseStart::Continue, true) => Instant::now(),
+        };
+
+        let mut phase_t0 = start;
+        for action in &phase.actions {
+            let current = up.take().expect("a phase runs on a booted guest");
+            up = Some(act(ctx, current, action, &key, phase, origin, state).await?);
+            if phase.start == PhaseStart::Continue {
+                phase_t0 = Instant::now();
+            }
+        }
+
+        let current = up.as_mut().expect("a phase runs on a booted guest");
+        let mut live = Live {
+            vm: &current.vm,
+            guest: &current.guest,
+            journal: current.journal.clone(),
+            clock: current.clock,
+            status: ctx.status.as_ref(),
+            probes: Vec::new(),
+        };
+        let mut t = phase_t0;
+        let mut failed = false;
+        for exp in &phase.expect {
+            let deadline = t + within(&exp.kind).unwrap_or_default();
+            let awaited = expect::await_expectation(&mut live, &exp.kind, deadline)
+                .await
+                .with_context(|| format!("while checking {}", exp.id))?;
+            let outcome = outcome(
+                exp,
+                &awaited,
+                origin,
+                &ctx.run_dir,
+                &phase.name,
+                current.vm.boot_index(),
+            );
+            state.timeline.event(
+                if outcome.held { "held" } else { "failed" },
+                &format!("{}: {}", outcome.id, outcome.seen),
+            );
+            failed |= !outcome.held;
+            state.outcomes.push(outcome);
+            t = awaited.decided;
+        }
+        state.probes.append(&mut live.probes);
+        record::phase_evidence(&current.guest, &ctx.run_dir, &phase.name, scenario).await;
+        if failed && !needs_more(&ctx.pair.expected, &state.outcomes) {
+            state
+                .timeline
+                .event("stopped", "an expectation failed; later phases skipped");
+            break;
+        }
+    }
+    if let Some(last) = up.take() {
+        record::boot_evidence(&last.guest, &ctx.run_dir, last.vm.boot_index()).await;
+        drop(last);
+    }
+    Ok(())
+}
+
+/// Wait for SSH on the VM's current boot, then start watching it.
+async fn connect(
+    ctx: &PairContext,
+    vm: Vm,
+    key: &SshKey,
+    phase: &Phase,
+    origin: Instant,
+    state: &mut PairState,
+) -> anyhow::Result<Up> {
+    (ctx.status)(&format!(
+        "phase {}: waiting for SSH on {}",
+        phase.name,
+        vm.ssh_addr()
+    ));
+    let (guest, took) = boot::connect(&vm, key, ctx.ssh_timeout).await?;
+    let qemu_started = Instant::now() - vm.uptime();
+    state.boots.push(BootRecord {
+        index: vm.boot_index(),
+        phase: phase.name.clone(),
+        to_ssh_secs: took.as_secs_f64(),
+        at_secs: qemu_started.saturating_duration_since(origin).as_secs_f64(),
+    });
+    state.timeline.event(
+        "ssh up",
+        &format!("boot {} after {:.1}s", vm.boot_index(), took.as_secs_f64()),
+    );
+    let clock = GuestClock::sample(&guest).await?;
+    let (journal, follower) = Journal::follow(&guest).await?;
+    Ok(Up {
+        vm,
+        guest,
+        journal,
+        _follower: follower,
+        clock,
+    })
+}
+
+/// Reboot cleanly or cut the power, with the phase's boot options (and boot faults
+/// injected first). Returns the VM on its new boot, not yet connected.
+async fn cycle(
+    ctx: &PairContext,
+    up: Up,
+    how: PhaseStart,
+    opts: &crate::scenario::BootOptions,
+    key: &SshKey,
+) -> anyhow::Result<Vm> {
+    for fault in &opts.faults {
+        inject_fault(ctx, &up.guest, fault).await?;
+    }
+    record::boot_evidence(&up.guest, &ctx.run_dir, up.vm.boot_index()).await;
+    let Up { mut vm, guest, .. } = up;
+    vm.set_cmdline(boot::cmdline(&ctx.spec, key, &boot_options(opts)));
+    if how == PhaseStart::Reboot {
+        // The connection drops as the guest goes down; QEMU exits (-no-reboot).
+        let _ = guest.exec("systemctl reboot").await;
+        drop(guest);
+        tokio::time::timeout(REBOOT_EXIT, vm.exited())
+            .await
+            .map_err(|_| {
+                infra(format!(
+                    "the guest did not go down within {}s of `systemctl reboot`",
+                    REBOOT_EXIT.as_secs()
+                ))
+            })?;
+    } else {
+        drop(guest);
+    }
+    vm.power_cycle().await?;
+    Ok(vm)
+}
+
+/// Run one action; reboots and power cycles hand back a reconnected guest.
+async fn act(
+    ctx: &PairContext,
+    up: Up,
+    action: &Action,
+    key: &SshKey,
+    phase: &Phase,
+    origin: Instant,
+    state: &mut PairState,
+) -> anyhow::Result<Up> {
+    state.timeline.event("action", &format!("{action:?}"));
+    match action {
+        Action::Run(r) => {
+            (ctx.status)(&format!("phase {}: running {}", phase.name, r.cmd));
+            let out = up.guest.exec(&r.cmd).await?;
+            if out.status != r.status {
+                return Err(usage(format!(
+                    "scenario {}: action `{}` exited {} (expected {}): {}",
+                    ctx.pair.scenario.path.display(),
+                    r.cmd,
+                    out.status,
+                    r.status,
+                    out.stderr.trim()
+                )));
+            }
+        }
+        Action::Write(w) => {
+            up.guest
+                .write_file(&w.path, w.content.as_bytes(), w.mode.unwrap_or(0o644))
+                .await?;
+        }
+        Action::Restart(r) => {
+            (ctx.status)(&format!("phase {}: restarting {}", phase.name, r.unit));
+            let flag = if r.no_block { "--no-block " } else { "" };
+            // A failing restart is the system under test's business: expectations judge it.
+            let out = up
+                .guest
+                .exec(&format!(
+                    "systemctl restart {flag}-- {}",
+                    crate::guest::shell::quote(r.unit.as_str())
+                ))
+                .await?;
+            state
+                .timeline
+                .event("restart", &format!("{} exited {}", r.unit, out.status));
+        }
+        Action::Fault(name) => inject_fault(ctx, &up.guest, name).await?,
+        Action::Link(l) => {
+            up.vm
+                .set_link(matches!(l, crate::scenario::LinkState::Up))
+                .await?
+        }
+        Action::Sleep(d) => tokio::time::sleep(d.0).await,
+        Action::Reboot | Action::PowerCycle => {
+            let how = if matches!(action, Action::Reboot) {
+                PhaseStart::Reboot
+            } else {
+                PhaseStart::PowerCycle
+            };
+            let vm = cycle(ctx, up, how, &phase.boot, key).await?;
+            return connect(ctx, vm, key, phase, origin, state).await;
+        }
+    }
+    Ok(up)
+}
+
+async fn inject_fault(ctx: &PairContext, guest: &Guest, name: &str) -> anyhow::Result<()> {
+    let fault = ctx.spec.faults.get(name).ok_or_else(|| {
+        usage(format!(
+            "target {} defines no fault {name:?}",
+            ctx.pair.target
+        ))
+    })?;
+    (ctx.status)(&format!("injecting fault {name}"));
+    let out = guest.exec(&fault.run).await?;
+    if out.status != 0 {
+        return Err(infra(format!(
+            "fault {name} (`{}`) exited {}: {}",
+            fault.run,
+            out.status,
+            out.stderr.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Every fault a scenario names must exist on the target, before anything boots.
+fn check_faults(ctx: &PairContext) -> anyhow::Result<()> {
+    for phase in &ctx.pair.scenario.phases {
+        let named = phase
+            .boot
+            .faults
+            .iter()
+            .chain(phase.actions.iter().filter_map(|a| match a {
+                Action::Fault(n) => Some(n),
+                _ => None,
+            }));
+        for name in named {
+            if !ctx.spec.faults.contains_key(name) {
+                let known: Vec<&str> = ctx.spec.faults.keys().map(String::as_str).collect();
+                return Err(usage(format!(
+                    "{}: phase {:?} names fault {name:?}, which target {} does not define (it defines: {})",
+                    ctx.pair.scenario.path.display(),
+                    phase.name,
+                    ctx.pair.target,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn boot_options(b: &BootOptions) -> boot::BootOptions {
+    boot::BootOptions {
+        masks: b.mask.iter().map(|u| u.as_str().to_string()).collect(),
+        kernel_args: b.kernel_args.clone(),
+        setenv: b
+            .setenv
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+/// Guest ports that host probes need forwarded.
+fn host_ports(phases: &[Phase]) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for e in phases.iter().flat_map(|p| p.expect.iter()) {
+        if let ExpectationKind::Http(h) = &e.kind
+            && h.from == ProbeFrom::Host
+            && let Some(port) = reqwest::Url::parse(&h.url)
+                .ok()
+                .and_then(|u| u.port_or_known_default())
+            && !ports.contains(&port)
+        {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// The time an expectation may wait, for kinds that wait.
+fn within(kind: &ExpectationKind) -> Option<Duration> {
+    match kind {
+        ExpectationKind::Unit(u) => Some(u.within.0),
+        ExpectationKind::Http(h) => Some(h.within.0),
+        ExpectationKind::Journal(j) => Some(j.within.0),
+        ExpectationKind::BootBudget(b) => Some(b.0),
+        _ => None,
+    }
+}
+
+fn outcome(
+    exp: &Expectation,
+    a: &expect::Awaited,
+    origin: Instant,
+    run_dir: &Path,
+    phase: &str,
+    boot_index: u32,
+) -> ExpectationOutcome {
+    let mut o = ExpectationOutcome::new(exp.id.clone(), exp.kind.describe(), a.eval.clone());
+    o.changed_at = a.changed.map(|c| c.saturating_duration_since(origin));
+    o.decided_at = Some(a.decided.saturating_duration_since(origin));
+    o.evidence = Some(run_dir.join(record::evidence_file(&exp.kind, phase, boot_index)));
+    o
+}
+
+/// Whether a failing run must still go on: a reproduction needs every listed id evaluated.
+fn needs_more(expected: &Expected, outcomes: &[ExpectationOutcome]) -> bool {
+    match expected {
+        Expected::Pass => false,
+        Expected::Reproduced(r) => r
+            .failing
+            .iter()
+            .any(|id| !outcomes.iter().any(|o| &o.id == id)),
+    }
+}

@@ -1,0 +1,178 @@
+//! What a pair leaves in its run folder while it runs: the harness's timeline, the
+//! QEMU command line, each boot's journal, and unit states at the end of each phase.
+//!
+//! Files are written whole (temp file, then rename) so an interrupted run never leaves
+//! half a file; collection failures are logged, never fatal, since evidence of a broken
+//! guest is partial by nature.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::guest::Guest;
+use crate::scenario::{ExpectationKind, Scenario};
+use crate::vm::Vm;
+
+/// Write `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+/// Write `value` as pretty JSON to `path` atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// The harness's own timeline of a pair: one JSON object a line, appended as it goes.
+pub struct Timeline {
+    path: PathBuf,
+    origin: Instant,
+}
+
+#[derive(Serialize)]
+struct TimelineEvent<'a> {
+    t_secs: f64,
+    event: &'a str,
+    detail: &'a str,
+}
+
+impl Timeline {
+    /// A timeline at `run_dir/timeline.jsonl`, timed from `origin`.
+    pub fn new(run_dir: &Path, origin: Instant) -> Timeline {
+        let _ = std::fs::create_dir_all(run_dir);
+        Timeline {
+            path: run_dir.join("timeline.jsonl"),
+            origin,
+        }
+    }
+
+    /// Append one event. Appending a line is atomic enough: a torn last line is visible.
+    pub fn event(&mut self, event: &str, detail: &str) {
+        let line = TimelineEvent {
+            t_secs: self.origin.elapsed().as_secs_f64(),
+            event,
+            detail,
+        };
+        tracing::debug!("{event}: {detail}");
+        let result = serde_json::to_string(&line)
+            .map_err(anyhow::Error::from)
+            .and_then(|s| {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                writeln!(f, "{s}")?;
+                Ok(())
+            });
+        if let Err(e) = result {
+            tracing::warn!("cannot append to {}: {e:#}", self.path.display());
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct VmRecord<'a> {
+    qemu_argv: Vec<String>,
+    accel: &'a str,
+    accel_reason: &'a str,
+    harness_version: &'a str,
+    overlay: &'a Path,
+}
+
+/// `vm.json`: the QEMU command line (key redacted), accelerator and harness version.
+pub fn vm_evidence(vm: &Vm, run_dir: &Path) -> anyhow::Result<()> {
+    let accel = vm.accel().accel.to_string();
+    write_json(
+        &run_dir.join("vm.json"),
+        &VmRecord {
+            qemu_argv: vm.qemu_argv(),
+            accel: &accel,
+            accel_reason: &vm.accel().reason,
+            harness_version: env!("CARGO_PKG_VERSION"),
+            overlay: vm.overlay_path(),
+        },
+    )
+}
+
+/// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines.
+pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32) {
+    let path = run_dir.join(format!("journal-boot-{boot_index}.json"));
+    match guest.exec("journalctl -b -o json --no-pager").await {
+        Ok(out) => {
+            if let Err(e) = write_atomic(&path, out.stdout.as_bytes()) {
+                tracing::warn!("cannot write {}: {e:#}", path.display());
+            }
+        }
+        Err(e) => tracing::warn!("cannot read the journal of boot {boot_index}: {e:#}"),
+    }
+}
+
+/// `units-PHASE.txt`: state, Result and monotonic timestamps of every service and the
+/// units the scenario names, at the end of a phase.
+pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario: &Scenario) {
+    let mut named: Vec<String> = vec![scenario.focus_unit.as_str().to_string()];
+    for e in scenario.expectations() {
+        match &e.kind {
+            ExpectationKind::Unit(u) => named.push(u.unit.as_str().to_string()),
+            ExpectationKind::Order(o) => {
+                named.push(o.after.as_str().to_string());
+                named.extend(o.units.iter().map(|u| u.as_str().to_string()));
+            }
+            _ => {}
+        }
+    }
+    let quoted: Vec<String> = named
+        .iter()
+        .map(|u| crate::guest::shell::quote(u))
+        .collect();
+    let cmd = format!(
+        "systemctl show -p Id,ActiveState,SubState,Result,LoadState,{} -- {} $(systemctl list-units --all --plain --no-legend --type=service | awk '{{print $1}}')",
+        crate::check::SHOW_PROPERTIES,
+        quoted.join(" ")
+    );
+    let path = run_dir.join(format!("units-{}.txt", file_safe(phase)));
+    match guest.exec(&cmd).await {
+        Ok(out) => {
+            if let Err(e) = write_atomic(&path, out.stdout.as_bytes()) {
+                tracing::warn!("cannot write {}: {e:#}", path.display());
+            }
+        }
+        Err(e) => tracing::warn!("cannot read unit states after phase {phase}: {e:#}"),
+    }
+}
+
+/// The file in a run folder that shows an expectation's evidence.
+pub fn evidence_file(kind: &ExpectationKind, phase: &str, boot_index: u32) -> String {
+    match kind {
+        ExpectationKind::Http(_) => "verdict.json".to_string(),
+        ExpectationKind::Journal(_) => format!("journal-boot-{boot_index}.json"),
+        ExpectationKind::Unit(_)
+        | ExpectationKind::Order(_)
+        | ExpectationKind::NoFailedUnits(_) => {
+            format!("units-{}.txt", file_safe(phase))
+        }
+        _ => "timeline.jsonl".to_string(),
+    }
+}
+
+/// A name safe to use in a file name.
+pub fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
