@@ -89,7 +89,7 @@ async fn guest_channel_on_a_real_debian_guest() {
 
     // A long-lived watcher started early sees PID 1's messages as they happen.
     let mut journal = guest
-        .stream_lines("journalctl -f -n0 -o json")
+        .stream_lines("journalctl -f -n0 -o json _PID=1")
         .await
         .expect("journalctl streams");
 
@@ -310,29 +310,25 @@ async fn guest_channel_on_a_real_debian_guest() {
     assert!(boot.kernel_us.is_some() && boot.userspace_us.is_some());
     assert!(boot.total_us >= boot.userspace_us.unwrap());
 
-    // The journal watcher saw the failing unit, as JSON lines.
-    let mut journal_lines = Vec::new();
+    // The journal watcher saw PID 1 finish the test units' jobs, as JSON lines, up to
+    // cb-after's start job (which could only run once cb-slow was stopped).
+    let mut journal_lines = String::new();
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let next = tokio::time::timeout_at(until.into(), journal.next_line()).await;
         let line = next
-            .expect("cb-fail in the journal within 20s")
+            .expect("cb-after's job result in the journal within 20s")
             .expect("stream open");
         let v: serde_json::Value = serde_json::from_str(&line).expect("journal line is JSON");
-        let done = v["UNIT"] == "cb-fail.service" && v["_PID"] == "1";
-        journal_lines.push(line);
-        if done {
+        assert_eq!(v["_PID"], "1");
+        journal_lines.push_str(&line);
+        journal_lines.push('\n');
+        if v["UNIT"] == "cb-after.service" && v["JOB_RESULT"] == "done" {
             break;
         }
     }
-    let pid1: Vec<&String> = journal_lines
-        .iter()
-        .filter(|l| l.contains("\"_PID\":\"1\""))
-        .collect();
-    record(
-        "journal-pid1.jsonl",
-        &pid1.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    );
+    assert!(journal_lines.contains("\"JOB_RESULT\":\"failed\""));
+    record("journal-pid1.jsonl", &journal_lines);
     // Dropping the stream ends journalctl in the guest.
     drop(journal);
     let until = Instant::now() + Duration::from_secs(10);

@@ -9,12 +9,12 @@
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use coldboot::vm::{Accel, AccelChoice, ConsoleFailureKind, Vm, VmConfig, accel};
 
-static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Held by each test for its whole run. A tokio mutex: the guard lives across awaits.
+static ONE_VM_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn image_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(std::env::var_os("COLDBOOT_TEST_IMAGE_DIR")?);
@@ -88,7 +88,7 @@ async fn wait_for_ssh(vm: &Vm, deadline: Duration) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernel_without_root_fs_panics_and_teardown_is_complete() {
-    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_VM_AT_A_TIME.lock().await;
     let Some(kernel) = test_kernel() else {
         eprintln!("SKIP: set COLDBOOT_TEST_KERNEL or COLDBOOT_TEST_IMAGE_DIR to boot a kernel");
         return;
@@ -180,7 +180,7 @@ async fn kernel_without_root_fs_panics_and_teardown_is_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qemu_that_cannot_start_is_an_infra_error_quoting_stderr() {
-    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_VM_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let base = blank_base(tmp.path());
     let not_a_kernel = tmp.path().join("not-a-kernel");
@@ -211,7 +211,7 @@ async fn qemu_that_cannot_start_is_an_infra_error_quoting_stderr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_accel_probes_once_then_uses_the_cache() {
-    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_VM_AT_A_TIME.lock().await;
     let Some(kernel) = test_kernel() else {
         eprintln!("SKIP: set COLDBOOT_TEST_KERNEL or COLDBOOT_TEST_IMAGE_DIR for the KVM probe");
         return;
@@ -241,7 +241,7 @@ async fn auto_accel_probes_once_then_uses_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debian_image_boots_to_ssh_and_link_and_power_cycle_work() {
-    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_VM_AT_A_TIME.lock().await;
     let Some(dir) = image_dir() else {
         eprintln!(
             "SKIP: set COLDBOOT_TEST_IMAGE_DIR to a built image (disk.qcow2, vmlinuz, initrd.img)"
@@ -308,7 +308,7 @@ fn process_alive(pid: i32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cleanup_all_kills_every_qemu_and_removes_overlays_even_in_a_deep_run_dir() {
-    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_VM_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let base = blank_base(tmp.path());
     // Deeper than the 107-byte limit of unix socket paths: QMP must still connect.
@@ -344,7 +344,7 @@ async fn cleanup_all_kills_every_qemu_and_removes_overlays_even_in_a_deep_run_di
 
 #[test]
 fn qemu_dies_with_the_thread_that_started_it() {
-    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_VM_AT_A_TIME.blocking_lock();
     let tmp = tempfile::tempdir().unwrap();
     let base = blank_base(tmp.path());
     let run_dir = tmp.path().join("run");

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Whether a check held, and what was seen, before it is tied to an expectation id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Whether the expectation held.
     pub held: bool,
@@ -32,7 +32,7 @@ impl Evaluation {
 }
 
 /// The outcome of one expectation in one run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectationOutcome {
     /// The expectation's stable id.
     pub id: String,

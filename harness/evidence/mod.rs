@@ -1,32 +1,115 @@
 //! The evidence bundle's top level: the reports rendered from the pairs' run folders.
+//!
+//! `load` reads a bundle back from disk; `json`, `junit`, `markdown` and `svg` render it
+//! without touching files. `coldboot run` and `coldboot report DIR` both render from
+//! what `load` reads, so their output is byte-identical.
+
+pub mod facts;
+pub mod json;
+pub mod junit;
+pub mod load;
+pub mod markdown;
+pub mod svg;
 
 use std::path::Path;
 
-use serde::Serialize;
-
 use crate::run::PairReport;
-use crate::run::record::write_json;
+use crate::run::record::{write_atomic, write_json};
+
+pub use load::{Bundle, PairEvidence, load_bundle};
 
 /// Version of `report.json`'s shape; bump on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Serialize)]
-struct ReportJson<'a> {
-    schema_version: u32,
-    harness_version: &'a str,
-    pairs: &'a [PairReport],
+/// The four report files of a bundle, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// `report.md`.
+    pub markdown: String,
+    /// `report.json`.
+    pub json: String,
+    /// `junit.xml`.
+    pub junit: String,
+    /// `timeline.svg`.
+    pub svg: String,
 }
 
-/// Write the reports at the top of the bundle.
+/// Render every report of a loaded bundle. `name` names the bundle (its folder name).
+pub fn render(bundle: &Bundle, name: &str) -> anyhow::Result<Rendered> {
+    Ok(Rendered {
+        markdown: markdown::render(bundle, name),
+        json: json::render(bundle)?,
+        junit: junit::render(bundle, name)?,
+        svg: svg::render(&svg::groups(bundle)),
+    })
+}
+
+/// Write the reports at the top of the bundle, after the runner's pairs finished.
+/// Records the plan's order of the run folders (`order.json`), then renders from the
+/// folders on disk exactly as `coldboot report DIR` does.
 pub fn write_reports(bundle: &Path, reports: &[PairReport]) -> anyhow::Result<()> {
-    write_json(
-        &bundle.join("report.json"),
-        &ReportJson {
-            schema_version: SCHEMA_VERSION,
-            harness_version: env!("CARGO_PKG_VERSION"),
-            pairs: reports,
-        },
-    )
+    let order: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.run_dir.file_name()?.to_str().map(str::to_string))
+        .collect();
+    write_json(&bundle.join(load::ORDER_FILE), &order)?;
+    render_bundle(bundle).map(|_| ())
+}
+
+/// Read the bundle at `dir`, render its reports and write them at its top.
+pub fn render_bundle(dir: &Path) -> anyhow::Result<Rendered> {
+    let bundle = load_bundle(dir)?;
+    let rendered = render(&bundle, &bundle_name(dir))?;
+    for (file, text) in [
+        ("report.md", &rendered.markdown),
+        ("report.json", &rendered.json),
+        ("junit.xml", &rendered.junit),
+        ("timeline.svg", &rendered.svg),
+    ] {
+        write_atomic(&dir.join(file), text.as_bytes()).map_err(|e| {
+            crate::error::infra(format!("cannot write {}: {e:#}", dir.join(file).display()))
+        })?;
+    }
+    Ok(rendered)
+}
+
+/// `coldboot report DIR`: render report.md, report.json, junit.xml and timeline.svg
+/// again from the run folders, and say where they are.
+pub fn report_command(dir: &Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        return Err(crate::error::usage(format!(
+            "{}: not an evidence bundle folder",
+            dir.display()
+        )));
+    }
+    let bundle = load_bundle(dir)?;
+    if bundle.pairs.is_empty() {
+        return Err(crate::error::usage(format!(
+            "{}: no run folders (folders with verdict.json, timeline.jsonl or vm.json)",
+            dir.display()
+        )));
+    }
+    render_bundle(dir)?;
+    let c = facts::counts(&bundle);
+    eprintln!(
+        "{} pairs ({} as planned, {} not): wrote report.md, report.json, junit.xml and timeline.svg in {}",
+        c.total,
+        c.as_planned,
+        c.not_as_planned,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// The bundle's name as reports show it: its folder name, independent of how the path
+/// was spelt on the command line.
+pub fn bundle_name(dir: &Path) -> String {
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    canonical
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("evidence")
+        .to_string()
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time (UTC), for folder names.

@@ -28,7 +28,7 @@ pub fn quote(s: &str) -> String {
 
 /// Arguments for the system `ssh` client: the per-run key only, no host key checks and no
 /// `known_hosts` writes (the guest is throwaway), root at the forwarded port. A remote
-/// command may follow; `--` keeps ssh from reading it as options.
+/// command may follow (see [`remote_command_arg`]).
 pub fn ssh_client_args(key_file: &Path, addr: SocketAddr) -> Vec<String> {
     let opt = |o: &str| ["-o".to_owned(), o.to_owned()];
     let mut args = vec!["-i".to_owned(), key_file.display().to_string()];
@@ -45,7 +45,6 @@ pub fn ssh_client_args(key_file: &Path, addr: SocketAddr) -> Vec<String> {
     args.extend([
         "-p".to_owned(),
         addr.port().to_string(),
-        "--".to_owned(),
         format!("root@{}", addr.ip()),
     ]);
     args
@@ -84,6 +83,16 @@ impl Guest {
         removed
             .with_context(|| format!("cannot delete the temporary key {}", key_file.display()))?;
         Ok(status.code().unwrap_or(255))
+    }
+}
+
+/// The remote command as one argument. ssh reads options after the destination too, and
+/// passes `--` on to the remote shell, so a command starting with `-` gets a leading space.
+fn remote_command_arg(cmd: &str) -> String {
+    if cmd.starts_with('-') {
+        format!(" {cmd}")
+    } else {
+        cmd.to_owned()
     }
 }
 
@@ -138,7 +147,13 @@ mod tests {
         assert!(args.starts_with("-i /tmp/k/id "), "{args}");
         assert!(args.contains("-o UserKnownHostsFile=/dev/null"), "{args}");
         assert!(args.contains("-o StrictHostKeyChecking=no"), "{args}");
-        assert!(args.ends_with("-p 41193 -- root@127.0.0.1"), "{args}");
+        assert!(args.ends_with("-p 41193 root@127.0.0.1"), "{args}");
+    }
+
+    #[test]
+    fn remote_command_never_looks_like_an_option() {
+        assert_eq!(remote_command_arg("true"), "true");
+        assert_eq!(remote_command_arg("-v"), " -v");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::check::{self, Evaluation, UnitTimes};
 use crate::guest::Guest;
@@ -42,7 +42,7 @@ pub struct Live<'a> {
 }
 
 /// One probe made by the harness.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeRecord {
     /// Seconds since the Unix epoch.
     pub at_unix: f64,
@@ -157,9 +157,19 @@ async fn await_unit(
             now.sub
         ));
         if eval.held {
+            let changed = (now.changed_us > 0).then(|| live.clock.to_host(now.changed_us));
+            // Seen late is not the same as reached late: judge by the guest's timestamp.
+            let eval = match changed {
+                Some(at) if at > deadline + live.clock.uncertainty => Evaluation::failed(format!(
+                    "{} only {:.1}s after the deadline",
+                    eval.seen,
+                    (at - deadline).as_secs_f64()
+                )),
+                _ => eval,
+            };
             return Ok(Awaited {
                 eval,
-                changed: (now.changed_us > 0).then(|| live.clock.to_host(now.changed_us)),
+                changed,
                 decided: Instant::now(),
             });
         }
@@ -343,9 +353,19 @@ async fn await_journal(live: &mut Live<'_>, j: &JournalExpectation, deadline: In
                 .is_none_or(|u| s.entry.unit.as_deref() == Some(u.as_str()))
                 && j.pattern.is_match(&s.entry.message)
         }) {
+            let at = live.clock.to_host(hit.entry.mono_us);
+            let seen = format!("{:?}", hit.entry.message);
+            let eval = if at > deadline + live.clock.uncertainty {
+                Evaluation::failed(format!(
+                    "{seen} only {:.1}s after the deadline",
+                    (at - deadline).as_secs_f64()
+                ))
+            } else {
+                Evaluation::held(seen)
+            };
             return Awaited {
-                eval: Evaluation::held(format!("{:?}", hit.entry.message)),
-                changed: Some(live.clock.to_host(hit.entry.mono_us)),
+                eval,
+                changed: Some(at),
                 decided: Instant::now(),
             };
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::check::{self, ExpectationOutcome, Verdict};
 use crate::error::{infra, usage};
@@ -46,7 +46,7 @@ pub struct PairContext {
 }
 
 /// What one pair produced: written as `verdict.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PairReport {
     /// `target/scenario`.
     pub id: String,
@@ -58,6 +58,16 @@ pub struct PairReport {
     pub scenario: String,
     /// The scenario file.
     pub scenario_path: PathBuf,
+    /// The scenario's milestones, so reports can group pairs without the scenario file.
+    #[serde(default)]
+    pub milestones: Vec<crate::scenario::Milestone>,
+    /// The unit the scenario follows most closely; reports time the run by it.
+    #[serde(default = "default_focus_unit")]
+    pub focus_unit: String,
+    /// When the pair started, in seconds since the Unix epoch (reports date themselves
+    /// from this, so a re-render gives the same bytes).
+    #[serde(default)]
+    pub started_unix: f64,
     /// What the plan expected.
     pub expected: Expected,
     /// The verdict.
@@ -76,8 +86,12 @@ pub struct PairReport {
     pub run_dir: PathBuf,
 }
 
+fn default_focus_unit() -> String {
+    crate::scenario::model::DEFAULT_FOCUS_UNIT.to_string()
+}
+
 /// One boot within a pair.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootRecord {
     /// 1 for the first boot.
     pub index: u32,
@@ -93,6 +107,10 @@ pub struct BootRecord {
 /// an `error` verdict, so the other pairs go on.
 pub async fn run_pair(ctx: PairContext) -> PairReport {
     let origin = Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let mut state = PairState {
         outcomes: Vec::new(),
         probes: Vec::new(),
@@ -120,6 +138,9 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
         target: ctx.pair.target.clone(),
         scenario: ctx.pair.scenario.name.clone(),
         scenario_path: ctx.pair.scenario.path.clone(),
+        milestones: ctx.pair.scenario.milestones.clone(),
+        focus_unit: ctx.pair.scenario.focus_unit.as_str().to_string(),
+        started_unix,
         expected: ctx.pair.expected.clone(),
         verdict,
         matches_plan,

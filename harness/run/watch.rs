@@ -13,7 +13,9 @@ use tokio::sync::watch;
 use crate::guest::{Guest, LineStream};
 
 /// The journal command the watcher runs in the guest.
-pub const JOURNAL_FOLLOW: &str = "journalctl -b -f -n all -o json --no-pager";
+/// `stdbuf -oL`: journalctl writes through stdio, which a pipe would block-buffer and so
+/// hold entries back for seconds.
+pub const JOURNAL_FOLLOW: &str = "stdbuf -oL journalctl -b -f -n all -o json --no-pager";
 
 /// One journal entry, reduced to what the runner uses.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -145,6 +147,7 @@ async fn pump(mut stream: LineStream, entries: Arc<Mutex<Vec<Seen>>>, tx: watch:
     while let Some(line) = stream.next_line().await {
         let received = Instant::now();
         if let Some(entry) = Entry::parse(&line) {
+            tracing::trace!(mono_us = entry.mono_us, "journal: {}", entry.message);
             let n = {
                 let mut all = entries.lock().expect("journal lock");
                 all.push(Seen { entry, received });

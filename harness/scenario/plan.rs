@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::diag::{Diagnostic, into_usage_error};
 use super::load::parse_scenario;
@@ -13,7 +13,7 @@ use super::names::{Pattern, is_plain_name};
 use super::raw::{RawExpected, RawPlan};
 
 /// The outcome a plan expects for one (target, scenario) pair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Expected {
     /// Every expectation holds.
@@ -23,7 +23,7 @@ pub enum Expected {
 }
 
 /// What a reproduction must look like.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reproduction {
     /// Ids of the expectations that must fail.
     pub failing: Vec<String>,

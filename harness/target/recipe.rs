@@ -141,12 +141,17 @@ fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> anyhow::Error {
     ))
 }
 
-/// The rendered snippet on its own lines, or nothing when it adds nothing.
+/// The rendered snippet on its own lines (without its own repeat of the message), or
+/// nothing when it adds nothing.
 fn snippet(full: &str, plain: &str) -> String {
-    if full.trim() == plain.trim() {
+    let body = match full.split_once('\n') {
+        Some((first, rest)) if first.starts_with("error:") => rest,
+        _ => full,
+    };
+    if body.trim().is_empty() || body.trim() == plain.trim() {
         String::new()
     } else {
-        format!("\n{full}")
+        format!("\n{}", body.trim_end())
     }
 }
 

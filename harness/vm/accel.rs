@@ -451,6 +451,21 @@ mod tests {
         assert_eq!(serde_json::from_str::<CacheEntry>(&json).unwrap(), e);
     }
 
+    #[tokio::test]
+    async fn a_missing_probe_kernel_is_a_usage_error_and_is_not_cached() {
+        let cache = tempfile::tempdir().unwrap();
+        let err = choose(Accel::Auto, Path::new("/nonexistent/vmlinuz"), cache.path())
+            .await
+            .unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), crate::error::exit::USAGE);
+        assert!(err.to_string().contains("/nonexistent/vmlinuz"), "{err}");
+        assert!(!cache.path().join(CACHE_FILE).exists());
+        let tcg = choose(Accel::Tcg, Path::new("/nonexistent/vmlinuz"), cache.path())
+            .await
+            .unwrap();
+        assert_eq!(tcg.reason, "tcg requested");
+    }
+
     #[test]
     fn accel_names_parse_and_bad_ones_are_usage_errors() {
         assert_eq!("kvm".parse::<Accel>().unwrap(), Accel::Kvm);

@@ -1,0 +1,310 @@
+//! Reading a bundle back from disk: every run folder's `verdict.json` and the files the
+//! reports quote. This is the only file I/O the renderers depend on, so `coldboot run`
+//! and `coldboot report DIR` render from exactly the same data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::check::{UnitTimes, Verdict};
+use crate::error::usage;
+use crate::run::PairReport;
+use crate::scenario::Expected;
+
+/// `order.json` at the top of a bundle: run folder names in the plan's order.
+pub const ORDER_FILE: &str = "order.json";
+
+/// Everything the reports need from one bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The pairs: plan order where `order.json` says it, then by folder name.
+    pub pairs: Vec<PairEvidence>,
+}
+
+/// One run folder, read back.
+#[derive(Debug, Clone)]
+pub struct PairEvidence {
+    /// The run folder's name inside the bundle (links are relative to the bundle).
+    pub folder: String,
+    /// The verdict, with every path made relative to the bundle.
+    pub report: PairReport,
+    /// Whether the run finished (its `verdict.json` exists).
+    pub complete: bool,
+    /// `vm.json`, if written.
+    pub vm: Option<VmInfo>,
+    /// `units-PHASE.txt` file name → the units it lists.
+    pub units: BTreeMap<String, Vec<UnitTimes>>,
+    /// Boot index → the last monotonic timestamp (µs) in `journal-boot-N.json`: how far
+    /// the harness saw into that boot.
+    pub journal_end_us: BTreeMap<u32, u64>,
+    /// `identity.json`, if written: the target's identity and base image checksums.
+    pub identity: Option<serde_json::Value>,
+    /// Every file name in the run folder, to link only to what exists.
+    pub files: BTreeSet<String>,
+}
+
+/// What the reports use from `vm.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VmInfo {
+    /// The accelerator (`kvm`, `tcg`).
+    pub accel: String,
+    /// Why that accelerator.
+    #[serde(default)]
+    pub accel_reason: String,
+    /// The harness version that ran the pair.
+    #[serde(default)]
+    pub harness_version: String,
+}
+
+impl PairEvidence {
+    /// A link target for `file` in this run folder, relative to the bundle.
+    pub fn link(&self, file: &str) -> String {
+        format!("{}/{}", self.folder, file)
+    }
+
+    /// Units of the phase `phase` (by `units-PHASE.txt`), if recorded.
+    pub fn phase_units(&self, phase: &str) -> Option<(&str, &[UnitTimes])> {
+        let name = units_file(phase);
+        self.units
+            .get_key_value(&name)
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+}
+
+/// The file a phase's unit states are written to (as `run::record` names it).
+pub fn units_file(phase: &str) -> String {
+    format!("units-{}.txt", crate::run::record::file_safe(phase))
+}
+
+/// Read every run folder of `dir`. A folder counts as a run folder when it holds
+/// `verdict.json`, `timeline.jsonl` or `vm.json`; one without `verdict.json` is an
+/// incomplete run and gets an `error` verdict saying so.
+pub fn load_bundle(dir: &Path) -> anyhow::Result<Bundle> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| usage(format!("cannot read the bundle {}: {e}", dir.display())))?;
+    let mut folders = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| usage(format!("cannot list {}: {e}", dir.display())))?;
+        let path = entry.path();
+        let is_run = ["verdict.json", "timeline.jsonl", "vm.json"]
+            .iter()
+            .any(|f| path.join(f).is_file());
+        if path.is_dir()
+            && is_run
+            && let Some(name) = path.file_name().and_then(|n| n.to_str())
+        {
+            folders.push(name.to_string());
+        }
+    }
+    let order = read_order(dir)?;
+    sort_folders(&mut folders, &order);
+    let pairs = folders
+        .iter()
+        .map(|f| load_pair(&dir.join(f), f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Bundle { pairs })
+}
+
+/// Plan order first (folders listed in `order`), then the rest by name.
+pub fn sort_folders(folders: &mut [String], order: &[String]) {
+    folders.sort_by_key(|f| {
+        (
+            order.iter().position(|o| o == f).unwrap_or(usize::MAX),
+            f.clone(),
+        )
+    });
+}
+
+fn read_order(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let path = dir.join(ORDER_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            usage(format!(
+                "{}: expected a JSON list of run folder names: {e}",
+                path.display()
+            ))
+        }),
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
+fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
+    let files: BTreeSet<String> = std::fs::read_dir(dir)
+        .map_err(|e| usage(format!("cannot read {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    let verdict_path = dir.join("verdict.json");
+    let (report, complete) = if files.contains("verdict.json") {
+        let text = read(&verdict_path)?;
+        let mut report: PairReport = serde_json::from_str(&text).map_err(|e| {
+            usage(format!(
+                "{}: not a verdict file: {e}",
+                verdict_path.display()
+            ))
+        })?;
+        relativize(&mut report, folder);
+        (report, true)
+    } else {
+        (incomplete_report(folder), false)
+    };
+
+    let vm = match files.contains("vm.json") {
+        true => {
+            let path = dir.join("vm.json");
+            Some(
+                serde_json::from_str(&read(&path)?)
+                    .map_err(|e| usage(format!("{}: not a vm.json: {e}", path.display())))?,
+            )
+        }
+        false => None,
+    };
+    let identity = match files.contains("identity.json") {
+        true => {
+            let path = dir.join("identity.json");
+            Some(
+                serde_json::from_str(&read(&path)?)
+                    .map_err(|e| usage(format!("{}: not JSON: {e}", path.display())))?,
+            )
+        }
+        false => None,
+    };
+    let mut units = BTreeMap::new();
+    let mut journal_end_us = BTreeMap::new();
+    for name in &files {
+        if name.starts_with("units-") && name.ends_with(".txt") {
+            units.insert(name.clone(), UnitTimes::from_show(&read(&dir.join(name))?));
+        } else if let Some(n) = name
+            .strip_prefix("journal-boot-")
+            .and_then(|r| r.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            journal_end_us.insert(n, last_monotonic_us(&read(&dir.join(name))?));
+        }
+    }
+    Ok(PairEvidence {
+        folder: folder.to_string(),
+        report,
+        complete,
+        vm,
+        units,
+        journal_end_us,
+        identity,
+        files,
+    })
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The largest `__MONOTONIC_TIMESTAMP` among `journalctl -o json` lines (0 if none).
+pub fn last_monotonic_us(journal: &str) -> u64 {
+    #[derive(Deserialize)]
+    struct Entry {
+        #[serde(rename = "__MONOTONIC_TIMESTAMP")]
+        monotonic: Option<String>,
+    }
+    journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+        .filter_map(|e| e.monotonic?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Make the report's paths relative to the bundle: the runner wrote them relative to
+/// its working directory (or absolute), which a re-render elsewhere must not depend on.
+pub fn relativize(report: &mut PairReport, folder: &str) {
+    let old = std::mem::replace(&mut report.run_dir, PathBuf::from(folder));
+    let fix = |p: &mut PathBuf| *p = under_folder(p, &old, folder);
+    for o in &mut report.outcomes {
+        if let Some(e) = o.evidence.as_mut() {
+            fix(e);
+        }
+    }
+    if let Verdict::Fail {
+        evidence: Some(e), ..
+    } = &mut report.verdict
+    {
+        fix(e);
+    }
+}
+
+fn under_folder(path: &Path, old_run_dir: &Path, folder: &str) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix(old_run_dir) {
+        return Path::new(folder).join(rest);
+    }
+    match path.file_name() {
+        Some(name) => Path::new(folder).join(name),
+        None => path.to_path_buf(),
+    }
+}
+
+/// The report of a run folder without `verdict.json`: the run was interrupted.
+fn incomplete_report(folder: &str) -> PairReport {
+    let (target_name, scenario) = folder.split_once("__").unwrap_or(("", folder));
+    PairReport {
+        id: format!("{target_name}/{scenario}"),
+        target_name: target_name.to_string(),
+        target: String::new(),
+        scenario: scenario.to_string(),
+        scenario_path: PathBuf::new(),
+        milestones: Vec::new(),
+        focus_unit: crate::scenario::model::DEFAULT_FOCUS_UNIT.to_string(),
+        started_unix: 0.0,
+        expected: Expected::Pass,
+        verdict: Verdict::Error {
+            message: format!("the run did not finish: {folder}/verdict.json is missing"),
+        },
+        matches_plan: false,
+        outcomes: Vec::new(),
+        probes: Vec::new(),
+        boots: Vec::new(),
+        duration_secs: 0.0,
+        run_dir: PathBuf::from(folder),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_order_then_names() {
+        let mut f: Vec<String> = ["b__x", "a__y", "before__z", "after__z"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        sort_folders(&mut f, &["before__z".into(), "b__x".into()]);
+        assert_eq!(f, ["before__z", "b__x", "a__y", "after__z"]);
+    }
+
+    #[test]
+    fn journal_end_is_the_largest_monotonic_stamp() {
+        let j = "{\"__MONOTONIC_TIMESTAMP\":\"900\"}\nnot json\n{\"__MONOTONIC_TIMESTAMP\":\"1200\"}\n{\"MESSAGE\":\"x\"}\n";
+        assert_eq!(last_monotonic_us(j), 1200);
+        assert_eq!(last_monotonic_us(""), 0);
+    }
+
+    #[test]
+    fn paths_move_under_the_folder() {
+        let old = Path::new("evidence/x/before__a");
+        assert_eq!(
+            under_folder(
+                Path::new("evidence/x/before__a/units-p.txt"),
+                old,
+                "before__a"
+            ),
+            Path::new("before__a/units-p.txt")
+        );
+        assert_eq!(
+            under_folder(Path::new("/elsewhere/units-p.txt"), old, "before__a"),
+            Path::new("before__a/units-p.txt")
+        );
+    }
+}

@@ -1,0 +1,537 @@
+//! `report.md`: the verdict table, then the M1 and M2 evidence, each claim linking to
+//! the file in the bundle that shows it (links are relative to the bundle's top).
+
+use std::fmt::Write as _;
+
+use super::facts;
+use super::junit::expected_word;
+use super::load::{Bundle, PairEvidence};
+use crate::check::{ExpectationOutcome, UnitTimes, Verdict};
+use crate::scenario::Milestone;
+
+/// Render `report.md`. `name` is the bundle's folder name.
+pub fn render(bundle: &Bundle, name: &str) -> String {
+    let mut s = String::new();
+    header(&mut s, bundle, name);
+    verdict_table(&mut s, bundle);
+    let _ = writeln!(s, "\n![timeline](timeline.svg)\n");
+    let _ = writeln!(
+        s,
+        "*Each bar runs from when a unit's start began to when it became active or failed, on \
+         the guest's monotonic clock of the pair's first boot ([timeline.svg](timeline.svg)).*\n"
+    );
+    m1(&mut s, bundle);
+    m2(&mut s, bundle);
+    pairs(&mut s, bundle);
+    s
+}
+
+fn header(s: &mut String, bundle: &Bundle, name: &str) {
+    let c = facts::counts(bundle);
+    let _ = writeln!(s, "# coldboot report: {name}\n");
+    let date = facts::finished_unix(bundle)
+        .map(facts::rfc3339)
+        .unwrap_or_else(|| "unknown".to_string());
+    let _ = writeln!(
+        s,
+        "Harness {}, accelerator {}, finished {date}. {} pairs: {} pass, {} reproduced, {} fail, {} error; \
+         **{} as planned, {} not**{}.\n",
+        facts::harness_version(bundle),
+        facts::accelerator(bundle).unwrap_or("unknown"),
+        c.total,
+        c.pass,
+        c.reproduced,
+        c.fail,
+        c.error,
+        c.as_planned,
+        c.not_as_planned,
+        if c.incomplete > 0 {
+            format!(" ({} run folders incomplete)", c.incomplete)
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn verdict_table(s: &mut String, bundle: &Bundle) {
+    let scenarios = facts::scenarios(bundle);
+    let _ = writeln!(s, "## Verdicts\n");
+    let _ = writeln!(
+        s,
+        "Targets by scenarios. Each cell gives the verdict (✓ as the plan expects, ✗ not), then \
+         the scenario's focus unit and the time from QEMU start to its awaited state (or, when it \
+         did not get there, to the harness's decision).\n"
+    );
+    let _ = writeln!(s, "| target | {} |", scenarios.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(scenarios.len()));
+    for target in facts::targets(bundle) {
+        let cells: Vec<String> = scenarios
+            .iter()
+            .map(|sc| match facts::pair(bundle, target, sc) {
+                Some(p) => cell(p),
+                None => "—".to_string(),
+            })
+            .collect();
+        let _ = writeln!(s, "| **{}** | {} |", cell_text(target), cells.join(" | "));
+    }
+}
+
+fn cell(p: &PairEvidence) -> String {
+    let mark = if p.report.matches_plan { "✓" } else { "✗" };
+    let mut c = format!(
+        "[**{}**]({}) {mark}",
+        p.report.verdict.word(),
+        p.link("verdict.json")
+    );
+    if let Some(a) = facts::awaited(p) {
+        let at = a.secs.map(|t| format!(" at {t:.1} s")).unwrap_or_default();
+        let _ = write!(c, "<br>{}{at}", cell_text(&a.outcome.seen));
+    }
+    c
+}
+
+/// Text safe inside a table cell.
+fn cell_text(t: &str) -> String {
+    t.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Inline code that survives backticks in the text.
+fn code(t: &str) -> String {
+    let t = t.replace('\n', " ");
+    if t.contains('`') {
+        format!("`` {t} ``")
+    } else {
+        format!("`{t}`")
+    }
+}
+
+fn m1(s: &mut String, bundle: &Bundle) {
+    let pairs = facts::milestone(bundle, Milestone::M1);
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## M1: reproduction and fix\n");
+    let scenarios = facts::first_seen(pairs.iter().map(|p| p.report.scenario.as_str()));
+    for sc in scenarios {
+        let on: Vec<&PairEvidence> = pairs
+            .iter()
+            .copied()
+            .filter(|p| p.report.scenario == sc)
+            .collect();
+        let _ = writeln!(s, "### {sc}\n");
+        for p in &on {
+            claim(s, p);
+        }
+        s.push('\n');
+        if on.len() > 1 {
+            side_by_side(s, &on);
+        } else if let Some(p) = on.first() {
+            outcome_list(s, p);
+            probes(s, p);
+        }
+    }
+}
+
+/// One sentence on what a pair shows, linking to its evidence.
+fn claim(s: &mut String, p: &PairEvidence) {
+    let r = &p.report;
+    let planned = if r.matches_plan {
+        "as the plan expects"
+    } else {
+        "**not** as the plan expects"
+    };
+    let what = match &r.verdict {
+        Verdict::Reproduced { failing, seen } => {
+            let link = r
+                .outcomes
+                .iter()
+                .find(|o| failing.first() == Some(&o.id))
+                .and_then(|o| evidence_link(o))
+                .unwrap_or_default();
+            format!(
+                "reproduces the failure: {} did not hold, the harness saw {}{link}",
+                failing
+                    .iter()
+                    .map(|f| code(f))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                code(seen)
+            )
+        }
+        Verdict::Pass => match facts::awaited(p) {
+            Some(a) => format!(
+                "passes: {}{}{}",
+                code(&a.outcome.seen),
+                a.secs
+                    .map(|t| format!(", {t:.1} s after QEMU start"))
+                    .unwrap_or_default(),
+                evidence_link(a.outcome).unwrap_or_default()
+            ),
+            None => "passes: every expectation held".to_string(),
+        },
+        Verdict::Fail {
+            expectation,
+            expected,
+            seen,
+            note,
+            ..
+        } => format!(
+            "fails: {} expected {expected}, saw {}{}",
+            code(expectation),
+            code(seen),
+            note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+        ),
+        Verdict::Error { message } => format!("could not be decided: {}", code(message)),
+    };
+    let _ = writeln!(
+        s,
+        "- **{}** ({}) {what}; {} {planned} ([verdict]({}), [timeline]({})).",
+        r.target_name,
+        code(&r.target),
+        r.verdict.word(),
+        p.link("verdict.json"),
+        p.link("timeline.jsonl")
+    );
+}
+
+fn evidence_link(o: &ExpectationOutcome) -> Option<String> {
+    let e = o.evidence.as_ref()?;
+    let file = e.file_name()?.to_str()?;
+    Some(format!(" ([{file}]({}))", e.display()))
+}
+
+/// Expectations as rows, the pairs of one scenario as columns.
+fn side_by_side(s: &mut String, on: &[&PairEvidence]) {
+    let heads: Vec<String> = on
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {} {}",
+                p.report.target_name,
+                p.report.verdict.word(),
+                if p.report.matches_plan { "✓" } else { "✗" }
+            )
+        })
+        .collect();
+    let _ = writeln!(s, "| expectation | {} |", heads.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(on.len()));
+    let ids = facts::first_seen(
+        on.iter()
+            .flat_map(|p| p.report.outcomes.iter().map(|o| o.id.as_str())),
+    );
+    for id in ids {
+        let what = on
+            .iter()
+            .find_map(|p| p.report.outcomes.iter().find(|o| o.id == id))
+            .map(|o| o.expected.as_str())
+            .unwrap_or("");
+        let cells: Vec<String> = on
+            .iter()
+            .map(|p| match p.report.outcomes.iter().find(|o| o.id == id) {
+                Some(o) => format!(
+                    "{} {}{}",
+                    if o.held { "✓" } else { "✗" },
+                    cell_text(&code(&o.seen)),
+                    evidence_link(o).unwrap_or_default()
+                ),
+                None => "not evaluated".to_string(),
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {}<br>{} | {} |",
+            cell_text(&code(id)),
+            cell_text(what),
+            cells.join(" | ")
+        );
+    }
+    s.push('\n');
+}
+
+/// Every expectation of a pair as a claim with its evidence.
+fn outcome_list(s: &mut String, p: &PairEvidence) {
+    for o in &p.report.outcomes {
+        let _ = writeln!(
+            s,
+            "- {} {}: {} — saw {}{}",
+            if o.held { "✓" } else { "✗" },
+            code(&o.id),
+            o.expected,
+            code(&o.seen),
+            evidence_link(o).unwrap_or_default()
+        );
+    }
+    s.push('\n');
+}
+
+/// The probes the harness made, with their times from the pair's start.
+fn probes(s: &mut String, p: &PairEvidence) {
+    if p.report.probes.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "Probes the harness made ([verdict.json]({})):\n",
+        p.link("verdict.json")
+    );
+    let _ = writeln!(s, "| t (s) | from | url | status | body |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for pr in &p.report.probes {
+        let t = if p.report.started_unix > 0.0 {
+            format!("{:.1}", pr.at_unix - p.report.started_unix)
+        } else {
+            "?".to_string()
+        };
+        let _ = writeln!(
+            s,
+            "| {t} | {} | {} | {} | {} |",
+            pr.from,
+            cell_text(&pr.url),
+            pr.status.map(|c| c.to_string()).unwrap_or("—".into()),
+            cell_text(&code(pr.excerpt.trim()))
+        );
+    }
+    s.push('\n');
+}
+
+fn m2(s: &mut String, bundle: &Bundle) {
+    let pairs = facts::milestone(bundle, Milestone::M2);
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## M2: cold-boot proof\n");
+    let (rollback, clean): (Vec<&PairEvidence>, Vec<&PairEvidence>) =
+        pairs.iter().partition(|p| is_rollback(p));
+    if !clean.is_empty() {
+        let _ = writeln!(s, "### Clean cold boot converges\n");
+        for p in &clean {
+            claim(s, p);
+            s.push('\n');
+            outcome_list(s, p);
+        }
+    }
+    if !rollback.is_empty() {
+        let _ = writeln!(s, "### Rollback proof\n");
+        for p in &rollback {
+            claim(s, p);
+            s.push('\n');
+            let last_good: Vec<&ExpectationOutcome> = p
+                .report
+                .outcomes
+                .iter()
+                .filter(|o| o.expected.contains("last-good") || o.id.contains("last-good"))
+                .collect();
+            if !last_good.is_empty() {
+                let _ = writeln!(s, "Last-good, before and after the broken version:\n");
+                for o in last_good {
+                    let _ = writeln!(
+                        s,
+                        "- {} {}: {} — saw {}{}",
+                        if o.held { "✓" } else { "✗" },
+                        code(&o.id),
+                        o.expected,
+                        code(&o.seen),
+                        evidence_link(o).unwrap_or_default()
+                    );
+                }
+                s.push('\n');
+            }
+            let _ = writeln!(s, "Every expectation:\n");
+            outcome_list(s, p);
+            probes(s, p);
+        }
+    }
+    let ordered: Vec<&PairEvidence> = pairs
+        .iter()
+        .copied()
+        .filter(|p| order_outcome(p).is_some())
+        .collect();
+    if !ordered.is_empty() {
+        let _ = writeln!(s, "### Consumers start after deploy-proxy\n");
+        for p in ordered {
+            ordering(s, p);
+        }
+    }
+    base_image(s, &pairs);
+}
+
+fn is_rollback(p: &PairEvidence) -> bool {
+    p.report
+        .outcomes
+        .iter()
+        .any(|o| o.expected.contains("rollback") || o.expected.contains("last-good"))
+}
+
+fn order_outcome(p: &PairEvidence) -> Option<&ExpectationOutcome> {
+    p.report
+        .outcomes
+        .iter()
+        .find(|o| o.expected.contains(" started only after "))
+}
+
+/// `A, B started only after X finished starting` → (X, [A, B]).
+pub fn parse_order(expected: &str) -> Option<(&str, Vec<&str>)> {
+    let (units, rest) = expected.split_once(" started only after ")?;
+    let anchor = rest.strip_suffix(" finished starting")?;
+    Some((anchor, units.split(", ").collect()))
+}
+
+fn ordering(s: &mut String, p: &PairEvidence) {
+    let Some(o) = order_outcome(p) else { return };
+    let _ = writeln!(
+        s,
+        "**{} · {}**: {} {} — {}{}\n",
+        p.report.target_name,
+        p.report.scenario,
+        if o.held { "✓" } else { "✗" },
+        o.expected,
+        code(&o.seen),
+        evidence_link(o).unwrap_or_default()
+    );
+    let Some((anchor, consumers)) = parse_order(&o.expected) else {
+        return;
+    };
+    let file = o
+        .evidence
+        .as_ref()
+        .and_then(|e| e.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let Some(units) = p.units.get(file) else {
+        return;
+    };
+    let find = |n: &str| units.iter().find(|u| u.unit == n);
+    let Some(done) = find(anchor).and_then(UnitTimes::finished_starting_us) else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "From [{file}]({}), guest monotonic seconds; {anchor} finished starting at {:.3} s.\n",
+        p.link(file),
+        done as f64 / 1e6
+    );
+    let _ = writeln!(
+        s,
+        "| unit | start began | after {anchor} finished | became active | state |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for c in consumers {
+        let Some(t) = find(c) else {
+            let _ = writeln!(s, "| {c} | not recorded | | | |");
+            continue;
+        };
+        let start = t.started_us();
+        let _ = writeln!(
+            s,
+            "| {c} | {} | {} | {} | {} (Result={}) |",
+            start
+                .map(|v| format!("{:.3} s", v as f64 / 1e6))
+                .unwrap_or("never".into()),
+            start
+                .map(|v| format!("{:+.3} s", (v as f64 - done as f64) / 1e6))
+                .unwrap_or_default(),
+            if t.active_enter_us > 0 {
+                format!("{:.3} s", t.active_enter_us as f64 / 1e6)
+            } else {
+                "—".into()
+            },
+            t.active_state,
+            t.result
+        );
+    }
+    s.push('\n');
+}
+
+fn base_image(s: &mut String, pairs: &[&PairEvidence]) {
+    let _ = writeln!(s, "### The base image is unchanged\n");
+    for p in pairs {
+        let id = p.identity.as_ref();
+        let get = |k: &str| id.and_then(|v| v.get(k)).and_then(|v| v.as_str());
+        match (get("base_sha256_before"), get("base_sha256_after")) {
+            (Some(b), Some(a)) => {
+                let _ = writeln!(
+                    s,
+                    "- **{} · {}**: base image sha256 {} before and {} after the run: {} ([identity.json]({})).",
+                    p.report.target_name,
+                    p.report.scenario,
+                    code(b),
+                    code(a),
+                    if a == b { "unchanged" } else { "**CHANGED**" },
+                    p.link("identity.json")
+                );
+            }
+            _ => {
+                let through_overlay = p.files.contains("vm.json");
+                let _ = writeln!(
+                    s,
+                    "- **{} · {}**: the bundle records no base image checksum (no identity.json).{}",
+                    p.report.target_name,
+                    p.report.scenario,
+                    if through_overlay {
+                        format!(
+                            " Every boot ran on a throwaway overlay: see the `-drive` argument in [vm.json]({}).",
+                            p.link("vm.json")
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    s.push('\n');
+}
+
+fn pairs(s: &mut String, bundle: &Bundle) {
+    let _ = writeln!(s, "## Pairs\n");
+    let _ = writeln!(
+        s,
+        "| pair | target | expected | verdict | as planned | duration | run folder |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for p in &bundle.pairs {
+        let r = &p.report;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.0} s | [{}]({}/) |",
+            cell_text(&r.id),
+            cell_text(&code(&r.target)),
+            cell_text(&expected_word(&r.expected)),
+            r.verdict.word(),
+            if r.matches_plan { "yes" } else { "**no**" },
+            r.duration_secs,
+            p.folder,
+            p.folder
+        );
+    }
+    s.push('\n');
+    for p in bundle.pairs.iter().filter(|p| !p.report.matches_plan) {
+        let _ = writeln!(
+            s,
+            "- **{}**: {}",
+            p.report.id,
+            cell_text(&p.report.verdict.to_string())
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_text_parses() {
+        let (a, c) =
+            parse_order("drone.service, reports.service started only after deploy-proxy.service finished starting")
+                .unwrap();
+        assert_eq!(a, "deploy-proxy.service");
+        assert_eq!(c, vec!["drone.service", "reports.service"]);
+        assert!(parse_order("no unit is failed").is_none());
+    }
+
+    #[test]
+    fn code_spans_survive_backticks() {
+        assert_eq!(code("a"), "`a`");
+        assert_eq!(code("`x` y"), "`` `x` y ``");
+    }
+}

@@ -1,0 +1,428 @@
+//! `timeline.svg`: one bar per unit of the control plane, from when its start began to
+//! when it became active or failed, on the guest's monotonic clock of each pair's first
+//! boot. Pairs of the same scenario are stacked, so the old gate's proxy stretching to
+//! its timeout sits right above the fixed gate's short one.
+
+use std::fmt::Write as _;
+
+use super::facts;
+use super::load::{Bundle, PairEvidence};
+use crate::check::UnitTimes;
+
+/// The units drawn, top to bottom: the proxy, traefik, the dashboard, then the six
+/// `After=deploy-proxy` consumers.
+pub const UNITS: [&str; 9] = [
+    "deploy-proxy.service",
+    "traefik.service",
+    "deploy-dashboard.service",
+    "drone.service",
+    "warm-keycloak.service",
+    "reports.service",
+    "bridge.service",
+    "backupbot.service",
+    "nightly-sweep.service",
+];
+
+/// How a unit's start ended, as drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarKind {
+    /// It became active.
+    Active,
+    /// It failed (or its start ended without success).
+    Failed,
+    /// It was still starting when the harness stopped watching.
+    StillActivating,
+    /// It started and went back to inactive without failing.
+    Inactive,
+}
+
+/// One unit's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The unit name, without `.service`.
+    pub label: String,
+    /// Seconds on the guest clock: start began, start ended. `None`: never started.
+    pub span: Option<(f64, f64)>,
+    /// How the start ended.
+    pub kind: BarKind,
+    /// Text after the bar.
+    pub note: String,
+}
+
+/// One pair's rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// `target · scenario — verdict`.
+    pub title: String,
+    /// The rows, in [`UNITS`] order.
+    pub rows: Vec<Row>,
+    /// How far (guest seconds) the harness saw into the boot.
+    pub observed_until: f64,
+}
+
+/// The groups to draw: pairs with unit timestamps for their first boot, ordered by
+/// scenario and then target so that each scenario's targets sit together.
+pub fn groups(bundle: &Bundle) -> Vec<Group> {
+    let mut out = Vec::new();
+    for scenario in facts::scenarios(bundle) {
+        for target in facts::targets(bundle) {
+            if let Some(p) = facts::pair(bundle, target, scenario)
+                && let Some(g) = group(p)
+            {
+                out.push(g);
+            }
+        }
+    }
+    out
+}
+
+fn group(p: &PairEvidence) -> Option<Group> {
+    let first = p.report.boots.first()?;
+    let (_, units) = p.phase_units(&first.phase)?;
+    let max_stamp = units
+        .iter()
+        .flat_map(|u| [u.inactive_exit_us, u.active_enter_us, u.inactive_enter_us])
+        .max()
+        .unwrap_or(0);
+    let observed_us = p
+        .journal_end_us
+        .get(&first.index)
+        .copied()
+        .unwrap_or(0)
+        .max(max_stamp);
+    let observed_until = secs(observed_us);
+    let mut names: Vec<&str> = UNITS.to_vec();
+    if !names.contains(&p.report.focus_unit.as_str()) {
+        names.insert(0, p.report.focus_unit.as_str());
+    }
+    let rows = names
+        .iter()
+        .map(|n| row(n, units.iter().find(|u| u.unit == *n), observed_until))
+        .collect();
+    let plan = if p.report.matches_plan {
+        "as planned"
+    } else {
+        "NOT as planned"
+    };
+    Some(Group {
+        title: format!(
+            "{} · {} — {} ({plan})",
+            p.report.target_name,
+            p.report.scenario,
+            p.report.verdict.word()
+        ),
+        rows,
+        observed_until,
+    })
+}
+
+/// A unit's row from its timestamps.
+pub fn row(unit: &str, t: Option<&UnitTimes>, observed_until: f64) -> Row {
+    let label = unit.trim_end_matches(".service").to_string();
+    let Some(t) = t.filter(|t| t.inactive_exit_us > 0) else {
+        let why = match t.map(|t| t.active_state.as_str()) {
+            None => "not recorded",
+            Some(_) => "never started",
+        };
+        return Row {
+            label,
+            span: None,
+            kind: BarKind::Inactive,
+            note: why.to_string(),
+        };
+    };
+    let start = secs(t.inactive_exit_us);
+    let failed = t.active_state == "failed" || (!t.result.is_empty() && t.result != "success");
+    let (end, kind, note) = if t.active_enter_us > 0 {
+        let kind = if t.active_state == "failed" {
+            BarKind::Failed
+        } else {
+            BarKind::Active
+        };
+        let end = secs(t.active_enter_us);
+        (end, kind, format!("active after {:.1} s", end - start))
+    } else if t.inactive_enter_us > t.inactive_exit_us {
+        let end = secs(t.inactive_enter_us);
+        let kind = if failed {
+            BarKind::Failed
+        } else {
+            BarKind::Inactive
+        };
+        (
+            end,
+            kind,
+            format!(
+                "{} (Result={}) after {:.1} s",
+                t.active_state,
+                t.result,
+                end - start
+            ),
+        )
+    } else {
+        let end = observed_until.max(start);
+        (
+            end,
+            BarKind::StillActivating,
+            format!("still {} after {:.1} s", t.active_state, end - start),
+        )
+    };
+    Row {
+        label,
+        span: Some((start, end)),
+        kind,
+        note,
+    }
+}
+
+fn secs(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+const WIDTH: f64 = 960.0;
+const LABEL_W: f64 = 150.0;
+const NOTE_W: f64 = 230.0;
+const ROW_H: f64 = 16.0;
+const HEAD_H: f64 = 26.0;
+const TOP: f64 = 62.0;
+
+/// Render the groups as a standalone SVG document.
+pub fn render(groups: &[Group]) -> String {
+    let max_t = groups
+        .iter()
+        .flat_map(|g| {
+            g.rows
+                .iter()
+                .filter_map(|r| r.span.map(|s| s.1))
+                .chain([g.observed_until])
+        })
+        .fold(10.0_f64, f64::max);
+    let step = tick_step(max_t);
+    let max_t = (max_t / step).ceil() * step;
+    let plot_w = WIDTH - LABEL_W - NOTE_W;
+    let x = |t: f64| LABEL_W + t / max_t * plot_w;
+    let body_h: f64 = groups
+        .iter()
+        .map(|g| HEAD_H + g.rows.len() as f64 * ROW_H + 8.0)
+        .sum();
+    let height = TOP + body_h + 34.0;
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH:.0}" height="{height:.0}" viewBox="0 0 {WIDTH:.0} {height:.0}" font-family="DejaVu Sans, Arial, sans-serif" font-size="11">"##
+    );
+    s.push_str(
+        r##"<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#f9a825"/><line x1="0" y1="0" x2="0" y2="6" stroke="#c17900" stroke-width="3"/></pattern></defs>
+<rect width="100%" height="100%" fill="#ffffff"/>
+"##,
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="10" y="20" font-size="14" font-weight="bold">Unit start times on each pair's first boot (guest monotonic clock)</text>"##
+    );
+    legend(&mut s, 10.0, 40.0);
+
+    // Grid and axis.
+    let bottom = TOP + body_h;
+    let mut t = 0.0;
+    while t <= max_t + 1e-9 {
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{TOP:.1}" x2="{x:.1}" y2="{bottom:.1}" stroke="#e0e0e0"/><text x="{x:.1}" y="{ty:.1}" text-anchor="middle" fill="#555">{t:.0}s</text>"##,
+            x = x(t),
+            ty = bottom + 14.0
+        );
+        t += step;
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">seconds since the guest kernel started</text>"##,
+        LABEL_W + plot_w / 2.0,
+        bottom + 28.0
+    );
+
+    let mut y = TOP;
+    for g in groups {
+        let _ = writeln!(
+            s,
+            r##"<text x="10" y="{:.1}" font-weight="bold">{}</text>"##,
+            y + 17.0,
+            esc(&g.title)
+        );
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#777" stroke-dasharray="3,3"><title>the harness stopped watching this boot at {:.1} s</title></line>"##,
+            y + HEAD_H - 4.0,
+            y + HEAD_H + g.rows.len() as f64 * ROW_H,
+            g.observed_until,
+            x = x(g.observed_until)
+        );
+        y += HEAD_H;
+        for r in &g.rows {
+            draw_row(&mut s, r, y, &x);
+            y += ROW_H;
+        }
+        y += 8.0;
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn draw_row(s: &mut String, r: &Row, y: f64, x: &dyn Fn(f64) -> f64) {
+    let _ = writeln!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+        LABEL_W - 6.0,
+        y + 12.0,
+        esc(&r.label)
+    );
+    let (note_x, fill) = match r.span {
+        Some((a, b)) => {
+            let x0 = x(a);
+            let w = (x(b) - x0).max(2.0);
+            let _ = writeln!(
+                s,
+                r##"<rect x="{x0:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="{}" stroke="#333" stroke-width="0.5"><title>{}: {a:.1}–{b:.1} s, {}</title></rect>"##,
+                y + 2.0,
+                ROW_H - 4.0,
+                fill(r.kind),
+                esc(&r.label),
+                esc(&r.note)
+            );
+            (x0 + w + 4.0, "#222")
+        }
+        None => (LABEL_W + 4.0, "#999"),
+    };
+    let _ = writeln!(
+        s,
+        r##"<text x="{note_x:.1}" y="{:.1}" fill="{fill}">{}</text>"##,
+        y + 12.0,
+        esc(&r.note)
+    );
+}
+
+fn fill(kind: BarKind) -> &'static str {
+    match kind {
+        BarKind::Active => "#43a047",
+        BarKind::Failed => "#e53935",
+        BarKind::StillActivating => "url(#hatch)",
+        BarKind::Inactive => "#bdbdbd",
+    }
+}
+
+fn legend(s: &mut String, x0: f64, y: f64) {
+    let items = [
+        (BarKind::Active, "start → active"),
+        (BarKind::Failed, "start → failed"),
+        (
+            BarKind::StillActivating,
+            "still activating when watching stopped",
+        ),
+        (BarKind::Inactive, "start → inactive"),
+    ];
+    let mut x = x0;
+    for (kind, text) in items {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{x:.1}" y="{:.1}" width="14" height="10" fill="{}" stroke="#333" stroke-width="0.5"/><text x="{:.1}" y="{:.1}">{text}</text>"##,
+            y - 9.0,
+            fill(kind),
+            x + 18.0,
+            y
+        );
+        x += 18.0 + text.len() as f64 * 6.0 + 16.0;
+    }
+    let _ = writeln!(
+        s,
+        r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#777" stroke-dasharray="3,3"/><text x="{:.1}" y="{y:.1}">end of observation</text>"##,
+        y - 10.0,
+        y + 1.0,
+        x + 5.0
+    );
+}
+
+/// A tick step giving about 6 to 12 ticks.
+fn tick_step(max_t: f64) -> f64 {
+    [5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]
+        .into_iter()
+        .find(|s| max_t / s <= 12.0)
+        .unwrap_or(1200.0)
+}
+
+/// Escape text for XML.
+pub fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn times(
+        unit: &str,
+        state: &str,
+        result: &str,
+        exit: u64,
+        active: u64,
+        inact: u64,
+    ) -> UnitTimes {
+        UnitTimes {
+            unit: unit.into(),
+            active_state: state.into(),
+            result: result.into(),
+            inactive_exit_us: exit,
+            active_enter_us: active,
+            inactive_enter_us: inact,
+            ..UnitTimes::default()
+        }
+    }
+
+    #[test]
+    fn rows_follow_the_timestamps() {
+        let up = times("a.service", "active", "success", 10_000_000, 12_500_000, 0);
+        let r = row("a.service", Some(&up), 99.0);
+        assert_eq!((r.kind, r.span), (BarKind::Active, Some((10.0, 12.5))));
+
+        let timed_out = times("p.service", "failed", "timeout", 5_000_000, 0, 65_000_000);
+        let r = row("p.service", Some(&timed_out), 99.0);
+        assert_eq!((r.kind, r.span), (BarKind::Failed, Some((5.0, 65.0))));
+        assert!(r.note.contains("Result=timeout"), "{}", r.note);
+
+        let stuck = times("p.service", "activating", "success", 20_000_000, 0, 0);
+        let r = row("p.service", Some(&stuck), 140.0);
+        assert_eq!(
+            (r.kind, r.span),
+            (BarKind::StillActivating, Some((20.0, 140.0)))
+        );
+
+        let masked = times("d.service", "inactive", "success", 0, 0, 0);
+        assert_eq!(row("d.service", Some(&masked), 1.0).span, None);
+        assert_eq!(row("x.service", None, 1.0).note, "not recorded");
+    }
+
+    #[test]
+    fn bars_scale_onto_the_plot() {
+        let g = Group {
+            title: "before · s — fail <x>".into(),
+            rows: vec![row(
+                "p.service",
+                Some(&times("p.service", "activating", "", 0_500_000, 0, 0)),
+                100.0,
+            )],
+            observed_until: 100.0,
+        };
+        let svg = render(&[g]);
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("fail &lt;x&gt;"));
+        assert!(svg.contains("url(#hatch)"));
+        // 100 s on a 10 s step: ticks up to 100s, and the bar ends at the plot's right edge.
+        assert!(svg.contains(">100s</text>"));
+        assert!(svg.contains(&format!(
+            "width=\"{:.1}\"",
+            (WIDTH - LABEL_W - NOTE_W) * 0.995
+        )));
+    }
+}
