@@ -41,9 +41,10 @@ pub enum Command {
 /// `coldboot run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A plan: targets and (target, scenario, expected outcome) entries.
-    #[arg(long)]
-    pub plan: Option<PathBuf>,
+    /// A plan: targets and (target, scenario, expected outcome) entries. Repeatable:
+    /// several plans run as one, a pair that two plans share running once.
+    #[arg(long = "plan", value_name = "PLAN")]
+    pub plans: Vec<PathBuf>,
     /// A target as NAME=TARGET: overrides a plan's target, or names one for SCENARIO files.
     #[arg(long = "target", value_name = "NAME=TARGET")]
     pub targets: Vec<String>,

@@ -28,6 +28,8 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(run_until_signal(cli));
+    // Blocking SSH calls may still be waiting on a guest that is gone; do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     // Belt and braces: whatever a command left registered is ended here, by PID.
     coldboot::vm::registry::cleanup_all();
     ExitCode::from(code as u8)

@@ -73,12 +73,9 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
     );
 
     let code = if !args.command.is_empty() {
-        let cmd = args
-            .command
-            .iter()
-            .map(|a| coldboot::guest::shell::quote(a))
-            .collect::<Vec<_>>()
-            .join(" ");
+        // As ssh does: the words are joined and the guest's shell reads them, so both
+        // `-- systemctl status x` and `-- 'systemctl status x | head'` work.
+        let cmd = args.command.join(" ");
         let out = guest.exec(&cmd).await?;
         print!("{}", out.stdout);
         eprint!("{}", out.stderr);

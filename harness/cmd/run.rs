@@ -17,36 +17,57 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|t| scenario::plan::parse_target_flag(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (plan_name, mut pairs) = match &args.plan {
-        Some(path) => {
-            if !args.scenarios.is_empty() {
-                return Err(usage("give either --plan or SCENARIO files, not both"));
-            }
+    let (plan_name, mut pairs) = if !args.plans.is_empty() {
+        if !args.scenarios.is_empty() {
+            return Err(usage("give either --plan or SCENARIO files, not both"));
+        }
+        let mut names = Vec::new();
+        let mut pairs: Vec<RunPair> = Vec::new();
+        for path in &args.plans {
             let mut loaded = scenario::load_plan(path)?;
             loaded.override_targets(&flags)?;
-            (loaded.plan.name.clone(), loaded.pairs())
-        }
-        None => {
-            if args.scenarios.is_empty() {
-                return Err(usage(
-                    "nothing to run: give --plan PLAN, or --target NAME=TARGET and SCENARIO files",
-                ));
+            names.push(loaded.plan.name.clone());
+            for pair in loaded.pairs() {
+                let same = |p: &RunPair| {
+                    p.target == pair.target
+                        && p.scenario.path == pair.scenario.path
+                        && p.expected == pair.expected
+                };
+                if let Some(other) = pairs.iter().find(|p| p.id == pair.id && !same(p)) {
+                    return Err(usage(format!(
+                        "{}: pair {} differs from the one another plan gives ({} vs {})",
+                        path.display(),
+                        pair.id,
+                        pair.target,
+                        other.target
+                    )));
+                }
+                if !pairs.iter().any(same) {
+                    pairs.push(pair);
+                }
             }
-            if flags.is_empty() {
-                return Err(usage(
-                    "SCENARIO files need at least one --target NAME=TARGET",
-                ));
-            }
-            let scenarios = args
-                .scenarios
-                .iter()
-                .map(|p| scenario::load_scenario(p))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            (
-                "adhoc".to_string(),
-                scenario::plan::adhoc_pairs(&flags, &scenarios),
-            )
         }
+        (names.join("+"), pairs)
+    } else {
+        if args.scenarios.is_empty() {
+            return Err(usage(
+                "nothing to run: give --plan PLAN, or --target NAME=TARGET and SCENARIO files",
+            ));
+        }
+        if flags.is_empty() {
+            return Err(usage(
+                "SCENARIO files need at least one --target NAME=TARGET",
+            ));
+        }
+        let scenarios = args
+            .scenarios
+            .iter()
+            .map(|p| scenario::load_scenario(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        (
+            "adhoc".to_string(),
+            scenario::plan::adhoc_pairs(&flags, &scenarios),
+        )
     };
     if let Some(s) = &args.shard {
         let which = scenario::parse_shard(s)?;

@@ -146,7 +146,7 @@ fn claim(s: &mut String, p: &PairEvidence) {
                 .outcomes
                 .iter()
                 .find(|o| failing.first() == Some(&o.id))
-                .and_then(|o| evidence_link(o))
+                .and_then(evidence_link)
                 .unwrap_or_default();
             format!(
                 "reproduces the failure: {} did not hold, the harness saw {}{link}",

@@ -409,7 +409,7 @@ mod tests {
             title: "before · s — fail <x>".into(),
             rows: vec![row(
                 "p.service",
-                Some(&times("p.service", "activating", "", 0_500_000, 0, 0)),
+                Some(&times("p.service", "activating", "", 500_000, 0, 0)),
                 100.0,
             )],
             observed_until: 100.0,

@@ -1,0 +1,199 @@
+//! End to end through `coldboot run` on the cc-ci model: the reference plans (M1 and M2)
+//! give the planned verdicts, the old gate's deadlock reproduces for real, a wrong
+//! expectation gives `fail` naming itself, and a malformed file gives exit 2 with its
+//! line and column. Real QEMU, real systemd, real SSH.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+/// VM runs in this binary go one at a time (each run may itself use two VMs).
+static VM: Mutex<()> = Mutex::new(());
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_coldboot"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .args(args)
+        .output()
+        .expect("coldboot runs");
+    eprintln!(
+        "$ coldboot {}\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn cannot_boot() -> Option<String> {
+    for tool in ["qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            return Some(format!(
+                "{tool} is not installed (scripts/setup installs it)"
+            ));
+        }
+    }
+    if !rustix::process::geteuid().is_root() {
+        return Some("recipe images are built as root, and this test is not root".into());
+    }
+    None
+}
+
+macro_rules! require_vm {
+    () => {
+        if let Some(why) = cannot_boot() {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
+
+/// The pairs of a bundle's report.json: (id, verdict word, matches plan, whole pair).
+fn pairs(bundle: &Path) -> Vec<(String, String, bool, serde_json::Value)> {
+    let text = std::fs::read_to_string(bundle.join("report.json")).expect("report.json");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("report.json is JSON");
+    report["pairs"]
+        .as_array()
+        .expect("pairs")
+        .iter()
+        .map(|p| {
+            let verdict = &p["verdict"];
+            let word = verdict
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| verdict.as_object().and_then(|o| o.keys().next().cloned()))
+                .unwrap_or_default()
+                .to_lowercase();
+            (
+                p["id"].as_str().unwrap_or_default().to_string(),
+                word,
+                p["matches_plan"].as_bool().unwrap_or(false),
+                p.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn reference_plans_give_the_planned_verdicts() {
+    require_vm!();
+    let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let bundle = tempfile::tempdir().expect("tempdir");
+    let b = bundle.path().to_str().expect("utf-8");
+    let out = run(&[
+        "run",
+        "--plan",
+        "scenarios/plans/m1.yaml",
+        "--plan",
+        "scenarios/plans/m2.yaml",
+        "--jobs",
+        "2",
+        "--evidence",
+        b,
+    ]);
+    let got = pairs(bundle.path());
+    for (id, word, matches, _) in &got {
+        eprintln!("{id}: {word} (as planned: {matches})");
+    }
+    assert_eq!(out.status.code(), Some(0), "every verdict as planned");
+    let verdict_of = |id: &str| {
+        got.iter()
+            .find(|(i, ..)| i == id)
+            .map(|(_, w, ..)| w.clone())
+            .unwrap_or_else(|| panic!("no pair {id}"))
+    };
+    assert_eq!(verdict_of("before/dashboard-held-back"), "reproduced");
+    for id in [
+        "after/dashboard-held-back",
+        "after/broken-traefik",
+        "after/broken-traefik-silent",
+        "after/consumers-order",
+        "after/clean-cold-boot",
+    ] {
+        assert_eq!(verdict_of(id), "pass", "{id}");
+    }
+    // One pair that two plans share ran once.
+    assert_eq!(got.len(), 6);
+}
+
+#[test]
+fn the_old_gate_deadlocks_a_cold_boot() {
+    require_vm!();
+    let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let bundle = tempfile::tempdir().expect("tempdir");
+    let b = bundle.path().to_str().expect("utf-8");
+    let out = run(&[
+        "run",
+        "--plan",
+        "tests/scenarios/plans/model-deadlock.yaml",
+        "--evidence",
+        b,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let got = pairs(bundle.path());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, "pass", "the deadlock showed as described");
+    let outcomes = got[0].3["outcomes"].as_array().expect("outcomes");
+    let seen = |id: &str| {
+        outcomes
+            .iter()
+            .find(|o| o["id"] == id)
+            .map(|o| o["seen"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert!(seen("unit:deploy-proxy.service=failed").contains("Result=timeout"));
+}
+
+#[test]
+fn a_wrong_expectation_fails_and_says_what_was_seen() {
+    require_vm!();
+    let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let bundle = tempfile::tempdir().expect("tempdir");
+    let b = bundle.path().to_str().expect("utf-8");
+    let out = run(&[
+        "run",
+        "--target",
+        "stock=recipe:vm-images/debian-stock",
+        "tests/scenarios/wrong-expectation.yaml",
+        "--evidence",
+        b,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "a verdict not as planned");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ssh-failed"),
+        "names the expectation: {stderr}"
+    );
+    assert!(
+        stderr.contains("ssh.service is active"),
+        "says what was seen: {stderr}"
+    );
+    let got = pairs(bundle.path());
+    assert_eq!(got[0].1, "fail");
+}
+
+#[test]
+fn a_malformed_scenario_is_exit_2_with_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "name: bad\nmilestone: M1\nsummary: x\nphases:\n  - name: boot\n    expect:\n      - unit: deploy-proxy.service\n        state: actve\n        within: 10s\n",
+    )
+    .expect("write");
+    let p = path.to_str().expect("utf-8");
+    let out = run(&["run", "--target", "t=recipe:vm-images/ccci-model", p]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{p}:8:")),
+        "names file and line: {stderr}"
+    );
+    let out = run(&["check", p]);
+    assert_eq!(out.status.code(), Some(2));
+}
