@@ -36,6 +36,11 @@ pub enum Command {
     },
     /// Print the JSON Schema of scenario and plan files, for editors.
     Schema,
+    /// Render report.md, report.json and junit.xml again from an evidence bundle.
+    Report {
+        /// The bundle folder that `coldboot run --evidence` wrote.
+        dir: PathBuf,
+    },
 }
 
 /// `coldboot run`.

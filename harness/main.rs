@@ -89,6 +89,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Check { files } => cmd::check::run(&files),
+        Command::Report { dir } => {
+            coldboot::evidence::report_command(&dir)?;
+            Ok(0)
+        }
         Command::Schema => {
             println!(
                 "{}",

@@ -258,6 +258,45 @@ fn failures_and_errors_are_kept_apart() {
     );
 }
 
+/// The M2 section from a recorded boot: the ordering table is computed from the run
+/// folder's unit timestamps, and the rollback proof lists last-good before and after.
+#[test]
+fn m2_section_shows_ordering_and_rollback() {
+    let src = fixtures()
+        .into_iter()
+        .find(|d| d.ends_with("m1-dashboard-held-back"))
+        .expect("the m1 fixture");
+    let (_tmp, dir) = copy_bundle(&src);
+    let path = dir.join("after__dashboard-held-back/verdict.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["milestones"] = serde_json::json!(["M2"]);
+    let units = v["outcomes"][0]["evidence"].clone();
+    let outcomes = v["outcomes"].as_array_mut().unwrap();
+    outcomes.push(serde_json::json!({"id": "order:after=deploy-proxy.service", "held": true,
+        "expected": "drone.service, reports.service started only after deploy-proxy.service finished starting",
+        "seen": "recorded", "changed_at": null, "decided_at": null, "evidence": units}));
+    outcomes.push(
+        serde_json::json!({"id": "broken-latest/last-good-kept", "held": true,
+        "expected": "/var/lib/ccci-model/last-good equals \"v1\"", "seen": "v1",
+        "changed_at": null, "decided_at": null, "evidence": null}),
+    );
+    std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+
+    let md = evidence::render_bundle(&dir).unwrap().markdown;
+    let m2 = &md[md.find("## M2").expect("an M2 section")..];
+    assert!(m2.contains("### Rollback proof"), "{m2}");
+    assert!(m2.contains("`broken-latest/last-good-kept`"), "{m2}");
+    // The ordering table: each consumer's start relative to deploy-proxy's activation,
+    // from the recorded units file (drone started after it: a positive offset).
+    let drone = m2
+        .lines()
+        .find(|l| l.starts_with("| drone.service |"))
+        .expect("a drone row");
+    assert!(drone.contains("| +"), "{drone}");
+    assert!(m2.contains("### The base image is unchanged"), "{m2}");
+}
+
 /// junitparser (PyPI) reads junit.xml with the counts report.json gives. Runs with
 /// `$COLDBOOT_PYTHON` (default python3); skipped when junitparser is not importable,
 /// unless `COLDBOOT_REQUIRE_JUNITPARSER` is set (as CI does).

@@ -35,6 +35,8 @@ pub struct PairEvidence {
     pub vm: Option<VmInfo>,
     /// `units-PHASE.txt` file name → the units it lists.
     pub units: BTreeMap<String, Vec<UnitTimes>>,
+    /// `units-PHASE.txt` file name → unit → `LoadState` (`masked` for a held-back unit).
+    pub load_states: BTreeMap<String, BTreeMap<String, String>>,
     /// Boot index → the last monotonic timestamp (µs) in `journal-boot-N.json`: how far
     /// the harness saw into that boot.
     pub journal_end_us: BTreeMap<u32, u64>,
@@ -173,9 +175,12 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
     };
     let mut units = BTreeMap::new();
     let mut journal_end_us = BTreeMap::new();
+    let mut load_states = BTreeMap::new();
     for name in &files {
         if name.starts_with("units-") && name.ends_with(".txt") {
-            units.insert(name.clone(), UnitTimes::from_show(&read(&dir.join(name))?));
+            let text = read(&dir.join(name))?;
+            units.insert(name.clone(), UnitTimes::from_show(&text));
+            load_states.insert(name.clone(), load_states_of(&text));
         } else if let Some(n) = name
             .strip_prefix("journal-boot-")
             .and_then(|r| r.strip_suffix(".json"))
@@ -190,6 +195,7 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         complete,
         vm,
         units,
+        load_states,
         journal_end_us,
         identity,
         files,
@@ -200,6 +206,23 @@ fn read(path: &Path) -> anyhow::Result<String> {
     let bytes =
         std::fs::read(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Unit → `LoadState` from `systemctl show` blocks (units without one are left out).
+pub fn load_states_of(show: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for block in show.split("\n\n") {
+        let get = |key: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::trim)
+        };
+        if let (Some(id), Some(state)) = (get("Id"), get("LoadState")) {
+            out.insert(id.to_string(), state.to_string());
+        }
+    }
+    out
 }
 
 /// The largest `__MONOTONIC_TIMESTAMP` among `journalctl -o json` lines (0 if none).
@@ -282,6 +305,16 @@ mod tests {
             .collect();
         sort_folders(&mut f, &["before__z".into(), "b__x".into()]);
         assert_eq!(f, ["before__z", "b__x", "a__y", "after__z"]);
+    }
+
+    #[test]
+    fn load_states_per_unit() {
+        let s = load_states_of(
+            "Id=a.service\nLoadState=masked\n\nId=b.service\nLoadState=loaded\n\nId=c.service\n",
+        );
+        assert_eq!(s.get("a.service").map(String::as_str), Some("masked"));
+        assert_eq!(s.get("b.service").map(String::as_str), Some("loaded"));
+        assert!(!s.contains_key("c.service"));
     }
 
     #[test]

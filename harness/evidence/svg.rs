@@ -78,7 +78,8 @@ pub fn groups(bundle: &Bundle) -> Vec<Group> {
 
 fn group(p: &PairEvidence) -> Option<Group> {
     let first = p.report.boots.first()?;
-    let (_, units) = p.phase_units(&first.phase)?;
+    let (file, units) = p.phase_units(&first.phase)?;
+    let load_states = p.load_states.get(file);
     let max_stamp = units
         .iter()
         .flat_map(|u| [u.inactive_exit_us, u.active_enter_us, u.inactive_enter_us])
@@ -97,7 +98,14 @@ fn group(p: &PairEvidence) -> Option<Group> {
     }
     let rows = names
         .iter()
-        .map(|n| row(n, units.iter().find(|u| u.unit == *n), observed_until))
+        .map(|n| {
+            let mut r = row(n, units.iter().find(|u| u.unit == *n), observed_until);
+            let state = load_states.and_then(|m| m.get(*n));
+            if r.span.is_none() && state.is_some_and(|s| s != "loaded") {
+                r.note = format!("{} for this boot", state.map(String::as_str).unwrap_or(""));
+            }
+            r
+        })
         .collect();
     let plan = if p.report.matches_plan {
         "as planned"

@@ -7,11 +7,19 @@ use std::time::{Duration, Instant};
 use crate::guest::Guest;
 
 /// Maps guest `CLOCK_MONOTONIC` (µs since the guest booted) onto host instants.
+///
+/// The host instant at which the guest clock read zero is known to lie in an interval:
+/// a clock read over SSH bounds it on both sides (the read happened between sending and
+/// receiving), and every journal entry bounds it from above (an entry cannot arrive before
+/// it was written). Under TCG an SSH round trip can take seconds, while a journal entry
+/// arrives within milliseconds, so the entries make the mapping tight.
 #[derive(Debug, Clone, Copy)]
 pub struct GuestClock {
-    /// The host instant at which the guest's monotonic clock read zero.
-    guest_zero: Instant,
-    /// Half the best round trip of the sampling: the mapping's uncertainty.
+    /// Earliest possible host instant of guest time zero.
+    zero_earliest: Instant,
+    /// Latest possible host instant of guest time zero.
+    zero_latest: Instant,
+    /// Half the width of the interval: the mapping's uncertainty.
     pub uncertainty: Duration,
 }
 
@@ -41,18 +49,36 @@ impl GuestClock {
         Ok(GuestClock::from_sample(mid, us, rtt / 2))
     }
 
-    /// A clock from one sample: at host instant `at`, the guest read `guest_us`.
+    /// A clock from one sample: at host instant `at` (within `uncertainty`), the guest
+    /// read `guest_us`.
     pub fn from_sample(at: Instant, guest_us: u64, uncertainty: Duration) -> GuestClock {
         let since_zero = Duration::from_micros(guest_us);
+        let zero = at.checked_sub(since_zero).unwrap_or(at);
         GuestClock {
-            guest_zero: at.checked_sub(since_zero).unwrap_or(at),
+            zero_earliest: zero.checked_sub(uncertainty).unwrap_or(zero),
+            zero_latest: zero + uncertainty,
             uncertainty,
         }
     }
 
-    /// The host instant of a guest monotonic timestamp.
+    /// Narrow the mapping with an entry the guest wrote at `guest_us` and the host
+    /// received at `received`.
+    pub fn bound_by(&mut self, guest_us: u64, received: Instant) {
+        let Some(latest) = received.checked_sub(Duration::from_micros(guest_us)) else {
+            return;
+        };
+        if latest < self.zero_latest {
+            // Never below the lower bound: a bound that crosses it means clock noise.
+            self.zero_latest = latest.max(self.zero_earliest);
+            self.uncertainty = (self.zero_latest - self.zero_earliest) / 2;
+        }
+    }
+
+    /// The host instant of a guest monotonic timestamp (the middle of the interval).
     pub fn to_host(&self, guest_us: u64) -> Instant {
-        self.guest_zero + Duration::from_micros(guest_us)
+        self.zero_earliest
+            + (self.zero_latest - self.zero_earliest) / 2
+            + Duration::from_micros(guest_us)
     }
 }
 
@@ -77,9 +103,24 @@ mod tests {
 
     #[test]
     fn maps_guest_time_onto_host_instants() {
-        let at = Instant::now();
+        let at = Instant::now() + Duration::from_secs(60);
         let clock = GuestClock::from_sample(at, 10_000_000, Duration::from_millis(2));
         assert_eq!(clock.to_host(10_000_000), at);
         assert_eq!(clock.to_host(12_500_000), at + Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn journal_entries_narrow_a_slow_sample() {
+        let at = Instant::now() + Duration::from_secs(60);
+        // A 4 s round trip: the guest read 10 s somewhere within ±2 s of `at`.
+        let mut clock = GuestClock::from_sample(at, 10_000_000, Duration::from_secs(2));
+        // An entry written at guest 11 s arrived at `at` + 0.5 s: zero is at most at-10.5s.
+        clock.bound_by(11_000_000, at + Duration::from_millis(500));
+        assert_eq!(clock.uncertainty, Duration::from_millis(750));
+        // The mapping moved to the middle of [at-12s, at-10.5s].
+        assert_eq!(clock.to_host(10_000_000), at - Duration::from_millis(1250));
+        // A looser bound changes nothing.
+        clock.bound_by(11_000_000, at + Duration::from_secs(5));
+        assert_eq!(clock.uncertainty, Duration::from_millis(750));
     }
 }

@@ -157,6 +157,7 @@ async fn await_unit(
             now.sub
         ));
         if eval.held {
+            live.journal.tighten(&mut live.clock);
             let changed = (now.changed_us > 0).then(|| live.clock.to_host(now.changed_us));
             // Seen late is not the same as reached late: judge by the guest's timestamp.
             let eval = match changed {
@@ -172,6 +173,19 @@ async fn await_unit(
                 changed,
                 decided: Instant::now(),
             });
+        }
+        // A failed unit with no job queued stays failed: nothing will start it again by
+        // itself (an automatic restart shows as activating, not failed). Decide now
+        // rather than at the deadline.
+        if now.active == "failed"
+            && u.state != crate::scenario::UnitState::Failed
+            && !has_job(live.guest, unit).await?
+        {
+            let seen = format!(
+                "{unit} is failed ({}) with Result={}, and no job will start it again",
+                now.sub, now.result
+            );
+            return Ok(Awaited::now(Evaluation::failed(seen)));
         }
         if Instant::now() >= deadline {
             let seen = format!(
@@ -207,6 +221,20 @@ async fn await_unit(
             }
         }
     }
+}
+
+/// Whether a job (start, restart, ...) is queued or running for `unit`.
+async fn has_job(guest: &Guest, unit: &str) -> anyhow::Result<bool> {
+    let out = guest
+        .exec_checked(&format!(
+            "systemctl list-jobs --no-legend --no-pager -- {}",
+            crate::guest::shell::quote(unit)
+        ))
+        .await?;
+    Ok(out
+        .stdout
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(unit)))
 }
 
 /// `systemctl show` of `units` with the properties ordering needs.
@@ -353,6 +381,7 @@ async fn await_journal(live: &mut Live<'_>, j: &JournalExpectation, deadline: In
                 .is_none_or(|u| s.entry.unit.as_deref() == Some(u.as_str()))
                 && j.pattern.is_match(&s.entry.message)
         }) {
+            live.journal.tighten(&mut live.clock);
             let at = live.clock.to_host(hit.entry.mono_us);
             let seen = format!("{:?}", hit.entry.message);
             let eval = if at > deadline + live.clock.uncertainty {

@@ -118,7 +118,19 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
         timeline: record::Timeline::new(&ctx.run_dir, origin),
     };
     state.timeline.event("pair started", &ctx.pair.id);
+    let base_before = record::base_checksum(&ctx.spec.disk).await;
+    record::identity_evidence(&ctx.run_dir, &ctx.spec, &base_before, None);
     let result = execute(&ctx, origin, &mut state).await;
+    // Every VM of the pair is gone by now; the base image must read as it did before.
+    let base_after = record::base_checksum(&ctx.spec.disk).await;
+    record::identity_evidence(&ctx.run_dir, &ctx.spec, &base_before, Some(&base_after));
+    let result = result.and_then(|()| match (&base_before, &base_after) {
+        (Ok(b), Ok(a)) if b != a => Err(infra(format!(
+            "the base image {} changed during the run (sha256 {b} before, {a} after)",
+            ctx.spec.disk.display()
+        ))),
+        _ => Ok(()),
+    });
     let verdict = match result {
         Ok(()) => check::verdict(&state.outcomes, &ctx.pair.expected),
         Err(e) => {
@@ -181,7 +193,13 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         let start = match (phase.start, up.is_some()) {
             (PhaseStart::ColdBoot, _) | (_, false) => {
                 if let Some(old) = up.take() {
-                    record::boot_evidence(&old.guest, &ctx.run_dir, old.vm.boot_index()).await;
+                    record::boot_evidence(
+                        &old.guest,
+                        &ctx.run_dir,
+                        old.vm.boot_index(),
+                        ctx.pair.scenario.focus_unit.as_str(),
+                    )
+                    .await;
                 }
                 let config = boot::vm_config(
                     &ctx.spec,
@@ -261,7 +279,13 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         }
     }
     if let Some(last) = up.take() {
-        record::boot_evidence(&last.guest, &ctx.run_dir, last.vm.boot_index()).await;
+        record::boot_evidence(
+            &last.guest,
+            &ctx.run_dir,
+            last.vm.boot_index(),
+            ctx.pair.scenario.focus_unit.as_str(),
+        )
+        .await;
         drop(last);
     }
     Ok(())
@@ -316,7 +340,13 @@ async fn cycle(
     for fault in &opts.faults {
         inject_fault(ctx, &up.guest, fault).await?;
     }
-    record::boot_evidence(&up.guest, &ctx.run_dir, up.vm.boot_index()).await;
+    record::boot_evidence(
+        &up.guest,
+        &ctx.run_dir,
+        up.vm.boot_index(),
+        ctx.pair.scenario.focus_unit.as_str(),
+    )
+    .await;
     let Up { mut vm, guest, .. } = up;
     vm.set_cmdline(boot::cmdline(&ctx.spec, key, &boot_options(opts)));
     if how == PhaseStart::Reboot {

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::guest::Guest;
 use crate::scenario::{ExpectationKind, Scenario};
+use crate::target::BootSpec;
 use crate::vm::Vm;
 
 /// Write `bytes` to `path` atomically.
@@ -103,8 +104,57 @@ pub fn vm_evidence(vm: &Vm, run_dir: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines.
-pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32) {
+/// The base image's SHA-256, read off the disk now (not from the build's record).
+pub async fn base_checksum(disk: &Path) -> Result<String, String> {
+    let disk = disk.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::target::cache::sha256_file(&disk))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| format!("{e:#}")))
+}
+
+#[derive(Serialize)]
+struct IdentityRecord<'a> {
+    target: &'a crate::target::TargetIdentity,
+    base_image: &'a Path,
+    base_sha256_before: Option<&'a str>,
+    base_sha256_after: Option<&'a str>,
+    base_unchanged: Option<bool>,
+    checksum_error: Option<&'a str>,
+}
+
+/// `identity.json`: what the target is, and the base image's checksum before the pair
+/// and (once every VM is gone) after it, which shows the run did not write to it.
+pub fn identity_evidence(
+    run_dir: &Path,
+    spec: &BootSpec,
+    before: &Result<String, String>,
+    after: Option<&Result<String, String>>,
+) {
+    let after_ok = after.and_then(|a| a.as_ref().ok());
+    let error = before
+        .as_ref()
+        .err()
+        .or_else(|| after.and_then(|a| a.as_ref().err()));
+    let record = IdentityRecord {
+        target: &spec.identity,
+        base_image: &spec.disk,
+        base_sha256_before: before.as_ref().ok().map(String::as_str),
+        base_sha256_after: after_ok.map(String::as_str),
+        base_unchanged: match (before, after_ok) {
+            (Ok(b), Some(a)) => Some(b == a),
+            _ => None,
+        },
+        checksum_error: error.map(String::as_str),
+    };
+    if let Err(e) = write_json(&run_dir.join("identity.json"), &record) {
+        tracing::warn!("cannot write identity.json: {e:#}");
+    }
+}
+
+/// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines;
+/// `critical-chain-boot-N.txt` for the focus unit, and `plot-boot-N.svg`.
+pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32, focus: &str) {
     let path = run_dir.join(format!("journal-boot-{boot_index}.json"));
     match guest.exec("journalctl -b -o json --no-pager").await {
         Ok(out) => {
@@ -113,6 +163,29 @@ pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32) {
             }
         }
         Err(e) => tracing::warn!("cannot read the journal of boot {boot_index}: {e:#}"),
+    }
+    for (file, cmd) in [
+        (
+            format!("critical-chain-boot-{boot_index}.txt"),
+            format!(
+                "systemd-analyze critical-chain --no-pager -- {} 2>&1",
+                crate::guest::shell::quote(focus)
+            ),
+        ),
+        (
+            format!("plot-boot-{boot_index}.svg"),
+            "systemd-analyze plot 2>/dev/null".to_string(),
+        ),
+    ] {
+        match guest.exec(&cmd).await {
+            Ok(out) if !out.stdout.is_empty() => {
+                if let Err(e) = write_atomic(&run_dir.join(&file), out.stdout.as_bytes()) {
+                    tracing::warn!("cannot write {file}: {e:#}");
+                }
+            }
+            Ok(out) => tracing::debug!("{cmd} printed nothing (exit {})", out.status),
+            Err(e) => tracing::warn!("cannot run {cmd}: {e:#}"),
+        }
     }
 }
 

@@ -120,6 +120,14 @@ impl Journal {
         }
     }
 
+    /// Narrow `clock` with every entry that has arrived.
+    pub fn tighten(&self, clock: &mut super::clock::GuestClock) {
+        let all = self.entries.lock().expect("journal lock");
+        for s in all.iter() {
+            clock.bound_by(s.entry.mono_us, s.received);
+        }
+    }
+
     /// How many entries have arrived.
     pub fn len(&self) -> usize {
         *self.count.borrow()
