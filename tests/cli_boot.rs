@@ -2,59 +2,17 @@
 //! command over SSH, a masked sshd that must fail fast and clearly, and Ctrl-C during a
 //! boot leaving nothing behind. Real QEMU (TCG here), real systemd, real SSH.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::{coldboot, run};
+
 /// VM tests in this binary run one at a time: the machines have 2 cores.
 static VM: Mutex<()> = Mutex::new(());
-
-fn coldboot() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_coldboot"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = coldboot().args(args).output().expect("coldboot runs");
-    eprintln!(
-        "$ coldboot {}\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Why VM tests cannot run here, if they cannot.
-fn cannot_boot() -> Option<String> {
-    for tool in ["qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        if !found {
-            return Some(format!(
-                "{tool} is not installed (scripts/setup installs it)"
-            ));
-        }
-    }
-    if !rustix::process::geteuid().is_root() {
-        return Some("recipe images are built as root, and this test is not root".into());
-    }
-    None
-}
-
-macro_rules! require_vm {
-    () => {
-        if let Some(why) = cannot_boot() {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
-    };
-}
 
 /// PIDs of live processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<u32> {

@@ -3,55 +3,15 @@
 //! expectation gives `fail` naming itself, and a malformed file gives exit 2 with its
 //! line and column. Real QEMU, real systemd, real SSH.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
+
+use common::run;
 
 /// VM runs in this binary go one at a time (each run may itself use two VMs).
 static VM: Mutex<()> = Mutex::new(());
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_coldboot"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .args(args)
-        .output()
-        .expect("coldboot runs");
-    eprintln!(
-        "$ coldboot {}\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn cannot_boot() -> Option<String> {
-    for tool in ["qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        if !found {
-            return Some(format!(
-                "{tool} is not installed (scripts/setup installs it)"
-            ));
-        }
-    }
-    if !rustix::process::geteuid().is_root() {
-        return Some("recipe images are built as root, and this test is not root".into());
-    }
-    None
-}
-
-macro_rules! require_vm {
-    () => {
-        if let Some(why) = cannot_boot() {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
-    };
-}
 
 /// The pairs of a bundle's report.json: (id, verdict word, matches plan, whole pair).
 fn pairs(bundle: &Path) -> Vec<(String, String, bool, serde_json::Value)> {

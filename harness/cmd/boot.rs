@@ -4,9 +4,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use coldboot::error::usage;
 use coldboot::guest::SshKey;
 use coldboot::progress::Waiting;
-use coldboot::run::boot::{self, BootOptions};
+use coldboot::run::boot;
+use coldboot::scenario::{BootOptions, UnitName};
 use coldboot::target::{self, PrepareOptions, Progress, TargetSpec, cache};
 use coldboot::vm::accel;
 
@@ -33,10 +35,15 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
         None => default_run_dir(&cache_root)?,
     };
     let key = SshKey::generate()?;
+    let mask = args
+        .masks
+        .iter()
+        .map(|m| UnitName::parse(m).map_err(|why| usage(format!("--mask {m:?}: {why}"))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let boot_opts = BootOptions {
-        masks: args.masks.clone(),
+        mask,
         kernel_args: args.kernel_args.clone(),
-        setenv: Vec::new(),
+        ..BootOptions::default()
     };
     let config = boot::vm_config(
         &boot_spec,

@@ -10,43 +10,16 @@ use anyhow::Context;
 
 use crate::error::infra;
 use crate::guest::{Guest, SshKey};
+use crate::scenario::BootOptions;
 use crate::target::BootSpec;
 use crate::vm::{AccelChoice, Vm, VmConfig};
 
-/// Options for one boot of a target, on top of its `BootSpec`.
-#[derive(Debug, Clone, Default)]
-pub struct BootOptions {
-    /// Units masked for this boot only (`systemd.mask=`).
-    pub masks: Vec<String>,
-    /// Extra kernel arguments.
-    pub kernel_args: Vec<String>,
-    /// `systemd.setenv=K=V` values.
-    pub setenv: Vec<(String, String)>,
-}
-
-impl BootOptions {
-    /// The per-boot kernel arguments these options add.
-    pub fn kernel_args(&self) -> Vec<String> {
-        let mut args: Vec<String> = self
-            .masks
-            .iter()
-            .map(|u| format!("systemd.mask={u}"))
-            .collect();
-        args.extend(
-            self.setenv
-                .iter()
-                .map(|(k, v)| format!("systemd.setenv={k}={v}")),
-        );
-        args.extend(self.kernel_args.iter().cloned());
-        args
-    }
-}
-
-/// The full kernel command line: the target's base, the SSH key, then the boot options.
+/// The full kernel command line: the target's base, the SSH key, then the boot options
+/// (masks, `systemd.setenv=`, extra arguments).
 pub fn cmdline(spec: &BootSpec, key: &SshKey, opts: &BootOptions) -> Vec<String> {
     let mut line = spec.cmdline.clone();
     line.push(key.kernel_arg());
-    line.extend(opts.kernel_args());
+    line.extend(opts.kernel_cmdline());
     line
 }
 

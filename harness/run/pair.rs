@@ -12,8 +12,7 @@ use crate::check::{self, ExpectationOutcome, Verdict};
 use crate::error::{infra, usage};
 use crate::guest::{Guest, SshKey};
 use crate::scenario::{
-    Action, BootOptions, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom,
-    RunPair,
+    Action, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom, RunPair,
 };
 use crate::target::BootSpec;
 use crate::vm::{AccelChoice, Vm};
@@ -204,7 +203,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 let config = boot::vm_config(
                     &ctx.spec,
                     &key,
-                    &boot_options(&phase.boot),
+                    &phase.boot,
                     ctx.accel.clone(),
                     ctx.run_dir.clone(),
                     forwards.clone(),
@@ -348,7 +347,7 @@ async fn cycle(
     )
     .await;
     let Up { mut vm, guest, .. } = up;
-    vm.set_cmdline(boot::cmdline(&ctx.spec, key, &boot_options(opts)));
+    vm.set_cmdline(boot::cmdline(&ctx.spec, key, opts));
     if how == PhaseStart::Reboot {
         // The connection drops as the guest goes down; QEMU exits (-no-reboot).
         let _ = guest.exec("systemctl reboot").await;
@@ -483,18 +482,6 @@ fn check_faults(ctx: &PairContext) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn boot_options(b: &BootOptions) -> boot::BootOptions {
-    boot::BootOptions {
-        masks: b.mask.iter().map(|u| u.as_str().to_string()).collect(),
-        kernel_args: b.kernel_args.clone(),
-        setenv: b
-            .setenv
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    }
 }
 
 /// Guest ports that host probes need forwarded.

@@ -1,0 +1,54 @@
+//! Helpers shared by the tests that drive the real `coldboot` binary.
+#![allow(dead_code)]
+
+use std::process::{Command, Output, Stdio};
+
+/// The binary, run from the repository root with no stdin.
+pub fn coldboot() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_coldboot"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Run the binary to its end and echo what it printed, for the test's log.
+pub fn run(args: &[&str]) -> Output {
+    let out = coldboot().args(args).output().expect("coldboot runs");
+    eprintln!(
+        "$ coldboot {}\nexit {:?}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Why VM tests cannot run here, if they cannot.
+pub fn cannot_boot() -> Option<String> {
+    for tool in ["qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            return Some(format!(
+                "{tool} is not installed (scripts/setup installs it)"
+            ));
+        }
+    }
+    if !rustix::process::geteuid().is_root() {
+        return Some("recipe images are built as root, and this test is not root".into());
+    }
+    None
+}
+
+/// Return from the test, saying why, when VMs cannot boot here.
+#[macro_export]
+macro_rules! require_vm {
+    () => {
+        if let Some(why) = common::cannot_boot() {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
