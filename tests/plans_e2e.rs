@@ -22,13 +22,7 @@ fn pairs(bundle: &Path) -> Vec<(String, String, bool, serde_json::Value)> {
         .expect("pairs")
         .iter()
         .map(|p| {
-            let verdict = &p["verdict"];
-            let word = verdict
-                .as_str()
-                .map(str::to_string)
-                .or_else(|| verdict.as_object().and_then(|o| o.keys().next().cloned()))
-                .unwrap_or_default()
-                .to_lowercase();
+            let word = p["verdict_word"].as_str().unwrap_or_default().to_string();
             (
                 p["id"].as_str().unwrap_or_default().to_string(),
                 word,

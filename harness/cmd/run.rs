@@ -93,6 +93,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         accel: args.vm.accel.into(),
         ssh_timeout: Duration::from_secs(args.ssh_timeout),
     };
+    std::fs::create_dir_all(&evidence)?;
+    let command = std::iter::once("coldboot".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    coldboot::evidence::write_invocation(&evidence, &command)?;
     let reports = run_pairs(pairs, &opts).await?;
     coldboot::evidence::write_reports(&evidence, &reports)?;
     let infra = reports

@@ -20,6 +20,19 @@ pub const ORDER_FILE: &str = "order.json";
 pub struct Bundle {
     /// The pairs: plan order where `order.json` says it, then by folder name.
     pub pairs: Vec<PairEvidence>,
+    /// `run.json`, if written: the command line and the machine the run came from.
+    pub invocation: Option<Invocation>,
+}
+
+/// How a bundle was made (`run.json` at its top).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Invocation {
+    /// The command line, as typed.
+    pub command: String,
+    /// CPU cores the harness could use.
+    pub cores: usize,
+    /// `uname -sr`-like kernel and release of the host.
+    pub host: String,
 }
 
 /// One run folder, read back.
@@ -105,7 +118,16 @@ pub fn load_bundle(dir: &Path) -> anyhow::Result<Bundle> {
         .iter()
         .map(|f| load_pair(&dir.join(f), f))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Bundle { pairs })
+    let invocation = match std::fs::read(dir.join("run.json")) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+            usage(format!(
+                "{}: not a run record: {e}",
+                dir.join("run.json").display()
+            ))
+        })?),
+        Err(_) => None,
+    };
+    Ok(Bundle { pairs, invocation })
 }
 
 /// Plan order first (folders listed in `order`), then the rest by name.

@@ -29,6 +29,13 @@ pub fn render(bundle: &Bundle, name: &str) -> String {
 fn header(s: &mut String, bundle: &Bundle, name: &str) {
     let c = facts::counts(bundle);
     let _ = writeln!(s, "# coldboot report: {name}\n");
+    if let Some(inv) = &bundle.invocation {
+        let _ = writeln!(
+            s,
+            "Command: `{}`, on a host with {} cores ({}).\n",
+            inv.command, inv.cores, inv.host
+        );
+    }
     let date = facts::finished_unix(bundle)
         .map(facts::rfc3339)
         .unwrap_or_else(|| "unknown".to_string());

@@ -139,6 +139,31 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Write `run.json` at the top of the bundle: the command line and the machine, which the
+/// report states so that a reader knows where its figures come from.
+pub fn write_invocation(bundle: &Path, command: &str) -> anyhow::Result<()> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let os = read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "unknown OS".to_string());
+    let invocation = load::Invocation {
+        command: command.to_string(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        host: format!(
+            "{os}, {} {}",
+            read("/proc/sys/kernel/ostype"),
+            read("/proc/sys/kernel/osrelease")
+        ),
+    };
+    crate::run::record::write_json(&bundle.join("run.json"), &invocation)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

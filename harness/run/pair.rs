@@ -316,8 +316,16 @@ async fn connect(
         "ssh up",
         &format!("boot {} after {:.1}s", vm.boot_index(), took.as_secs_f64()),
     );
-    let clock = GuestClock::sample(&guest).await?;
-    let (journal, follower) = Journal::follow(&guest).await?;
+    // Both take SSH round trips, slow on a busy TCG guest: overlap them.
+    let (clock, followed) = tokio::join!(GuestClock::sample(&guest), Journal::follow(&guest));
+    let (clock, (journal, follower)) = (clock?, followed?);
+    state.timeline.event(
+        "watching",
+        &format!(
+            "journal followed; guest clock mapped within ±{:.0} ms",
+            clock.uncertainty.as_secs_f64() * 1000.0
+        ),
+    );
     Ok(Up {
         vm,
         guest,

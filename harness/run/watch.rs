@@ -15,7 +15,10 @@ use crate::guest::{Guest, LineStream};
 /// The journal command the watcher runs in the guest.
 /// `stdbuf -oL`: journalctl writes through stdio, which a pipe would block-buffer and so
 /// hold entries back for seconds.
-pub const JOURNAL_FOLLOW: &str = "stdbuf -oL journalctl -b -f -n all -o json --no-pager";
+/// Only the fields the runner reads are sent (journalctl adds the `__` ones), which keeps
+/// the replay of the boot so far short on a slow guest.
+pub const JOURNAL_FOLLOW: &str = "stdbuf -oL journalctl -b -f -n all -o json --no-pager \
+    --output-fields=MESSAGE,UNIT,_SYSTEMD_UNIT,_PID,JOB_RESULT,MESSAGE_ID";
 
 /// One journal entry, reduced to what the runner uses.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
