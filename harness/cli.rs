@@ -40,6 +40,9 @@ pub enum Command {
     Report {
         /// The bundle folder that `coldboot run --evidence` wrote.
         dir: PathBuf,
+        /// Also write report.md to FILE, its links rebased onto the bundle (REPORT.md).
+        #[arg(long, value_name = "FILE")]
+        markdown_to: Option<PathBuf>,
     },
 }
 

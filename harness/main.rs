@@ -89,8 +89,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Check { files } => cmd::check::run(&files),
-        Command::Report { dir } => {
+        Command::Report { dir, markdown_to } => {
             coldboot::evidence::report_command(&dir)?;
+            if let Some(out) = markdown_to {
+                coldboot::evidence::write_markdown_to(&dir, &out)?;
+            }
             Ok(0)
         }
         Command::Schema => {

@@ -164,9 +164,72 @@ pub fn write_invocation(bundle: &Path, command: &str) -> anyhow::Result<()> {
     crate::run::record::write_json(&bundle.join("run.json"), &invocation)
 }
 
+/// Write the bundle's `report.md` to `out` as well, its links rebased so that they
+/// resolve from `out`'s folder (for a `REPORT.md` kept beside a committed bundle).
+pub fn write_markdown_to(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let markdown = std::fs::read_to_string(dir.join("report.md"))?;
+    let from = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = relative_path(&std::path::absolute(from)?, &std::path::absolute(dir)?);
+    crate::run::record::write_atomic(out, rebase_links(&markdown, &base).as_bytes())
+}
+
+/// `to` as seen from `from` (both absolute), with `/` separators.
+fn relative_path(from: &Path, to: &Path) -> String {
+    let f: Vec<_> = from.components().collect();
+    let t: Vec<_> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); f.len() - common];
+    parts.extend(
+        t[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
+}
+
+/// Prefix every relative link target (`](target)`) of `markdown` with `base/`.
+pub fn rebase_links(markdown: &str, base: &str) -> String {
+    if base.is_empty() {
+        return markdown.to_string();
+    }
+    let mut out = String::with_capacity(markdown.len());
+    let mut rest = markdown;
+    while let Some(i) = rest.find("](") {
+        let (head, tail) = rest.split_at(i + 2);
+        out.push_str(head);
+        let absolute = ["http://", "https://", "#", "/", "mailto:"]
+            .iter()
+            .any(|p| tail.starts_with(p));
+        if !absolute && !tail.starts_with(')') {
+            out.push_str(base);
+            out.push('/');
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_rebase_onto_the_bundle() {
+        let md = "see [verdict](before__x/verdict.json) and ![t](timeline.svg), not [w](https://x.org) or [a](#m1)";
+        assert_eq!(
+            rebase_links(md, "docs/reference-run"),
+            "see [verdict](docs/reference-run/before__x/verdict.json) and ![t](docs/reference-run/timeline.svg), not [w](https://x.org) or [a](#m1)"
+        );
+        assert_eq!(
+            relative_path(Path::new("/r"), Path::new("/r/docs/run")),
+            "docs/run"
+        );
+        assert_eq!(relative_path(Path::new("/r/a"), Path::new("/r/b")), "../b");
+    }
 
     #[test]
     fn stamps_are_utc() {
