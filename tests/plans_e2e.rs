@@ -76,7 +76,7 @@ fn reference_plans_give_the_planned_verdicts() {
 }
 
 #[test]
-fn the_old_gate_deadlocks_a_cold_boot() {
+fn the_model_deadlocks_on_the_old_gate_and_rolls_back_after_a_power_cut() {
     require_vm!();
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
     let bundle = tempfile::tempdir().expect("tempdir");
@@ -84,23 +84,39 @@ fn the_old_gate_deadlocks_a_cold_boot() {
     let out = run(&[
         "run",
         "--plan",
-        "tests/scenarios/plans/model-deadlock.yaml",
+        "tests/scenarios/plans/model.yaml",
+        "--jobs",
+        "2",
         "--evidence",
         b,
     ]);
     assert_eq!(out.status.code(), Some(0));
     let got = pairs(bundle.path());
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].1, "pass", "the deadlock showed as described");
-    let outcomes = got[0].3["outcomes"].as_array().expect("outcomes");
-    let seen = |id: &str| {
-        outcomes
+    assert_eq!(got.len(), 2);
+    for (id, word, ..) in &got {
+        assert_eq!(word, "pass", "{id} showed as described");
+    }
+    let seen = |pair: &str, id: &str| {
+        let p = &got.iter().find(|(i, ..)| i == pair).expect("pair").3;
+        p["outcomes"]
+            .as_array()
+            .expect("outcomes")
             .iter()
             .find(|o| o["id"] == id)
             .map(|o| o["seen"].as_str().unwrap_or_default().to_string())
             .unwrap_or_default()
     };
-    assert!(seen("unit:deploy-proxy.service=failed").contains("Result=timeout"));
+    assert!(
+        seen("old/model-deadlock", "unit:deploy-proxy.service=failed").contains("Result=timeout")
+    );
+    // The second phase ran on a second boot of the same disk.
+    let reboot = &got
+        .iter()
+        .find(|(i, ..)| i == "fixed/model-reboot-broken")
+        .expect("pair")
+        .3;
+    assert_eq!(reboot["boots"].as_array().map(Vec::len), Some(2));
+    assert!(seen("fixed/model-reboot-broken", "reboot/rolled-back").contains("decision=rollback"));
 }
 
 #[test]

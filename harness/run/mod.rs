@@ -85,10 +85,8 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         .map(|p| {
             let bar = multi.add(spinner(format!("{}: queued", p.id)));
             let id = p.id.clone();
-            let started = std::time::Instant::now();
             let status: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |m: &str| {
                 bar.set_message(format!("{id}: {m}"));
-                let _ = started;
             });
             pair::PairContext {
                 spec: specs[&p.target].clone(),
