@@ -33,6 +33,15 @@ fn pairs(bundle: &Path) -> Vec<(String, String, bool, serde_json::Value)> {
         .collect()
 }
 
+/// `coldboot ARGS... --evidence TMP`: the run's output and its bundle (removed on drop).
+fn run_into_bundle(args: &[&str]) -> (tempfile::TempDir, std::process::Output) {
+    let bundle = tempfile::tempdir().expect("tempdir");
+    let mut all = args.to_vec();
+    all.extend(["--evidence", bundle.path().to_str().expect("utf-8")]);
+    let out = run(&all);
+    (bundle, out)
+}
+
 /// A bundle a real run wrote is complete and self-consistent: every run folder holds the
 /// evidence files, report.json validates against the schema, an independent JUnit
 /// consumer (junitparser) agrees with it, and `coldboot report` renders the same bytes.
@@ -149,9 +158,7 @@ fn check_bundle(bundle: &Path) {
 fn reference_plans_give_the_planned_verdicts() {
     require_vm!();
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-    let bundle = tempfile::tempdir().expect("tempdir");
-    let b = bundle.path().to_str().expect("utf-8");
-    let out = run(&[
+    let (bundle, out) = run_into_bundle(&[
         "run",
         "--plan",
         "scenarios/plans/m1.yaml",
@@ -159,8 +166,6 @@ fn reference_plans_give_the_planned_verdicts() {
         "scenarios/plans/m2.yaml",
         "--jobs",
         "2",
-        "--evidence",
-        b,
     ]);
     let got = pairs(bundle.path());
     for (id, word, matches, _) in &got {
@@ -192,16 +197,12 @@ fn reference_plans_give_the_planned_verdicts() {
 fn the_model_deadlocks_on_the_old_gate_and_rolls_back_after_a_power_cut() {
     require_vm!();
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-    let bundle = tempfile::tempdir().expect("tempdir");
-    let b = bundle.path().to_str().expect("utf-8");
-    let out = run(&[
+    let (bundle, out) = run_into_bundle(&[
         "run",
         "--plan",
         "tests/scenarios/plans/model.yaml",
         "--jobs",
         "2",
-        "--evidence",
-        b,
     ]);
     assert_eq!(out.status.code(), Some(0));
     let got = pairs(bundle.path());
@@ -247,15 +248,11 @@ fn the_model_deadlocks_on_the_old_gate_and_rolls_back_after_a_power_cut() {
 fn a_wrong_expectation_fails_and_says_what_was_seen() {
     require_vm!();
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-    let bundle = tempfile::tempdir().expect("tempdir");
-    let b = bundle.path().to_str().expect("utf-8");
-    let out = run(&[
+    let (bundle, out) = run_into_bundle(&[
         "run",
         "--target",
         "stock=recipe:vm-images/debian-stock",
         "tests/scenarios/wrong-expectation.yaml",
-        "--evidence",
-        b,
     ]);
     assert_eq!(out.status.code(), Some(1), "a verdict not as planned");
     let stderr = String::from_utf8_lossy(&out.stderr);
