@@ -258,17 +258,22 @@ fn side_by_side(s: &mut String, on: &[&PairEvidence]) {
 /// Every expectation of a pair as a claim with its evidence.
 fn outcome_list(s: &mut String, p: &PairEvidence) {
     for o in &p.report.outcomes {
-        let _ = writeln!(
-            s,
-            "- {} {}: {} — saw {}{}",
-            if o.held { "✓" } else { "✗" },
-            code(&o.id),
-            o.expected,
-            code(&o.seen),
-            evidence_link(o).unwrap_or_default()
-        );
+        outcome_line(s, o);
     }
     s.push('\n');
+}
+
+/// One expectation as a claim: held or not, what had to hold, what was seen, and where.
+fn outcome_line(s: &mut String, o: &crate::check::ExpectationOutcome) {
+    let _ = writeln!(
+        s,
+        "- {} {}: {} — saw {}{}",
+        if o.held { "✓" } else { "✗" },
+        code(&o.id),
+        o.expected,
+        code(&o.seen),
+        evidence_link(o).unwrap_or_default()
+    );
 }
 
 /// The probes the harness made, with their times from the pair's start.
@@ -331,15 +336,7 @@ fn m2(s: &mut String, bundle: &Bundle) {
             if !last_good.is_empty() {
                 let _ = writeln!(s, "Last-good, before and after the broken version:\n");
                 for o in last_good {
-                    let _ = writeln!(
-                        s,
-                        "- {} {}: {} — saw {}{}",
-                        if o.held { "✓" } else { "✗" },
-                        code(&o.id),
-                        o.expected,
-                        code(&o.seen),
-                        evidence_link(o).unwrap_or_default()
-                    );
+                    outcome_line(s, o);
                 }
                 s.push('\n');
             }

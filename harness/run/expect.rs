@@ -272,7 +272,7 @@ async fn await_http(
     deadline: Instant,
 ) -> anyhow::Result<Awaited> {
     loop {
-        (live.status)(&format!("probing {} from the {}", h.url, from_word(h.from)));
+        (live.status)(&format!("probing {} from the {}", h.url, h.from.as_str()));
         let attempt = match h.from {
             ProbeFrom::Guest => probe_from_guest(live.guest, &h.url).await?,
             ProbeFrom::Host => probe_from_host(live.vm, &h.url).await,
@@ -282,7 +282,7 @@ async fn await_http(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
-            from: from_word(h.from).to_string(),
+            from: h.from.as_str().to_string(),
             url: h.url.clone(),
             status: attempt.as_ref().ok().map(|(s, _)| *s),
             excerpt: match &attempt {
@@ -494,13 +494,6 @@ pub fn parse_startup_total(line: &str) -> Option<Duration> {
         }
     }
     Some(Duration::from_secs_f64(secs))
-}
-
-fn from_word(f: ProbeFrom) -> &'static str {
-    match f {
-        ProbeFrom::Guest => "guest",
-        ProbeFrom::Host => "host",
-    }
 }
 
 /// The first 200 characters of a body, for messages and evidence.

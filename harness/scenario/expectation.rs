@@ -158,6 +158,16 @@ pub enum ProbeFrom {
     Host,
 }
 
+impl ProbeFrom {
+    /// `guest` or `host`, as written in scenario files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeFrom::Guest => "guest",
+            ProbeFrom::Host => "host",
+        }
+    }
+}
+
 /// `http:` expectation. The URL is written as seen from inside the guest; for `from: host`
 /// the harness forwards its port and rewrites host and port (so a host probe only reaches a
 /// service that listens on the guest's network interface, not one bound to 127.0.0.1).
@@ -293,7 +303,7 @@ impl ExpectationKind {
         match self {
             ExpectationKind::Unit(u) => format!("unit:{}={}", u.unit, u.state.as_str()),
             ExpectationKind::Order(o) => format!("order:after={}", o.after),
-            ExpectationKind::Http(h) => format!("http:{}:{}", from_word(h.from), h.url),
+            ExpectationKind::Http(h) => format!("http:{}:{}", h.from.as_str(), h.url),
             ExpectationKind::Journal(j) => match &j.unit {
                 Some(u) => format!("journal:{u}:{}", j.pattern),
                 None => format!("journal:{}", j.pattern),
@@ -338,7 +348,7 @@ impl ExpectationKind {
                 format!(
                     "GET {} from the {} answers {}{body} within {}",
                     h.url,
-                    from_word(h.from),
+                    h.from.as_str(),
                     h.status,
                     h.within
                 )
@@ -375,13 +385,6 @@ impl ExpectationKind {
             ExpectationKind::BootBudget(d) => format!("the boot finishes within {d}"),
             ExpectationKind::WaitCycle(w) => format!("a wait-for cycle is {}", wait_word(*w)),
         }
-    }
-}
-
-fn from_word(from: ProbeFrom) -> &'static str {
-    match from {
-        ProbeFrom::Guest => "guest",
-        ProbeFrom::Host => "host",
     }
 }
 
