@@ -5,6 +5,7 @@
 mod adapter;
 pub mod build;
 pub mod cache;
+pub mod gate;
 pub mod recipe;
 mod rootfs;
 pub mod spec;
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use crate::error::{infra, usage};
 pub use build::ImageMeta;
+pub use gate::{Gate, GateDecl};
 pub use recipe::{Fault, Recipe};
 pub use spec::{TargetSpec, parse_variant_arg};
 
@@ -124,6 +126,8 @@ pub struct BootSpec {
     pub identity: TargetIdentity,
     /// Faults that scenarios may inject, by name.
     pub faults: BTreeMap<String, Fault>,
+    /// The health gates the target declares (see [`gate`]); empty when it declares none.
+    pub gates: Vec<Gate>,
 }
 
 /// A recipe image in the cache, as `coldboot image build` reports it.
@@ -167,6 +171,7 @@ impl BuiltImage {
                 image_sha256: self.meta.disk_sha256.clone(),
             },
             faults: self.recipe.faults.clone(),
+            gates: self.recipe.gates(&self.meta.variants),
         }
     }
 }
@@ -304,6 +309,7 @@ async fn prepare_image(
         initrd,
         cmdline,
         faults: BTreeMap::new(),
+        gates: Vec::new(),
     })
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use super::gate::{Gate, GateDecl, check_decl, gates_from};
 use crate::error::usage;
 
 /// The package every recipe must install: the harness reaches the guest over SSH.
@@ -35,6 +36,10 @@ pub struct Variant {
     /// Guest path → content; `{value}` in the content is replaced by the chosen value.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Value → the health gates the image has with that value (unit → gate). They
+    /// add to, and per unit replace, the recipe's top-level `gates`.
+    #[serde(default)]
+    pub gates: BTreeMap<String, BTreeMap<String, GateDecl>>,
 }
 
 /// A named fault that scenarios may inject; the target decides how.
@@ -65,6 +70,8 @@ struct RawRecipe {
     variants: BTreeMap<String, Spanned<Variant>>,
     #[serde(default)]
     faults: BTreeMap<String, Fault>,
+    #[serde(default)]
+    gates: Option<Spanned<BTreeMap<String, GateDecl>>>,
 }
 
 /// A validated recipe.
@@ -88,6 +95,8 @@ pub struct Recipe {
     pub variants: BTreeMap<String, Variant>,
     /// Faults by name.
     pub faults: BTreeMap<String, Fault>,
+    /// Health gates every variant has (unit → gate); see [`super::gate`].
+    pub gates: BTreeMap<String, GateDecl>,
 }
 
 /// The path of the recipe file inside a recipe folder.
@@ -217,6 +226,20 @@ fn validate(dir: &Path, file: &Path, raw: RawRecipe) -> anyhow::Result<Recipe> {
             .map_err(|m| usage(format!("{where_}: variant `{name}`: {m}")))?;
         variants.insert(name, v);
     }
+    let gates = match raw.gates {
+        None => BTreeMap::new(),
+        Some(g) => {
+            for (unit, d) in &g.value {
+                if let Some(why) = check_decl(unit, d, is_unit_name) {
+                    return Err(usage(format!(
+                        "{}: field `gates`: {why}",
+                        at(file, g.referenced)
+                    )));
+                }
+            }
+            g.value
+        }
+    };
     Ok(Recipe {
         dir: dir.to_path_buf(),
         description: raw.description,
@@ -227,6 +250,7 @@ fn validate(dir: &Path, file: &Path, raw: RawRecipe) -> anyhow::Result<Recipe> {
         kernel_args: raw.kernel_args,
         variants,
         faults: raw.faults,
+        gates,
     })
 }
 
@@ -245,6 +269,14 @@ fn check_variant_decl(name: &str, v: &Variant) -> Result<(), String> {
         _ => {}
     }
     check_value(v, &v.default).map_err(|m| format!("field `default`: {m}"))?;
+    for (value, gates) in &v.gates {
+        check_value(v, value).map_err(|m| format!("field `gates`: {m}"))?;
+        for (unit, d) in gates {
+            if let Some(why) = check_decl(unit, d, is_unit_name) {
+                return Err(format!("field `gates`, value {value:?}: {why}"));
+            }
+        }
+    }
     for path in v.files.keys() {
         if !path.starts_with('/') || path.split('/').any(|c| c == "..") || path.ends_with('/') {
             return Err(format!(
@@ -319,6 +351,20 @@ impl Recipe {
             }
         }
         out
+    }
+}
+
+impl Recipe {
+    /// The health gates of the image with these resolved variants: the top-level
+    /// declarations, then each variant's for its chosen value (per unit, the variant wins).
+    pub fn gates(&self, resolved: &BTreeMap<String, String>) -> Vec<Gate> {
+        let mut all = self.gates.clone();
+        for (name, v) in &self.variants {
+            if let Some(per_value) = resolved.get(name).and_then(|value| v.gates.get(value)) {
+                all.extend(per_value.iter().map(|(u, d)| (u.clone(), d.clone())));
+            }
+        }
+        gates_from(&all)
     }
 }
 

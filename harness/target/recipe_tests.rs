@@ -190,3 +190,53 @@ fn sizes_parse() {
     assert_eq!(parse_size("G"), None);
     assert_eq!(parse_size("99999999999T"), None);
 }
+
+#[test]
+fn the_model_declares_its_gate_per_variant_value() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-images/ccci-model");
+    let recipe = Recipe::load(&dir).unwrap();
+    let gate_for = |value: &str| {
+        let resolved = recipe
+            .resolve_variants(&chosen(&[("gate", value)]))
+            .unwrap();
+        recipe.gates(&resolved)
+    };
+    let old = gate_for("dashboard");
+    assert_eq!(old.len(), 1);
+    assert_eq!(
+        (
+            old[0].unit.as_str(),
+            old[0].url.as_str(),
+            old[0].served_by.as_str()
+        ),
+        (
+            "deploy-proxy.service",
+            "https://ci.commoninternet.net/",
+            "deploy-dashboard.service"
+        )
+    );
+    let fixed = gate_for("self");
+    assert_eq!(
+        (fixed[0].url.as_str(), fixed[0].served_by.as_str()),
+        ("http://127.0.0.1:8082/ping", "traefik.service")
+    );
+}
+
+#[test]
+fn gates_for_an_unknown_value_or_with_a_bad_url_are_located() {
+    let text = GOOD.replace(
+        "      /etc/demo/gate: \"{value}\\n\"\n",
+        "      /etc/demo/gate: \"{value}\\n\"\n    gates:\n      sideways:\n        a.service: {url: \"http://x/\", served_by: b.service}\n",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("recipe.yaml:") && err.contains("\"sideways\""),
+        "{err}"
+    );
+    let text = format!("{GOOD}gates:\n  a.service: {{url: \"not a url\", served_by: b.service}}\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("recipe.yaml:") && err.contains("not a URL"),
+        "{err}"
+    );
+}
