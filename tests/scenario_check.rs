@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use coldboot::check::{
-    Evaluation, ExpectationOutcome, LabelSemantics, UnitTimes, Verdict, WaitForGraph,
-    evaluate_no_failed, evaluate_order, evaluate_unit, evaluate_wait_cycle_unchecked,
-    parse_list_jobs, verdict,
+    Evaluation, ExpectationOutcome, Verdict, WaitForGraph, evaluate_no_failed, evaluate_order,
+    evaluate_unit, evaluate_wait_cycle_unchecked, verdict,
 };
+use coldboot::guest::systemd::{self, jobs};
 use coldboot::scenario::{Expected, Pattern, Reproduction, WaitCycleExpectation};
 
 fn outcome(id: &str, held: bool, seen: &str) -> ExpectationOutcome {
@@ -113,7 +113,9 @@ fn fail_names_the_expectation_and_what_was_seen() {
 /// like a gate=self boot of the model: proxy active at 21.9 s, consumers after it.
 const SHOW_GOOD: &str = "\
 Id=deploy-proxy.service
+LoadState=loaded
 ActiveState=active
+SubState=running
 Result=success
 InactiveExitTimestampMonotonic=19402113
 ActiveEnterTimestampMonotonic=21934551
@@ -122,7 +124,9 @@ InactiveEnterTimestampMonotonic=0
 ExecMainStartTimestampMonotonic=19405020
 
 Id=drone.service
+LoadState=loaded
 ActiveState=active
+SubState=running
 Result=success
 InactiveExitTimestampMonotonic=21940002
 ActiveEnterTimestampMonotonic=21951230
@@ -131,7 +135,9 @@ InactiveEnterTimestampMonotonic=0
 ExecMainStartTimestampMonotonic=21945001
 
 Id=reports.service
+LoadState=loaded
 ActiveState=active
+SubState=running
 Result=success
 InactiveExitTimestampMonotonic=21941877
 ActiveEnterTimestampMonotonic=21960000
@@ -142,7 +148,7 @@ ExecMainStartTimestampMonotonic=21950000
 
 #[test]
 fn ordering_holds_when_consumers_start_after_the_anchor() {
-    let times = UnitTimes::from_show(SHOW_GOOD);
+    let times = systemd::parse_show(SHOW_GOOD).unwrap();
     assert_eq!(times.len(), 3);
     let consumers = ["drone.service".to_string(), "reports.service".to_string()];
     let e = evaluate_order("deploy-proxy.service", &consumers, &times);
@@ -152,8 +158,8 @@ fn ordering_holds_when_consumers_start_after_the_anchor() {
 
 #[test]
 fn ordering_names_early_and_missing_units_with_times() {
-    let mut times = UnitTimes::from_show(SHOW_GOOD);
-    times[1].inactive_exit_us = 20_000_000; // drone started before the proxy finished
+    let mut times = systemd::parse_show(SHOW_GOOD).unwrap();
+    times[1].inactive_exit_us = Some(20_000_000); // drone started before the proxy finished
     let consumers = ["drone.service".to_string(), "bridge.service".to_string()];
     let e = evaluate_order("deploy-proxy.service", &consumers, &times);
     assert!(!e.held);
@@ -176,19 +182,23 @@ fn a_failed_oneshot_finishes_starting_when_it_leaves_activating() {
     // 139.4 s and only then does the dashboard start.
     let show = "\
 Id=deploy-proxy.service
+LoadState=loaded
 ActiveState=failed
+SubState=failed
 Result=timeout
 InactiveExitTimestampMonotonic=19402113
 ActiveEnterTimestampMonotonic=0
 InactiveEnterTimestampMonotonic=139410222
 
 Id=deploy-dashboard.service
+LoadState=loaded
 ActiveState=active
+SubState=running
 Result=success
 InactiveExitTimestampMonotonic=139420001
 ActiveEnterTimestampMonotonic=139800000
 ";
-    let times = UnitTimes::from_show(show);
+    let times = systemd::parse_show(show).unwrap();
     let e = evaluate_order(
         "deploy-proxy.service",
         &["deploy-dashboard.service".to_string()],
@@ -198,7 +208,7 @@ ActiveEnterTimestampMonotonic=139800000
     assert!(e.seen.contains("139.410s (failed)"), "{}", e.seen);
     // Still activating: the order cannot be shown.
     let mut stuck = times.clone();
-    stuck[0].inactive_enter_us = 0;
+    stuck[0].inactive_enter_us = None;
     stuck[0].active_state = "activating".into();
     let e = evaluate_order(
         "deploy-proxy.service",
@@ -255,7 +265,8 @@ const CONSUMERS: [&str; 7] = [
 
 #[test]
 fn recorded_deadlock_queue_closes_a_cycle_through_the_gate_edge() {
-    let jobs = parse_list_jobs(&std::fs::read_to_string(RECORDED_DEADLOCK).unwrap());
+    let text = std::fs::read_to_string(RECORDED_DEADLOCK).unwrap();
+    let jobs = jobs::parse_jobs(&text, false).unwrap();
     assert_eq!(jobs.len(), 11, "the file says: 11 jobs listed");
     let proxy = jobs
         .iter()
@@ -264,9 +275,9 @@ fn recorded_deadlock_queue_closes_a_cycle_through_the_gate_edge() {
     assert_eq!((proxy.id, proxy.state.as_str()), (91, "running"));
     assert_eq!(proxy.blocking.len(), 8);
     // The running proxy job "blocks" others: on 252 the labels are literal.
-    assert_eq!(LabelSemantics::infer(&jobs), Some(LabelSemantics::Literal));
+    assert_eq!(jobs::labels_swapped(&jobs), Some(false));
 
-    let mut g = WaitForGraph::from_jobs(&jobs, LabelSemantics::detect(&jobs));
+    let mut g = WaitForGraph::from_jobs(&jobs::orient(jobs, 252));
     for c in CONSUMERS {
         assert!(
             g.edges()
@@ -319,9 +330,9 @@ JOB UNIT                                              TYPE  STATE
 
 #[test]
 fn swapped_labels_are_recognised_from_job_states() {
-    let jobs = parse_list_jobs(SWAPPED_SAMPLE);
-    assert_eq!(LabelSemantics::infer(&jobs), Some(LabelSemantics::Swapped));
-    let g = WaitForGraph::from_jobs(&jobs, LabelSemantics::detect(&jobs));
+    let printed = jobs::parse_jobs(SWAPPED_SAMPLE, false).unwrap();
+    assert_eq!(jobs::labels_swapped(&printed), Some(true));
+    let g = WaitForGraph::from_jobs(&jobs::orient(printed.clone(), 257));
     let edges: Vec<(&str, &str)> = g
         .edges()
         .map(|e| (e.waiter.as_str(), e.waited.as_str()))
@@ -334,14 +345,18 @@ fn swapped_labels_are_recognised_from_job_states() {
         ]
     );
     // Read literally, the same text would claim the running job waits.
-    let wrong = WaitForGraph::from_jobs(&jobs, LabelSemantics::Literal);
+    let wrong = WaitForGraph::from_jobs(&printed);
     assert!(wrong.edges().any(|e| e.waiter == "check-oil.service"));
 }
 
 #[test]
 fn empty_queue_parses_to_nothing() {
-    assert!(parse_list_jobs("No jobs running.\n").is_empty());
-    assert_eq!(LabelSemantics::infer(&[]), None);
+    assert!(
+        jobs::parse_jobs("No jobs running.\n", false)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(jobs::labels_swapped(&[]), None);
     assert!(WaitForGraph::default().find_cycle().is_none());
 }
 
@@ -352,19 +367,19 @@ fn recorded_after_timeout_show() {
     let text =
         std::fs::read_to_string("tests/fixtures/ccci-model/dashboard-t60-after-timeout.show.txt")
             .unwrap();
-    let times = UnitTimes::from_show(&text);
+    let times = systemd::parse_show(&text).unwrap();
     let proxy = times
         .iter()
-        .find(|t| t.unit == "deploy-proxy.service")
+        .find(|t| t.id == "deploy-proxy.service")
         .unwrap();
     assert_eq!(
-        (proxy.active_state.as_str(), proxy.result.as_str()),
+        (proxy.active_state.as_str(), proxy.result_str()),
         ("failed", "timeout")
     );
-    assert_eq!(proxy.active_enter_us, 0);
+    assert_eq!(proxy.active_enter_us, None);
     let consumers: Vec<String> = CONSUMERS.iter().map(|s| s.to_string()).collect();
     // This recording lacks InactiveEnterTimestampMonotonic, so when the failed proxy left
-    // `activating` is unknown and the order cannot be shown (SHOW_PROPERTIES asks for it).
+    // `activating` is unknown and the order cannot be shown (the reader asks for it).
     let e = evaluate_order("deploy-proxy.service", &consumers, &times);
     assert!(
         !e.held && e.seen.contains("never finished starting"),
@@ -375,9 +390,9 @@ fn recorded_after_timeout_show() {
     let mut completed = times.clone();
     for t in completed
         .iter_mut()
-        .filter(|t| t.unit == "deploy-proxy.service")
+        .filter(|t| t.id == "deploy-proxy.service")
     {
-        t.inactive_enter_us = 125_815_620;
+        t.inactive_enter_us = Some(125_815_620);
     }
     let e = evaluate_order("deploy-proxy.service", &consumers, &completed);
     assert!(e.held, "{}", e.seen);

@@ -7,10 +7,10 @@ pub mod units;
 pub mod verdict;
 pub mod waitfor;
 
-pub use ordering::{SHOW_PROPERTIES, UnitTimes, evaluate_order};
+pub use ordering::evaluate_order;
 pub use outcome::{Evaluation, ExpectationOutcome};
 pub use units::{
     evaluate_no_failed, evaluate_unit, evaluate_wait_cycle_observed, evaluate_wait_cycle_unchecked,
 };
 pub use verdict::{Verdict, verdict};
-pub use waitfor::{Cycle, Job, LabelSemantics, WaitEdge, WaitForGraph, parse_list_jobs};
+pub use waitfor::{Cycle, WaitEdge, WaitForGraph};

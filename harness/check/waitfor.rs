@@ -1,112 +1,14 @@
 //! The wait-for graph: who waits for whom, from systemd's job queue plus dependencies
 //! systemd cannot see (a health gate polling a URL another unit serves), and the first
-//! cycle in it with its path.
+//! cycle in it with its path. The queue comes from the one systemd reader,
+//! [`crate::guest::systemd`], with its relations already the right way round.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
 
-/// One job of `systemctl list-jobs --after --before`, with its raw edge lines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Job {
-    /// Job id.
-    pub id: u32,
-    /// The unit.
-    pub unit: String,
-    /// start, stop, ...
-    pub job_type: String,
-    /// running or waiting.
-    pub state: String,
-    /// Lines `waiting for job N (UNIT/TYPE)` as printed: (N, UNIT).
-    pub waiting_for: Vec<(u32, String)>,
-    /// Lines `blocking job N (UNIT/TYPE)` as printed: (N, UNIT).
-    pub blocking: Vec<(u32, String)>,
-}
-
-/// What systemctl's `waiting for`/`blocking` labels mean. Their meaning has changed
-/// between systemd releases (issue #24941 on v251, PR #32450 for v256), so the printed
-/// words cannot be trusted by version alone. Recorded on Debian 12's v252
-/// (tests/fixtures/ccci-model/dashboard-deadlock.list-jobs.txt) they are literal: the
-/// running deploy-proxy job is "blocking" the waiting dashboard job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum LabelSemantics {
-    /// Under job J, "waiting for job X" means J waits for X.
-    Literal,
-    /// Under job J, "waiting for job X" means X waits for J.
-    Swapped,
-}
-
-impl LabelSemantics {
-    /// Decide from the queue itself: a `running` job waits for nothing, so a running job
-    /// printed as "waiting for" another means the labels are swapped, and one printed as
-    /// "blocking" others means they are literal. `None` when no running job has an edge.
-    pub fn infer(jobs: &[Job]) -> Option<LabelSemantics> {
-        let mut verdict = None;
-        for j in jobs.iter().filter(|j| j.state == "running") {
-            if !j.waiting_for.is_empty() {
-                return Some(LabelSemantics::Swapped);
-            }
-            if !j.blocking.is_empty() {
-                verdict = Some(LabelSemantics::Literal);
-            }
-        }
-        verdict
-    }
-
-    /// [`LabelSemantics::infer`], or `Literal` (what systemd 252 prints) when the queue
-    /// does not tell.
-    pub fn detect(jobs: &[Job]) -> LabelSemantics {
-        LabelSemantics::infer(jobs).unwrap_or(LabelSemantics::Literal)
-    }
-}
-
-/// Parse `systemctl list-jobs --after --before` text. Lines that are neither a job nor an
-/// edge (the header, "N jobs listed.", "No jobs running.") are skipped.
-pub fn parse_list_jobs(text: &str) -> Vec<Job> {
-    let mut jobs: Vec<Job> = Vec::new();
-    for line in text.lines() {
-        let trimmed = line.trim_start_matches(|c: char| {
-            c.is_whitespace() || c == '└' || c == '─' || c == '├' || c == '│'
-        });
-        if let Some(rest) = trimmed.strip_prefix("waiting for job ") {
-            if let (Some(edge), Some(job)) = (parse_edge(rest), jobs.last_mut()) {
-                job.waiting_for.push(edge);
-            }
-            continue;
-        }
-        if let Some(rest) = trimmed.strip_prefix("blocking job ") {
-            if let (Some(edge), Some(job)) = (parse_edge(rest), jobs.last_mut()) {
-                job.blocking.push(edge);
-            }
-            continue;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if let [id, unit, job_type, state] = fields[..]
-            && let Ok(id) = id.parse::<u32>()
-        {
-            jobs.push(Job {
-                id,
-                unit: unit.to_string(),
-                job_type: job_type.to_string(),
-                state: state.to_string(),
-                waiting_for: Vec::new(),
-                blocking: Vec::new(),
-            });
-        }
-    }
-    jobs
-}
-
-/// `N (UNIT/TYPE)   -   -` → (N, UNIT).
-fn parse_edge(rest: &str) -> Option<(u32, String)> {
-    let (id, tail) = rest.split_once(' ')?;
-    let id = id.parse().ok()?;
-    let inner = tail.trim_start().strip_prefix('(')?;
-    let (inside, _) = inner.split_once(')')?;
-    let unit = inside.rsplit_once('/').map_or(inside, |(u, _)| u);
-    Some((id, unit.to_string()))
-}
+use crate::guest::systemd::Job;
 
 /// One "waits for" edge between units, with why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -126,29 +28,31 @@ pub struct WaitForGraph {
 }
 
 impl WaitForGraph {
-    /// The graph of a job queue, reading the labels with `semantics`.
-    pub fn from_jobs(jobs: &[Job], semantics: LabelSemantics) -> WaitForGraph {
+    /// The graph of a job queue: an edge for every job that waits for another job.
+    pub fn from_jobs(jobs: &[Job]) -> WaitForGraph {
         let mut g = WaitForGraph::default();
         let unit_of: BTreeMap<u32, &str> = jobs.iter().map(|j| (j.id, j.unit.as_str())).collect();
         for j in jobs {
-            let (j_waits, waits_on_j) = match semantics {
-                LabelSemantics::Literal => (&j.waiting_for, &j.blocking),
-                LabelSemantics::Swapped => (&j.blocking, &j.waiting_for),
-            };
-            for (other, unit) in j_waits {
-                let unit = unit_of.get(other).copied().unwrap_or(unit);
+            for other in &j.waiting_for {
+                let unit = unit_of.get(&other.id).copied().unwrap_or(&other.unit);
                 g.add(
                     &j.unit,
                     unit,
-                    format!("job {} ({}) waits for job {other} ({unit})", j.id, j.unit),
+                    format!(
+                        "job {} ({}) waits for job {} ({unit})",
+                        j.id, j.unit, other.id
+                    ),
                 );
             }
-            for (other, unit) in waits_on_j {
-                let unit = unit_of.get(other).copied().unwrap_or(unit);
+            for other in &j.blocking {
+                let unit = unit_of.get(&other.id).copied().unwrap_or(&other.unit);
                 g.add(
                     unit,
                     &j.unit,
-                    format!("job {other} ({unit}) waits for job {} ({})", j.id, j.unit),
+                    format!(
+                        "job {} ({unit}) waits for job {} ({})",
+                        other.id, j.id, j.unit
+                    ),
                 );
             }
         }

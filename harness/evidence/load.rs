@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::check::{UnitTimes, Verdict};
+use crate::check::Verdict;
 use crate::error::usage;
+use crate::guest::systemd::journal::last_monotonic_us;
+use crate::guest::systemd::{UnitState, parse_show};
 use crate::run::PairReport;
 use crate::scenario::Expected;
 
@@ -47,9 +49,7 @@ pub struct PairEvidence {
     /// `vm.json`, if written.
     pub vm: Option<VmInfo>,
     /// `units-PHASE.txt` file name → the units it lists.
-    pub units: BTreeMap<String, Vec<UnitTimes>>,
-    /// `units-PHASE.txt` file name → unit → `LoadState` (`masked` for a held-back unit).
-    pub load_states: BTreeMap<String, BTreeMap<String, String>>,
+    pub units: BTreeMap<String, Vec<UnitState>>,
     /// Boot index → the last monotonic timestamp (µs) in `journal-boot-N.json`: how far
     /// the harness saw into that boot.
     pub journal_end_us: BTreeMap<u32, u64>,
@@ -79,7 +79,7 @@ impl PairEvidence {
     }
 
     /// Units of the phase `phase` (by `units-PHASE.txt`), if recorded.
-    pub fn phase_units(&self, phase: &str) -> Option<(&str, &[UnitTimes])> {
+    pub fn phase_units(&self, phase: &str) -> Option<(&str, &[UnitState])> {
         let name = units_file(phase);
         self.units
             .get_key_value(&name)
@@ -197,12 +197,12 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
     };
     let mut units = BTreeMap::new();
     let mut journal_end_us = BTreeMap::new();
-    let mut load_states = BTreeMap::new();
     for name in &files {
         if name.starts_with("units-") && name.ends_with(".txt") {
-            let text = read(&dir.join(name))?;
-            units.insert(name.clone(), UnitTimes::from_show(&text));
-            load_states.insert(name.clone(), load_states_of(&text));
+            let path = dir.join(name);
+            let parsed = parse_show(&read(&path)?)
+                .map_err(|e| usage(format!("{}: {e:#}", path.display())))?;
+            units.insert(name.clone(), parsed);
         } else if let Some(n) = name
             .strip_prefix("journal-boot-")
             .and_then(|r| r.strip_suffix(".json"))
@@ -217,7 +217,6 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         complete,
         vm,
         units,
-        load_states,
         journal_end_us,
         identity,
         files,
@@ -228,38 +227,6 @@ fn read(path: &Path) -> anyhow::Result<String> {
     let bytes =
         std::fs::read(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// Unit → `LoadState` from `systemctl show` blocks (units without one are left out).
-pub fn load_states_of(show: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for block in show.split("\n\n") {
-        let get = |key: &str| {
-            block
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                .map(str::trim)
-        };
-        if let (Some(id), Some(state)) = (get("Id"), get("LoadState")) {
-            out.insert(id.to_string(), state.to_string());
-        }
-    }
-    out
-}
-
-/// The largest `__MONOTONIC_TIMESTAMP` among `journalctl -o json` lines (0 if none).
-pub fn last_monotonic_us(journal: &str) -> u64 {
-    #[derive(Deserialize)]
-    struct Entry {
-        #[serde(rename = "__MONOTONIC_TIMESTAMP")]
-        monotonic: Option<String>,
-    }
-    journal
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
-        .filter_map(|e| e.monotonic?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
 }
 
 /// Make the report's paths relative to the bundle: the runner wrote them relative to
@@ -327,23 +294,6 @@ mod tests {
             .collect();
         sort_folders(&mut f, &["before__z".into(), "b__x".into()]);
         assert_eq!(f, ["before__z", "b__x", "a__y", "after__z"]);
-    }
-
-    #[test]
-    fn load_states_per_unit() {
-        let s = load_states_of(
-            "Id=a.service\nLoadState=masked\n\nId=b.service\nLoadState=loaded\n\nId=c.service\n",
-        );
-        assert_eq!(s.get("a.service").map(String::as_str), Some("masked"));
-        assert_eq!(s.get("b.service").map(String::as_str), Some("loaded"));
-        assert!(!s.contains_key("c.service"));
-    }
-
-    #[test]
-    fn journal_end_is_the_largest_monotonic_stamp() {
-        let j = "{\"__MONOTONIC_TIMESTAMP\":\"900\"}\nnot json\n{\"__MONOTONIC_TIMESTAMP\":\"1200\"}\n{\"MESSAGE\":\"x\"}\n";
-        assert_eq!(last_monotonic_us(j), 1200);
-        assert_eq!(last_monotonic_us(""), 0);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use super::facts;
 use super::junit::expected_word;
 use super::load::{Bundle, PairEvidence};
-use crate::check::{ExpectationOutcome, UnitTimes, Verdict};
+use crate::check::{ExpectationOutcome, Verdict};
+use crate::guest::systemd::UnitState;
 use crate::scenario::Milestone;
 
 /// Render `report.md`. `name` is the bundle's folder name.
@@ -404,8 +405,8 @@ fn ordering(s: &mut String, p: &PairEvidence) {
     let Some(units) = p.units.get(file) else {
         return;
     };
-    let find = |n: &str| units.iter().find(|u| u.unit == n);
-    let Some(done) = find(anchor).and_then(UnitTimes::finished_starting_us) else {
+    let find = |n: &str| units.iter().find(|u| u.id == n);
+    let Some(done) = find(anchor).and_then(UnitState::finished_starting_us) else {
         return;
     };
     let _ = writeln!(
@@ -434,13 +435,11 @@ fn ordering(s: &mut String, p: &PairEvidence) {
             start
                 .map(|v| format!("{:+.3} s", (v as f64 - done as f64) / 1e6))
                 .unwrap_or_default(),
-            if t.active_enter_us > 0 {
-                format!("{:.3} s", t.active_enter_us as f64 / 1e6)
-            } else {
-                "—".into()
-            },
+            t.active_enter_us
+                .map(|v| format!("{:.3} s", v as f64 / 1e6))
+                .unwrap_or("—".into()),
             t.active_state,
-            t.result
+            t.result_str()
         );
     }
     s.push('\n');

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::facts;
 use super::load::{Bundle, PairEvidence};
-use crate::check::UnitTimes;
+use crate::guest::systemd::UnitState;
 
 /// The units drawn, top to bottom: the proxy, traefik, the dashboard, then the six
 /// `After=deploy-proxy` consumers.
@@ -78,11 +78,11 @@ pub fn groups(bundle: &Bundle) -> Vec<Group> {
 
 fn group(p: &PairEvidence) -> Option<Group> {
     let first = p.report.boots.first()?;
-    let (file, units) = p.phase_units(&first.phase)?;
-    let load_states = p.load_states.get(file);
+    let (_, units) = p.phase_units(&first.phase)?;
     let max_stamp = units
         .iter()
         .flat_map(|u| [u.inactive_exit_us, u.active_enter_us, u.inactive_enter_us])
+        .flatten()
         .max()
         .unwrap_or(0);
     let observed_us = p
@@ -99,10 +99,11 @@ fn group(p: &PairEvidence) -> Option<Group> {
     let rows = names
         .iter()
         .map(|n| {
-            let mut r = row(n, units.iter().find(|u| u.unit == *n), observed_until);
-            let state = load_states.and_then(|m| m.get(*n));
+            let unit = units.iter().find(|u| u.id == *n);
+            let mut r = row(n, unit, observed_until);
+            let state = unit.map(|u| u.load_state.as_str());
             if r.span.is_none() && state.is_some_and(|s| s != "loaded") {
-                r.note = format!("{} for this boot", state.map(String::as_str).unwrap_or(""));
+                r.note = format!("{} for this boot", state.unwrap_or(""));
             }
             r
         })
@@ -125,9 +126,9 @@ fn group(p: &PairEvidence) -> Option<Group> {
 }
 
 /// A unit's row from its timestamps.
-pub fn row(unit: &str, t: Option<&UnitTimes>, observed_until: f64) -> Row {
+pub fn row(unit: &str, t: Option<&UnitState>, observed_until: f64) -> Row {
     let label = unit.trim_end_matches(".service").to_string();
-    let Some(t) = t.filter(|t| t.inactive_exit_us > 0) else {
+    let Some((t, began)) = t.and_then(|t| Some((t, t.inactive_exit_us?))) else {
         let why = match t.map(|t| t.active_state.as_str()) {
             None => "not recorded",
             Some(_) => "never started",
@@ -139,18 +140,19 @@ pub fn row(unit: &str, t: Option<&UnitTimes>, observed_until: f64) -> Row {
             note: why.to_string(),
         };
     };
-    let start = secs(t.inactive_exit_us);
-    let failed = t.active_state == "failed" || (!t.result.is_empty() && t.result != "success");
-    let (end, kind, note) = if t.active_enter_us > 0 {
+    let start = secs(began);
+    let result = t.result_str();
+    let failed = t.active_state == "failed" || (!result.is_empty() && result != "success");
+    let (end, kind, note) = if let Some(active) = t.active_enter_us {
         let kind = if t.active_state == "failed" {
             BarKind::Failed
         } else {
             BarKind::Active
         };
-        let end = secs(t.active_enter_us);
+        let end = secs(active);
         (end, kind, format!("active after {:.1} s", end - start))
-    } else if t.inactive_enter_us > t.inactive_exit_us {
-        let end = secs(t.inactive_enter_us);
+    } else if let Some(ended) = t.inactive_enter_us.filter(|e| *e > began) {
+        let end = secs(ended);
         let kind = if failed {
             BarKind::Failed
         } else {
@@ -162,7 +164,7 @@ pub fn row(unit: &str, t: Option<&UnitTimes>, observed_until: f64) -> Row {
             format!(
                 "{} (Result={}) after {:.1} s",
                 t.active_state,
-                t.result,
+                result,
                 end - start
             ),
         )
@@ -376,15 +378,25 @@ mod tests {
         exit: u64,
         active: u64,
         inact: u64,
-    ) -> UnitTimes {
-        UnitTimes {
-            unit: unit.into(),
+    ) -> UnitState {
+        let stamp = |v: u64| (v > 0).then_some(v);
+        UnitState {
+            id: unit.into(),
+            load_state: "loaded".into(),
             active_state: state.into(),
-            result: result.into(),
-            inactive_exit_us: exit,
-            active_enter_us: active,
-            inactive_enter_us: inact,
-            ..UnitTimes::default()
+            sub_state: String::new(),
+            result: (!result.is_empty()).then(|| result.into()),
+            service_type: None,
+            n_restarts: None,
+            exec_main_code: None,
+            exec_main_status: None,
+            inactive_exit_us: stamp(exit),
+            active_enter_us: stamp(active),
+            active_exit_us: None,
+            inactive_enter_us: stamp(inact),
+            state_change_us: None,
+            exec_main_start_us: None,
+            exec_main_exit_us: None,
         }
     }
 

@@ -76,13 +76,12 @@ pub async fn cold_boot(
     Ok((vm, guest, took))
 }
 
-/// Parse the guest's `systemd-analyze` first line, if the boot has finished.
+/// The guest's `Startup finished in ...` line, if the boot has finished.
 pub async fn guest_startup_line(guest: &Guest) -> Option<String> {
-    let out = guest.exec("systemd-analyze time").await.ok()?;
-    if out.status != 0 {
-        return None;
-    }
-    out.stdout.lines().next().map(|l| l.trim().to_string())
+    let (boot, line) = crate::guest::systemd::boot_time_after(guest, Duration::ZERO)
+        .await
+        .ok()?;
+    boot.map(|_| line)
 }
 
 /// An infra error for a missing kernel: recipe images always have one.

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::{self, Evaluation, UnitTimes};
+use crate::check::{self, Evaluation};
 use crate::guest::Guest;
+use crate::guest::systemd::{self, UnitState};
 use crate::scenario::{
     CommandExpectation, ExpectationKind, FileExpectation, HttpExpectation, JournalExpectation,
     ProbeFrom, UnitExpectation,
@@ -88,7 +89,7 @@ pub async fn await_expectation(
         ExpectationKind::Order(o) => {
             let mut names: Vec<String> = vec![o.after.as_str().to_string()];
             names.extend(o.units.iter().map(|u| u.as_str().to_string()));
-            let times = unit_times(live.guest, &names).await?;
+            let times = systemd::unit_snapshot(live.guest, &names).await?;
             Awaited::now(check::evaluate_order(o.after.as_str(), &names[1..], &times))
         }
         ExpectationKind::Http(h) => await_http(live, h, deadline).await?,
@@ -96,11 +97,8 @@ pub async fn await_expectation(
         ExpectationKind::File(f) => Awaited::now(evaluate_file(live.guest, f).await?),
         ExpectationKind::Command(c) => Awaited::now(evaluate_command(live.guest, c).await?),
         ExpectationKind::NoFailedUnits(n) => {
-            let out = live
-                .guest
-                .exec_checked("systemctl list-units --all --plain --no-legend --no-pager --type=service,socket,mount,target,timer,path")
-                .await?;
-            let units = parse_list_units(&out.stdout);
+            let units =
+                systemd::list_units(live.guest, "service,socket,mount,target,timer,path").await?;
             let except: Vec<String> = n.except.iter().map(|u| u.as_str().to_string()).collect();
             Awaited::now(check::evaluate_no_failed(&units, &except))
         }
@@ -111,33 +109,12 @@ pub async fn await_expectation(
     })
 }
 
-/// A unit's state with the guest's timestamp of its last change.
-#[derive(Debug, Clone, Default)]
-struct UnitNow {
-    active: String,
-    sub: String,
-    result: String,
-    changed_us: u64,
-}
-
-async fn unit_now(guest: &Guest, unit: &str) -> anyhow::Result<UnitNow> {
-    let out = guest
-        .exec_checked(&format!(
-            "systemctl show -p ActiveState,SubState,Result,StateChangeTimestampMonotonic -- {}",
-            crate::guest::shell::quote(unit)
-        ))
-        .await?;
-    let mut now = UnitNow::default();
-    for line in out.stdout.lines() {
-        match line.split_once('=') {
-            Some(("ActiveState", v)) => now.active = v.to_string(),
-            Some(("SubState", v)) => now.sub = v.to_string(),
-            Some(("Result", v)) => now.result = v.to_string(),
-            Some(("StateChangeTimestampMonotonic", v)) => now.changed_us = v.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
-    Ok(now)
+/// One unit's state now, from the one systemd reader.
+async fn unit_now(guest: &Guest, unit: &str) -> anyhow::Result<UnitState> {
+    systemd::unit_snapshot(guest, &[unit])
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("systemctl show returned nothing for {unit}"))
 }
 
 async fn await_unit(
@@ -149,16 +126,16 @@ async fn await_unit(
     let mut seen_entries = 0usize;
     loop {
         let now = unit_now(live.guest, unit).await?;
-        let eval = check::units::evaluate_unit(u, &now.active, &now.result);
+        let eval = check::units::evaluate_unit(u, &now.active_state, now.result_str());
         (live.status)(&format!(
             "waiting for {unit} {} ({} {})",
             u.state.as_str(),
-            now.active,
-            now.sub
+            now.active_state,
+            now.sub_state
         ));
         if eval.held {
             live.journal.tighten(&mut live.clock);
-            let changed = (now.changed_us > 0).then(|| live.clock.to_host(now.changed_us));
+            let changed = now.state_change_us.map(|us| live.clock.to_host(us));
             // Seen late is not the same as reached late: judge by the guest's timestamp.
             let eval = match changed {
                 Some(at) if at > deadline + live.clock.uncertainty => Evaluation::failed(format!(
@@ -177,22 +154,23 @@ async fn await_unit(
         // A failed unit with no job queued stays failed: nothing will start it again by
         // itself (an automatic restart shows as activating, not failed). Decide now
         // rather than at the deadline.
-        if now.active == "failed"
+        if now.active_state == "failed"
             && u.state != crate::scenario::UnitState::Failed
-            && !has_job(live.guest, unit).await?
+            && !systemd::has_job(live.guest, unit).await?
         {
             let seen = format!(
                 "{unit} is failed ({}) with Result={}, and no job will start it again",
-                now.sub, now.result
+                now.sub_state,
+                now.result_str()
             );
             return Ok(Awaited::now(Evaluation::failed(seen)));
         }
         if Instant::now() >= deadline {
             let seen = format!(
                 "{unit} is {} ({}) with Result={} after {}",
-                now.active,
-                now.sub,
-                now.result,
+                now.active_state,
+                now.sub_state,
+                now.result_str(),
                 crate::scenario::format_duration(u.within.0)
             );
             return Ok(Awaited::now(Evaluation::failed(seen)));
@@ -221,49 +199,6 @@ async fn await_unit(
             }
         }
     }
-}
-
-/// Whether a job (start, restart, ...) is queued or running for `unit`.
-async fn has_job(guest: &Guest, unit: &str) -> anyhow::Result<bool> {
-    let out = guest
-        .exec_checked(&format!(
-            "systemctl list-jobs --no-legend --no-pager -- {}",
-            crate::guest::shell::quote(unit)
-        ))
-        .await?;
-    Ok(out
-        .stdout
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(unit)))
-}
-
-/// `systemctl show` of `units` with the properties ordering needs.
-pub async fn unit_times(guest: &Guest, units: &[String]) -> anyhow::Result<Vec<UnitTimes>> {
-    let quoted: Vec<String> = units
-        .iter()
-        .map(|u| crate::guest::shell::quote(u))
-        .collect();
-    let out = guest
-        .exec_checked(&format!(
-            "systemctl show -p {} -- {}",
-            check::SHOW_PROPERTIES,
-            quoted.join(" ")
-        ))
-        .await?;
-    Ok(UnitTimes::from_show(&out.stdout))
-}
-
-/// `(unit, ActiveState)` from `systemctl list-units --plain --no-legend`.
-pub fn parse_list_units(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let unit = f.next()?;
-            let _load = f.next()?;
-            let active = f.next()?;
-            Some((unit.to_string(), active.to_string()))
-        })
-        .collect()
 }
 
 async fn await_http(
@@ -461,39 +396,16 @@ async fn await_boot_budget(
     // The boot may still be finishing: wait for it, but no longer than the budget allows.
     let wait = deadline
         .saturating_duration_since(Instant::now())
-        .max(budget)
-        .as_secs()
-        .max(1);
-    let out = live
-        .guest
-        .exec(&format!("timeout {wait} systemctl is-system-running --wait >/dev/null 2>&1; systemd-analyze time"))
-        .await?;
-    let line = out.stdout.lines().next().unwrap_or("").trim().to_string();
-    Ok(Awaited::now(match parse_startup_total(&line) {
-        Some(total) if total <= budget => Evaluation::held(line),
+        .max(budget);
+    let (boot, line) = systemd::boot_time_after(live.guest, wait).await?;
+    Ok(Awaited::now(match boot {
+        Some(b) if Duration::from_micros(b.total_us) <= budget => Evaluation::held(line),
         Some(_) => Evaluation::failed(line),
-        None => Evaluation::failed(format!("the boot did not finish: {}", out.stderr.trim())),
+        None => Evaluation::failed(format!(
+            "the boot did not finish within {}",
+            crate::scenario::format_duration(wait)
+        )),
     }))
-}
-
-/// The total of a `Startup finished in ... = 1min 2.345s` line.
-pub fn parse_startup_total(line: &str) -> Option<Duration> {
-    let total = line.rsplit_once(" = ")?.1.trim();
-    let mut secs = 0.0f64;
-    for part in total.split_whitespace() {
-        if let Some(m) = part.strip_suffix("min") {
-            secs += m.parse::<f64>().ok()? * 60.0;
-        } else if let Some(ms) = part.strip_suffix("ms") {
-            secs += ms.parse::<f64>().ok()? / 1000.0;
-        } else if let Some(s) = part.strip_suffix('s') {
-            secs += s.parse::<f64>().ok()?;
-        } else if let Some(h) = part.strip_suffix('h') {
-            secs += h.parse::<f64>().ok()? * 3600.0;
-        } else {
-            return None;
-        }
-    }
-    Some(Duration::from_secs_f64(secs))
 }
 
 /// The first 200 characters of a body, for messages and evidence.
@@ -502,36 +414,5 @@ pub fn excerpt(body: &str) -> String {
     match trimmed.char_indices().nth(200) {
         Some((i, _)) => format!("{}…", &trimmed[..i]),
         None => trimmed.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn startup_totals() {
-        let line = "Startup finished in 30.455s (kernel) + 1min 10.368s (userspace) = 1min 40.823s";
-        assert_eq!(
-            parse_startup_total(line),
-            Some(Duration::from_millis(100_823))
-        );
-        assert_eq!(
-            parse_startup_total("Startup finished in 7.4s (kernel) + 13.0s (userspace) = 20.4s"),
-            Some(Duration::from_millis(20_400))
-        );
-        assert_eq!(parse_startup_total("Bootup is not yet finished"), None);
-    }
-
-    #[test]
-    fn list_units_lines() {
-        let text = "deploy-proxy.service loaded failed failed deploy traefik\nssh.service loaded active running OpenBSD Secure Shell server\n";
-        assert_eq!(
-            parse_list_units(text),
-            vec![
-                ("deploy-proxy.service".to_string(), "failed".to_string()),
-                ("ssh.service".to_string(), "active".to_string())
-            ]
-        );
     }
 }

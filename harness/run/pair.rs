@@ -358,7 +358,7 @@ async fn cycle(
     vm.set_cmdline(boot::cmdline(&ctx.spec, key, opts));
     if how == PhaseStart::Reboot {
         // The connection drops as the guest goes down; QEMU exits (-no-reboot).
-        let _ = guest.exec("systemctl reboot").await;
+        crate::guest::systemd::reboot(&guest).await;
         drop(guest);
         tokio::time::timeout(REBOOT_EXIT, vm.exited())
             .await
@@ -408,18 +408,12 @@ async fn act(
         }
         Action::Restart(r) => {
             (ctx.status)(&format!("phase {}: restarting {}", phase.name, r.unit));
-            let flag = if r.no_block { "--no-block " } else { "" };
             // A failing restart is the system under test's business: expectations judge it.
-            let out = up
-                .guest
-                .exec(&format!(
-                    "systemctl restart {flag}-- {}",
-                    crate::guest::shell::quote(r.unit.as_str())
-                ))
-                .await?;
+            let status =
+                crate::guest::systemd::restart(&up.guest, r.unit.as_str(), r.no_block).await?;
             state
                 .timeline
-                .event("restart", &format!("{} exited {}", r.unit, out.status));
+                .event("restart", &format!("{} exited {status}", r.unit));
         }
         Action::Fault(name) => inject_fault(ctx, &up.guest, name).await?,
         Action::Link(l) => {

@@ -12,6 +12,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::guest::Guest;
+use crate::guest::systemd;
 use crate::scenario::{ExpectationKind, Scenario};
 use crate::target::BootSpec;
 use crate::vm::Vm;
@@ -155,36 +156,24 @@ pub fn identity_evidence(
 /// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines;
 /// `critical-chain-boot-N.txt` for the focus unit, and `plot-boot-N.svg`.
 pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32, focus: &str) {
-    let path = run_dir.join(format!("journal-boot-{boot_index}.json"));
-    match guest.exec("journalctl -b -o json --no-pager").await {
-        Ok(out) => {
-            if let Err(e) = write_atomic(&path, out.stdout.as_bytes()) {
-                tracing::warn!("cannot write {}: {e:#}", path.display());
-            }
-        }
-        Err(e) => tracing::warn!("cannot read the journal of boot {boot_index}: {e:#}"),
-    }
-    for (file, cmd) in [
-        (
-            format!("critical-chain-boot-{boot_index}.txt"),
-            format!(
-                "systemd-analyze critical-chain --no-pager -- {} 2>&1",
-                crate::guest::shell::quote(focus)
-            ),
-        ),
-        (
-            format!("plot-boot-{boot_index}.svg"),
-            "systemd-analyze plot 2>/dev/null".to_string(),
-        ),
+    let (journal, chain, plot) = tokio::join!(
+        systemd::boot_journal_json(guest),
+        systemd::critical_chain(guest, focus),
+        systemd::plot(guest)
+    );
+    for (file, text) in [
+        (format!("journal-boot-{boot_index}.json"), journal),
+        (format!("critical-chain-boot-{boot_index}.txt"), chain),
+        (format!("plot-boot-{boot_index}.svg"), plot),
     ] {
-        match guest.exec(&cmd).await {
-            Ok(out) if !out.stdout.is_empty() => {
-                if let Err(e) = write_atomic(&run_dir.join(&file), out.stdout.as_bytes()) {
+        match text {
+            Ok(text) if !text.is_empty() => {
+                if let Err(e) = write_atomic(&run_dir.join(&file), text.as_bytes()) {
                     tracing::warn!("cannot write {file}: {e:#}");
                 }
             }
-            Ok(out) => tracing::debug!("{cmd} printed nothing (exit {})", out.status),
-            Err(e) => tracing::warn!("cannot run {cmd}: {e:#}"),
+            Ok(_) => tracing::debug!("nothing to write to {file}"),
+            Err(e) => tracing::warn!("cannot collect {file}: {e:#}"),
         }
     }
 }
@@ -203,14 +192,9 @@ pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario
             _ => {}
         }
     }
-    let quoted: Vec<String> = named
-        .iter()
-        .map(|u| crate::guest::shell::quote(u))
-        .collect();
     let cmd = format!(
-        "systemctl show -p Id,ActiveState,SubState,Result,LoadState,{} -- {} $(systemctl list-units --all --plain --no-legend --type=service | awk '{{print $1}}')",
-        crate::check::SHOW_PROPERTIES,
-        quoted.join(" ")
+        "{} $(systemctl list-units --all --plain --no-legend --type=service | awk '{{print $1}}')",
+        systemd::show_command(&named)
     );
     let path = run_dir.join(format!("units-{}.txt", file_safe(phase)));
     match guest.exec(&cmd).await {

@@ -7,67 +7,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::guest::{Guest, LineStream};
 
-/// The journal command the watcher runs in the guest.
-/// `stdbuf -oL`: journalctl writes through stdio, which a pipe would block-buffer and so
-/// hold entries back for seconds.
-/// Only the fields the runner reads are sent (journalctl adds the `__` ones), which keeps
-/// the replay of the boot so far short on a slow guest.
-pub const JOURNAL_FOLLOW: &str = "stdbuf -oL journalctl -b -f -n all -o json --no-pager \
-    --output-fields=MESSAGE,UNIT,_SYSTEMD_UNIT,_PID,JOB_RESULT,MESSAGE_ID";
-
-/// One journal entry, reduced to what the runner uses.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Entry {
-    /// `__MONOTONIC_TIMESTAMP`: µs since the guest booted.
-    pub mono_us: u64,
-    /// `UNIT` (set by PID 1 on unit lifecycle messages), else `_SYSTEMD_UNIT`.
-    pub unit: Option<String>,
-    /// Whether PID 1 wrote it (a unit or job state change).
-    pub from_manager: bool,
-    /// `MESSAGE`.
-    pub message: String,
-    /// `JOB_RESULT`, on job completion messages.
-    pub job_result: Option<String>,
-}
-
-impl Entry {
-    /// Parse one line of `journalctl -o json`; `None` for a line that is not an entry.
-    pub fn parse(line: &str) -> Option<Entry> {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-        let mono_us = field("__MONOTONIC_TIMESTAMP")?.parse().ok()?;
-        let from_manager = field("_PID").as_deref() == Some("1");
-        let unit = if from_manager {
-            field("UNIT").or_else(|| field("_SYSTEMD_UNIT"))
-        } else {
-            field("_SYSTEMD_UNIT").or_else(|| field("UNIT"))
-        };
-        // MESSAGE may be an array of bytes when it is not valid UTF-8.
-        let message = match v.get("MESSAGE") {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Array(bytes)) => String::from_utf8_lossy(
-                &bytes
-                    .iter()
-                    .filter_map(|b| b.as_u64().map(|b| b as u8))
-                    .collect::<Vec<u8>>(),
-            )
-            .into_owned(),
-            _ => String::new(),
-        };
-        Some(Entry {
-            mono_us,
-            unit,
-            from_manager,
-            message,
-            job_result: field("JOB_RESULT"),
-        })
-    }
-}
+pub use crate::guest::systemd::journal::{Entry, JOURNAL_FOLLOW};
 
 /// An entry with the host instant it arrived at.
 #[derive(Debug, Clone)]
@@ -168,29 +112,4 @@ async fn pump(mut stream: LineStream, entries: Arc<Mutex<Vec<Seen>>>, tx: watch:
         }
     }
     tracing::debug!("journal stream ended: {:?}", stream.end());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_a_manager_entry() {
-        let line = r#"{"__MONOTONIC_TIMESTAMP":"23456789","_PID":"1","UNIT":"deploy-proxy.service","MESSAGE":"deploy-proxy.service: Failed with result 'timeout'.","JOB_RESULT":"timeout","_SYSTEMD_UNIT":"init.scope"}"#;
-        let e = Entry::parse(line).expect("an entry");
-        assert_eq!(e.mono_us, 23_456_789);
-        assert!(e.from_manager);
-        assert_eq!(e.unit.as_deref(), Some("deploy-proxy.service"));
-        assert_eq!(e.job_result.as_deref(), Some("timeout"));
-    }
-
-    #[test]
-    fn service_output_is_attributed_to_its_unit() {
-        let line = r#"{"__MONOTONIC_TIMESTAMP":"5","_PID":"812","_SYSTEMD_UNIT":"deploy-proxy.service","MESSAGE":[104,105]}"#;
-        let e = Entry::parse(line).expect("an entry");
-        assert!(!e.from_manager);
-        assert_eq!(e.unit.as_deref(), Some("deploy-proxy.service"));
-        assert_eq!(e.message, "hi");
-        assert!(Entry::parse("not json").is_none());
-    }
 }

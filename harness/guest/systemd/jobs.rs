@@ -9,10 +9,10 @@
 //! prints them the right way round: recorded in `tests/fixtures/guest/list-jobs-after-before.txt`,
 //! where `cb-after.service` (`After=cb-slow.service`) is shown "waiting for" cb-slow.
 //! The meaning changed back and forth in PID 1's `GetJobAfter`/`GetJobBefore` as well as
-//! in systemctl, so a version number alone is a guess. [`super::list_jobs`] therefore
-//! calibrates: it takes one printed start/start relation and checks it against the
-//! units' declared `After=` ordering ([`orientation_probe`]); only when the queue offers
-//! no such pair does it fall back to [`labels_swapped_for_version`].
+//! in systemctl, so a version number alone is a guess. The queue tells instead
+//! ([`labels_swapped`]): a `running` job waits for nothing, so a relation printed under
+//! a running job can only be one that waits for it. Only a queue with no such relation
+//! falls back to [`labels_swapped_for_version`].
 //! [`Job::waiting_for`] is always what J waits for, [`Job::blocking`] what waits for J.
 
 use serde::{Deserialize, Serialize};
@@ -51,16 +51,31 @@ pub struct Job {
     pub blocking: Vec<JobRef>,
 }
 
-/// A printed relation to check against declared ordering: `(unit, other)` where the text
-/// says `unit`'s start job is "waiting for" `other`'s start job. If `other` is in `unit`'s
-/// `After=`, the labels are true; otherwise they are swapped. Parse with `swapped = false`.
-pub fn orientation_probe(jobs: &[Job]) -> Option<(&str, &str)> {
-    jobs.iter().filter(|j| j.job_type == "start").find_map(|j| {
-        j.waiting_for
-            .iter()
-            .find(|r| r.job_type == "start")
-            .map(|r| (j.unit.as_str(), r.unit.as_str()))
-    })
+/// Whether the labels of a queue parsed with `swapped = false` are swapped, judged
+/// from the queue itself: a running job waits for nothing, so one printed "waiting for"
+/// another means swapped, and one printed "blocking" others means true. `None` when no
+/// running job has a relation.
+pub fn labels_swapped(jobs: &[Job]) -> Option<bool> {
+    let mut verdict = None;
+    for j in jobs.iter().filter(|j| j.state == "running") {
+        if !j.waiting_for.is_empty() {
+            return Some(true);
+        }
+        if !j.blocking.is_empty() {
+            verdict = Some(false);
+        }
+    }
+    verdict
+}
+
+/// The true relations of a queue parsed with `swapped = false`: swapped back when
+/// [`labels_swapped`] says so, or, when the queue cannot tell, when `version` is known to
+/// print them swapped.
+pub fn orient(mut jobs: Vec<Job>, version: u32) -> Vec<Job> {
+    if labels_swapped(&jobs).unwrap_or_else(|| labels_swapped_for_version(version)) {
+        swap_relations(&mut jobs);
+    }
+    jobs
 }
 
 /// Swap every job's `waiting_for` and `blocking` lists.
@@ -77,7 +92,7 @@ pub fn parse_jobs(text: &str, swapped: bool) -> anyhow::Result<Vec<Job>> {
     for (n, line) in text.lines().enumerate() {
         let at = |e: String| anyhow::anyhow!("systemctl list-jobs output, line {}: {e}", n + 1);
         let line = line.trim();
-        if line.is_empty() || line.starts_with("No jobs") {
+        if line.is_empty() || line.starts_with("No jobs") || is_legend(line) {
             continue;
         }
         if let Some((label, rest)) = relation(line) {
@@ -96,6 +111,13 @@ pub fn parse_jobs(text: &str, swapped: bool) -> anyhow::Result<Vec<Job>> {
         jobs.push(job_row(line).map_err(at)?);
     }
     Ok(jobs)
+}
+
+/// The header (`JOB UNIT TYPE STATE`) and footer (`11 jobs listed.`) that
+/// `list-jobs` prints without `--no-legend`.
+fn is_legend(line: &str) -> bool {
+    line.split_whitespace().collect::<Vec<_>>() == ["JOB", "UNIT", "TYPE", "STATE"]
+        || (line.ends_with(" listed.") && line.contains(" job"))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -199,13 +221,13 @@ mod tests {
     }
 
     #[test]
-    fn probe_picks_a_printed_start_relation() {
+    fn a_running_job_printed_waiting_means_swapped() {
         let jobs = parse_jobs(PRE_FIX, false).unwrap();
-        assert_eq!(
-            orientation_probe(&jobs),
-            Some(("check-oil.service", "engine-ready.target"))
-        );
-        assert_eq!(orientation_probe(&[]), None);
+        assert_eq!(labels_swapped(&jobs), Some(true));
+        let oriented = orient(jobs, 252);
+        assert_eq!(oriented, parse_jobs(PRE_FIX, true).unwrap());
+        assert_eq!(labels_swapped(&oriented), Some(false));
+        assert_eq!(labels_swapped(&[]), None);
     }
 
     #[test]

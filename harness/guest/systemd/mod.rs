@@ -4,13 +4,14 @@
 
 pub mod analyze;
 pub mod jobs;
+pub mod journal;
 pub mod units;
 
 use anyhow::Context as _;
 
 pub use analyze::{BootTime, TargetReached, parse_boot_time};
 pub use jobs::{Job, JobRef, parse_jobs};
-pub use units::{PROPERTIES, UnitState, parse_show};
+pub use units::{PROPERTIES, UnitState, parse_list_units, parse_show};
 
 use super::shell::quote;
 use super::ssh::Guest;
@@ -49,9 +50,8 @@ pub async fn unit_snapshot<S: AsRef<str>>(
     Ok(states)
 }
 
-/// The job queue with true ordering relations. One command reads the version and the
-/// queue; when the queue holds a start/start relation, a second one reads the declared
-/// `After=` of one unit to learn which way this systemd prints the labels (see [`jobs`]).
+/// The job queue with true ordering relations, from one command (the version is read
+/// too, for queues whose relations cannot tell which way the labels point; see [`jobs`]).
 pub async fn list_jobs(guest: &Guest) -> anyhow::Result<Vec<Job>> {
     let cmd = format!(
         "systemctl --version && echo {JOBS_MARKER} && \
@@ -62,28 +62,81 @@ pub async fn list_jobs(guest: &Guest) -> anyhow::Result<Vec<Job>> {
         .stdout
         .split_once(JOBS_MARKER)
         .context("systemctl list-jobs: marker missing from the output")?;
-    let mut jobs = parse_jobs(text.trim_start_matches('\n'), false)?;
-    let swapped = match jobs::orientation_probe(&jobs) {
-        Some((unit, other)) => {
-            let cmd = format!(
-                "systemctl show --no-pager -p After --value -- {}",
-                quote(unit)
-            );
-            let after = guest.exec_checked(&cmd).await?.stdout;
-            !after.split_whitespace().any(|u| u == other)
-        }
-        None => jobs::labels_swapped_for_version(parse_version(version)?),
-    };
-    if swapped {
-        jobs::swap_relations(&mut jobs);
-    }
-    Ok(jobs)
+    let jobs = parse_jobs(text.trim_start_matches('\n'), false)?;
+    Ok(jobs::orient(jobs, parse_version(version)?))
+}
+
+/// Whether a job (start, stop, restart...) is queued or running for `unit`.
+pub async fn has_job(guest: &Guest, unit: &str) -> anyhow::Result<bool> {
+    Ok(list_jobs(guest).await?.iter().any(|j| j.unit == unit))
+}
+
+/// `(unit, ActiveState)` of every loaded unit of the types named (`service,socket,...`).
+pub async fn list_units(guest: &Guest, types: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let out = guest
+        .exec_checked(&format!(
+            "systemctl list-units --all --plain --no-legend --no-pager --type={}",
+            quote(types)
+        ))
+        .await?;
+    Ok(units::parse_list_units(&out.stdout))
+}
+
+/// The whole journal of the current boot, as `journalctl -o json` lines.
+pub async fn boot_journal_json(guest: &Guest) -> anyhow::Result<String> {
+    Ok(guest.exec("journalctl -b -o json --no-pager").await?.stdout)
+}
+
+/// `systemd-analyze critical-chain` for `unit` (its text, errors included).
+pub async fn critical_chain(guest: &Guest, unit: &str) -> anyhow::Result<String> {
+    let cmd = format!(
+        "systemd-analyze critical-chain --no-pager -- {} 2>&1",
+        quote(unit)
+    );
+    Ok(guest.exec(&cmd).await?.stdout)
+}
+
+/// `systemd-analyze plot`: the boot as SVG (empty while the boot has not finished).
+pub async fn plot(guest: &Guest) -> anyhow::Result<String> {
+    Ok(guest.exec("systemd-analyze plot 2>/dev/null").await?.stdout)
+}
+
+/// Ask PID 1 to restart `unit`; returns systemctl's exit status (a failing start is the
+/// system under test's business, not an error).
+pub async fn restart(guest: &Guest, unit: &str, no_block: bool) -> anyhow::Result<i32> {
+    let flag = if no_block { "--no-block " } else { "" };
+    let cmd = format!("systemctl restart {flag}-- {}", quote(unit));
+    Ok(guest.exec(&cmd).await?.status)
+}
+
+/// Ask PID 1 for a clean reboot. The connection drops as the guest goes down, so the
+/// result of the call itself means nothing.
+pub async fn reboot(guest: &Guest) {
+    let _ = guest.exec("systemctl reboot").await;
 }
 
 /// The guest's systemd version, e.g. 252.
 pub async fn systemd_version(guest: &Guest) -> anyhow::Result<u32> {
     let out = guest.exec_checked("systemctl --version").await?;
     parse_version(&out.stdout)
+}
+
+/// Wait up to `wait` for the boot to finish (`is-system-running --wait`), then read how
+/// long it took. `Ok(None)` when it had not finished by then.
+pub async fn boot_time_after(
+    guest: &Guest,
+    wait: std::time::Duration,
+) -> anyhow::Result<(Option<BootTime>, String)> {
+    let cmd = format!(
+        "timeout {} systemctl is-system-running --wait >/dev/null 2>&1; systemd-analyze --no-pager",
+        wait.as_secs().max(1)
+    );
+    let out = guest
+        .exec_timeout(&cmd, wait + std::time::Duration::from_secs(30))
+        .await?;
+    let text = format!("{}\n{}", out.stdout, out.stderr);
+    let line = out.stdout.lines().next().unwrap_or("").trim().to_string();
+    Ok((parse_boot_time(&text).ok().flatten(), line))
 }
 
 /// How long the boot took, or `None` while it has not finished.

@@ -32,7 +32,7 @@ pub const PROPERTIES: &[&str] = &[
 pub struct UnitState {
     /// Unit name, e.g. `ssh.service`.
     pub id: String,
-    /// `loaded`, `not-found`, `masked`, `error`...
+    /// `loaded`, `not-found`, `masked`, `error`... (empty when not asked for)
     pub load_state: String,
     /// `active`, `activating`, `inactive`, `failed`...
     pub active_state: String,
@@ -126,9 +126,10 @@ fn unit_from_block(b: &HashMap<&str, &str>) -> anyhow::Result<UnitState> {
         }
     };
     Ok(UnitState {
-        load_state: required("LoadState")?,
+        // Recordings made with a shorter `-p` list may lack these two.
+        load_state: text("LoadState").unwrap_or_default(),
         active_state: required("ActiveState")?,
-        sub_state: required("SubState")?,
+        sub_state: text("SubState").unwrap_or_default(),
         result: text("Result"),
         service_type: text("Type"),
         n_restarts: int("NRestarts")?.map(|n| n.max(0) as u32),
@@ -143,6 +144,45 @@ fn unit_from_block(b: &HashMap<&str, &str>) -> anyhow::Result<UnitState> {
         exec_main_exit_us: stamp("ExecMainExitTimestampMonotonic")?,
         id,
     })
+}
+
+impl UnitState {
+    /// When the unit finished starting: when it became active, or, for a start that
+    /// failed, when it left `activating` (became failed or inactive after its start began).
+    pub fn finished_starting_us(&self) -> Option<u64> {
+        match (
+            self.active_enter_us,
+            self.inactive_exit_us,
+            self.inactive_enter_us,
+        ) {
+            (Some(active), _, _) => Some(active),
+            (None, Some(began), Some(ended)) if ended > began => Some(ended),
+            _ => None,
+        }
+    }
+
+    /// When the unit's start began (it left inactive), if it did in this boot.
+    pub fn started_us(&self) -> Option<u64> {
+        self.inactive_exit_us
+    }
+
+    /// `Result`, or the empty string for unit types that have none.
+    pub fn result_str(&self) -> &str {
+        self.result.as_deref().unwrap_or("")
+    }
+}
+
+/// `(unit, ActiveState)` from `systemctl list-units --plain --no-legend`.
+pub fn parse_list_units(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let unit = f.next()?;
+            let _load = f.next()?;
+            let active = f.next()?;
+            Some((unit.to_string(), active.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -199,9 +239,23 @@ InactiveExitTimestampMonotonic=0
     }
 
     #[test]
-    fn missing_id_is_an_error() {
+    fn missing_id_or_active_state_is_an_error() {
         let err = parse_show("LoadState=loaded\n").unwrap_err();
         assert!(err.to_string().contains("block 1: no Id="), "{err}");
+        let err = parse_show("Id=a.service\nLoadState=loaded\n").unwrap_err();
+        assert!(err.to_string().contains("no ActiveState="), "{err}");
+    }
+
+    #[test]
+    fn list_units_lines() {
+        let text = "deploy-proxy.service loaded failed failed deploy traefik\nssh.service loaded active running OpenBSD Secure Shell server\n";
+        assert_eq!(
+            parse_list_units(text),
+            vec![
+                ("deploy-proxy.service".to_string(), "failed".to_string()),
+                ("ssh.service".to_string(), "active".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,111 @@
+//! PID 1's and the services' journal, as `journalctl -o json` prints it. Pure.
+//!
+//! Only the fields the runner reads are asked for (journalctl adds the `__` ones), which
+//! keeps the replay of a boot short on a slow guest.
+
+use serde::{Deserialize, Serialize};
+
+/// The journal command the watcher runs in the guest.
+/// `stdbuf -oL`: journalctl writes through stdio, which a pipe would block-buffer and so
+/// hold entries back for seconds.
+/// Only the fields the runner reads are sent (journalctl adds the `__` ones), which keeps
+/// the replay of the boot so far short on a slow guest.
+pub const JOURNAL_FOLLOW: &str = "stdbuf -oL journalctl -b -f -n all -o json --no-pager \
+    --output-fields=MESSAGE,UNIT,_SYSTEMD_UNIT,_PID,JOB_RESULT,MESSAGE_ID";
+
+/// One journal entry, reduced to what the runner uses.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Entry {
+    /// `__MONOTONIC_TIMESTAMP`: µs since the guest booted.
+    pub mono_us: u64,
+    /// `UNIT` (set by PID 1 on unit lifecycle messages), else `_SYSTEMD_UNIT`.
+    pub unit: Option<String>,
+    /// Whether PID 1 wrote it (a unit or job state change).
+    pub from_manager: bool,
+    /// `MESSAGE`.
+    pub message: String,
+    /// `JOB_RESULT`, on job completion messages.
+    pub job_result: Option<String>,
+}
+
+impl Entry {
+    /// Parse one line of `journalctl -o json`; `None` for a line that is not an entry.
+    pub fn parse(line: &str) -> Option<Entry> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        let mono_us = field("__MONOTONIC_TIMESTAMP")?.parse().ok()?;
+        let from_manager = field("_PID").as_deref() == Some("1");
+        let unit = if from_manager {
+            field("UNIT").or_else(|| field("_SYSTEMD_UNIT"))
+        } else {
+            field("_SYSTEMD_UNIT").or_else(|| field("UNIT"))
+        };
+        // MESSAGE may be an array of bytes when it is not valid UTF-8.
+        let message = match v.get("MESSAGE") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(bytes)) => String::from_utf8_lossy(
+                &bytes
+                    .iter()
+                    .filter_map(|b| b.as_u64().map(|b| b as u8))
+                    .collect::<Vec<u8>>(),
+            )
+            .into_owned(),
+            _ => String::new(),
+        };
+        Some(Entry {
+            mono_us,
+            unit,
+            from_manager,
+            message,
+            job_result: field("JOB_RESULT"),
+        })
+    }
+}
+
+/// The largest `__MONOTONIC_TIMESTAMP` among `journalctl -o json` lines (0 if none):
+/// how far into a boot a recorded journal reaches.
+pub fn last_monotonic_us(journal: &str) -> u64 {
+    #[derive(Deserialize)]
+    struct Stamp {
+        #[serde(rename = "__MONOTONIC_TIMESTAMP")]
+        monotonic: Option<String>,
+    }
+    journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Stamp>(l).ok())
+        .filter_map(|e| e.monotonic?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_end_is_the_largest_monotonic_stamp() {
+        let j = "{\"__MONOTONIC_TIMESTAMP\":\"900\"}\nnot json\n{\"__MONOTONIC_TIMESTAMP\":\"1200\"}\n{\"MESSAGE\":\"x\"}\n";
+        assert_eq!(last_monotonic_us(j), 1200);
+        assert_eq!(last_monotonic_us(""), 0);
+    }
+
+    #[test]
+    fn parses_a_manager_entry() {
+        let line = r#"{"__MONOTONIC_TIMESTAMP":"23456789","_PID":"1","UNIT":"deploy-proxy.service","MESSAGE":"deploy-proxy.service: Failed with result 'timeout'.","JOB_RESULT":"timeout","_SYSTEMD_UNIT":"init.scope"}"#;
+        let e = Entry::parse(line).expect("an entry");
+        assert_eq!(e.mono_us, 23_456_789);
+        assert!(e.from_manager);
+        assert_eq!(e.unit.as_deref(), Some("deploy-proxy.service"));
+        assert_eq!(e.job_result.as_deref(), Some("timeout"));
+    }
+
+    #[test]
+    fn service_output_is_attributed_to_its_unit() {
+        let line = r#"{"__MONOTONIC_TIMESTAMP":"5","_PID":"812","_SYSTEMD_UNIT":"deploy-proxy.service","MESSAGE":[104,105]}"#;
+        let e = Entry::parse(line).expect("an entry");
+        assert!(!e.from_manager);
+        assert_eq!(e.unit.as_deref(), Some("deploy-proxy.service"));
+        assert_eq!(e.message, "hi");
+        assert!(Entry::parse("not json").is_none());
+    }
+}
