@@ -5,10 +5,10 @@ use std::path::Path;
 
 use coldboot::check::{
     Evaluation, ExpectationOutcome, Verdict, WaitForGraph, evaluate_no_failed, evaluate_order,
-    evaluate_unit, evaluate_wait_cycle_unchecked, verdict,
+    evaluate_unit, verdict,
 };
 use coldboot::guest::systemd::{self, jobs};
-use coldboot::scenario::{Expected, Pattern, Reproduction, WaitCycleExpectation};
+use coldboot::scenario::{Expected, Pattern, Reproduction};
 
 fn outcome(id: &str, held: bool, seen: &str) -> ExpectationOutcome {
     ExpectationOutcome::new(
@@ -243,13 +243,6 @@ fn unit_state_and_no_failed_units() {
     assert!(evaluate_no_failed(&units, &["deploy-proxy.service".to_string()]).held);
 }
 
-#[test]
-fn wait_cycle_absent_holds_trivially_and_says_so() {
-    let e = evaluate_wait_cycle_unchecked(WaitCycleExpectation::Absent);
-    assert!(e.held && e.seen.contains("not checked"));
-    assert!(!evaluate_wait_cycle_unchecked(WaitCycleExpectation::Expected).held);
-}
-
 /// Recorded on the model with gate=dashboard during the deadlock (systemd 252).
 const RECORDED_DEADLOCK: &str = "tests/fixtures/ccci-model/dashboard-deadlock.list-jobs.txt";
 
@@ -294,16 +287,18 @@ fn recorded_deadlock_queue_closes_a_cycle_through_the_gate_edge() {
     g.add(
         "deploy-proxy.service",
         "deploy-dashboard.service",
+        coldboot::check::EdgeKind::Gate,
         "health gate polls https://ci.commoninternet.net/, served by deploy-dashboard",
     );
     let cycle = g.find_cycle().expect("the gate edge closes the cycle");
     assert_eq!(
         cycle.units(),
         [
-            "deploy-dashboard.service",
             "deploy-proxy.service",
-            "deploy-dashboard.service"
-        ]
+            "deploy-dashboard.service",
+            "deploy-proxy.service"
+        ],
+        "the path starts at the gate, the edge systemd cannot see"
     );
     let text = cycle.to_string();
     assert!(

@@ -1,6 +1,7 @@
 //! Expectations and verdicts, with no processes: the runner collects what the guest
 //! showed, and these functions decide. Everything here is tested from recorded data.
 
+pub mod live;
 pub mod ordering;
 pub mod outcome;
 pub mod units;
@@ -9,8 +10,6 @@ pub mod waitfor;
 
 pub use ordering::evaluate_order;
 pub use outcome::{Evaluation, ExpectationOutcome};
-pub use units::{
-    evaluate_no_failed, evaluate_unit, evaluate_wait_cycle_observed, evaluate_wait_cycle_unchecked,
-};
+pub use units::{evaluate_no_failed, evaluate_unit};
 pub use verdict::{Verdict, verdict};
-pub use waitfor::{Cycle, WaitEdge, WaitForGraph};
+pub use waitfor::{Cycle, EdgeKind, WaitEdge, WaitForGraph};

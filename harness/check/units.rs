@@ -2,7 +2,7 @@
 //! and "no failed units".
 
 use super::outcome::Evaluation;
-use crate::scenario::{UnitExpectation, WaitCycleExpectation};
+use crate::scenario::UnitExpectation;
 
 /// Whether a unit's observed `ActiveState` (and `Result`) is what the expectation wants.
 pub fn evaluate_unit(expect: &UnitExpectation, active_state: &str, result: &str) -> Evaluation {
@@ -38,37 +38,3 @@ pub fn evaluate_no_failed(units: &[(String, String)], except: &[String]) -> Eval
     }
 }
 
-/// The wait-cycle expectation when the job queue was not examined (until live wait-for
-/// detection is wired in): `absent` holds trivially and says so; `expected` cannot hold.
-pub fn evaluate_wait_cycle_unchecked(expect: WaitCycleExpectation) -> Evaluation {
-    match expect {
-        WaitCycleExpectation::Absent => Evaluation::held(
-            "not checked: live wait-cycle detection is not wired in yet, so `absent` holds trivially",
-        ),
-        WaitCycleExpectation::Expected => Evaluation::failed(
-            "not checked: live wait-cycle detection is not wired in yet, so an expected cycle cannot be shown",
-        ),
-    }
-}
-
-/// The wait-cycle expectation against what the job queue showed: `cycle` is the
-/// rendered cycle path when one was found.
-pub fn evaluate_wait_cycle_observed(
-    expect: WaitCycleExpectation,
-    cycle: Option<&str>,
-) -> Evaluation {
-    match (expect, cycle) {
-        (WaitCycleExpectation::Absent, None) => {
-            Evaluation::held("no wait-for cycle in the job queue")
-        }
-        (WaitCycleExpectation::Absent, Some(c)) => {
-            Evaluation::failed(format!("wait-for cycle: {c}"))
-        }
-        (WaitCycleExpectation::Expected, Some(c)) => {
-            Evaluation::held(format!("wait-for cycle: {c}"))
-        }
-        (WaitCycleExpectation::Expected, None) => {
-            Evaluation::failed("no wait-for cycle in the job queue")
-        }
-    }
-}

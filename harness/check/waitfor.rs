@@ -10,13 +10,41 @@ use serde::Serialize;
 
 use crate::guest::systemd::Job;
 
+/// Why one unit waits for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeKind {
+    /// A queued job waits for another job (systemd's own queue).
+    Job,
+    /// A start polls a URL that another unit serves (a declared health gate).
+    Gate,
+    /// `After=`/`Before=` in the unit files (static analysis).
+    Ordering,
+    /// `Requires=`/`Wants=`/`BindsTo=`/`WantedBy=` in the unit files (static analysis).
+    Requirement,
+}
+
+impl EdgeKind {
+    /// The word used in reports and dot files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdgeKind::Job => "job",
+            EdgeKind::Gate => "gate",
+            EdgeKind::Ordering => "ordering",
+            EdgeKind::Requirement => "requirement",
+        }
+    }
+}
+
 /// One "waits for" edge between units, with why.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct WaitEdge {
     /// The unit that waits.
     pub waiter: String,
     /// The unit it waits for.
     pub waited: String,
+    /// What kind of dependency.
+    pub kind: EdgeKind,
     /// Why, for the report (`job 13 waits for job 12`, `health gate polls ...`).
     pub reason: String,
 }
@@ -38,6 +66,7 @@ impl WaitForGraph {
                 g.add(
                     &j.unit,
                     unit,
+                    EdgeKind::Job,
                     format!(
                         "job {} ({}) waits for job {} ({unit})",
                         j.id, j.unit, other.id
@@ -49,6 +78,7 @@ impl WaitForGraph {
                 g.add(
                     unit,
                     &j.unit,
+                    EdgeKind::Job,
                     format!(
                         "job {} ({unit}) waits for job {} ({})",
                         other.id, j.id, j.unit
@@ -59,9 +89,9 @@ impl WaitForGraph {
         g
     }
 
-    /// Add an edge systemd cannot see, such as a health gate that polls a URL another
-    /// unit serves: `add("deploy-proxy.service", "deploy-dashboard.service", "gate polls ...")`.
-    pub fn add(&mut self, waiter: &str, waited: &str, reason: impl Into<String>) {
+    /// Add an edge, such as one systemd cannot see (a health gate that polls a URL
+    /// another unit serves). The first edge between two units stays.
+    pub fn add(&mut self, waiter: &str, waited: &str, kind: EdgeKind, reason: impl Into<String>) {
         let reason = reason.into();
         // One edge per (waiter, waited): the first reason stays (both sides of a job pair
         // print the same edge).
@@ -75,6 +105,7 @@ impl WaitForGraph {
         self.edges.insert(WaitEdge {
             waiter: waiter.to_string(),
             waited: waited.to_string(),
+            kind,
             reason,
         });
     }
@@ -84,8 +115,51 @@ impl WaitForGraph {
         self.edges.iter()
     }
 
+    /// Units that wait, directly or through others, for any unit of `targets`
+    /// (the targets themselves not included unless they wait on each other).
+    pub fn waiting_on(&self, targets: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut found: BTreeSet<String> = BTreeSet::new();
+        let mut frontier: Vec<&str> = targets.iter().map(String::as_str).collect();
+        while let Some(node) = frontier.pop() {
+            for e in self.edges.iter().filter(|e| e.waited == node) {
+                if found.insert(e.waiter.clone()) {
+                    frontier.push(&e.waiter);
+                }
+            }
+        }
+        found
+    }
+
+    /// The graph in Graphviz dot, edges styled by kind and those of `highlight` in red.
+    pub fn to_dot(&self, name: &str, highlight: Option<&Cycle>) -> String {
+        let mut out = format!("digraph {:?} {{\n  rankdir=LR;\n  node [shape=box];\n", name);
+        for e in &self.edges {
+            let on_cycle = highlight.is_some_and(|c| {
+                c.edges
+                    .iter()
+                    .any(|x| x.waiter == e.waiter && x.waited == e.waited)
+            });
+            let style = match e.kind {
+                EdgeKind::Job => "solid",
+                EdgeKind::Gate => "dashed",
+                EdgeKind::Ordering => "solid",
+                EdgeKind::Requirement => "dotted",
+            };
+            let color = if on_cycle { "red" } else { "black" };
+            out.push_str(&format!(
+                "  {:?} -> {:?} [label={:?}, style={style}, color={color}];\n",
+                e.waiter,
+                e.waited,
+                format!("{}: {}", e.kind.as_str(), e.reason)
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
+
     /// The first cycle (in sorted unit order, so the same graph gives the same answer),
-    /// as the edges along it, starting from its smallest unit.
+    /// as the edges along it, starting from a gate edge if it has one, else from its
+    /// smallest unit.
     pub fn find_cycle(&self) -> Option<Cycle> {
         let mut out: BTreeMap<&str, Vec<&WaitEdge>> = BTreeMap::new();
         for e in &self.edges {
@@ -114,10 +188,15 @@ fn dfs<'a>(
     }
     if let Some(pos) = path.iter().position(|e| e.waiter == node) {
         let mut edges: Vec<WaitEdge> = path[pos..].iter().map(|e| (*e).clone()).collect();
+        // Start from the edge systemd cannot see (a gate), which is where a reader looks
+        // first, else from the smallest unit, so one cycle always reads the same way.
         let min = edges
             .iter()
             .enumerate()
-            .min_by(|a, b| a.1.waiter.cmp(&b.1.waiter))
+            .min_by(|a, b| {
+                (a.1.kind != EdgeKind::Gate, &a.1.waiter)
+                    .cmp(&(b.1.kind != EdgeKind::Gate, &b.1.waiter))
+            })
             .map_or(0, |(i, _)| i);
         edges.rotate_left(min);
         return Some(Cycle { edges });

@@ -141,9 +141,6 @@ fn print_dry_run(pairs: &[RunPair], evidence: &Path) {
 
 /// `evidence/<UTC timestamp>-<plan>/`.
 fn default_evidence_dir(plan: &str) -> PathBuf {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = coldboot::run::record::unix_now() as u64;
     PathBuf::from("evidence").join(format!("{}-{plan}", coldboot::evidence::utc_stamp(now)))
 }

@@ -397,6 +397,7 @@ mod tests {
             state_change_us: None,
             exec_main_start_us: None,
             exec_main_exit_us: None,
+            timeout_start_us: None,
         }
     }
 

@@ -97,6 +97,12 @@ impl Guest {
             .context("the SSH connect thread panicked")?
     }
 
+    /// A second session to the same guest with the same key, for a watcher that must not
+    /// wait behind long commands on this one (each session runs one command at a time).
+    pub async fn another_session(&self, deadline: Duration) -> anyhow::Result<Guest> {
+        Guest::connect(self.inner.addr, &self.inner.key, deadline).await
+    }
+
     /// The address this guest is reached at (host side of the port forward).
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr

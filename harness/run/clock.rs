@@ -81,6 +81,12 @@ impl GuestClock {
             + (self.zero_latest - self.zero_earliest) / 2
             + Duration::from_micros(guest_us)
     }
+
+    /// The guest monotonic time (µs) at host instant `at`: the inverse of [`Self::to_host`].
+    pub fn to_guest_us(&self, at: Instant) -> u64 {
+        let zero = self.zero_earliest + (self.zero_latest - self.zero_earliest) / 2;
+        at.saturating_duration_since(zero).as_micros() as u64
+    }
 }
 
 /// The nanoseconds in the `now at N nsecs` line of `/proc/timer_list`.

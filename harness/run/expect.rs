@@ -18,6 +18,7 @@ use crate::scenario::{
 use crate::vm::Vm;
 
 use super::clock::GuestClock;
+use super::cycles::Cycles;
 use super::watch::Journal;
 
 /// A unit whose state changes without a manager journal entry is re-read at least this
@@ -40,6 +41,12 @@ pub struct Live<'a> {
     pub status: &'a (dyn Fn(&str) + Send + Sync),
     /// Every probe the harness made, for the evidence.
     pub probes: Vec<ProbeRecord>,
+    /// The boot's wait-cycle watcher.
+    pub cycles: Cycles,
+    /// When the phase began (its wait-cycle invariant covers reads from then on).
+    pub phase_started: Instant,
+    /// When QEMU started this boot (reports time reads from it).
+    pub qemu_started: Instant,
 }
 
 /// One probe made by the harness.
@@ -103,9 +110,7 @@ pub async fn await_expectation(
             Awaited::now(check::evaluate_no_failed(&units, &except))
         }
         ExpectationKind::BootBudget(budget) => await_boot_budget(live, budget.0, deadline).await?,
-        ExpectationKind::WaitCycle(w) => {
-            Awaited::now(check::units::evaluate_wait_cycle_unchecked(*w))
-        }
+        ExpectationKind::WaitCycle(w) => await_wait_cycle(live, w, deadline).await,
     })
 }
 
@@ -123,8 +128,18 @@ async fn await_unit(
     deadline: Instant,
 ) -> anyhow::Result<Awaited> {
     let unit = u.unit.as_str();
+    let wants_active = u.state == crate::scenario::UnitState::Active;
     let mut seen_entries = 0usize;
     loop {
+        // A unit on a confirmed wait cycle, or waiting on one, cannot get there before
+        // the cycle breaks: decide now instead of at the deadline.
+        if let Some(why) = live
+            .cycles
+            .confirmed()
+            .and_then(|c| c.blocks(unit, wants_active, deadline))
+        {
+            return Ok(Awaited::now(Evaluation::failed(why)));
+        }
         let now = unit_now(live.guest, unit).await?;
         let eval = check::units::evaluate_unit(u, &now.active_state, now.result_str());
         (live.status)(&format!(
@@ -181,9 +196,13 @@ async fn await_unit(
         seen_entries = seen_entries.max(live.journal.len());
         loop {
             let mut journal = live.journal.clone();
+            let mut cycles = live.cycles.clone();
             let arrived = tokio::select! {
                 alive = journal.changed_after(seen_entries) => alive,
                 _ = tokio::time::sleep_until(wake.into()) => break,
+                true = cycles.next_read() => {
+                    if live.cycles.confirmed().is_some() { break } else { continue }
+                }
             };
             if !arrived {
                 tokio::time::sleep_until(wake.into()).await;
@@ -213,10 +232,7 @@ async fn await_http(
             ProbeFrom::Host => probe_from_host(live.vm, &h.url).await,
         };
         let record = ProbeRecord {
-            at_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            at_unix: super::record::unix_now(),
             from: h.from.as_str().to_string(),
             url: h.url.clone(),
             status: attempt.as_ref().ok().map(|(s, _)| *s),
@@ -406,6 +422,34 @@ async fn await_boot_budget(
             crate::scenario::format_duration(wait)
         )),
     }))
+}
+
+/// `wait_cycle:` over the phase so far. An expected cycle may still be forming when the
+/// phase's other expectations are done: wait for it until `deadline`.
+async fn await_wait_cycle(
+    live: &mut Live<'_>,
+    w: &crate::scenario::WaitCycleCheck,
+    deadline: Instant,
+) -> Awaited {
+    let mut cycles = live.cycles.clone();
+    while w.expect == crate::scenario::WaitCycleExpectation::Expected
+        && cycles.confirmed().is_none()
+        && Instant::now() < deadline
+    {
+        (live.status)("waiting for a wait cycle to persist");
+        tokio::select! {
+            alive = cycles.next_read() => if !alive { break },
+            _ = tokio::time::sleep_until(deadline.into()) => break,
+        }
+    }
+    let watch = live.cycles.phase_watch(live.phase_started, live.qemu_started);
+    let eval = check::live::evaluate_wait_cycle(w.expect, w.persist.0, &watch);
+    let confirmed = live.cycles.confirmed().filter(|_| watch.cycle.is_some());
+    Awaited {
+        eval,
+        changed: confirmed.as_ref().map(|c| c.formed),
+        decided: confirmed.map_or_else(Instant::now, |c| c.confirmed),
+    }
 }
 
 /// The first 200 characters of a body, for messages and evidence.

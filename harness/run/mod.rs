@@ -7,6 +7,7 @@
 
 pub mod boot;
 pub mod clock;
+pub mod cycles;
 pub mod expect;
 pub mod pair;
 pub mod record;

@@ -19,6 +19,7 @@ use crate::vm::{AccelChoice, Vm};
 
 use super::boot;
 use super::clock::GuestClock;
+use super::cycles::{self, CycleWatcher, Cycles};
 use super::expect::{self, Live, ProbeRecord};
 use super::record;
 use super::watch::{Follower, Journal};
@@ -106,10 +107,7 @@ pub struct BootRecord {
 /// an `error` verdict, so the other pairs go on.
 pub async fn run_pair(ctx: PairContext) -> PairReport {
     let origin = Instant::now();
-    let started_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let started_unix = record::unix_now();
     let mut state = PairState {
         outcomes: Vec::new(),
         probes: Vec::new(),
@@ -170,13 +168,15 @@ struct PairState {
     timeline: record::Timeline,
 }
 
-/// A booted guest with its journal follower and clock.
+/// A booted guest with its journal follower, clock and wait-cycle watcher.
 struct Up {
     vm: Vm,
     guest: Guest,
     journal: Journal,
     _follower: Follower,
     clock: GuestClock,
+    cycles: Cycles,
+    _watcher: CycleWatcher,
 }
 
 async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> anyhow::Result<()> {
@@ -192,13 +192,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         let start = match (phase.start, up.is_some()) {
             (PhaseStart::ColdBoot, _) | (_, false) => {
                 if let Some(old) = up.take() {
-                    record::boot_evidence(
-                        &old.guest,
-                        &ctx.run_dir,
-                        old.vm.boot_index(),
-                        ctx.pair.scenario.focus_unit.as_str(),
-                    )
-                    .await;
+                    finish_boot(ctx, &old).await;
                 }
                 let config = boot::vm_config(
                     &ctx.spec,
@@ -244,11 +238,25 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             clock: current.clock,
             status: ctx.status.as_ref(),
             probes: Vec::new(),
+            cycles: current.cycles.clone(),
+            phase_started: start,
+            qemu_started: Instant::now() - current.vm.uptime(),
         };
         let mut t = phase_t0;
         let mut failed = false;
-        for exp in &phase.expect {
-            let deadline = t + within(&exp.kind).unwrap_or_default();
+        // `wait_cycle:` is an invariant over the whole phase: judged once the phase's
+        // other expectations are done, in its place in the file's order.
+        let (invariants, waits): (Vec<(usize, &Expectation)>, Vec<(usize, &Expectation)>) = phase
+            .expect
+            .iter()
+            .enumerate()
+            .partition(|(_, e)| matches!(e.kind, ExpectationKind::WaitCycle(_)));
+        let mut decided: Vec<(usize, ExpectationOutcome)> = Vec::new();
+        for (index, exp) in waits.into_iter().chain(invariants) {
+            let deadline = match exp.kind {
+                ExpectationKind::WaitCycle(_) => Instant::now() + within(&exp.kind).unwrap_or_default(),
+                _ => t + within(&exp.kind).unwrap_or_default(),
+            };
             let awaited = expect::await_expectation(&mut live, &exp.kind, deadline)
                 .await
                 .with_context(|| format!("while checking {}", exp.id))?;
@@ -265,10 +273,13 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 &format!("{}: {}", outcome.id, outcome.seen),
             );
             failed |= !outcome.held;
-            state.outcomes.push(outcome);
+            decided.push((index, outcome));
             t = awaited.decided;
         }
+        decided.sort_by_key(|(i, _)| *i);
+        state.outcomes.extend(decided.into_iter().map(|(_, o)| o));
         state.probes.append(&mut live.probes);
+        state.probes.append(&mut current.cycles.take_probes());
         record::phase_evidence(&current.guest, &ctx.run_dir, &phase.name, scenario).await;
         if failed && !needs_more(&ctx.pair.expected, &state.outcomes) {
             state
@@ -278,16 +289,25 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         }
     }
     if let Some(last) = up.take() {
-        record::boot_evidence(
-            &last.guest,
-            &ctx.run_dir,
-            last.vm.boot_index(),
-            ctx.pair.scenario.focus_unit.as_str(),
-        )
-        .await;
+        finish_boot(ctx, &last).await;
         drop(last);
     }
     Ok(())
+}
+
+/// Collect a boot's evidence before it ends: its journal, critical chain, plot and
+/// wait-for graph.
+async fn finish_boot(ctx: &PairContext, up: &Up) {
+    let index = up.vm.boot_index();
+    record::boot_evidence(
+        &up.guest,
+        &ctx.run_dir,
+        index,
+        ctx.pair.scenario.focus_unit.as_str(),
+    )
+    .await;
+    let (json, dot) = up.cycles.evidence();
+    record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
 }
 
 /// Wait for SSH on the VM's current boot, then start watching it.
@@ -317,7 +337,11 @@ async fn connect(
         &format!("boot {} after {:.1}s", vm.boot_index(), took.as_secs_f64()),
     );
     // Both take SSH round trips, slow on a busy TCG guest: overlap them.
-    let (clock, followed) = tokio::join!(GuestClock::sample(&guest), Journal::follow(&guest));
+    let (clock, followed, session) = tokio::join!(
+        GuestClock::sample(&guest),
+        Journal::follow(&guest),
+        cycles::open_session(&guest)
+    );
     let (clock, (journal, follower)) = (clock?, followed?);
     state.timeline.event(
         "watching",
@@ -326,12 +350,22 @@ async fn connect(
             clock.uncertainty.as_secs_f64() * 1000.0
         ),
     );
+    let (cycles, watcher) = cycles::start(cycles::WatchSetup {
+        session,
+        journal: journal.clone(),
+        clock,
+        gates: ctx.spec.gates.clone(),
+        persist: persist_of(&ctx.pair.scenario),
+        status: ctx.status.clone(),
+    });
     Ok(Up {
         vm,
         guest,
         journal,
         _follower: follower,
         clock,
+        cycles,
+        _watcher: watcher,
     })
 }
 
@@ -347,13 +381,7 @@ async fn cycle(
     for fault in &opts.faults {
         inject_fault(ctx, &up.guest, fault).await?;
     }
-    record::boot_evidence(
-        &up.guest,
-        &ctx.run_dir,
-        up.vm.boot_index(),
-        ctx.pair.scenario.focus_unit.as_str(),
-    )
-    .await;
+    finish_boot(ctx, &up).await;
     let Up { mut vm, guest, .. } = up;
     vm.set_cmdline(boot::cmdline(&ctx.spec, key, opts));
     if how == PhaseStart::Reboot {
@@ -510,6 +538,8 @@ fn within(kind: &ExpectationKind) -> Option<Duration> {
         ExpectationKind::Http(h) => Some(h.within.0),
         ExpectationKind::Journal(j) => Some(j.within.0),
         ExpectationKind::BootBudget(b) => Some(b.0),
+        // An expected cycle may still be forming when the rest of the phase is done.
+        ExpectationKind::WaitCycle(w) => Some(w.persist.0 + 2 * cycles::READ_EVERY),
         _ => None,
     }
 }
@@ -527,6 +557,18 @@ fn outcome(
     o.decided_at = Some(a.decided.saturating_duration_since(origin));
     o.evidence = Some(run_dir.join(record::evidence_file(&exp.kind, phase, boot_index)));
     o
+}
+
+/// How long a cycle must last to count: the scenario's first `wait_cycle: ... persist:`,
+/// or the default.
+fn persist_of(scenario: &crate::scenario::Scenario) -> Duration {
+    scenario
+        .expectations()
+        .find_map(|e| match &e.kind {
+            ExpectationKind::WaitCycle(w) => Some(w.persist.0),
+            _ => None,
+        })
+        .unwrap_or(crate::scenario::DEFAULT_PERSIST)
 }
 
 /// Whether a failing run must still go on: a reproduction needs every listed id evaluated.

@@ -17,6 +17,14 @@ use crate::scenario::{ExpectationKind, Scenario};
 use crate::target::BootSpec;
 use crate::vm::Vm;
 
+/// Now, in seconds since the Unix epoch (0 on a clock before 1970).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// Write `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -178,6 +186,17 @@ pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32, focus
     }
 }
 
+/// `waitfor-boot-N.json` and `.dot`: what the wait-cycle watcher saw in the boot.
+pub fn waitfor_evidence(run_dir: &Path, boot_index: u32, json: &serde_json::Value, dot: &str) {
+    let base = run_dir.join(format!("waitfor-boot-{boot_index}"));
+    if let Err(e) = write_json(&base.with_extension("json"), json) {
+        tracing::warn!("cannot write the wait-for graph: {e:#}");
+    }
+    if let Err(e) = write_atomic(&base.with_extension("dot"), dot.as_bytes()) {
+        tracing::warn!("cannot write the wait-for graph: {e:#}");
+    }
+}
+
 /// `units-PHASE.txt`: state, Result and monotonic timestamps of every service and the
 /// units the scenario names, at the end of a phase.
 pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario: &Scenario) {
@@ -217,6 +236,7 @@ pub fn evidence_file(kind: &ExpectationKind, phase: &str, boot_index: u32) -> St
         | ExpectationKind::NoFailedUnits(_) => {
             format!("units-{}.txt", file_safe(phase))
         }
+        ExpectationKind::WaitCycle(_) => format!("waitfor-boot-{boot_index}.json"),
         _ => "timeline.jsonl".to_string(),
     }
 }

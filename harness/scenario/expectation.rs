@@ -47,8 +47,9 @@ pub enum ExpectationKind {
     NoFailedUnits(NoFailedUnits),
     /// `boot_budget: 5m` — systemd reported `Startup finished` within this time.
     BootBudget(ScenarioDuration),
-    /// `wait_cycle: absent|expected` — whether a wait-for cycle shows up in the job queue.
-    WaitCycle(WaitCycleExpectation),
+    /// `wait_cycle: absent|expected[, persist: D]` — whether a wait-for cycle (job queue
+    /// plus declared gates) persists for D during the phase; an invariant over the phase.
+    WaitCycle(WaitCycleCheck),
 }
 
 /// A unit's `ActiveState` as systemd reports it.
@@ -250,6 +251,18 @@ pub enum WaitCycleExpectation {
     Expected,
 }
 
+/// How long a cycle must last before it counts, unless the scenario says `persist:`.
+pub const DEFAULT_PERSIST: Duration = Duration::from_secs(10);
+
+/// A `wait_cycle:` expectation with its persistence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WaitCycleCheck {
+    /// Absent or expected.
+    pub expect: WaitCycleExpectation,
+    /// How long a cycle must last to count (default [`DEFAULT_PERSIST`]).
+    pub persist: ScenarioDuration,
+}
+
 /// How a text (HTTP body, file content, command output) is matched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -312,7 +325,7 @@ impl ExpectationKind {
             ExpectationKind::Command(c) => format!("command:{}", c.run),
             ExpectationKind::NoFailedUnits(_) => "no_failed_units".to_string(),
             ExpectationKind::BootBudget(_) => "boot_budget".to_string(),
-            ExpectationKind::WaitCycle(w) => format!("wait_cycle={}", wait_word(*w)),
+            ExpectationKind::WaitCycle(w) => format!("wait_cycle={}", wait_word(w.expect)),
         }
     }
 
@@ -383,7 +396,11 @@ impl ExpectationKind {
                 format!("no unit is failed except {}", except.join(", "))
             }
             ExpectationKind::BootBudget(d) => format!("the boot finishes within {d}"),
-            ExpectationKind::WaitCycle(w) => format!("a wait-for cycle is {}", wait_word(*w)),
+            ExpectationKind::WaitCycle(w) => format!(
+                "a wait-for cycle lasting {} is {} during the phase",
+                w.persist,
+                wait_word(w.expect)
+            ),
         }
     }
 }

@@ -7,7 +7,10 @@ use std::path::Path;
 use serde_saphyr::Spanned;
 
 use super::diag::{Diagnostic, into_usage_error};
-use super::expectation::{Expectation, ExpectationKind, UnitExpectation};
+use super::duration::ScenarioDuration;
+use super::expectation::{
+    DEFAULT_PERSIST, Expectation, ExpectationKind, UnitExpectation, WaitCycleCheck,
+};
 use super::model::{BootOptions, DEFAULT_FOCUS_UNIT, Phase, PhaseStart, Scenario};
 use super::names::{UnitName, is_plain_name};
 use super::raw::{EXPECTATION_KINDS, RawExpectation, RawPhase, RawScenario};
@@ -230,6 +233,14 @@ fn resolve_expectation(
             })
         }
         None => {
+            if raw.persist.is_some() && raw.wait_cycle.is_none() {
+                diags.push(Diagnostic::at(
+                    path,
+                    at,
+                    format!("`persist` belongs to a `wait_cycle:` expectation, not to `{}`", kinds[0]),
+                ));
+                return None;
+            }
             if raw.state.is_some() || raw.within.is_some() || raw.result.is_some() {
                 diags.push(Diagnostic::at(
                     path,
@@ -263,7 +274,10 @@ fn resolve_expectation(
             } else if let Some(v) = raw.boot_budget {
                 ExpectationKind::BootBudget(v)
             } else {
-                ExpectationKind::WaitCycle(raw.wait_cycle?)
+                ExpectationKind::WaitCycle(WaitCycleCheck {
+                    expect: raw.wait_cycle?,
+                    persist: raw.persist.unwrap_or(ScenarioDuration(DEFAULT_PERSIST)),
+                })
             }
         }
     };

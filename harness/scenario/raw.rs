@@ -93,6 +93,8 @@ pub(crate) struct RawExpectation {
     pub boot_budget: Option<ScenarioDuration>,
     #[serde(default)]
     pub wait_cycle: Option<WaitCycleExpectation>,
+    #[serde(default)]
+    pub persist: Option<ScenarioDuration>,
 }
 
 /// The kind keys of an expectation, in the order the messages list them.
@@ -166,7 +168,17 @@ shape!(FileShape, file, FileExpectation);
 shape!(CommandShape, command, CommandExpectation);
 shape!(NoFailedShape, no_failed_units, NoFailedUnits);
 shape!(BootBudgetShape, boot_budget, ScenarioDuration);
-shape!(WaitCycleShape, wait_cycle, WaitCycleExpectation);
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct WaitCycleShape {
+    id: Option<String>,
+    /// Whether a wait-for cycle may form during the phase.
+    wait_cycle: WaitCycleExpectation,
+    /// How long a cycle must last to count (default 10s).
+    persist: Option<ScenarioDuration>,
+}
 
 impl JsonSchema for RawExpectation {
     fn schema_name() -> std::borrow::Cow<'static, str> {

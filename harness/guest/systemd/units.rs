@@ -23,6 +23,7 @@ pub const PROPERTIES: &[&str] = &[
     "StateChangeTimestampMonotonic",
     "ExecMainStartTimestampMonotonic",
     "ExecMainExitTimestampMonotonic",
+    "TimeoutStartUSec",
 ];
 
 /// One unit's state at the moment of the snapshot. Timestamps are CLOCK_MONOTONIC in
@@ -62,6 +63,10 @@ pub struct UnitState {
     pub exec_main_start_us: Option<u64>,
     /// The main process exited.
     pub exec_main_exit_us: Option<u64>,
+    /// How long a start job may run before systemd gives up (`TimeoutStartUSec`);
+    /// `None` for `infinity` or when not asked for.
+    #[serde(default)]
+    pub timeout_start_us: Option<u64>,
 }
 
 /// Parse the output of `systemctl show -p <PROPERTIES> UNIT...`.
@@ -142,6 +147,13 @@ fn unit_from_block(b: &HashMap<&str, &str>) -> anyhow::Result<UnitState> {
         state_change_us: stamp("StateChangeTimestampMonotonic")?,
         exec_main_start_us: stamp("ExecMainStartTimestampMonotonic")?,
         exec_main_exit_us: stamp("ExecMainExitTimestampMonotonic")?,
+        timeout_start_us: match b.get("TimeoutStartUSec").filter(|v| !v.is_empty()) {
+            None | Some(&"infinity") => None,
+            Some(v) => Some(
+                super::analyze::parse_timespan(v)
+                    .map_err(|e| anyhow::anyhow!("{id}: TimeoutStartUSec={v}: {e}"))?,
+            ),
+        },
         id,
     })
 }
@@ -196,6 +208,7 @@ ExecMainStartTimestampMonotonic=5000
 ExecMainExitTimestampMonotonic=0
 ExecMainCode=2
 ExecMainStatus=15
+TimeoutStartUSec=1min 30s
 Id=a.service
 LoadState=loaded
 ActiveState=failed
@@ -220,6 +233,7 @@ InactiveExitTimestampMonotonic=0
         assert_eq!(a.exec_main_start_us, Some(5000));
         assert_eq!(a.exec_main_exit_us, None);
         assert_eq!(a.state_change_us, Some(9000));
+        assert_eq!(a.timeout_start_us, Some(90_000_000));
         let b = &units[1];
         assert_eq!(
             (b.id.as_str(), b.load_state.as_str()),

@@ -1,0 +1,442 @@
+//! Watching for wait cycles while a boot runs.
+//!
+//! One task per boot, on its own SSH session so it never waits behind an expectation's
+//! command. It re-reads the job queue whenever PID 1 logs about a job, and at least every
+//! [`READ_EVERY`] while a start job runs; it probes each declared gate's URL itself while
+//! the gated unit's start job runs; and it hands each read to the pure logic in
+//! [`crate::check::live`], which confirms a cycle once it has lasted `persist`.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::check::WaitForGraph;
+use crate::check::live::{
+    self, Confirmed, CycleTracker, GateSeen, OrderingCycle, PhaseWatch, Snapshot, Stall,
+};
+use crate::guest::Guest;
+use crate::guest::systemd;
+use crate::target::Gate;
+
+use super::clock::GuestClock;
+use super::expect::ProbeRecord;
+use super::watch::Journal;
+
+/// The longest gap between two reads while a start job runs.
+pub const READ_EVERY: Duration = Duration::from_secs(2);
+/// The gap between reads when no start job runs (a later restart may queue one).
+const IDLE_READ_EVERY: Duration = Duration::from_secs(10);
+/// How long the watcher's own session may take to connect (the guest is up).
+const SESSION_CONNECT: Duration = Duration::from_secs(20);
+/// A gate probe's own limit: a gate that hangs is recorded as `timed out`.
+const GATE_PROBE_SECS: u32 = 2;
+/// Journal lines kept per stalled unit.
+const STALL_LINES: usize = 5;
+
+/// What the watcher has seen so far in this boot.
+#[derive(Debug, Default)]
+struct WatchState {
+    reads: Vec<Instant>,
+    confirmed: Option<Confirmed>,
+    /// The last read that still showed the confirmed cycle.
+    cycle_last_seen: Option<Instant>,
+    /// Per unit, the longest stall seen.
+    stalls: Vec<Stall>,
+    ordering: Vec<OrderingCycle>,
+    probes: Vec<ProbeRecord>,
+    probes_taken: usize,
+    last_graph: WaitForGraph,
+    error: Option<String>,
+}
+
+/// A handle on a boot's watcher: what it found, and a way to wait for news.
+#[derive(Clone)]
+pub struct Cycles {
+    state: Arc<Mutex<WatchState>>,
+    news: watch::Receiver<u64>,
+    gates: usize,
+    persist: Duration,
+}
+
+/// Keeps the watcher running; dropping it stops the task (and its SSH session).
+pub struct CycleWatcher {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CycleWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Everything the watcher task needs.
+pub struct WatchSetup {
+    /// The watcher's own session (see [`open_session`]), or why there is none.
+    pub session: anyhow::Result<Guest>,
+    /// The boot's journal stream.
+    pub journal: Journal,
+    /// Guest monotonic time on the host clock.
+    pub clock: GuestClock,
+    /// The target's declared gates.
+    pub gates: Vec<Gate>,
+    /// How long a cycle must last to count.
+    pub persist: Duration,
+    /// Where progress lines go.
+    pub status: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+/// Start watching the boot.
+pub fn start(setup: WatchSetup) -> (Cycles, CycleWatcher) {
+    let state = Arc::new(Mutex::new(WatchState::default()));
+    let (tx, news) = watch::channel(0u64);
+    let cycles = Cycles {
+        state: state.clone(),
+        news,
+        gates: setup.gates.len(),
+        persist: setup.persist,
+    };
+    let task = tokio::spawn(run(setup, state, tx));
+    (cycles, CycleWatcher { task })
+}
+
+impl Cycles {
+    /// The confirmed cycle, if one has been.
+    pub fn confirmed(&self) -> Option<Confirmed> {
+        self.lock().confirmed.clone()
+    }
+
+    /// The persistence in use.
+    pub fn persist(&self) -> Duration {
+        self.persist
+    }
+
+    /// Wait for the watcher's next read. False when the watcher has stopped.
+    pub async fn next_read(&mut self) -> bool {
+        let seen = *self.news.borrow_and_update();
+        self.news.wait_for(|n| *n > seen).await.is_ok()
+    }
+
+    /// Gate probes made since the last call, for the pair's evidence.
+    pub fn take_probes(&self) -> Vec<ProbeRecord> {
+        let mut s = self.lock();
+        let fresh = s.probes[s.probes_taken..].to_vec();
+        s.probes_taken = s.probes.len();
+        fresh
+    }
+
+    /// What the watcher saw from `since` on, timed from `origin` (QEMU start).
+    pub fn phase_watch(&self, since: Instant, origin: Instant) -> PhaseWatch {
+        let s = self.lock();
+        let reads: Vec<&Instant> = s.reads.iter().filter(|r| **r >= since).collect();
+        let secs = |i: &Instant| i.saturating_duration_since(origin).as_secs_f64();
+        let cycle = s
+            .confirmed
+            .as_ref()
+            .filter(|_| s.cycle_last_seen.is_some_and(|l| l >= since))
+            .map(|c| c.message.clone());
+        PhaseWatch {
+            reads: reads.len() as u32,
+            first_read_secs: reads.first().map(|i| secs(i)),
+            last_read_secs: reads.last().map(|i| secs(i)),
+            gates_declared: self.gates,
+            cycle,
+            stalls: s.stalls.clone(),
+            ordering: s.ordering.clone(),
+            error: s.error.clone(),
+        }
+    }
+
+    /// The evidence of this boot: the last graph, the confirmed cycle, stalls, systemd's
+    /// ordering cycles and the gate probes.
+    pub fn evidence(&self) -> (serde_json::Value, String) {
+        let s = self.lock();
+        #[derive(Serialize)]
+        struct Record<'a> {
+            reads: usize,
+            persist_secs: f64,
+            gates_declared: usize,
+            confirmed: Option<&'a Confirmed>,
+            last_graph: &'a WaitForGraph,
+            stalls: &'a [Stall],
+            ordering_cycles: &'a [OrderingCycle],
+            gate_probes: &'a [ProbeRecord],
+            error: Option<&'a str>,
+        }
+        let json = serde_json::to_value(Record {
+            reads: s.reads.len(),
+            persist_secs: self.persist.as_secs_f64(),
+            gates_declared: self.gates,
+            confirmed: s.confirmed.as_ref(),
+            last_graph: &s.last_graph,
+            stalls: &s.stalls,
+            ordering_cycles: &s.ordering,
+            gate_probes: &s.probes,
+            error: s.error.as_deref(),
+        })
+        .unwrap_or_default();
+        let dot = match &s.confirmed {
+            Some(c) => c.graph.to_dot("wait-for", Some(&c.cycle)),
+            None => s.last_graph.to_dot("wait-for", None),
+        };
+        (json, dot)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state.lock().expect("cycle watch lock")
+    }
+}
+
+/// Open the watcher's own session: a second SSH session, so the watcher never waits
+/// behind an expectation's command on the main one.
+pub async fn open_session(guest: &Guest) -> anyhow::Result<Guest> {
+    guest.another_session(SESSION_CONNECT).await
+}
+
+async fn run(setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Sender<u64>) {
+    let guest = match &setup.session {
+        Ok(g) => g.clone(),
+        Err(e) => {
+            state.lock().expect("cycle watch lock").error =
+                Some(format!("no session for the watcher: {e:#}"));
+            tx.send_modify(|n| *n += 1);
+            return;
+        }
+    };
+    let mut clock = setup.clock;
+    let mut journal = setup.journal.clone();
+    let mut tracker = CycleTracker::new(setup.persist);
+    let mut gates: Vec<GateSeen> = setup
+        .gates
+        .iter()
+        .map(|g| GateSeen {
+            gate: g.clone(),
+            last: "not probed yet".into(),
+            healthy: false,
+            unhealthy_streak: 0,
+        })
+        .collect();
+    let mut seen_entries = 0usize;
+    let mut manager_lines: Vec<(u64, String)> = Vec::new();
+    let mut busy = true;
+    loop {
+        match read_once(&guest, &mut gates, &mut clock, &setup.journal, setup.persist).await {
+            Ok(read) => {
+                busy = read.busy;
+                let mut s = state.lock().expect("cycle watch lock");
+                s.reads.push(read.at);
+                s.probes.extend(read.probes.iter().cloned());
+                s.last_graph = read.graph.clone();
+                for stall in read.stalls.iter().cloned() {
+                    let lines = last_lines(&setup.journal, &stall.unit);
+                    match s.stalls.iter_mut().find(|x| x.unit == stall.unit) {
+                        Some(x) => {
+                            *x = Stall {
+                                last_lines: lines,
+                                ..stall
+                            }
+                        }
+                        None => s.stalls.push(Stall {
+                            last_lines: lines,
+                            ..stall
+                        }),
+                    }
+                }
+                match (&read.cycle, tracker.observe(read.at, read.cycle_units(), read.formed)) {
+                    (Some(found), Some(formed)) => {
+                        if s.confirmed.is_none() {
+                            (setup.status)(&format!("wait cycle: {}", found.message));
+                            tracing::info!("wait cycle confirmed: {}", found.message);
+                            s.confirmed = Some(Confirmed {
+                                formed,
+                                confirmed: read.at,
+                                ..found.clone()
+                            });
+                        }
+                        s.cycle_last_seen = Some(read.at);
+                    }
+                    (Some(found), None) => {
+                        if let Some(c) = &s.confirmed
+                            && c.units == found.units
+                        {
+                            s.cycle_last_seen = Some(read.at);
+                        }
+                        (setup.status)(&format!(
+                            "wait cycle forming: {} (confirmed after {:.0} s)",
+                            found.cycle.units().join(" → "),
+                            setup.persist.as_secs_f64()
+                        ));
+                    }
+                    _ => {}
+                }
+                s.error = None;
+            }
+            Err(e) => {
+                tracing::debug!("wait-for read failed: {e:#}");
+                state.lock().expect("cycle watch lock").error = Some(format!("{e:#}"));
+            }
+        }
+        tx.send_modify(|n| *n += 1);
+
+        // systemd's own ordering cycles, from PID 1's lines so far.
+        let fresh = setup.journal.since(seen_entries);
+        seen_entries += fresh.len();
+        manager_lines.extend(
+            fresh
+                .iter()
+                .filter(|x| x.entry.from_manager && x.entry.message.contains("ordering cycle")
+                    || x.entry.message.contains("Found dependency on"))
+                .map(|x| (x.entry.mono_us, x.entry.message.clone())),
+        );
+        let ordering = live::ordering_cycles(manager_lines.iter().map(|(t, m)| (*t, m.as_str())));
+        if !ordering.is_empty() {
+            state.lock().expect("cycle watch lock").ordering = ordering;
+        }
+
+        // Sleep until PID 1 logs about a job, or the read interval passes.
+        let wake = Instant::now() + if busy { READ_EVERY } else { IDLE_READ_EVERY };
+        let mut checked = seen_entries;
+        loop {
+            let arrived = tokio::select! {
+                alive = journal.changed_after(checked) => alive,
+                _ = tokio::time::sleep_until(wake.into()) => break,
+            };
+            if !arrived {
+                tokio::time::sleep_until(wake.into()).await;
+                break;
+            }
+            let more = setup.journal.since(checked);
+            checked += more.len();
+            if more
+                .iter()
+                .any(|x| x.entry.from_manager && x.entry.job_result.is_some())
+            {
+                break;
+            }
+        }
+    }
+}
+
+/// One read's result.
+struct Read {
+    at: Instant,
+    busy: bool,
+    graph: WaitForGraph,
+    cycle: Option<Confirmed>,
+    formed: Option<Instant>,
+    stalls: Vec<Stall>,
+    probes: Vec<ProbeRecord>,
+}
+
+impl Read {
+    fn cycle_units(&self) -> Option<BTreeSet<String>> {
+        self.cycle.as_ref().map(|c| c.units.clone())
+    }
+}
+
+async fn read_once(
+    guest: &Guest,
+    gates: &mut [GateSeen],
+    clock: &mut GuestClock,
+    journal: &Journal,
+    persist: Duration,
+) -> anyhow::Result<Read> {
+    let jobs = systemd::list_jobs(guest).await?;
+    let running: Vec<&str> = jobs
+        .iter()
+        .filter(|j| j.state == "running")
+        .map(|j| j.unit.as_str())
+        .collect();
+    let units = systemd::unit_snapshot(guest, &running).await?;
+    let mut probes = Vec::new();
+    for g in gates.iter_mut() {
+        let gated_running = jobs
+            .iter()
+            .any(|j| j.unit == g.gate.unit && j.job_type == "start" && j.state == "running");
+        if gated_running {
+            let (answer, status, healthy) = probe_gate(guest, &g.gate.url).await?;
+            probes.push(ProbeRecord {
+                at_unix: crate::run::record::unix_now(),
+                from: format!("guest, gate of {}", g.gate.unit),
+                url: g.gate.url.clone(),
+                status,
+                excerpt: answer.clone(),
+            });
+            g.record(answer, healthy);
+        }
+    }
+    let at = Instant::now();
+    journal.tighten(clock);
+    let snap = Snapshot {
+        jobs: &jobs,
+        units: &units,
+        gates,
+        now_us: clock.to_guest_us(at),
+    };
+    let graph = live::graph(&snap);
+    let cycle = graph.find_cycle().map(|cycle| {
+        let units: BTreeSet<String> = cycle.edges.iter().map(|e| e.waiter.clone()).collect();
+        let blocked: BTreeSet<String> = graph
+            .waiting_on(&units)
+            .into_iter()
+            .filter(|u| !units.contains(u))
+            .collect();
+        Confirmed {
+            message: live::describe(&cycle, &snap),
+            breaks: live::breaks_at_us(&cycle, &snap).map(|(u, us)| (u, clock.to_host(us))),
+            formed: at,
+            formed_from_guest: live::formed_us(&cycle, &snap).is_some(),
+            confirmed: at,
+            units,
+            blocked,
+            graph: graph.clone(),
+            cycle,
+        }
+    });
+    let formed = cycle
+        .as_ref()
+        .and_then(|c| live::formed_us(&c.cycle, &snap))
+        .map(|us| clock.to_host(us));
+    Ok(Read {
+        at,
+        busy: jobs.iter().any(|j| j.job_type == "start" && j.state == "running"),
+        stalls: live::stalls(&snap, persist),
+        graph,
+        cycle,
+        formed,
+        probes,
+    })
+}
+
+/// Probe a gate URL from inside the guest: `(answer, status, healthy)`. TLS is not
+/// verified: the question is whether, and with what, the URL answers.
+async fn probe_gate(guest: &Guest, url: &str) -> anyhow::Result<(String, Option<u16>, bool)> {
+    let cmd = format!(
+        "curl -sk -o /dev/null -w '%{{http_code}}' --max-time {GATE_PROBE_SECS} {}",
+        crate::guest::shell::quote(url)
+    );
+    let out = guest.exec(&cmd).await?;
+    let code = out.stdout.trim().parse::<u16>().ok().filter(|c| *c > 0);
+    Ok(match (out.status, code) {
+        (0, Some(c)) => (c.to_string(), Some(c), (200..300).contains(&c)),
+        (7, _) => ("refused".into(), None, false),
+        (28, _) => ("timed out".into(), None, false),
+        (n, _) => (format!("curl exit {n}"), None, false),
+    })
+}
+
+/// The unit's last journal lines (its own output, not PID 1's).
+fn last_lines(journal: &Journal, unit: &str) -> Vec<String> {
+    let all = journal.since(0);
+    let mut lines: Vec<String> = all
+        .iter()
+        .rev()
+        .filter(|s| !s.entry.from_manager && s.entry.unit.as_deref() == Some(unit))
+        .take(STALL_LINES)
+        .map(|s| s.entry.message.clone())
+        .collect();
+    lines.reverse();
+    lines
+}
