@@ -28,6 +28,15 @@ pub enum Command {
     Boot(BootArgs),
     /// Run scenarios (from a plan, or given) against targets and give verdicts.
     Run(RunArgs),
+    /// Static wait-cycle analysis of TARGET's unit files and declared gates, without
+    /// booting. Exit 0: no cycle; 1: a cycle; 2: bad input.
+    Analyze {
+        /// recipe:DIR[?K=V&...] or nix:FLAKEREF#ATTR.
+        target: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate scenario and plan files without booting.
     Check {
         /// Scenario or plan files.

@@ -88,6 +88,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 other => other,
             }
         }
+        Command::Analyze { target, json } => cmd::analyze::run(&target, json).await,
         Command::Check { files } => cmd::check::run(&files),
         Command::Report { dir, markdown_to } => {
             coldboot::evidence::report_command(&dir)?;

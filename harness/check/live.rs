@@ -41,6 +41,31 @@ impl GateSeen {
     }
 }
 
+/// One read of the guest, owned: what the evidence records, and what tests replay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecordedRead {
+    /// The job queue.
+    pub jobs: Vec<Job>,
+    /// States of the units with running jobs.
+    pub units: Vec<UnitState>,
+    /// The gates and what their probes saw.
+    pub gates: Vec<GateSeen>,
+    /// Guest monotonic µs at the read.
+    pub now_us: u64,
+}
+
+impl RecordedRead {
+    /// The read as a [`Snapshot`].
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            jobs: &self.jobs,
+            units: &self.units,
+            gates: &self.gates,
+            now_us: self.now_us,
+        }
+    }
+}
+
 /// One read of the guest.
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot<'a> {
@@ -116,12 +141,7 @@ pub fn describe(cycle: &Cycle, s: &Snapshot) -> String {
                 .gates
                 .iter()
                 .find(|g| g.gate.unit == unit)
-                .map(|g| {
-                    format!(
-                        "gate {} → {} ×{}",
-                        g.gate.url, g.last, g.unhealthy_streak
-                    )
-                })
+                .map(|g| format!("gate {} → {} ×{}", g.gate.url, g.last, g.unhealthy_streak))
                 .unwrap_or_else(|| e.reason.clone()),
             EdgeKind::Job => format!("After={}", e.waited),
             _ => e.reason.clone(),
@@ -278,7 +298,8 @@ impl CycleTracker {
                 reads: 1,
             }),
         };
-        (c.reads >= 2 && now.saturating_duration_since(c.formed) >= self.persist).then_some(c.formed)
+        (c.reads >= 2 && now.saturating_duration_since(c.formed) >= self.persist)
+            .then_some(c.formed)
     }
 }
 
@@ -346,7 +367,9 @@ impl OrderingCycle {
 /// `transaction.c`) logs `U: Found ordering cycle on A/start`, then one
 /// `U: Found dependency on B/start` per step, then
 /// `U: Job B/start deleted to break ordering cycle starting with A/start`.
-pub fn ordering_cycles<'a>(messages: impl IntoIterator<Item = (u64, &'a str)>) -> Vec<OrderingCycle> {
+pub fn ordering_cycles<'a>(
+    messages: impl IntoIterator<Item = (u64, &'a str)>,
+) -> Vec<OrderingCycle> {
     let mut out: Vec<OrderingCycle> = Vec::new();
     let mut open = false;
     for (at_us, text) in messages {
@@ -423,13 +446,18 @@ pub fn evaluate_wait_cycle(
     let (Some(from), Some(to)) = (w.first_read_secs, w.last_read_secs) else {
         return Evaluation::failed(format!(
             "not checked: the job queue was never read ({})",
-            w.error.as_deref().unwrap_or("the phase ended before the first read")
+            w.error
+                .as_deref()
+                .unwrap_or("the phase ended before the first read")
         ));
     };
     let edges = if w.gates_declared == 0 {
         "the target declares no gates, so only systemd's own edges were checked".to_string()
     } else {
-        format!("systemd's job edges and {} declared gate(s)", w.gates_declared)
+        format!(
+            "systemd's job edges and {} declared gate(s)",
+            w.gates_declared
+        )
     };
     let stalls = if w.stalls.is_empty() {
         String::new()

@@ -1,6 +1,7 @@
 //! Expectations and verdicts, with no processes: the runner collects what the guest
 //! showed, and these functions decide. Everything here is tested from recorded data.
 
+pub mod analyze;
 pub mod live;
 pub mod ordering;
 pub mod outcome;

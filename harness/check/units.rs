@@ -37,4 +37,3 @@ pub fn evaluate_no_failed(units: &[(String, String)], except: &[String]) -> Eval
         Evaluation::failed(format!("failed: {}", failed.join(", ")))
     }
 }
-

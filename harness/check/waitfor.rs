@@ -132,7 +132,10 @@ impl WaitForGraph {
 
     /// The graph in Graphviz dot, edges styled by kind and those of `highlight` in red.
     pub fn to_dot(&self, name: &str, highlight: Option<&Cycle>) -> String {
-        let mut out = format!("digraph {:?} {{\n  rankdir=LR;\n  node [shape=box];\n", name);
+        let mut out = format!(
+            "digraph {:?} {{\n  rankdir=LR;\n  node [shape=box];\n",
+            name
+        );
         for e in &self.edges {
             let on_cycle = highlight.is_some_and(|c| {
                 c.edges
@@ -155,6 +158,39 @@ impl WaitForGraph {
         }
         out.push_str("}\n");
         out
+    }
+
+    /// Every elementary cycle, each once, at most `limit` of them (sorted by their
+    /// smallest unit). A cycle is found from its smallest unit, through larger ones only.
+    pub fn all_cycles(&self, limit: usize) -> Vec<Cycle> {
+        let mut out: BTreeMap<&str, Vec<&WaitEdge>> = BTreeMap::new();
+        for e in &self.edges {
+            out.entry(e.waiter.as_str()).or_default().push(e);
+        }
+        // Only edges inside a strongly connected component can be on a cycle; keeping to
+        // them keeps the search from walking every path of a large acyclic graph.
+        let scc = components(&out);
+        out.iter_mut()
+            .for_each(|(n, es)| es.retain(|e| scc.get(*n) == scc.get(e.waited.as_str())));
+        let mut found = Vec::new();
+        let starts: Vec<&str> = out.keys().copied().collect();
+        for start in starts {
+            let mut path: Vec<&WaitEdge> = Vec::new();
+            let mut on_path: BTreeSet<&str> = BTreeSet::from([start]);
+            elementary(
+                start,
+                start,
+                &out,
+                &mut path,
+                &mut on_path,
+                &mut found,
+                limit,
+            );
+            if found.len() >= limit {
+                break;
+            }
+        }
+        found
     }
 
     /// The first cycle (in sorted unit order, so the same graph gives the same answer),
@@ -187,19 +223,9 @@ fn dfs<'a>(
         return None;
     }
     if let Some(pos) = path.iter().position(|e| e.waiter == node) {
-        let mut edges: Vec<WaitEdge> = path[pos..].iter().map(|e| (*e).clone()).collect();
-        // Start from the edge systemd cannot see (a gate), which is where a reader looks
-        // first, else from the smallest unit, so one cycle always reads the same way.
-        let min = edges
-            .iter()
-            .enumerate()
-            .min_by(|a, b| {
-                (a.1.kind != EdgeKind::Gate, &a.1.waiter)
-                    .cmp(&(b.1.kind != EdgeKind::Gate, &b.1.waiter))
-            })
-            .map_or(0, |(i, _)| i);
-        edges.rotate_left(min);
-        return Some(Cycle { edges });
+        return Some(Cycle::new(
+            path[pos..].iter().map(|e| (*e).clone()).collect(),
+        ));
     }
     for e in out.get(node).map(Vec::as_slice).unwrap_or(&[]) {
         path.push(e);
@@ -212,6 +238,100 @@ fn dfs<'a>(
     None
 }
 
+/// Tarjan's strongly connected components: node → component number.
+fn components<'a>(out: &BTreeMap<&'a str, Vec<&'a WaitEdge>>) -> BTreeMap<&'a str, usize> {
+    struct T<'a, 'g> {
+        out: &'g BTreeMap<&'a str, Vec<&'a WaitEdge>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on_stack: BTreeSet<&'a str>,
+        comp: BTreeMap<&'a str, usize>,
+        next: usize,
+        comps: usize,
+    }
+    impl<'a> T<'a, '_> {
+        fn visit(&mut self, v: &'a str) {
+            self.index.insert(v, self.next);
+            self.low.insert(v, self.next);
+            self.next += 1;
+            self.stack.push(v);
+            self.on_stack.insert(v);
+            let edges: Vec<&'a str> = self
+                .out
+                .get(v)
+                .map(|es| es.iter().map(|e| e.waited.as_str()).collect())
+                .unwrap_or_default();
+            for w in edges {
+                if !self.index.contains_key(w) {
+                    self.visit(w);
+                    let lw = self.low[w];
+                    let lv = self.low.get_mut(v).expect("visited");
+                    *lv = (*lv).min(lw);
+                } else if self.on_stack.contains(w) {
+                    let iw = self.index[w];
+                    let lv = self.low.get_mut(v).expect("visited");
+                    *lv = (*lv).min(iw);
+                }
+            }
+            if self.low[v] == self.index[v] {
+                while let Some(w) = self.stack.pop() {
+                    self.on_stack.remove(w);
+                    self.comp.insert(w, self.comps);
+                    if w == v {
+                        break;
+                    }
+                }
+                self.comps += 1;
+            }
+        }
+    }
+    let mut t = T {
+        out,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        comp: BTreeMap::new(),
+        next: 0,
+        comps: 0,
+    };
+    for v in out.keys() {
+        if !t.index.contains_key(v) {
+            t.visit(v);
+        }
+    }
+    t.comp
+}
+
+fn elementary<'a>(
+    start: &'a str,
+    node: &'a str,
+    out: &BTreeMap<&'a str, Vec<&'a WaitEdge>>,
+    path: &mut Vec<&'a WaitEdge>,
+    on_path: &mut BTreeSet<&'a str>,
+    found: &mut Vec<Cycle>,
+    limit: usize,
+) {
+    for e in out.get(node).map(Vec::as_slice).unwrap_or(&[]) {
+        if found.len() >= limit {
+            return;
+        }
+        let next = e.waited.as_str();
+        if next == start {
+            path.push(e);
+            found.push(Cycle::new(path.iter().map(|e| (*e).clone()).collect()));
+            path.pop();
+        } else if next > start && !on_path.contains(next) {
+            path.push(e);
+            on_path.insert(next);
+            elementary(start, next, out, path, on_path, found, limit);
+            on_path.remove(next);
+            path.pop();
+        }
+    }
+}
+
 /// A wait-for cycle: edges e0..en with e[i].waited == e[i+1].waiter and back to e0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cycle {
@@ -220,6 +340,22 @@ pub struct Cycle {
 }
 
 impl Cycle {
+    /// A cycle from its edges in order, rotated to start from the edge systemd cannot
+    /// see (a gate), which is where a reader looks first, else from the smallest unit,
+    /// so one cycle always reads the same way.
+    pub fn new(mut edges: Vec<WaitEdge>) -> Cycle {
+        let first = edges
+            .iter()
+            .enumerate()
+            .min_by(|a, b| {
+                (a.1.kind != EdgeKind::Gate, &a.1.waiter)
+                    .cmp(&(b.1.kind != EdgeKind::Gate, &b.1.waiter))
+            })
+            .map_or(0, |(i, _)| i);
+        edges.rotate_left(first);
+        Cycle { edges }
+    }
+
     /// The units along the cycle, the first repeated at the end.
     pub fn units(&self) -> Vec<&str> {
         let mut u: Vec<&str> = self.edges.iter().map(|e| e.waiter.as_str()).collect();

@@ -1,5 +1,6 @@
 //! One module per subcommand. Each returns the process exit code or an error.
 
+pub mod analyze;
 pub mod boot;
 pub mod check;
 pub mod doctor;

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::check::WaitForGraph;
 use crate::check::live::{
-    self, Confirmed, CycleTracker, GateSeen, OrderingCycle, PhaseWatch, Snapshot, Stall,
+    self, Confirmed, CycleTracker, GateSeen, OrderingCycle, PhaseWatch, RecordedRead, Stall,
 };
 use crate::guest::Guest;
 use crate::guest::systemd;
@@ -49,6 +49,9 @@ struct WatchState {
     probes: Vec<ProbeRecord>,
     probes_taken: usize,
     last_graph: WaitForGraph,
+    last_read: RecordedRead,
+    /// The read that confirmed the cycle.
+    confirming_read: Option<RecordedRead>,
     error: Option<String>,
 }
 
@@ -74,8 +77,9 @@ impl Drop for CycleWatcher {
 
 /// Everything the watcher task needs.
 pub struct WatchSetup {
-    /// The watcher's own session (see [`open_session`]), or why there is none.
-    pub session: anyhow::Result<Guest>,
+    /// The boot's main channel: the watcher reads through it until its own session is
+    /// open, and for good if that cannot be opened.
+    pub guest: Guest,
     /// The boot's journal stream.
     pub journal: Journal,
     /// Guest monotonic time on the host clock.
@@ -160,6 +164,8 @@ impl Cycles {
             gates_declared: usize,
             confirmed: Option<&'a Confirmed>,
             last_graph: &'a WaitForGraph,
+            last_read: &'a RecordedRead,
+            confirming_read: Option<&'a RecordedRead>,
             stalls: &'a [Stall],
             ordering_cycles: &'a [OrderingCycle],
             gate_probes: &'a [ProbeRecord],
@@ -171,6 +177,8 @@ impl Cycles {
             gates_declared: self.gates,
             confirmed: s.confirmed.as_ref(),
             last_graph: &s.last_graph,
+            last_read: &s.last_read,
+            confirming_read: s.confirming_read.as_ref(),
             stalls: &s.stalls,
             ordering_cycles: &s.ordering,
             gate_probes: &s.probes,
@@ -189,22 +197,14 @@ impl Cycles {
     }
 }
 
-/// Open the watcher's own session: a second SSH session, so the watcher never waits
-/// behind an expectation's command on the main one.
-pub async fn open_session(guest: &Guest) -> anyhow::Result<Guest> {
-    guest.another_session(SESSION_CONNECT).await
-}
-
 async fn run(setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Sender<u64>) {
-    let guest = match &setup.session {
-        Ok(g) => g.clone(),
-        Err(e) => {
-            state.lock().expect("cycle watch lock").error =
-                Some(format!("no session for the watcher: {e:#}"));
-            tx.send_modify(|n| *n += 1);
-            return;
-        }
-    };
+    // A session of its own, so reads never wait behind an expectation's command; on a
+    // loaded host the handshake can take a while, so read on the main one meanwhile.
+    let mut guest = setup.guest.clone();
+    let main = setup.guest.clone();
+    let mut own = Some(tokio::spawn(async move {
+        main.another_session(SESSION_CONNECT).await
+    }));
     let mut clock = setup.clock;
     let mut journal = setup.journal.clone();
     let mut tracker = CycleTracker::new(setup.persist);
@@ -222,13 +222,33 @@ async fn run(setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Sender
     let mut manager_lines: Vec<(u64, String)> = Vec::new();
     let mut busy = true;
     loop {
-        match read_once(&guest, &mut gates, &mut clock, &setup.journal, setup.persist).await {
+        if own.as_ref().is_some_and(|t| t.is_finished())
+            && let Some(task) = own.take()
+        {
+            match task.await {
+                Ok(Ok(session)) => guest = session,
+                Ok(Err(e)) => {
+                    tracing::info!("the wait-cycle watcher reads on the main session: {e:#}")
+                }
+                Err(e) => tracing::warn!("the watcher's session task failed: {e}"),
+            }
+        }
+        match read_once(
+            &guest,
+            &mut gates,
+            &mut clock,
+            &setup.journal,
+            setup.persist,
+        )
+        .await
+        {
             Ok(read) => {
                 busy = read.busy;
                 let mut s = state.lock().expect("cycle watch lock");
                 s.reads.push(read.at);
                 s.probes.extend(read.probes.iter().cloned());
                 s.last_graph = read.graph.clone();
+                s.last_read = read.recorded.clone();
                 for stall in read.stalls.iter().cloned() {
                     let lines = last_lines(&setup.journal, &stall.unit);
                     match s.stalls.iter_mut().find(|x| x.unit == stall.unit) {
@@ -244,7 +264,10 @@ async fn run(setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Sender
                         }),
                     }
                 }
-                match (&read.cycle, tracker.observe(read.at, read.cycle_units(), read.formed)) {
+                match (
+                    &read.cycle,
+                    tracker.observe(read.at, read.cycle_units(), read.formed),
+                ) {
                     (Some(found), Some(formed)) => {
                         if s.confirmed.is_none() {
                             (setup.status)(&format!("wait cycle: {}", found.message));
@@ -254,6 +277,7 @@ async fn run(setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Sender
                                 confirmed: read.at,
                                 ..found.clone()
                             });
+                            s.confirming_read = Some(read.recorded.clone());
                         }
                         s.cycle_last_seen = Some(read.at);
                     }
@@ -286,8 +310,10 @@ async fn run(setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Sender
         manager_lines.extend(
             fresh
                 .iter()
-                .filter(|x| x.entry.from_manager && x.entry.message.contains("ordering cycle")
-                    || x.entry.message.contains("Found dependency on"))
+                .filter(|x| {
+                    x.entry.from_manager && x.entry.message.contains("ordering cycle")
+                        || x.entry.message.contains("Found dependency on")
+                })
                 .map(|x| (x.entry.mono_us, x.entry.message.clone())),
         );
         let ordering = live::ordering_cycles(manager_lines.iter().map(|(t, m)| (*t, m.as_str())));
@@ -328,6 +354,7 @@ struct Read {
     formed: Option<Instant>,
     stalls: Vec<Stall>,
     probes: Vec<ProbeRecord>,
+    recorded: RecordedRead,
 }
 
 impl Read {
@@ -369,12 +396,14 @@ async fn read_once(
     }
     let at = Instant::now();
     journal.tighten(clock);
-    let snap = Snapshot {
-        jobs: &jobs,
-        units: &units,
-        gates,
+    let recorded = RecordedRead {
+        jobs,
+        units,
+        gates: gates.to_vec(),
         now_us: clock.to_guest_us(at),
     };
+    let snap = recorded.snapshot();
+    let jobs = &recorded.jobs;
     let graph = live::graph(&snap);
     let cycle = graph.find_cycle().map(|cycle| {
         let units: BTreeSet<String> = cycle.edges.iter().map(|e| e.waiter.clone()).collect();
@@ -401,12 +430,15 @@ async fn read_once(
         .map(|us| clock.to_host(us));
     Ok(Read {
         at,
-        busy: jobs.iter().any(|j| j.job_type == "start" && j.state == "running"),
+        busy: jobs
+            .iter()
+            .any(|j| j.job_type == "start" && j.state == "running"),
         stalls: live::stalls(&snap, persist),
         graph,
         cycle,
         formed,
         probes,
+        recorded: recorded.clone(),
     })
 }
 

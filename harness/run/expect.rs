@@ -97,7 +97,16 @@ pub async fn await_expectation(
             let mut names: Vec<String> = vec![o.after.as_str().to_string()];
             names.extend(o.units.iter().map(|u| u.as_str().to_string()));
             let times = systemd::unit_snapshot(live.guest, &names).await?;
-            Awaited::now(check::evaluate_order(o.after.as_str(), &names[1..], &times))
+            let mut eval = check::evaluate_order(o.after.as_str(), &names[1..], &times);
+            // An anchor that never finished starting because it sits on a wait cycle:
+            // say so, it is the reason.
+            if !eval.held
+                && let Some(c) = live.cycles.confirmed()
+                && c.units.contains(o.after.as_str())
+            {
+                eval.seen = format!("{}; it is on a wait cycle: {}", eval.seen, c.message);
+            }
+            Awaited::now(eval)
         }
         ExpectationKind::Http(h) => await_http(live, h, deadline).await?,
         ExpectationKind::Journal(j) => await_journal(live, j, deadline).await,
@@ -442,7 +451,9 @@ async fn await_wait_cycle(
             _ = tokio::time::sleep_until(deadline.into()) => break,
         }
     }
-    let watch = live.cycles.phase_watch(live.phase_started, live.qemu_started);
+    let watch = live
+        .cycles
+        .phase_watch(live.phase_started, live.qemu_started);
     let eval = check::live::evaluate_wait_cycle(w.expect, w.persist.0, &watch);
     let confirmed = live.cycles.confirmed().filter(|_| watch.cycle.is_some());
     Awaited {

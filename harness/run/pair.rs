@@ -246,7 +246,8 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         let mut failed = false;
         // `wait_cycle:` is an invariant over the whole phase: judged once the phase's
         // other expectations are done, in its place in the file's order.
-        let (invariants, waits): (Vec<(usize, &Expectation)>, Vec<(usize, &Expectation)>) = phase
+        type Numbered<'a> = Vec<(usize, &'a Expectation)>;
+        let (invariants, waits): (Numbered, Numbered) = phase
             .expect
             .iter()
             .enumerate()
@@ -254,7 +255,9 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         let mut decided: Vec<(usize, ExpectationOutcome)> = Vec::new();
         for (index, exp) in waits.into_iter().chain(invariants) {
             let deadline = match exp.kind {
-                ExpectationKind::WaitCycle(_) => Instant::now() + within(&exp.kind).unwrap_or_default(),
+                ExpectationKind::WaitCycle(_) => {
+                    Instant::now() + within(&exp.kind).unwrap_or_default()
+                }
                 _ => t + within(&exp.kind).unwrap_or_default(),
             };
             let awaited = expect::await_expectation(&mut live, &exp.kind, deadline)
@@ -337,11 +340,7 @@ async fn connect(
         &format!("boot {} after {:.1}s", vm.boot_index(), took.as_secs_f64()),
     );
     // Both take SSH round trips, slow on a busy TCG guest: overlap them.
-    let (clock, followed, session) = tokio::join!(
-        GuestClock::sample(&guest),
-        Journal::follow(&guest),
-        cycles::open_session(&guest)
-    );
+    let (clock, followed) = tokio::join!(GuestClock::sample(&guest), Journal::follow(&guest));
     let (clock, (journal, follower)) = (clock?, followed?);
     state.timeline.event(
         "watching",
@@ -351,7 +350,7 @@ async fn connect(
         ),
     );
     let (cycles, watcher) = cycles::start(cycles::WatchSetup {
-        session,
+        guest: guest.clone(),
         journal: journal.clone(),
         clock,
         gates: ctx.spec.gates.clone(),

@@ -237,7 +237,10 @@ fn resolve_expectation(
                 diags.push(Diagnostic::at(
                     path,
                     at,
-                    format!("`persist` belongs to a `wait_cycle:` expectation, not to `{}`", kinds[0]),
+                    format!(
+                        "`persist` belongs to a `wait_cycle:` expectation, not to `{}`",
+                        kinds[0]
+                    ),
                 ));
                 return None;
             }

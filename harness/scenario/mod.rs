@@ -21,9 +21,9 @@ pub use action::{Action, LinkState, RestartAction, RunAction, WriteAction};
 pub use diag::Diagnostic;
 pub use duration::{ScenarioDuration, format_duration, parse_duration};
 pub use expectation::{
-    CommandExpectation, DEFAULT_PERSIST, Expectation, ExpectationKind, FileExpectation, HttpExpectation,
-    JournalExpectation, NoFailedUnits, OrderExpectation, ProbeFrom, TextMatch, UnitExpectation,
-    UnitResult, UnitState, WaitCycleCheck, WaitCycleExpectation,
+    CommandExpectation, DEFAULT_PERSIST, Expectation, ExpectationKind, FileExpectation,
+    HttpExpectation, JournalExpectation, NoFailedUnits, OrderExpectation, ProbeFrom, TextMatch,
+    UnitExpectation, UnitResult, UnitState, WaitCycleCheck, WaitCycleExpectation,
 };
 pub use files::{FileCheck, FileKind, check_file, check_files, json_schema};
 pub use load::{load_scenario, parse_scenario};

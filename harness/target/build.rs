@@ -158,6 +158,7 @@ pub async fn build_image(
     progress.report("applying the overlay, the harness adapter and the variants");
     customize(recipe, variants, &dir, key, &log)?;
     let kernel_release = copy_boot_files(&dir, out)?;
+    copy_unit_tree(&dir, &out.join(UNITS_DIR))?;
 
     progress.report("making the ext4 filesystem and the qcow2 image");
     let raw = out.join("disk.raw");
@@ -199,6 +200,48 @@ pub async fn build_image(
     };
     write_json(&out.join(META_FILE), &meta)?;
     Ok(meta)
+}
+
+/// The unit folders of the image, kept beside the disk (`coldboot analyze` reads them
+/// without booting or mounting anything): a small root with the same paths and links.
+pub const UNITS_DIR: &str = "units";
+
+/// Copy the unit folders of `rootfs` (and the `/lib` link of a merged-/usr system) to
+/// `out`, symlinks kept as symlinks.
+fn copy_unit_tree(rootfs: &Path, out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    if let Ok(target) = std::fs::read_link(rootfs.join("lib")) {
+        std::os::unix::fs::symlink(target, out.join("lib"))?;
+    }
+    let mut copied = Vec::new();
+    for rel in super::unit_tree::UNIT_DIRS {
+        let Some(real) = super::unit_tree::inside(rootfs, &rootfs.join(rel)) else {
+            continue;
+        };
+        if real.is_dir() && !copied.contains(&real) {
+            let rel = real.strip_prefix(rootfs)?;
+            copy_tree(&real, &out.join(rel))?;
+            copied.push(real);
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+        } else if kind.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if kind.is_file() {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
 }
 
 /// Everything between unpacking and mkfs, in the order of the contract: defaults,

@@ -94,7 +94,8 @@ pub fn image_key(
 ) -> String {
     let mut sorted: Vec<&RecipeEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.rel.cmp(&b.rel));
-    let mut h = KeyHasher::new("image");
+    // image/2: an entry also keeps the image's unit folders (`units/`).
+    let mut h = KeyHasher::new("image/2");
     h.field(rootfs.as_bytes());
     h.field(&(sorted.len() as u64).to_le_bytes());
     for e in sorted {

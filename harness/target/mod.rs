@@ -10,6 +10,7 @@ pub mod recipe;
 mod rootfs;
 pub mod spec;
 mod tool;
+pub mod unit_tree;
 mod units;
 
 use std::collections::BTreeMap;
