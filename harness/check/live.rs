@@ -413,6 +413,9 @@ pub struct PhaseWatch {
     pub last_read_secs: Option<f64>,
     /// How many gates the target declares.
     pub gates_declared: usize,
+    /// Per declared gate (by gated unit): how many times the harness probed its URL
+    /// during the phase (only while the gated unit's start job ran).
+    pub gate_probes: Vec<(String, usize)>,
     /// A cycle confirmed during the phase, in words.
     pub cycle: Option<String>,
     /// Stalls seen during the phase.
@@ -454,9 +457,19 @@ pub fn evaluate_wait_cycle(
     let edges = if w.gates_declared == 0 {
         "the target declares no gates, so only systemd's own edges were checked".to_string()
     } else {
+        let probed: Vec<String> = w
+            .gate_probes
+            .iter()
+            .map(|(unit, n)| match n {
+                0 => {
+                    format!("{unit}'s gate not probed (its start job was not running at any read)")
+                }
+                n => format!("{unit}'s gate probed {n} times"),
+            })
+            .collect();
         format!(
-            "systemd's job edges and {} declared gate(s)",
-            w.gates_declared
+            "systemd's job edges and the declared gates ({})",
+            probed.join("; ")
         )
     };
     let stalls = if w.stalls.is_empty() {
@@ -477,7 +490,7 @@ pub fn evaluate_wait_cycle(
         format!("; stalls seen (not cycles): {}", list.join("; "))
     };
     let seen = format!(
-        "no wait cycle lasted {secs:.0} s: job queue read {} times from {from:.1} s to {to:.1} s after QEMU started, with {edges}{stalls}",
+        "no wait cycle lasted {secs:.0} s: job queue read {} times from {from:.1} s to {to:.1} s after QEMU started (not watched before), with {edges}{stalls}",
         w.reads
     );
     match expect {

@@ -53,10 +53,26 @@ pub struct PairEvidence {
     /// Boot index → the last monotonic timestamp (µs) in `journal-boot-N.json`: how far
     /// the harness saw into that boot.
     pub journal_end_us: BTreeMap<u32, u64>,
+    /// Boot index → the wait cycle the watcher confirmed in that boot
+    /// (`waitfor-boot-N.json`), if it confirmed one.
+    pub wait_cycles: BTreeMap<u32, WaitCycleRecord>,
     /// `identity.json`, if written: the target's identity and base image checksums.
     pub identity: Option<serde_json::Value>,
     /// Every file name in the run folder, to link only to what exists.
     pub files: BTreeSet<String>,
+}
+
+/// What the reports use from `waitfor-boot-N.json`'s confirmed cycle.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WaitCycleRecord {
+    /// The path in words.
+    pub message: String,
+    /// Whether the formation time came from the guest's own timestamps.
+    #[serde(default)]
+    pub formed_from_guest: bool,
+    /// Units waiting on the cycle.
+    #[serde(default)]
+    pub blocked: Vec<String>,
 }
 
 /// What the reports use from `vm.json`.
@@ -197,6 +213,7 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
     };
     let mut units = BTreeMap::new();
     let mut journal_end_us = BTreeMap::new();
+    let mut wait_cycles = BTreeMap::new();
     for name in &files {
         if name.starts_with("units-") && name.ends_with(".txt") {
             let path = dir.join(name);
@@ -209,6 +226,21 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
             .and_then(|n| n.parse::<u32>().ok())
         {
             journal_end_us.insert(n, last_monotonic_us(&read(&dir.join(name))?));
+        } else if let Some(n) = name
+            .strip_prefix("waitfor-boot-")
+            .and_then(|r| r.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            #[derive(Deserialize)]
+            struct File {
+                confirmed: Option<WaitCycleRecord>,
+            }
+            let path = dir.join(name);
+            let file: File = serde_json::from_str(&read(&path)?)
+                .map_err(|e| usage(format!("{}: not a wait-for record: {e}", path.display())))?;
+            if let Some(c) = file.confirmed {
+                wait_cycles.insert(n, c);
+            }
         }
     }
     Ok(PairEvidence {
@@ -218,6 +250,7 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         vm,
         units,
         journal_end_us,
+        wait_cycles,
         identity,
         files,
     })

@@ -131,6 +131,9 @@ fn m1(s: &mut String, bundle: &Bundle) {
             claim(s, p);
         }
         s.push('\n');
+        for p in &on {
+            wait_cycle(s, p);
+        }
         if on.len() > 1 {
             side_by_side(s, &on);
         } else if let Some(p) = on.first() {
@@ -200,6 +203,51 @@ fn claim(s: &mut String, p: &PairEvidence) {
         p.link("verdict.json"),
         p.link("timeline.jsonl")
     );
+}
+
+/// The wait cycle a pair's watcher confirmed: its path, when it formed and when the
+/// harness named it, and the graph.
+fn wait_cycle(s: &mut String, p: &PairEvidence) {
+    for (boot, c) in &p.wait_cycles {
+        let _ = writeln!(
+            s,
+            "**Wait cycle on {} (boot {boot})**: {}\n",
+            p.report.target_name,
+            code(&c.message)
+        );
+        let timing = p
+            .report
+            .outcomes
+            .iter()
+            .filter(|o| o.id.starts_with("wait_cycle"))
+            .find_map(|o| Some((o.changed_at?, o.decided_at?)));
+        if let Some((formed, named)) = timing {
+            let _ = writeln!(
+                s,
+                "It formed {:.1} s into the pair ({}) and the harness named it {:.1} s later; \
+                 the pair's verdict came at {:.1} s, where systemd alone would have waited for \
+                 the start timeout.\n",
+                formed.as_secs_f64(),
+                if c.formed_from_guest {
+                    "by the guest's own timestamps"
+                } else {
+                    "first seen by the harness"
+                },
+                named.saturating_sub(formed).as_secs_f64(),
+                p.report.duration_secs
+            );
+        }
+        if !c.blocked.is_empty() {
+            let _ = writeln!(s, "Waiting on it: {}.\n", c.blocked.join(", "));
+        }
+        let _ = writeln!(
+            s,
+            "Graph: [waitfor-boot-{boot}.dot]({}) (Graphviz; the cycle in red), \
+             [waitfor-boot-{boot}.json]({}) (the reads and the gate probes).\n",
+            p.link(&format!("waitfor-boot-{boot}.dot")),
+            p.link(&format!("waitfor-boot-{boot}.json"))
+        );
+    }
 }
 
 fn evidence_link(o: &ExpectationOutcome) -> Option<String> {

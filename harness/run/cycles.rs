@@ -60,7 +60,7 @@ struct WatchState {
 pub struct Cycles {
     state: Arc<Mutex<WatchState>>,
     news: watch::Receiver<u64>,
-    gates: usize,
+    gates: Vec<String>,
     persist: Duration,
 }
 
@@ -99,7 +99,7 @@ pub fn start(setup: WatchSetup) -> (Cycles, CycleWatcher) {
     let cycles = Cycles {
         state: state.clone(),
         news,
-        gates: setup.gates.len(),
+        gates: setup.gates.iter().map(|g| g.unit.clone()).collect(),
         persist: setup.persist,
     };
     let task = tokio::spawn(run(setup, state, tx));
@@ -136,6 +136,20 @@ impl Cycles {
         let s = self.lock();
         let reads: Vec<&Instant> = s.reads.iter().filter(|r| **r >= since).collect();
         let secs = |i: &Instant| i.saturating_duration_since(origin).as_secs_f64();
+        let since_unix = crate::run::record::unix_now() - since.elapsed().as_secs_f64();
+        let gate_probes = self
+            .gates
+            .iter()
+            .map(|unit| {
+                let from = format!("guest, gate of {unit}");
+                let n = s
+                    .probes
+                    .iter()
+                    .filter(|p| p.from == from && p.at_unix >= since_unix)
+                    .count();
+                (unit.clone(), n)
+            })
+            .collect();
         let cycle = s
             .confirmed
             .as_ref()
@@ -145,7 +159,8 @@ impl Cycles {
             reads: reads.len() as u32,
             first_read_secs: reads.first().map(|i| secs(i)),
             last_read_secs: reads.last().map(|i| secs(i)),
-            gates_declared: self.gates,
+            gates_declared: self.gates.len(),
+            gate_probes,
             cycle,
             stalls: s.stalls.clone(),
             ordering: s.ordering.clone(),
@@ -174,7 +189,7 @@ impl Cycles {
         let json = serde_json::to_value(Record {
             reads: s.reads.len(),
             persist_secs: self.persist.as_secs_f64(),
-            gates_declared: self.gates,
+            gates_declared: self.gates.len(),
             confirmed: s.confirmed.as_ref(),
             last_graph: &s.last_graph,
             last_read: &s.last_read,

@@ -1,0 +1,239 @@
+//! Live wait-cycle logic (check::live) replayed from a real read: the watcher's own
+//! record of the old gate's cold boot on the model (gate=dashboard, TimeoutStartSec=900,
+//! systemd 252 under TCG), `tests/fixtures/ccci-model/old-gate-waitfor-boot-1.json`,
+//! copied from a `coldboot run` bundle. No VM needed.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use coldboot::check::live::{
+    self, Confirmed, CycleTracker, PhaseWatch, RecordedRead, evaluate_wait_cycle,
+};
+use coldboot::scenario::WaitCycleExpectation;
+
+fn recorded() -> RecordedRead {
+    let text = std::fs::read_to_string("tests/fixtures/ccci-model/old-gate-waitfor-boot-1.json")
+        .expect("fixture");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_value(v["confirming_read"].clone()).expect("a recorded read")
+}
+
+const PATH: &str = "deploy-proxy.service (start running 90 s; gate https://ci.commoninternet.net/ → timed out ×2) waits for deploy-dashboard.service (start waiting, After=deploy-proxy.service)";
+
+#[test]
+fn the_gate_edge_closes_the_cycle_and_its_path_reads_from_the_gate() {
+    let read = recorded();
+    let snap = read.snapshot();
+    let g = live::graph(&snap);
+    let cycle = g.find_cycle().expect("a cycle through the gate");
+    assert_eq!(
+        cycle.units(),
+        [
+            "deploy-proxy.service",
+            "deploy-dashboard.service",
+            "deploy-proxy.service"
+        ]
+    );
+    assert_eq!(live::describe(&cycle, &snap), PATH);
+    // The dashboard's job (91) was queued before the proxy's (96), so the cycle formed
+    // when the proxy's start began, by the guest's clock.
+    assert_eq!(live::formed_us(&cycle, &snap), Some(39_750_184));
+    assert_eq!(
+        live::breaks_at_us(&cycle, &snap),
+        Some(("deploy-proxy.service".to_string(), 39_750_184 + 900_000_000))
+    );
+    // Everything the boot wants is held up behind it.
+    let on: BTreeSet<String> = cycle.edges.iter().map(|e| e.waiter.clone()).collect();
+    let behind = g.waiting_on(&on);
+    for unit in ["drone.service", "backupbot.service", "multi-user.target"] {
+        assert!(behind.contains(unit), "{unit} waits on the cycle");
+    }
+}
+
+#[test]
+fn without_the_gate_edge_there_is_no_cycle_but_an_undeclared_wait_is_a_stall() {
+    let mut read = recorded();
+    // A healthy gate adds no edge: systemd's own queue is acyclic.
+    read.gates[0].healthy = true;
+    assert!(live::graph(&read.snapshot()).find_cycle().is_none());
+    // The same queue with no gate declared: the proxy's start has run 90 s and holds
+    // up the dashboard and the consumers. That is a stall, never a cycle.
+    read.gates.clear();
+    let snap = read.snapshot();
+    assert!(live::graph(&snap).find_cycle().is_none());
+    let stalls = live::stalls(&snap, Duration::from_secs(10));
+    assert_eq!(stalls.len(), 1);
+    assert_eq!(stalls[0].unit, "deploy-proxy.service");
+    assert_eq!(stalls[0].running_secs, 90);
+    assert!(
+        stalls[0]
+            .blocked
+            .contains(&"deploy-dashboard.service".to_string())
+    );
+    // Below the persistence it is not one yet.
+    assert!(live::stalls(&snap, Duration::from_secs(120)).is_empty());
+}
+
+#[test]
+fn a_cycle_counts_once_read_twice_and_lasting_persist() {
+    let t0 = Instant::now();
+    let units = || Some(BTreeSet::from(["a".to_string(), "b".to_string()]));
+    let mut t = CycleTracker::new(Duration::from_secs(10));
+    // Dated by the guest 30 s back: it has lasted, but one read is not enough.
+    let formed = Some(t0);
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    assert_eq!(t.observe(at(30), units(), formed), None);
+    assert_eq!(t.observe(at(32), units(), formed), Some(t0));
+    // A read without it starts over; undated, it counts from its first sighting.
+    assert_eq!(t.observe(at(34), None, None), None);
+    assert_eq!(t.observe(at(36), units(), None), None);
+    assert_eq!(t.observe(at(40), units(), None), None);
+    assert_eq!(t.observe(at(46), units(), None), Some(at(36)));
+    // Another set of units is another cycle.
+    let other = Some(BTreeSet::from(["a".to_string(), "c".to_string()]));
+    assert_eq!(t.observe(at(48), other, None), None);
+}
+
+fn confirmed(breaks_in: Option<u64>) -> (Confirmed, Instant) {
+    let read = recorded();
+    let snap = read.snapshot();
+    let g = live::graph(&snap);
+    let cycle = g.find_cycle().unwrap();
+    let now = Instant::now();
+    let units: BTreeSet<String> = cycle.edges.iter().map(|e| e.waiter.clone()).collect();
+    let c = Confirmed {
+        message: live::describe(&cycle, &snap),
+        blocked: g
+            .waiting_on(&units)
+            .into_iter()
+            .filter(|u| !units.contains(u))
+            .collect(),
+        units,
+        formed: now,
+        formed_from_guest: true,
+        confirmed: now,
+        breaks: breaks_in.map(|s| {
+            (
+                "deploy-proxy.service".to_string(),
+                now + Duration::from_secs(s),
+            )
+        }),
+        graph: g.clone(),
+        cycle,
+    };
+    (c, now)
+}
+
+#[test]
+fn units_on_or_behind_a_cycle_are_decided_unless_it_can_break_in_time() {
+    let (c, now) = confirmed(Some(800));
+    let soon = now + Duration::from_secs(60);
+    let late = now + Duration::from_secs(1000);
+    // The proxy's own timeout breaks the cycle by failing it: never active.
+    let why = c
+        .blocks("deploy-proxy.service", true, late)
+        .expect("decided");
+    assert!(why.contains("only its own start timeout breaks"), "{why}");
+    assert!(why.ends_with(PATH), "{why}");
+    // It can still reach `failed` once the timeout breaks the cycle, before a late deadline.
+    assert!(c.blocks("deploy-proxy.service", false, late).is_none());
+    // The dashboard and a consumer cannot start before the break...
+    for unit in ["deploy-dashboard.service", "drone.service"] {
+        let why = c.blocks(unit, true, soon).expect("decided");
+        assert!(why.contains("cannot break before"), "{why}");
+    }
+    assert!(
+        c.blocks("drone.service", true, soon)
+            .unwrap()
+            .contains("waits on")
+    );
+    // ...but may after it, so a deadline past the break keeps waiting.
+    assert!(c.blocks("deploy-dashboard.service", true, late).is_none());
+    // A unit with nothing to do with it is not touched.
+    assert!(c.blocks("ssh.service", true, soon).is_none());
+    // With no timeout on the cycle nothing breaks it.
+    let (forever, _) = confirmed(None);
+    assert!(
+        forever
+            .blocks("deploy-dashboard.service", true, late)
+            .unwrap()
+            .contains("nothing breaks by itself")
+    );
+}
+
+#[test]
+fn systemds_ordering_cycle_lines_are_read_with_the_job_it_deleted() {
+    // PID 1's messages as transaction.c (v252) words them, each prefixed by the unit.
+    let lines = [
+        (
+            100,
+            "cyc-a.service: Found ordering cycle on cyc-b.service/start",
+        ),
+        (
+            101,
+            "cyc-a.service: Found dependency on cyc-a.service/start",
+        ),
+        (
+            102,
+            "cyc-a.service: Found dependency on cyc-b.service/start",
+        ),
+        (
+            103,
+            "cyc-a.service: Job cyc-b.service/start deleted to break ordering cycle starting with cyc-a.service/start",
+        ),
+        (200, "Started Something Else."),
+    ];
+    let found = live::ordering_cycles(lines);
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].units,
+        ["cyc-b.service", "cyc-a.service", "cyc-b.service"]
+    );
+    assert_eq!(found[0].deleted.as_deref(), Some("cyc-b.service/start"));
+    assert!(
+        found[0]
+            .describe()
+            .contains("deleted job cyc-b.service/start")
+    );
+}
+
+#[test]
+fn wait_cycle_is_never_a_pass_unchecked_and_says_what_it_covered() {
+    let persist = Duration::from_secs(10);
+    let unread = PhaseWatch {
+        error: Some("no session".into()),
+        ..PhaseWatch::default()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &unread);
+    assert!(!e.held && e.seen.starts_with("not checked"), "{}", e.seen);
+
+    let quiet = PhaseWatch {
+        reads: 4,
+        first_read_secs: Some(30.0),
+        last_read_secs: Some(40.0),
+        gates_declared: 1,
+        gate_probes: vec![("deploy-proxy.service".into(), 0)],
+        ..PhaseWatch::default()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &quiet);
+    assert!(e.held, "{}", e.seen);
+    assert!(e.seen.contains("from 30.0 s to 40.0 s"), "{}", e.seen);
+    assert!(e.seen.contains("gate not probed"), "{}", e.seen);
+    assert!(!evaluate_wait_cycle(WaitCycleExpectation::Expected, persist, &quiet).held);
+
+    let no_gates = PhaseWatch {
+        gates_declared: 0,
+        gate_probes: vec![],
+        ..quiet.clone()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &no_gates);
+    assert!(e.seen.contains("only systemd's own edges"), "{}", e.seen);
+
+    let cycle = PhaseWatch {
+        cycle: Some(PATH.into()),
+        ..quiet
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &cycle);
+    assert!(!e.held && e.seen.contains(PATH), "{}", e.seen);
+    assert!(evaluate_wait_cycle(WaitCycleExpectation::Expected, persist, &cycle).held);
+}
