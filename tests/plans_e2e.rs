@@ -65,6 +65,8 @@ fn check_bundle(bundle: &Path) {
 
     for pair in report["pairs"].as_array().expect("pairs") {
         let folder = bundle.join(pair["run_dir"].as_str().expect("run_dir"));
+        // systemd-analyze plots only a boot that finished: a deadlocked one has none.
+        let plot = (pair["verdict_word"] != "reproduced").then_some("plot-boot-1.svg");
         for file in [
             "verdict.json",
             "timeline.jsonl",
@@ -73,8 +75,12 @@ fn check_bundle(bundle: &Path) {
             "serial-1.log",
             "journal-boot-1.json",
             "critical-chain-boot-1.txt",
-            "plot-boot-1.svg",
-        ] {
+            "waitfor-boot-1.json",
+            "waitfor-boot-1.dot",
+        ]
+        .into_iter()
+        .chain(plot)
+        {
             assert!(
                 folder.join(file).is_file(),
                 "{} lacks {file}",
@@ -178,8 +184,9 @@ fn reference_plans_give_the_planned_verdicts() {
             .map(|(_, w, ..)| w.clone())
             .unwrap_or_else(|| panic!("no pair {id}"))
     };
-    assert_eq!(verdict_of("before/dashboard-held-back"), "reproduced");
+    assert_eq!(verdict_of("before/old-gate-cold-boot"), "reproduced");
     for id in [
+        "after/old-gate-cold-boot",
         "after/dashboard-held-back",
         "after/broken-traefik",
         "after/broken-traefik-silent",
@@ -189,7 +196,66 @@ fn reference_plans_give_the_planned_verdicts() {
         assert_eq!(verdict_of(id), "pass", "{id}");
     }
     // One pair that two plans share ran once.
-    assert_eq!(got.len(), 6);
+    assert_eq!(got.len(), 7);
+    // The old gate at cc-ci's real TimeoutStartSec=900: the wait cycle, named with its
+    // path, decides the pair long before systemd would have given up.
+    let before = &got
+        .iter()
+        .find(|(i, ..)| i == "before/old-gate-cold-boot")
+        .expect("pair")
+        .3;
+    let cycle = before["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .find(|o| o["id"] == "wait_cycle=absent")
+        .expect("the wait-cycle outcome");
+    let seen = cycle["seen"].as_str().unwrap_or_default();
+    assert!(
+        seen.contains("deploy-proxy.service (start running")
+            && seen.contains("gate https://ci.commoninternet.net/")
+            && seen.contains(
+                "waits for deploy-dashboard.service (start waiting, After=deploy-proxy.service)"
+            ),
+        "{seen}"
+    );
+    let took = before["duration_secs"].as_f64().unwrap_or(f64::MAX);
+    assert!(
+        took < 900.0,
+        "the before pair waited for the timeout: {took} s"
+    );
+    assert!(
+        before["probes"]
+            .as_array()
+            .expect("probes")
+            .iter()
+            .any(|p| p["gate_of"] == "deploy-proxy.service"),
+        "the harness probed the gate itself"
+    );
+    let md = std::fs::read_to_string(bundle.path().join("report.md")).expect("report.md");
+    assert!(
+        md.contains("**Wait cycle on before"),
+        "report.md shows the cycle"
+    );
+    // On the fixed gate the same boot passes with the invariant really checked.
+    let after = &got
+        .iter()
+        .find(|(i, ..)| i == "after/old-gate-cold-boot")
+        .expect("pair")
+        .3;
+    let absent = after["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .find(|o| o["id"] == "wait_cycle=absent")
+        .expect("the wait-cycle outcome");
+    assert!(
+        absent["seen"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("no wait cycle lasted 10 s: job queue read"),
+        "{absent}"
+    );
     check_bundle(bundle.path());
 }
 
@@ -222,6 +288,13 @@ fn the_model_deadlocks_on_the_old_gate_and_rolls_back_after_a_power_cut() {
     };
     assert!(
         seen("old/model-deadlock", "unit:deploy-proxy.service=failed").contains("Result=timeout")
+    );
+    // The watcher named the cycle while it lasted, and the timeout then broke it.
+    assert!(
+        seen("old/model-deadlock", "wait_cycle=expected")
+            .contains("waits for deploy-dashboard.service"),
+        "{}",
+        seen("old/model-deadlock", "wait_cycle=expected")
     );
     // The second phase ran on a second boot of the same disk.
     let reboot = &got

@@ -204,3 +204,66 @@ async fn unknown_variant_and_nix_are_usage_errors() {
         coldboot::error::exit::USAGE
     );
 }
+
+/// `coldboot analyze` on the model, read from the image's unit tree without booting: the
+/// old gate's cycle is found and named as the pxgate bug (exit 1); the fix has none
+/// (exit 0); a prebuilt image cannot be analysed (exit 2).
+#[test]
+fn analyze_finds_the_old_gates_cycle_and_none_on_the_fix() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP analyze_finds_the_old_gates_cycle_and_none_on_the_fix: {why}");
+        return;
+    }
+    let analyze = |target: &str, json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_coldboot"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["analyze", target]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("coldboot runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = analyze("recipe:vm-images/ccci-model?gate=dashboard", false);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("wait cycle: deploy-proxy.service → deploy-dashboard.service"),
+        "{out}"
+    );
+    assert!(out.contains("PXGATE"), "{out}");
+    assert!(
+        out.contains("deploy-dashboard.service: After=deploy-proxy.service"),
+        "the cycle names the line that orders it: {out}"
+    );
+
+    let (code, out, err) = analyze("recipe:vm-images/ccci-model?gate=self", true);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("--json is JSON");
+    assert_eq!(report["cycles"].as_array().map(Vec::len), Some(0));
+    let gate = &report["gates"][0];
+    assert_eq!(gate["gate"]["served_by"], "traefik.service");
+    assert_eq!(gate["served_after_gated"], false);
+    let after: Vec<&str> = gate["ordered_after"]
+        .as_array()
+        .expect("ordered_after")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for unit in [
+        "deploy-dashboard.service",
+        "drone.service",
+        "nightly-sweep.service",
+    ] {
+        assert!(
+            after.contains(&unit),
+            "{unit} is ordered after deploy-proxy: {after:?}"
+        );
+    }
+
+    let (code, _, err) = analyze("image:/nonexistent.qcow2", false);
+    assert_eq!(code, Some(2), "{err}");
+}

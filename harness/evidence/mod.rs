@@ -19,7 +19,7 @@ use crate::run::record::{write_atomic, write_json};
 pub use load::{Bundle, PairEvidence, load_bundle};
 
 /// Version of `report.json`'s shape; bump on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The four report files of a bundle, rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -141,11 +141,10 @@ impl Cycles {
             .gates
             .iter()
             .map(|unit| {
-                let from = format!("guest, gate of {unit}");
                 let n = s
                     .probes
                     .iter()
-                    .filter(|p| p.from == from && p.at_unix >= since_unix)
+                    .filter(|p| p.gate_of.as_ref() == Some(unit) && p.at_unix >= since_unix)
                     .count();
                 (unit.clone(), n)
             })
@@ -401,7 +400,8 @@ async fn read_once(
             let (answer, status, healthy) = probe_gate(guest, &g.gate.url).await?;
             probes.push(ProbeRecord {
                 at_unix: crate::run::record::unix_now(),
-                from: format!("guest, gate of {}", g.gate.unit),
+                from: "guest".into(),
+                gate_of: Some(g.gate.unit.clone()),
                 url: g.gate.url.clone(),
                 status,
                 excerpt: answer.clone(),

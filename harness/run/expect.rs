@@ -56,6 +56,9 @@ pub struct ProbeRecord {
     pub at_unix: f64,
     /// guest or host.
     pub from: String,
+    /// For a probe of a declared health gate, the gated unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_of: Option<String>,
     /// The URL as written in the scenario.
     pub url: String,
     /// The HTTP status, if one came back.
@@ -243,6 +246,7 @@ async fn await_http(
         let record = ProbeRecord {
             at_unix: super::record::unix_now(),
             from: h.from.as_str().to_string(),
+            gate_of: None,
             url: h.url.clone(),
             status: attempt.as_ref().ok().map(|(s, _)| *s),
             excerpt: match &attempt {
