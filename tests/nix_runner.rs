@@ -179,13 +179,12 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmdline)
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline)
                 .replace('\0', " ")
                 .contains(needle)
-            {
-                pids.push(pid);
-            }
+        {
+            pids.push(pid);
         }
     }
     pids
@@ -389,4 +388,32 @@ fn nix_e2e_builds_and_boots_the_model() {
         evidence.path().to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// The acceptance command: M1 against the two model configurations of `nix/`,
+/// printed, not run.
+#[test]
+fn dry_run_prints_the_nix_commands_and_the_runner_environment() {
+    let out = common::run(&[
+        "run",
+        "--dry-run",
+        "--plan",
+        "scenarios/plans/m1.yaml",
+        "--target",
+        "before=nix:./nix#ccci-model-before",
+        "--target",
+        "after=nix:./nix#ccci-model-after",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["ccci-model-before", "ccci-model-after"] {
+        assert!(
+            text.contains(&format!("#coldbootTargets.{name}.config.system.build.vm")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("#coldbootTargets.{name}.config.coldboot.harness")));
+    }
+    assert!(text.contains("build --json --no-link --no-write-lock-file --override-input target /"));
+    assert!(text.contains("'QEMU_KERNEL_PARAMS=coldboot.authorized_key=<redacted> systemd.mask=deploy-dashboard.service'"));
+    assert_eq!(text.matches("OUT/bin/run-HOSTNAME-vm").count(), 5, "{text}");
 }

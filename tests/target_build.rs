@@ -87,7 +87,7 @@ async fn debian_stock_builds_then_hits_the_cache() {
     let boot = target::prepare(&spec, &opts()).await.unwrap();
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(boot.cmdline, ["root=LABEL=root", "rw", "console=ttyS0"]);
-    assert_eq!(boot.disk, first.disk);
+    assert_eq!(boot.base_disk(), Some(first.disk.as_path()));
     let TargetIdentity::Recipe {
         hash, image_sha256, ..
     } = &boot.identity
