@@ -194,11 +194,15 @@ async fn unknown_variant_and_nix_are_usage_errors() {
         coldboot::error::exit::USAGE
     );
     assert!(err.to_string().contains("known variants: mark"), "{err}");
-    let nix = TargetSpec::parse("nix:.#nixosConfigurations.x").unwrap();
+    // A nix target that names something other than a NixOS configuration.
+    let nix = TargetSpec::parse("nix:.#packages.x86_64-linux.vm").unwrap();
     let err = target::prepare(&nix, &PrepareOptions::default())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("not supported yet"), "{err}");
+    assert!(
+        err.to_string().contains("not a configuration name"),
+        "{err}"
+    );
     assert_eq!(
         coldboot::error::exit_code(&err),
         coldboot::error::exit::USAGE
