@@ -87,7 +87,7 @@ async fn debian_stock_builds_then_hits_the_cache() {
     let boot = target::prepare(&spec, &opts()).await.unwrap();
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(boot.cmdline, ["root=LABEL=root", "rw", "console=ttyS0"]);
-    assert_eq!(boot.disk, first.disk);
+    assert_eq!(boot.base_disk(), Some(first.disk.as_path()));
     let TargetIdentity::Recipe {
         hash, image_sha256, ..
     } = &boot.identity
@@ -194,11 +194,15 @@ async fn unknown_variant_and_nix_are_usage_errors() {
         coldboot::error::exit::USAGE
     );
     assert!(err.to_string().contains("known variants: mark"), "{err}");
-    let nix = TargetSpec::parse("nix:.#nixosConfigurations.x").unwrap();
+    // A nix target that names something other than a NixOS configuration.
+    let nix = TargetSpec::parse("nix:.#packages.x86_64-linux.vm").unwrap();
     let err = target::prepare(&nix, &PrepareOptions::default())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("not supported yet"), "{err}");
+    assert!(
+        err.to_string().contains("not a configuration name"),
+        "{err}"
+    );
     assert_eq!(
         coldboot::error::exit_code(&err),
         coldboot::error::exit::USAGE

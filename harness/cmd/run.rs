@@ -7,6 +7,8 @@ use std::time::Duration;
 use coldboot::error::{exit, usage};
 use coldboot::run::{RunOptions, run_pairs};
 use coldboot::scenario::{self, RunPair};
+use coldboot::target::{BASE_CMDLINE, Recipe, TargetSpec, nix};
+use coldboot::vm::{Accel, AccelChoice, VmConfig, argv};
 
 use crate::cli::RunArgs;
 
@@ -79,7 +81,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .clone()
         .unwrap_or_else(|| default_evidence_dir(&plan_name));
     if args.dry_run {
-        print_dry_run(&pairs, &evidence);
+        print_dry_run(&pairs, &evidence, args.vm.accel.into())?;
         return Ok(exit::OK);
     }
     if pairs.is_empty() {
@@ -121,8 +123,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     })
 }
 
-fn print_dry_run(pairs: &[RunPair], evidence: &Path) {
+/// Every command the run would start, without starting any: per target, the image build
+/// or the `nix` calls; per pair, the first boot's QEMU argv or NixOS runner environment
+/// (later boots differ only in the kernel command line). The SSH key is redacted.
+fn print_dry_run(pairs: &[RunPair], evidence: &Path, accel: Accel) -> anyhow::Result<()> {
     println!("would write evidence to {}", evidence.display());
+    let mut seen = Vec::new();
+    for p in pairs {
+        if seen.contains(&&p.target) {
+            continue;
+        }
+        seen.push(&p.target);
+        println!("\ntarget {} = {}", p.target_name, p.target);
+        match TargetSpec::parse(&p.target)? {
+            TargetSpec::Nix { flake, attr } => {
+                let t = nix::NixTarget::new(&flake, &attr)?;
+                for argv in nix::prepare_commands(&t, &nix::wrapper_dir()) {
+                    println!("  $ {}", nix::shell_words(&argv));
+                }
+                println!("  (the runner is OUT/bin/run-*-vm of the first `nix build` output)");
+            }
+            TargetSpec::Recipe { dir, variants } => {
+                let flags: String = variants
+                    .iter()
+                    .map(|(k, v)| format!(" --variant {k}={v}"))
+                    .collect();
+                println!(
+                    "  $ coldboot image build {}{flags}   (IMAGE: reused from the cache when built before)",
+                    dir.display()
+                );
+            }
+            TargetSpec::Image { path, .. } => println!("  IMAGE: {}", path.display()),
+        }
+    }
+    println!();
     for p in pairs {
         let expected = match &p.expected {
             scenario::Expected::Pass => "pass".to_string(),
@@ -136,7 +170,56 @@ fn print_dry_run(pairs: &[RunPair], evidence: &Path) {
             "",
             p.scenario.path.display()
         );
+        let boot = p.scenario.phases.first().map(|ph| &ph.boot);
+        let extra = boot.map(|b| b.kernel_cmdline()).unwrap_or_default();
+        let line = dry_run_launch(
+            &p.target,
+            &evidence.join(p.id.replace('/', "__")),
+            accel,
+            extra,
+        )?;
+        println!("{:<40} $ {}", "", nix::shell_words(&line));
     }
+    if accel == Accel::Auto {
+        println!("\n(--accel auto: a probe boot chooses KVM or TCG before the first pair)");
+    }
+    Ok(())
+}
+
+/// The first boot's launch line for `target`, with placeholder image paths and the key
+/// redacted.
+fn dry_run_launch(
+    target: &str,
+    run_dir: &Path,
+    accel: Accel,
+    extra: Vec<String>,
+) -> anyhow::Result<Vec<String>> {
+    let choice = AccelChoice {
+        accel,
+        reason: "as requested".into(),
+    };
+    let key = "coldboot.authorized_key=<redacted>".to_string();
+    let mut config = match TargetSpec::parse(target)? {
+        TargetSpec::Nix { .. } => VmConfig::nix_runner("OUT/bin/run-HOSTNAME-vm", run_dir, choice),
+        TargetSpec::Recipe { dir, .. } => {
+            let mut c = VmConfig::new("IMAGE/disk.qcow2", run_dir, choice);
+            c.kernel = Some("IMAGE/vmlinuz".into());
+            c.initrd = Some("IMAGE/initrd.img".into());
+            c.cmdline = BASE_CMDLINE.iter().map(|s| s.to_string()).collect();
+            c.cmdline.extend(Recipe::load(&dir)?.kernel_args);
+            c
+        }
+        TargetSpec::Image { path, kernel, .. } => {
+            let mut c = VmConfig::new(path, run_dir, choice);
+            c.kernel = kernel;
+            c
+        }
+    };
+    if config.kernel.is_some() || config.nix_runner.is_some() {
+        config.cmdline.push(key);
+        config.cmdline.extend(extra);
+    }
+    Ok(argv::launch_line(&config))
 }
 
 /// `evidence/<UTC timestamp>-<plan>/`.

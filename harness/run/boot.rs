@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::error::infra;
 use crate::guest::{Guest, SshKey};
 use crate::scenario::BootOptions;
-use crate::target::BootSpec;
+use crate::target::{BootSpec, Launch};
 use crate::vm::{AccelChoice, Vm, VmConfig};
 
 /// The full kernel command line: the target's base, the SSH key, then the boot options
@@ -33,9 +33,19 @@ pub fn vm_config(
     guest_forwards: Vec<u16>,
     keep: bool,
 ) -> VmConfig {
-    let mut config = VmConfig::new(&spec.disk, run_dir, accel);
-    config.kernel = spec.kernel.clone();
-    config.initrd = spec.initrd.clone();
+    let mut config = match &spec.launch {
+        Launch::Qemu {
+            disk,
+            kernel,
+            initrd,
+        } => {
+            let mut config = VmConfig::new(disk, run_dir, accel);
+            config.kernel = kernel.clone();
+            config.initrd = initrd.clone();
+            config
+        }
+        Launch::NixRunner { runner, .. } => VmConfig::nix_runner(runner, run_dir, accel),
+    };
     config.cmdline = cmdline(spec, key, opts);
     config.guest_forwards = guest_forwards;
     config.keep = keep;
@@ -84,12 +94,13 @@ pub async fn guest_startup_line(guest: &Guest) -> Option<String> {
     boot.map(|_| line)
 }
 
-/// An infra error for a missing kernel: recipe images always have one.
+/// The kernel the accelerator probe boots, or an infra error: recipe images always have
+/// one, and a NixOS system has `toplevel/kernel`.
 pub fn require_kernel(spec: &BootSpec) -> anyhow::Result<&std::path::Path> {
-    spec.kernel.as_deref().ok_or_else(|| {
+    spec.probe_kernel().ok_or_else(|| {
         infra(format!(
-            "target {} has no kernel to boot directly",
-            spec.disk.display()
+            "target {:?} has no kernel to probe the accelerator with",
+            spec.launch
         ))
     })
 }

@@ -74,7 +74,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
     let cache_root = target::cache::cache_root(None)?;
     let probe_kernel = specs
         .values()
-        .find_map(|s| s.kernel.clone())
+        .find_map(|s| s.probe_kernel().map(std::path::Path::to_path_buf))
         .ok_or_else(|| {
             crate::error::infra("no target has a kernel to probe the accelerator with")
         })?;

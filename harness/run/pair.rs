@@ -115,16 +115,16 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
         timeline: record::Timeline::new(&ctx.run_dir, origin),
     };
     state.timeline.event("pair started", &ctx.pair.id);
-    let base_before = record::base_checksum(&ctx.spec.disk).await;
+    let base_before = record::base_checksum(ctx.spec.base_disk()).await;
     record::identity_evidence(&ctx.run_dir, &ctx.spec, &base_before, None);
     let result = execute(&ctx, origin, &mut state).await;
     // Every VM of the pair is gone by now; the base image must read as it did before.
-    let base_after = record::base_checksum(&ctx.spec.disk).await;
+    let base_after = record::base_checksum(ctx.spec.base_disk()).await;
     record::identity_evidence(&ctx.run_dir, &ctx.spec, &base_before, Some(&base_after));
     let result = result.and_then(|()| match (&base_before, &base_after) {
         (Ok(b), Ok(a)) if b != a => Err(infra(format!(
             "the base image {} changed during the run (sha256 {b} before, {a} after)",
-            ctx.spec.disk.display()
+            ctx.spec.base_disk().unwrap_or(Path::new("?")).display()
         ))),
         _ => Ok(()),
     });

@@ -114,7 +114,11 @@ pub fn vm_evidence(vm: &Vm, run_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The base image's SHA-256, read off the disk now (not from the build's record).
-pub async fn base_checksum(disk: &Path) -> Result<String, String> {
+/// A NixOS runner has no base image (it makes a fresh disk; store paths are immutable).
+pub async fn base_checksum(disk: Option<&Path>) -> Result<String, String> {
+    let Some(disk) = disk else {
+        return Err("no base image: the NixOS runner makes a fresh disk for each run".into());
+    };
     let disk = disk.to_path_buf();
     tokio::task::spawn_blocking(move || crate::target::cache::sha256_file(&disk))
         .await
@@ -125,7 +129,7 @@ pub async fn base_checksum(disk: &Path) -> Result<String, String> {
 #[derive(Serialize)]
 struct IdentityRecord<'a> {
     target: &'a crate::target::TargetIdentity,
-    base_image: &'a Path,
+    base_image: Option<&'a Path>,
     base_sha256_before: Option<&'a str>,
     base_sha256_after: Option<&'a str>,
     base_unchanged: Option<bool>,
@@ -147,7 +151,7 @@ pub fn identity_evidence(
         .or_else(|| after.and_then(|a| a.as_ref().err()));
     let record = IdentityRecord {
         target: &spec.identity,
-        base_image: &spec.disk,
+        base_image: spec.base_disk(),
         base_sha256_before: before.as_ref().ok().map(String::as_str),
         base_sha256_after: after_ok.map(String::as_str),
         base_unchanged: match (before, after_ok) {

@@ -1,11 +1,12 @@
 //! Where a bootable system comes from: a Debian recipe built into a cached image, a
-//! prebuilt image, or (later) a NixOS flake. Everything ends as a [`BootSpec`], which is
-//! all the VM layer needs to know about a target.
+//! prebuilt image, or a NixOS flake ([`nix`]). Everything ends as a [`BootSpec`], which
+//! is all the VM layer needs to know about a target.
 
 mod adapter;
 pub mod build;
 pub mod cache;
 pub mod gate;
+pub mod nix;
 pub mod recipe;
 mod rootfs;
 pub mod spec;
@@ -110,18 +111,59 @@ pub enum TargetIdentity {
         /// SHA-256 of the base image now.
         image_sha256: String,
     },
+    /// A NixOS configuration of a flake (see [`nix`]).
+    Nix {
+        /// The flake reference as given (a local path made absolute).
+        flake: String,
+        /// The configuration's name under `nixosConfigurations`.
+        name: String,
+        /// The flake's locked URL (`nix flake metadata`).
+        locked_url: String,
+        /// The flake's revision, when it is a clean git tree.
+        revision: Option<String>,
+        /// The locked source's `narHash`.
+        nar_hash: Option<String>,
+        /// The last commit's time (seconds since the epoch).
+        last_modified: Option<u64>,
+        /// The system's store path (`config.system.build.toplevel`).
+        system: PathBuf,
+        /// The VM's store path (`config.system.build.vm`).
+        vm: PathBuf,
+        /// The runner script that was started.
+        runner: PathBuf,
+    },
+}
+
+/// How a target is started.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Launch {
+    /// The harness runs QEMU itself on a throwaway overlay of a base image.
+    Qemu {
+        /// Base qcow2; never written, always used through an overlay.
+        disk: PathBuf,
+        /// Kernel for direct boot, when there is one.
+        kernel: Option<PathBuf>,
+        /// Initrd for direct boot.
+        initrd: Option<PathBuf>,
+    },
+    /// NixOS's own runner (`bin/run-HOSTNAME-vm` of `system.build.vm`), driven through
+    /// its environment; it makes a fresh disk in the run folder (`NIX_DISK_IMAGE`).
+    NixRunner {
+        /// The runner script.
+        runner: PathBuf,
+        /// The system's kernel (`toplevel/kernel`), for the accelerator probe.
+        probe_kernel: Option<PathBuf>,
+    },
 }
 
 /// Everything needed to boot a target.
 #[derive(Debug, Clone, Serialize)]
 pub struct BootSpec {
-    /// Base qcow2; never written, always used through an overlay.
-    pub disk: PathBuf,
-    /// Kernel for direct boot, when there is one.
-    pub kernel: Option<PathBuf>,
-    /// Initrd for direct boot.
-    pub initrd: Option<PathBuf>,
+    /// How the target is started.
+    pub launch: Launch,
     /// Base kernel arguments (`root=LABEL=root rw console=ttyS0` and the recipe's own).
+    /// Empty for a NixOS runner, which writes its own before `QEMU_KERNEL_PARAMS`.
     pub cmdline: Vec<String>,
     /// What the target is, for evidence.
     pub identity: TargetIdentity,
@@ -129,6 +171,24 @@ pub struct BootSpec {
     pub faults: BTreeMap<String, Fault>,
     /// The health gates the target declares (see [`gate`]); empty when it declares none.
     pub gates: Vec<Gate>,
+}
+
+impl BootSpec {
+    /// The base image the VM runs on through an overlay, if there is one.
+    pub fn base_disk(&self) -> Option<&Path> {
+        match &self.launch {
+            Launch::Qemu { disk, .. } => Some(disk),
+            Launch::NixRunner { .. } => None,
+        }
+    }
+
+    /// A kernel that the accelerator probe can boot, if the target has one.
+    pub fn probe_kernel(&self) -> Option<&Path> {
+        match &self.launch {
+            Launch::Qemu { kernel, .. } => kernel.as_deref(),
+            Launch::NixRunner { probe_kernel, .. } => probe_kernel.as_deref(),
+        }
+    }
 }
 
 /// A recipe image in the cache, as `coldboot image build` reports it.
@@ -160,9 +220,11 @@ impl BuiltImage {
         let mut cmdline: Vec<String> = BASE_CMDLINE.iter().map(|s| s.to_string()).collect();
         cmdline.extend(self.recipe.kernel_args.iter().cloned());
         BootSpec {
-            disk: self.disk.clone(),
-            kernel: Some(self.kernel.clone()),
-            initrd: Some(self.initrd.clone()),
+            launch: Launch::Qemu {
+                disk: self.disk.clone(),
+                kernel: Some(self.kernel.clone()),
+                initrd: Some(self.initrd.clone()),
+            },
             cmdline,
             identity: TargetIdentity::Recipe {
                 dir: self.meta.recipe_dir.clone(),
@@ -260,9 +322,9 @@ pub async fn prepare(spec: &TargetSpec, opts: &PrepareOptions) -> anyhow::Result
             )
             .await
         }
-        TargetSpec::Nix { .. } => Err(usage(format!(
-            "target {spec}: nix targets are not supported yet; use a recipe: or image: target"
-        ))),
+        TargetSpec::Nix { flake, attr } => {
+            nix::prepare(&nix::NixTarget::new(flake, attr)?, &opts.progress).await
+        }
     }
 }
 
@@ -305,9 +367,11 @@ async fn prepare_image(
             image: disk.clone(),
             image_sha256,
         },
-        disk,
-        kernel,
-        initrd,
+        launch: Launch::Qemu {
+            disk,
+            kernel,
+            initrd,
+        },
         cmdline,
         faults: BTreeMap::new(),
         gates: Vec::new(),

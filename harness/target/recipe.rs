@@ -377,7 +377,7 @@ fn is_package_name(p: &str) -> bool {
 }
 
 /// A plain unit file name such as `foo.service` or `foo@bar.service`.
-fn is_unit_name(u: &str) -> bool {
+pub(crate) fn is_unit_name(u: &str) -> bool {
     const KINDS: [&str; 8] = [
         ".service", ".socket", ".target", ".timer", ".path", ".mount", ".swap", ".slice",
     ];

@@ -296,7 +296,7 @@ pub async fn probe_kvm(kernel: &Path, deadline: Duration) -> ProbeOutcome {
         return ProbeOutcome::Unavailable(format!("probe kernel {} not found", kernel.display()));
     }
     let started = Instant::now();
-    let mut child = match process::spawn(&probe_argv(kernel), &std::env::temp_dir()) {
+    let mut child = match process::spawn(&probe_argv(kernel), &[], &std::env::temp_dir()) {
         Ok(child) => child,
         Err(e) => return ProbeOutcome::Unavailable(format!("{e:#}")),
     };

@@ -74,6 +74,90 @@ pub fn qemu_argv(config: &VmConfig) -> Vec<String> {
     argv
 }
 
+/// The disk NixOS's runner creates (`NIX_DISK_IMAGE`), relative to the run directory.
+pub const NIX_DISK_FILE: &str = "nixos.qcow2";
+/// The user-mode netdev id in NixOS's runner (`-netdev user,id=user.0,...`): the name
+/// `set_link` acts on there (the runner gives its NIC no id).
+pub const NIX_NETDEV_ID: &str = "user.0";
+
+/// The name of the guest link for QMP `set_link`.
+pub fn link_name(config: &VmConfig) -> &'static str {
+    if config.nix_runner.is_some() {
+        NIX_NETDEV_ID
+    } else {
+        NIC_ID
+    }
+}
+
+/// The environment that drives NixOS's VM runner, as nixpkgs'
+/// `nixos/modules/virtualisation/qemu-vm.nix` (`startVM`) reads it:
+///
+/// - `NIX_DISK_IMAGE`: the writable root disk, `readlink -f`'d and created when missing;
+///   a fresh path in the run folder, so every run starts from scratch.
+/// - `QEMU_OPTS`: appended, unquoted (so word-split), to the `exec qemu ...` line after
+///   the configuration's own options: serial on stdio, QMP, no display, no reboot.
+/// - `QEMU_KERNEL_PARAMS`: appended to `-append "$(cat .../kernel-params) init=...
+///   regInfo=... console=... $QEMU_KERNEL_PARAMS"` (the key, masks, `systemd.setenv=`).
+/// - `QEMU_NET_OPTS`: appended to `-netdev user,id=user.0,<forwardPorts>"$QEMU_NET_OPTS"`;
+///   the loopback forwards with port 0, which the kernel chooses (read back over QMP).
+/// - `TMPDIR` + `USE_TMPDIR`: the runner then uses the run folder instead of a
+///   `mktemp -d` and `cd`s into it, so the relative QMP socket lands there too.
+///
+/// The runner's binary line is `qemu-system-x86_64 -machine accel=kvm:tcg -cpu max`
+/// (nixos/lib/qemu-common.nix). A later `-machine accel=tcg` replaces it when the probe
+/// chose TCG (KVM that opens but does not run, as on the development machines).
+pub fn nix_runner_env(config: &VmConfig) -> Vec<(String, String)> {
+    let mut opts: Vec<String> = [
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-chardev",
+        "stdio,id=serial0,signal=off",
+        "-serial",
+        "chardev:serial0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    opts.extend([
+        "-qmp".into(),
+        format!("unix:{QMP_SOCKET_FILE},server=on,wait=off"),
+    ]);
+    if config.accel.accel == Accel::Tcg {
+        opts.extend(["-machine".into(), "accel=tcg".into()]);
+    }
+    let net: Vec<String> = config
+        .forwarded_guest_ports()
+        .iter()
+        .map(|port| format!("hostfwd=tcp:127.0.0.1:0-:{port}"))
+        .collect();
+    vec![
+        (
+            "NIX_DISK_IMAGE".into(),
+            config.run_dir.join(NIX_DISK_FILE).display().to_string(),
+        ),
+        ("QEMU_OPTS".into(), opts.join(" ")),
+        ("QEMU_KERNEL_PARAMS".into(), config.cmdline.join(" ")),
+        ("QEMU_NET_OPTS".into(), net.join(",")),
+        ("TMPDIR".into(), config.run_dir.display().to_string()),
+        ("USE_TMPDIR".into(), "1".into()),
+    ]
+}
+
+/// What starts the VM, as one argv for logs and evidence: `qemu_argv` for QEMU, or
+/// `KEY=VALUE... RUNNER` (as `env` takes it) for a NixOS runner.
+pub fn launch_line(config: &VmConfig) -> Vec<String> {
+    match &config.nix_runner {
+        None => qemu_argv(config),
+        Some(runner) => nix_runner_env(config)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(std::iter::once(runner.display().to_string()))
+            .collect(),
+    }
+}
+
 /// `argv` with every non-empty `secrets` substring replaced by `<redacted>`, for logs and evidence.
 pub fn redact(argv: &[String], secrets: &[String]) -> Vec<String> {
     argv.iter()
@@ -166,6 +250,46 @@ mod tests {
             "{joined}"
         );
         assert!(!argv.iter().any(|a| a == "-append" || a == "-initrd"));
+    }
+
+    #[test]
+    fn nix_runner_environment() {
+        let mut c = config();
+        c.nix_runner = Some("/nix/store/abc-nixos-vm/bin/run-ccci-model-vm".into());
+        let env = nix_runner_env(&c);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("NIX_DISK_IMAGE"), Some("/runs/r1/nixos.qcow2"));
+        assert_eq!(
+            get("QEMU_OPTS"),
+            Some(
+                "-nodefaults -display none -no-reboot -chardev stdio,id=serial0,signal=off \
+                 -serial chardev:serial0 -qmp unix:qmp.sock,server=on,wait=off -machine accel=tcg"
+            )
+        );
+        assert_eq!(
+            get("QEMU_KERNEL_PARAMS"),
+            Some("root=LABEL=root rw console=ttyS0 coldboot.authorized_key=SECRETKEY")
+        );
+        assert_eq!(
+            get("QEMU_NET_OPTS"),
+            Some("hostfwd=tcp:127.0.0.1:0-:22,hostfwd=tcp:127.0.0.1:0-:8080")
+        );
+        assert_eq!(get("TMPDIR"), Some("/runs/r1"));
+        assert_eq!(get("USE_TMPDIR"), Some("1"));
+        // KVM: the runner's own `-machine accel=kvm:tcg` stands.
+        c.accel.accel = Accel::Kvm;
+        assert!(!nix_runner_env(&c)[1].1.contains("accel"));
+        let line = redact(&launch_line(&c), &c.redact);
+        assert_eq!(
+            line.last().map(String::as_str),
+            Some("/nix/store/abc-nixos-vm/bin/run-ccci-model-vm")
+        );
+        assert!(
+            line.iter()
+                .any(|a| a.ends_with("coldboot.authorized_key=<redacted>"))
+        );
+        assert!(!line.join(" ").contains("SECRETKEY"));
+        assert_eq!(link_name(&c), "user.0");
     }
 
     #[test]

@@ -76,6 +76,7 @@ impl Boot {
     /// Must run on a runtime thread, not in `spawn_blocking` (see [`process::spawn`]).
     pub(crate) async fn start(
         argv: &[String],
+        env: &[(String, String)],
         run_dir: &Path,
         index: u32,
         expected_guest_ports: &[u16],
@@ -88,7 +89,7 @@ impl Boot {
 
         let started = Instant::now();
         let started_at = SystemTime::now();
-        let mut child = process::spawn(argv, run_dir)?;
+        let mut child = process::spawn(argv, env, run_dir)?;
         let Some(pid) = process::pid_of(&child) else {
             return Err(infra("QEMU exited before its PID could be read"));
         };

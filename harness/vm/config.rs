@@ -34,6 +34,10 @@ pub struct VmConfig {
     pub keep: bool,
     /// Substrings replaced by `<redacted>` in the logged command line (e.g. the SSH key argument).
     pub redact: Vec<String>,
+    /// Start this NixOS runner script (`bin/run-HOSTNAME-vm`) through its environment
+    /// instead of QEMU with an argv of ours. `disk`, `kernel` and `initrd` are then
+    /// unused: the runner boots its own system on a fresh `run_dir/nixos.qcow2`.
+    pub nix_runner: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -51,7 +55,19 @@ impl VmConfig {
             guest_forwards: Vec::new(),
             keep: false,
             redact: Vec::new(),
+            nix_runner: None,
         }
+    }
+
+    /// A config that starts NixOS's runner script `runner` (see [`super::argv::nix_runner_env`]).
+    pub fn nix_runner(
+        runner: impl Into<PathBuf>,
+        run_dir: impl Into<PathBuf>,
+        accel: AccelChoice,
+    ) -> Self {
+        let mut config = VmConfig::new(PathBuf::new(), run_dir, accel);
+        config.nix_runner = Some(runner.into());
+        config
     }
 
     /// The guest ports to forward: 22 first, then the extra ones, without duplicates.

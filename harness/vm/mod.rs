@@ -36,16 +36,23 @@ pub const SSH_GUEST_PORT: u16 = 22;
 
 /// A running VM. Dropping it kills QEMU's process group and removes the overlay unless
 /// the config says `keep`.
+///
+/// With [`VmConfig::nix_runner`] the process started is NixOS's runner script, which
+/// `exec`s QEMU: the same PID, process group, registry, QMP, serial capture and
+/// teardown apply, and the "overlay" is the disk the runner creates (`nixos.qcow2`).
 pub struct Vm {
     config: VmConfig,
     argv: Vec<String>,
+    env: Vec<(String, String)>,
     overlay: PathBuf,
     boot: Boot,
     registration: Registration,
 }
 
 impl Vm {
-    /// Make `run_dir/overlay.qcow2` on the base disk, start QEMU and read its host ports.
+    /// Make `run_dir/overlay.qcow2` on the base disk (or, for a NixOS runner, remove any
+    /// old `run_dir/nixos.qcow2` so the runner creates a fresh one), start QEMU and read
+    /// its host ports.
     ///
     /// Call from async code on a runtime thread, not from `spawn_blocking` (QEMU gets a
     /// parent-death signal tied to the spawning thread).
@@ -57,17 +64,25 @@ impl Vm {
                 config.run_dir.display()
             ))
         })?;
-        let overlay = config.run_dir.join(argv::OVERLAY_FILE);
+        let overlay = match &config.nix_runner {
+            Some(_) => config.run_dir.join(argv::NIX_DISK_FILE),
+            None => config.run_dir.join(argv::OVERLAY_FILE),
+        };
         let registration = Registration::new(overlay.clone(), config.keep);
-        create_overlay(&config.disk, &overlay).await?;
-        let argv = argv::qemu_argv(&config);
+        if config.nix_runner.is_some() {
+            // Every boot from scratch: the runner creates the disk when it is missing.
+            let _ = std::fs::remove_file(&overlay);
+        } else {
+            create_overlay(&config.disk, &overlay).await?;
+        }
+        let (argv, env) = launch(&config);
         tracing::info!(
             "starting QEMU ({}): {}",
             config.accel.reason,
-            argv::redact(&argv, &config.redact).join(" ")
+            argv::redact(&argv::launch_line(&config), &config.redact).join(" ")
         );
         let ports = config.forwarded_guest_ports();
-        let started = Boot::start(&argv, &config.run_dir, 1, &ports, |pid| {
+        let started = Boot::start(&argv, &env, &config.run_dir, 1, &ports, |pid| {
             registration.set_pid(Some(pid))
         })
         .await;
@@ -75,6 +90,7 @@ impl Vm {
             Ok(boot) => Ok(Vm {
                 config,
                 argv,
+                env,
                 overlay,
                 boot,
                 registration,
@@ -167,7 +183,7 @@ impl Vm {
     /// Plug (`true`) or pull (`false`) the guest NIC's virtual cable.
     pub async fn set_link(&self, up: bool) -> Result<()> {
         match &self.boot.qmp {
-            Some(qmp) => qmp.set_link(argv::NIC_ID, up).await,
+            Some(qmp) => qmp.set_link(argv::link_name(&self.config), up).await,
             None => Err(infra("set_link: the VM is not running")),
         }
     }
@@ -176,7 +192,7 @@ impl Vm {
     /// boot options apply per boot).
     pub fn set_cmdline(&mut self, cmdline: Vec<String>) {
         self.config.cmdline = cmdline;
-        self.argv = argv::qemu_argv(&self.config);
+        (self.argv, self.env) = launch(&self.config);
     }
 
     /// Hard power-off and cold boot again on the same overlay: a new QEMU, a new
@@ -188,9 +204,14 @@ impl Vm {
         let index = self.boot.index + 1;
         let ports = self.config.forwarded_guest_ports();
         let registration = &self.registration;
-        let started = Boot::start(&self.argv, &self.config.run_dir, index, &ports, |pid| {
-            registration.set_pid(Some(pid))
-        })
+        let started = Boot::start(
+            &self.argv,
+            &self.env,
+            &self.config.run_dir,
+            index,
+            &ports,
+            |pid| registration.set_pid(Some(pid)),
+        )
         .await;
         match started {
             Ok(boot) => {
@@ -209,9 +230,10 @@ impl Vm {
         drop(self);
     }
 
-    /// The QEMU command line of this VM, with the configured secrets redacted.
+    /// The QEMU command line of this VM, with the configured secrets redacted. For a
+    /// NixOS runner: its environment as `KEY=VALUE` words, then the runner.
     pub fn qemu_argv(&self) -> Vec<String> {
-        argv::redact(&self.argv, &self.config.redact)
+        argv::redact(&argv::launch_line(&self.config), &self.config.redact)
     }
 
     /// The accelerator and why it was chosen.
@@ -265,10 +287,31 @@ impl Drop for Vm {
     }
 }
 
+/// The program with its arguments, and the extra environment, that start `config`.
+fn launch(config: &VmConfig) -> (Vec<String>, Vec<(String, String)>) {
+    match &config.nix_runner {
+        Some(runner) => (
+            vec![runner.display().to_string()],
+            argv::nix_runner_env(config),
+        ),
+        None => (argv::qemu_argv(config), Vec::new()),
+    }
+}
+
 /// Check the config's files and make its paths absolute (QEMU runs in `run_dir`).
 fn resolve_paths(mut config: VmConfig) -> Result<VmConfig> {
     fn existing(path: &Path, what: &str) -> Result<PathBuf> {
         std::fs::canonicalize(path).map_err(|e| usage(format!("{what} {}: {e}", path.display())))
+    }
+    if let Some(runner) = &config.nix_runner {
+        // The runner makes its own disk and command line from its environment.
+        config.nix_runner = Some(existing(runner, "NixOS runner")?);
+        if config.run_dir.is_relative() {
+            config.run_dir = std::env::current_dir()
+                .map_err(|e| infra(format!("cannot read the current directory: {e}")))?
+                .join(&config.run_dir);
+        }
+        return Ok(config);
     }
     config.disk = existing(&config.disk, "disk image")?;
     if config.kernel.is_none() && (config.initrd.is_some() || !config.cmdline.is_empty()) {

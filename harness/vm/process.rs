@@ -12,19 +12,22 @@ use anyhow::Result;
 use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 use tokio::process::{Child, Command};
 
-/// Spawn `argv[0]` with `argv[1..]` in `cwd`, stdin closed, stdout and stderr piped.
+/// Spawn `argv[0]` with `argv[1..]` and the extra environment `env` in `cwd`, stdin
+/// closed, stdout and stderr piped. A NixOS runner script `exec`s QEMU, so the PID and
+/// the process group are QEMU's, and the parent-death signal survives the exec.
 ///
 /// Call this from async code running on a runtime thread, never from `spawn_blocking`:
 /// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the
 /// process, and blocking-pool threads exit after a few idle seconds, which would kill a
 /// healthy QEMU. Runtime worker threads (and the main thread of a current-thread
 /// runtime) live as long as the runtime.
-pub fn spawn(argv: &[String], cwd: &Path) -> Result<Child> {
+pub fn spawn(argv: &[String], env: &[(String, String)], cwd: &Path) -> Result<Child> {
     let Some((program, args)) = argv.split_first() else {
         return Err(crate::error::infra("empty QEMU command line"));
     };
     let mut cmd = Command::new(program);
     cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

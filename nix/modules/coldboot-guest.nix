@@ -1,0 +1,52 @@
+# The coldboot guest adapter as a NixOS module: the same contract as the recipe adapter
+# (harness/target/adapter/). At boot it installs the per-run key given on the kernel
+# command line (`coldboot.authorized_key=<base64 ed25519 public key blob>`) for root,
+# before sshd starts; sshd lets root in by key only; the console is on the serial port;
+# the user-mode NIC gets DHCP. Nothing else in the system under test is changed.
+#
+# `lib.withColdboot` in flake.nix adds it to any NixOS configuration with
+# `extendModules`, so a flake's own configuration is used unchanged.
+{ config, lib, pkgs, ... }:
+{
+  imports = [ ./coldboot-options.nix ];
+
+  config = {
+    # The same script the recipe images run (one contract, one implementation).
+    systemd.services.coldboot-authorized-key = {
+      description = "coldboot: install the harness SSH key from the kernel command line";
+      unitConfig = {
+        DefaultDependencies = false;
+        ConditionKernelCommandLine = "coldboot.authorized_key";
+      };
+      after = [ "local-fs.target" ];
+      before = [ "sshd.service" "sysinit.target" ];
+      wantedBy = [ "sysinit.target" "sshd.service" ];
+      path = [ pkgs.coreutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = "${pkgs.runtimeShell} ${../../harness/target/adapter/authorized-key}";
+        StandardOutput = "journal+console";
+      };
+    };
+
+    services.openssh = {
+      enable = true;
+      settings = {
+        PermitRootLogin = "prohibit-password";
+        PasswordAuthentication = false;
+        KbdInteractiveAuthentication = false;
+        UseDns = false;
+      };
+    };
+
+    # Only in the VM that `system.build.vm` makes (virtualisation/build-vm.nix): the
+    # qemu-vm options exist there, and the real host's boot is untouched.
+    virtualisation.vmVariant = {
+      virtualisation.graphics = false;
+      virtualisation.qemu.consoles = [ "ttyS0,115200n8" ];
+      # The user-mode NIC (QEMU's slirp serves DHCP on 10.0.2.0/24).
+      networking.useDHCP = lib.mkDefault true;
+    };
+  };
+}

@@ -1,0 +1,54 @@
+# The coldboot options a target declares: its health gates and its named faults.
+# Declarations only: importing this module changes nothing in the system. Both the guest
+# adapter (coldboot-guest.nix) and a target's own modules (ccci-model.nix) import it, so a
+# target can declare its gates and faults whether or not the adapter is added.
+{ config, lib, ... }:
+let
+  inherit (lib) mkOption types;
+  coldboot = import ../lib/coldboot.nix;
+in
+{
+  options.coldboot = {
+    gates = mkOption {
+      default = { };
+      description = ''
+        Health gates: `coldboot.gates."<unit>" = { url; servedBy; }` says that the start
+        job of <unit> does not finish until `url` answers, and that unit `servedBy`
+        serves it. systemd cannot see this dependency; coldboot's wait-cycle checks
+        (live, and `coldboot analyze`) read it from here.
+      '';
+      type = types.attrsOf (types.submodule {
+        options = {
+          url = mkOption { type = types.str; description = "The URL the unit's start polls until it answers healthy."; };
+          servedBy = mkOption { type = types.str; description = "The unit that serves the URL."; };
+        };
+      });
+    };
+
+    faults = mkOption {
+      default = { };
+      description = ''
+        Named faults a scenario may inject (`fault: NAME`):
+        `coldboot.faults."<name>" = { doc; run; }`, where `run` is a shell command run
+        in the guest as root before the boot that needs it.
+      '';
+      type = types.attrsOf (types.submodule {
+        options = {
+          doc = mkOption { type = types.str; default = ""; description = "What the fault does."; };
+          run = mkOption { type = types.str; description = "The command that injects it."; };
+        };
+      });
+    };
+
+    harness = mkOption {
+      internal = true;
+      readOnly = true;
+      type = types.unspecified;
+      description = "What the harness reads with `nix eval --json` (gates and faults).";
+    };
+  };
+
+  config.coldboot.harness = coldboot.harnessInfo {
+    inherit (config.coldboot) gates faults;
+  };
+}
