@@ -174,7 +174,7 @@ fn unit_texts_keep_enabled_units_with_text() {
     require_nix!();
     let got = eval(
         r#"(import ./lib/unit-texts.nix) {
-          "deploy-proxy.service" = { enable = true; text = "[Unit]\nDescription=x\n"; };
+          "deploy-proxy.service" = { enable = true; text = "[Unit]\nDescription=x\n"; wantedBy = [ "multi-user.target" ]; };
           "off.service" = { enable = false; text = "[Unit]\n"; };
           "upstream.target" = { enable = true; text = null; };
         }"#,
@@ -182,7 +182,12 @@ fn unit_texts_keep_enabled_units_with_text() {
     .unwrap();
     assert_eq!(
         got,
-        serde_json::json!({"deploy-proxy.service": "[Unit]\nDescription=x\n"})
+        serde_json::json!({"deploy-proxy.service": {
+            "text": "[Unit]\nDescription=x\n",
+            "wantedBy": ["multi-user.target"],
+            "requiredBy": [],
+            "aliases": []
+        }})
     );
     // The harness passes the same file's text as --apply.
     assert_eq!(

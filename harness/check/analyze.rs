@@ -99,6 +99,9 @@ pub struct Analysis {
     pub units_in_boot: usize,
     /// Units named by a dependency of the boot but with no unit file (ignored).
     pub missing: Vec<String>,
+    /// Units with no unit file but with `.wants`/`.requires` links (upstream units a
+    /// NixOS evaluation does not carry): followed through their links only.
+    pub linked_only: Vec<String>,
     /// The declared gates, judged.
     pub gates: Vec<GateFinding>,
     /// Every cycle, wait cycles first.
@@ -108,7 +111,7 @@ pub struct Analysis {
 /// Analyse the boot that starts `default.target`.
 pub fn analyze(sources: &UnitSources, gates: &[Gate]) -> Analysis {
     let default_target = sources.canonical("default.target");
-    let (boot, implicit, missing) = boot_transaction(sources, &default_target);
+    let (boot, implicit, missing, linked_only) = boot_transaction(sources, &default_target);
     let mut waits = WaitForGraph::default();
     let mut needs = WaitForGraph::default();
     // systemd adds default dependencies by rules of its own, and drops some of them to
@@ -222,6 +225,7 @@ pub fn analyze(sources: &UnitSources, gates: &[Gate]) -> Analysis {
         default_target,
         units_in_boot: boot.len(),
         missing,
+        linked_only,
         gates,
         cycles,
     }
@@ -232,9 +236,13 @@ pub fn analyze(sources: &UnitSources, gates: &[Gate]) -> Analysis {
 /// the default dependencies systemd adds.
 type Units = BTreeMap<String, Declared>;
 
-fn boot_transaction(sources: &UnitSources, start: &str) -> (Units, Units, Vec<String>) {
+fn boot_transaction(
+    sources: &UnitSources,
+    start: &str,
+) -> (Units, Units, Vec<String>, Vec<String>) {
     let mut boot: Units = BTreeMap::new();
     let mut implicit: Units = BTreeMap::new();
+    let mut linked_only = Vec::new();
     let mut missing = BTreeSet::new();
     let mut queue = vec![start.to_string()];
     while let Some(name) = queue.pop() {
@@ -242,12 +250,26 @@ fn boot_transaction(sources: &UnitSources, start: &str) -> (Units, Units, Vec<St
         if boot.contains_key(&name) || missing.contains(&name) {
             continue;
         }
-        let Some(mut d) = sources.declared(&name) else {
-            // A masked unit is not started at all: nothing to wait for.
-            if !sources.masked.contains(&name) {
-                missing.insert(name);
+        let linked = || {
+            sources
+                .wants
+                .iter()
+                .chain(&sources.requires)
+                .any(|(unit, _)| sources.canonical(unit) == name)
+        };
+        let mut d = match sources.declared(&name) {
+            Some(d) => d,
+            None if !sources.masked.contains(&name) && linked() => {
+                linked_only.push(name.clone());
+                Declared::new()
             }
-            continue;
+            None => {
+                // A masked unit is not started at all: nothing to wait for.
+                if !sources.masked.contains(&name) {
+                    missing.insert(name);
+                }
+                continue;
+            }
         };
         for (unit, other) in sources.wants.iter().chain(&sources.requires) {
             if sources.canonical(unit) == name {
@@ -263,7 +285,7 @@ fn boot_transaction(sources: &UnitSources, start: &str) -> (Units, Units, Vec<St
         boot.insert(name.clone(), d);
         implicit.insert(name, defaults);
     }
-    (boot, implicit, missing.into_iter().collect())
+    (boot, implicit, missing.into_iter().collect(), linked_only)
 }
 
 /// `DefaultDependencies=yes` as `systemd.service(5)` and `systemd.target(5)` describe it:
@@ -349,6 +371,13 @@ impl Analysis {
         }
         for c in &self.cycles {
             let _ = writeln!(s, "{} cycle: {}", c.kind, c.cycle);
+        }
+        if !self.linked_only.is_empty() {
+            let _ = writeln!(
+                s,
+                "no unit file, followed through their .wants/.requires links only: {}",
+                self.linked_only.join(", ")
+            );
         }
         if !self.missing.is_empty() {
             let _ = writeln!(

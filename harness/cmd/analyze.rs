@@ -28,10 +28,13 @@ pub async fn run(target: &str, json: bool) -> anyhow::Result<i32> {
                 path.display()
             )));
         }
-        TargetSpec::Nix { .. } => {
-            return Err(usage(format!(
-                "target {target}: nix targets are not supported by analyze yet"
-            )));
+        TargetSpec::Nix { flake, attr } => {
+            let waiting = Waiting::new(format!("evaluating {flake}#{attr}"));
+            let inputs =
+                target::nix::analyze_inputs(flake, attr, &Progress::new(waiting.reporter()))
+                    .await?;
+            drop(waiting);
+            inputs
         }
     };
     let analysis = analyze::analyze(&sources, &gates);

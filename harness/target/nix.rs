@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{BootSpec, Fault, GateDecl, Launch, Progress, TargetIdentity, gate};
+use crate::check::analyze::UnitSources;
 use crate::error::{infra, usage};
 
 /// Overrides where the wrapper flake is (default: the `nix/` folder of this checkout).
@@ -258,18 +259,53 @@ pub fn parse_harness(json: &str) -> anyhow::Result<HarnessInfo> {
     })
 }
 
-/// Parse the `nix eval --json` of [`units_argv`]: unit name → unit file text. A `null`
-/// text (a unit NixOS only enables) is left out, as `unit-texts.nix` does.
-pub fn parse_unit_texts(json: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let raw: BTreeMap<String, Option<String>> = serde_json::from_str(json).map_err(|e| {
+/// One unit of `config.systemd.units`, as `nix/lib/unit-texts.nix` gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NixUnit {
+    /// The generated unit file (NixOS writes no `[Install]` section).
+    pub text: String,
+    /// Targets it is linked into as `X.wants/`.
+    #[serde(default)]
+    pub wanted_by: Vec<String>,
+    /// Targets it is linked into as `X.requires/`.
+    #[serde(default)]
+    pub required_by: Vec<String>,
+    /// Other names it is linked under.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// Parse the `nix eval --json` of [`units_argv`]: unit name → unit.
+pub fn parse_unit_texts(json: &str) -> anyhow::Result<BTreeMap<String, NixUnit>> {
+    serde_json::from_str(json).map_err(|e| {
         infra(format!(
             "nix eval of config.systemd.units printed unexpected JSON: {e}"
         ))
-    })?;
-    Ok(raw
-        .into_iter()
-        .filter_map(|(name, text)| text.map(|t| (name, t)))
-        .collect())
+    })
+}
+
+/// The units as [`UnitSources`] for `coldboot analyze`: texts, the `.wants`/`.requires`
+/// links NixOS makes from `wantedBy`/`requiredBy`, aliases, and `default.target` naming
+/// `default_unit` (NixOS's `systemd.defaultUnit`, `multi-user.target` unless set).
+pub fn unit_sources(units: &BTreeMap<String, NixUnit>, default_unit: &str) -> UnitSources {
+    let mut src = UnitSources::default();
+    for (name, u) in units {
+        src.files.insert(name.clone(), u.text.clone());
+        for t in &u.wanted_by {
+            src.wants.insert((t.clone(), name.clone()));
+        }
+        for t in &u.required_by {
+            src.requires.insert((t.clone(), name.clone()));
+        }
+        for a in &u.aliases {
+            src.aliases.insert(a.clone(), name.clone());
+        }
+    }
+    src.aliases
+        .entry("default.target".into())
+        .or_insert_with(|| default_unit.to_string());
+    src
 }
 
 /// The runner in a `system.build.vm` output: the one `bin/run-*-vm`.
@@ -404,17 +440,22 @@ pub async fn prepare(t: &NixTarget, progress: &Progress) -> anyhow::Result<BootS
     })
 }
 
-/// The unit files of a flake's configuration, as NixOS generates them: unit name →
-/// unit file text, from `nix eval --json` of `config.systemd.units` (see
-/// [`units_argv`]). For `coldboot analyze`, which parses them as it parses an image
-/// tree's unit files.
-pub async fn unit_texts(
+/// The unit files and gates of a flake's configuration, for `coldboot analyze`: from
+/// `nix eval --json` of `config.systemd.units` (see [`units_argv`]) and of
+/// `config.coldboot.harness`. Nothing is built.
+pub async fn analyze_inputs(
     flake: &str,
     attr: &str,
     progress: &Progress,
-) -> anyhow::Result<BTreeMap<String, String>> {
+) -> anyhow::Result<(UnitSources, Vec<gate::Gate>)> {
     let t = NixTarget::new(flake, attr)?;
-    parse_unit_texts(&run_nix(&units_argv(&t, &wrapper_dir()), progress).await?)
+    let wrapper = wrapper_dir();
+    let units = parse_unit_texts(&run_nix(&units_argv(&t, &wrapper), progress).await?)?;
+    let info = parse_harness(&run_nix(&harness_argv(&t, &wrapper), progress).await?)?;
+    Ok((
+        unit_sources(&units, "multi-user.target"),
+        gate::gates_from(&info.gates),
+    ))
 }
 
 #[cfg(test)]
@@ -581,9 +622,24 @@ mod tests {
             units.keys().collect::<Vec<_>>(),
             ["deploy-dashboard.service", "deploy-proxy.service"]
         );
-        assert!(units["deploy-dashboard.service"].contains("After=deploy-proxy.service"));
-        let with_null = parse_unit_texts(r#"{"a.service":"[Unit]\n","b.target":null}"#).unwrap();
-        assert_eq!(with_null.len(), 1);
+        let dash = &units["deploy-dashboard.service"];
+        assert!(dash.text.contains("After=deploy-proxy.service"));
+        assert_eq!(dash.wanted_by, ["multi-user.target"]);
+        assert!(parse_unit_texts(r#"{"a.service":"[Unit]\n"}"#).is_err());
+        // As analyze sees them: the model's two units, the gate closes the cycle.
+        let src = unit_sources(&units, "multi-user.target");
+        assert_eq!(
+            src.canonical("dashboard.service"),
+            "deploy-dashboard.service"
+        );
+        let gate = crate::target::Gate {
+            unit: "deploy-proxy.service".into(),
+            url: "https://ci.commoninternet.net/".into(),
+            served_by: "deploy-dashboard.service".into(),
+        };
+        let a = crate::check::analyze::analyze(&src, &[gate]);
+        assert_eq!(a.cycles.len(), 1, "{}", a.render("nix"));
+        assert!(a.gates[0].served_after_gated);
     }
 
     #[test]
