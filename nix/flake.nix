@@ -35,10 +35,11 @@
         ccci-model = ./modules/ccci-model.nix;
       };
 
-      # The model of cc-ci before and after the pxgate fix. `before` has the old gate and
-      # the shorter timeout that scenarios/plans/m1.yaml gives the recipe's before-target.
+      # The model of cc-ci before and after the pxgate fix. `before` has the old gate at
+      # cc-ci's real TimeoutStartSec=900, as scenarios/plans/m1.yaml gives the recipe's
+      # before-target: coldboot names the wait cycle instead of waiting for it.
       nixosConfigurations = {
-        ccci-model-before = model { gate = "dashboard"; timeout = 120; };
+        ccci-model-before = model { gate = "dashboard"; timeout = 900; };
         ccci-model-after = model { gate = "self"; };
       };
 
