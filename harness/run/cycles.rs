@@ -80,6 +80,8 @@ pub struct WatchSetup {
     /// The boot's main channel: the watcher reads through it until its own session is
     /// open, and for good if that cannot be opened.
     pub guest: Guest,
+    /// The watcher's own session, being opened (see [`open_session`]).
+    pub session: Option<tokio::task::JoinHandle<anyhow::Result<Guest>>>,
     /// The boot's journal stream.
     pub journal: Journal,
     /// Guest monotonic time on the host clock.
@@ -211,14 +213,17 @@ impl Cycles {
     }
 }
 
-async fn run(setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Sender<u64>) {
-    // A session of its own, so reads never wait behind an expectation's command; on a
-    // loaded host the handshake can take a while, so read on the main one meanwhile.
+/// Start opening the watcher's own session as soon as the guest answers, so reads never
+/// wait behind an expectation's command; on a loaded host the handshake takes a while.
+pub fn open_session(guest: &Guest) -> tokio::task::JoinHandle<anyhow::Result<Guest>> {
+    let main = guest.clone();
+    tokio::spawn(async move { main.another_session(SESSION_CONNECT).await })
+}
+
+async fn run(mut setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Sender<u64>) {
+    // Read on the main session until the watcher's own is open.
     let mut guest = setup.guest.clone();
-    let main = setup.guest.clone();
-    let mut own = Some(tokio::spawn(async move {
-        main.another_session(SESSION_CONNECT).await
-    }));
+    let mut own = setup.session.take();
     let mut clock = setup.clock;
     let mut journal = setup.journal.clone();
     let mut tracker = CycleTracker::new(setup.persist);

@@ -339,7 +339,8 @@ async fn connect(
         "ssh up",
         &format!("boot {} after {:.1}s", vm.boot_index(), took.as_secs_f64()),
     );
-    // Both take SSH round trips, slow on a busy TCG guest: overlap them.
+    // All take SSH round trips, slow on a busy TCG guest: overlap them.
+    let session = cycles::open_session(&guest);
     let (clock, followed) = tokio::join!(GuestClock::sample(&guest), Journal::follow(&guest));
     let (clock, (journal, follower)) = (clock?, followed?);
     state.timeline.event(
@@ -351,6 +352,7 @@ async fn connect(
     );
     let (cycles, watcher) = cycles::start(cycles::WatchSetup {
         guest: guest.clone(),
+        session: Some(session),
         journal: journal.clone(),
         clock,
         gates: ctx.spec.gates.clone(),
