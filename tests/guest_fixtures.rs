@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use coldboot::guest::systemd::journal::Entry;
 use coldboot::guest::systemd::{self, jobs};
 
 fn fixture(name: &str) -> String {
@@ -133,4 +134,30 @@ fn journal_lines_are_json_from_pid1() {
     };
     assert_eq!(result("cb-fail.service").as_deref(), Some("failed"));
     assert_eq!(result("cb-after.service").as_deref(), Some("done"));
+}
+
+#[test]
+fn systemds_own_ordering_cycle_as_pid1_logged_it() {
+    // Recorded by guest_ssh.rs: cb-cyc-a and cb-cyc-b each Wants= and After= the other.
+    let text = fixture("journal-ordering-cycle.jsonl");
+    let entries: Vec<Entry> = text.lines().filter_map(Entry::parse).collect();
+    assert!(entries.iter().all(|e| e.from_manager));
+    let cycles = coldboot::check::live::ordering_cycles(
+        entries.iter().map(|e| (e.mono_us, e.message.as_str())),
+    );
+    assert_eq!(cycles.len(), 1, "{text}");
+    let c = &cycles[0];
+    assert!(
+        c.units.contains(&"cb-cyc-a.service".to_string())
+            && c.units.contains(&"cb-cyc-b.service".to_string()),
+        "{c:?}"
+    );
+    let deleted = c
+        .deleted
+        .as_deref()
+        .expect("systemd names the job it deleted");
+    assert!(
+        deleted.starts_with("cb-cyc-") && deleted.ends_with("/start"),
+        "{deleted}"
+    );
 }

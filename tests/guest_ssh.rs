@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use coldboot::check::live;
+use coldboot::guest::systemd::journal::Entry;
 use coldboot::guest::systemd::{self, UnitState};
 use coldboot::guest::{Guest, SshKey, StreamEnd};
 use coldboot::vm::{Accel, AccelChoice, Vm, VmConfig};
@@ -339,6 +341,44 @@ async fn guest_channel_on_a_real_debian_guest() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // systemd's own ordering cycle: two units, each Wants= and After= the other. PID 1
+    // logs the cycle and deletes one job to break it; the watcher's parser reads that.
+    for (name, other) in [("cb-cyc-a", "cb-cyc-b"), ("cb-cyc-b", "cb-cyc-a")] {
+        let text = format!(
+            "[Unit]\nDescription=coldboot test: ordering cycle\nWants={other}.service\n\
+             After={other}.service\n[Service]\nType=oneshot\nExecStart=/bin/true\n"
+        );
+        let path = format!("/etc/systemd/system/{name}.service");
+        guest
+            .write_file(&path, text.as_bytes(), 0o644)
+            .await
+            .unwrap();
+    }
+    guest.exec_checked("systemctl daemon-reload").await.unwrap();
+    let _ = guest
+        .exec("systemctl start cb-cyc-a.service")
+        .await
+        .unwrap();
+    let cycle_json = guest
+        .exec_checked(
+            "journalctl -b -o json --no-pager _PID=1 --output-fields=MESSAGE,UNIT,_PID,JOB_RESULT,MESSAGE_ID \
+             | grep -e 'ordering cycle' -e 'Found dependency on'",
+        )
+        .await
+        .unwrap()
+        .stdout;
+    record("journal-ordering-cycle.jsonl", &cycle_json);
+    let entries: Vec<Entry> = cycle_json.lines().filter_map(Entry::parse).collect();
+    let cycles = live::ordering_cycles(entries.iter().map(|e| (e.mono_us, e.message.as_str())));
+    println!("ordering cycles: {cycles:?}");
+    assert_eq!(cycles.len(), 1, "{cycle_json}");
+    assert!(
+        cycles[0].units.iter().any(|u| u == "cb-cyc-a.service")
+            && cycles[0].units.iter().any(|u| u == "cb-cyc-b.service"),
+        "{cycles:?}"
+    );
+    assert!(cycles[0].deleted.is_some(), "{cycles:?}");
 
     // The system ssh client with the per-run key (what the interactive shell uses).
     let status = guest
