@@ -416,7 +416,13 @@ fn dry_run_prints_the_nix_commands_and_the_runner_environment() {
     assert!(text.contains("build --json --no-link --no-write-lock-file --override-input target /"));
     assert!(text.contains("'QEMU_KERNEL_PARAMS=coldboot.authorized_key=<redacted> systemd.mask=deploy-dashboard.service'"));
     // One runner environment per pair of the plan.
-    let pairs = text.matches("\n                                         scenario ").count();
+    let pairs = text
+        .matches("\n                                         scenario ")
+        .count();
     assert!(pairs >= 6, "{text}");
-    assert_eq!(text.matches("OUT/bin/run-HOSTNAME-vm").count(), pairs, "{text}");
+    assert_eq!(
+        text.matches("OUT/bin/run-HOSTNAME-vm").count(),
+        pairs,
+        "{text}"
+    );
 }

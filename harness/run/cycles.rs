@@ -330,8 +330,9 @@ async fn run(mut setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Se
             fresh
                 .iter()
                 .filter(|x| {
-                    x.entry.from_manager && x.entry.message.contains("ordering cycle")
-                        || x.entry.message.contains("Found dependency on")
+                    x.entry.from_manager
+                        && (x.entry.message.contains("ordering cycle")
+                            || x.entry.message.contains("Found dependency on"))
                 })
                 .map(|x| (x.entry.mono_us, x.entry.message.clone())),
         );
