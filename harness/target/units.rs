@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use crate::error::usage;
+use crate::guest::systemd::unitfile;
 use crate::target::rootfs::guest_path;
 
 /// Where unit files live in the guest, most specific first.
@@ -47,30 +48,31 @@ impl Install {
     }
 }
 
-/// Parse the `[Install]` section of unit file text (space-separated lists, repeated keys add).
+/// The `[Install]` section of unit file text, read by the one unit-file reader
+/// ([`unitfile::parse_assignments`]): space-separated lists, repeated keys add, an empty
+/// value clears.
 pub fn parse_install(text: &str) -> Install {
     let mut install = Install::default();
-    let mut in_install = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_install = line == "[Install]";
+    for a in unitfile::parse_assignments(text) {
+        if a.section != "Install" {
             continue;
         }
-        if !in_install || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
+        let list = match a.key.as_str() {
+            "WantedBy" => &mut install.wanted_by,
+            "RequiredBy" => &mut install.required_by,
+            "UpheldBy" => &mut install.upheld_by,
+            "Alias" => &mut install.alias,
+            "Also" => &mut install.also,
+            "DefaultInstance" => {
+                install.default_instance = Some(a.value);
+                continue;
+            }
+            _ => continue,
         };
-        let words = value.split_whitespace().map(str::to_string);
-        match key.trim() {
-            "WantedBy" => install.wanted_by.extend(words),
-            "RequiredBy" => install.required_by.extend(words),
-            "UpheldBy" => install.upheld_by.extend(words),
-            "Alias" => install.alias.extend(words),
-            "Also" => install.also.extend(words),
-            "DefaultInstance" => install.default_instance = Some(value.trim().to_string()),
-            _ => {}
+        if a.value.is_empty() {
+            list.clear();
+        } else {
+            list.extend(a.value.split_whitespace().map(str::to_string));
         }
     }
     install
@@ -109,13 +111,6 @@ pub fn install_links(name: &str, file: &str, install: &Install) -> Vec<Link> {
     links
 }
 
-/// The template file name for an instance: `foo@bar.service` → `foo@.service`.
-fn template_of(name: &str) -> Option<String> {
-    let (prefix, rest) = name.split_once('@')?;
-    let dot = rest.rfind('.')?;
-    Some(format!("{prefix}@{}", &rest[dot..]))
-}
-
 /// Find a unit's file in the rootfs, without following links out of it: only regular files.
 fn find_unit(root: &Path, file_name: &str) -> Option<String> {
     UNIT_DIRS.iter().find_map(|dir| {
@@ -136,7 +131,7 @@ pub fn enable(root: &Path, units: &[String]) -> anyhow::Result<Vec<Link>> {
             continue;
         }
         done.push(name.clone());
-        let template = template_of(&name);
+        let template = unitfile::template_of(&name);
         let file_name = template.clone().unwrap_or_else(|| name.clone());
         let Some(file) = find_unit(root, &file_name) else {
             if requested {
@@ -154,8 +149,10 @@ pub fn enable(root: &Path, units: &[String]) -> anyhow::Result<Vec<Link>> {
                 "cannot enable {name}: {file} has no [Install] section (it is static; pull it in with Wants= from another unit)"
             )));
         }
-        let link_name = match (&template, name == file_name) {
-            (Some(_), true) => match &install.default_instance {
+        // A template named without an instance (`foo@.service`) needs DefaultInstance=.
+        let bare_template = name.split_once('@').is_some_and(|(_, rest)| rest.starts_with('.'));
+        let link_name = match bare_template {
+            true => match &install.default_instance {
                 Some(inst) => file_name.replacen("@.", &format!("@{inst}."), 1),
                 None => {
                     return Err(usage(format!(
@@ -237,18 +234,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn templates() {
-        assert_eq!(
-            template_of("getty@tty1.service").as_deref(),
-            Some("getty@.service")
-        );
-        assert_eq!(
-            template_of("getty@.service").as_deref(),
-            Some("getty@.service")
-        );
-        assert_eq!(template_of("plain.service"), None);
-    }
 
     fn rootfs() -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
