@@ -59,6 +59,8 @@ struct WatchState {
 #[derive(Clone)]
 pub struct Cycles {
     state: Arc<Mutex<WatchState>>,
+    /// The watcher's own session, once open.
+    own_session: Arc<Mutex<Option<Guest>>>,
     news: watch::Receiver<u64>,
     gates: Vec<String>,
     persist: Duration,
@@ -98,13 +100,15 @@ pub struct WatchSetup {
 pub fn start(setup: WatchSetup) -> (Cycles, CycleWatcher) {
     let state = Arc::new(Mutex::new(WatchState::default()));
     let (tx, news) = watch::channel(0u64);
+    let own_session = Arc::new(Mutex::new(None));
     let cycles = Cycles {
         state: state.clone(),
+        own_session: own_session.clone(),
         news,
         gates: setup.gates.iter().map(|g| g.unit.clone()).collect(),
         persist: setup.persist,
     };
-    let task = tokio::spawn(run(setup, state, tx));
+    let task = tokio::spawn(run(setup, state, own_session, tx));
     (cycles, CycleWatcher { task })
 }
 
@@ -112,6 +116,12 @@ impl Cycles {
     /// The confirmed cycle, if one has been.
     pub fn confirmed(&self) -> Option<Confirmed> {
         self.lock().confirmed.clone()
+    }
+
+    /// A second session to the guest (the watcher's, once open): evidence collected at
+    /// the end of a boot can run on it beside the main one.
+    pub fn session(&self) -> Option<Guest> {
+        self.own_session.lock().expect("session lock").clone()
     }
 
     /// The persistence in use.
@@ -220,7 +230,12 @@ pub fn open_session(guest: &Guest) -> tokio::task::JoinHandle<anyhow::Result<Gue
     tokio::spawn(async move { main.another_session(SESSION_CONNECT).await })
 }
 
-async fn run(mut setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Sender<u64>) {
+async fn run(
+    mut setup: WatchSetup,
+    state: Arc<Mutex<WatchState>>,
+    own_session: Arc<Mutex<Option<Guest>>>,
+    tx: watch::Sender<u64>,
+) {
     // Read on the main session until the watcher's own is open.
     let mut guest = setup.guest.clone();
     let mut own = setup.session.take();
@@ -245,7 +260,10 @@ async fn run(mut setup: WatchSetup, state: Arc<Mutex<WatchState>>, tx: watch::Se
             && let Some(task) = own.take()
         {
             match task.await {
-                Ok(Ok(session)) => guest = session,
+                Ok(Ok(session)) => {
+                    *own_session.lock().expect("session lock") = Some(session.clone());
+                    guest = session;
+                }
                 Ok(Err(e)) => {
                     tracing::info!("the wait-cycle watcher reads on the main session: {e:#}")
                 }

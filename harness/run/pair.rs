@@ -185,6 +185,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
     let key = SshKey::generate()?;
     let forwards = host_ports(&scenario.phases);
     let mut up: Option<Up> = None;
+    let mut finished = false;
 
     for phase in &scenario.phases {
         (ctx.status)(&format!("phase {}", phase.name));
@@ -283,8 +284,20 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         state.outcomes.extend(decided.into_iter().map(|(_, o)| o));
         state.probes.append(&mut live.probes);
         state.probes.append(&mut current.cycles.take_probes());
-        record::phase_evidence(&current.guest, &ctx.run_dir, &phase.name, scenario).await;
-        if failed && !needs_more(&ctx.pair.expected, &state.outcomes) {
+        let stop = failed && !needs_more(&ctx.pair.expected, &state.outcomes);
+        let is_last = stop || std::ptr::eq(phase, scenario.phases.last().expect("a phase"));
+        if is_last {
+            // The pair ends here: its last evidence on both sessions at once.
+            let current = &*current;
+            tokio::join!(
+                record::phase_evidence(&current.guest, &ctx.run_dir, &phase.name, scenario),
+                finish_boot(ctx, current)
+            );
+            finished = true;
+        } else {
+            record::phase_evidence(&current.guest, &ctx.run_dir, &phase.name, scenario).await;
+        }
+        if stop {
             state
                 .timeline
                 .event("stopped", "an expectation failed; later phases skipped");
@@ -292,7 +305,9 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         }
     }
     if let Some(last) = up.take() {
-        finish_boot(ctx, &last).await;
+        if !finished {
+            finish_boot(ctx, &last).await;
+        }
         drop(last);
     }
     Ok(())
@@ -302,8 +317,9 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
 /// wait-for graph.
 async fn finish_boot(ctx: &PairContext, up: &Up) {
     let index = up.vm.boot_index();
+    let guest = up.cycles.session().unwrap_or_else(|| up.guest.clone());
     record::boot_evidence(
-        &up.guest,
+        &guest,
         &ctx.run_dir,
         index,
         ctx.pair.scenario.focus_unit.as_str(),

@@ -1,6 +1,14 @@
 """Figures of one wait-cycle run, from its evidence bundle (report.json, timeline.jsonl,
-waitfor-boot-1.json): when the cycle formed by the guest's own clock, when coldboot named
-it, when the pair's verdict came, and the pair's wall time. Seconds from the pair's start."""
+waitfor-boot-1.json), in seconds from the pair's start:
+
+- cycle_formed_s: when the cycle formed. By the guest's own clock (the running gated
+  job's start) when every job on the cycle was queued before it (job ids tell), which
+  formed_from_guest_clock says; otherwise the harness's first sighting, an upper bound.
+- named_after_forming_s: until the harness confirmed it (persist, 10 s by default).
+- decided_after_forming_s: until the last expectation of the pair was decided.
+- verdict_after_forming_s: until the verdict was written, evidence collected and the
+  VM torn down.
+- pair_wall_s: the whole pair, QEMU start included."""
 
 import json
 import sys
@@ -23,6 +31,7 @@ def main(bundle: Path) -> int:
         confirmed = waitfor.get("confirmed") or {}
         formed = secs(cycle and cycle.get("changed_at"))
         named = secs(cycle and cycle.get("decided_at"))
+        last_decision = max((secs(o.get("decided_at")) or 0 for o in pair["outcomes"]), default=None)
         row = {
             "pair": pair["id"],
             "verdict": pair["verdict_word"],
@@ -31,6 +40,7 @@ def main(bundle: Path) -> int:
             "formed_from_guest_clock": confirmed.get("formed_from_guest"),
             "ssh_up_s": ssh_at,
             "named_after_forming_s": None if formed is None or named is None else named - formed,
+            "decided_after_forming_s": None if formed is None or not last_decision else last_decision - formed,
             "verdict_after_forming_s": None if formed is None or verdict_at is None else verdict_at - formed,
             "verdict_after_naming_s": None if named is None or verdict_at is None else verdict_at - named,
             "pair_wall_s": pair["duration_secs"],
