@@ -55,7 +55,10 @@ fn m1_plan_pairs_reproduction_with_passes() {
         before.target,
         "recipe:vm-images/ccci-model?gate=dashboard&timeout=900"
     );
-    assert!(before.scenario.phases[0].boot.mask.is_empty(), "a plain cold boot");
+    assert!(
+        before.scenario.phases[0].boot.mask.is_empty(),
+        "a plain cold boot"
+    );
     let Expected::Reproduced(r) = &before.expected else {
         panic!("{:?}", before.expected)
     };

@@ -150,7 +150,9 @@ pub fn enable(root: &Path, units: &[String]) -> anyhow::Result<Vec<Link>> {
             )));
         }
         // A template named without an instance (`foo@.service`) needs DefaultInstance=.
-        let bare_template = name.split_once('@').is_some_and(|(_, rest)| rest.starts_with('.'));
+        let bare_template = name
+            .split_once('@')
+            .is_some_and(|(_, rest)| rest.starts_with('.'));
         let link_name = match bare_template {
             true => match &install.default_instance {
                 Some(inst) => file_name.replacen("@.", &format!("@{inst}."), 1),
@@ -233,7 +235,6 @@ mod tests {
                 .all(|l| l.target == "/etc/systemd/system/k.service")
         );
     }
-
 
     fn rootfs() -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
