@@ -221,6 +221,21 @@ fn wait_cycle_is_never_a_pass_unchecked_and_says_what_it_covered() {
     assert!(e.seen.contains("gate not probed"), "{}", e.seen);
     assert!(!evaluate_wait_cycle(WaitCycleExpectation::Expected, persist, &quiet).held);
 
+    // One read is no watch, and a last read that failed is not a clean end.
+    let once = PhaseWatch {
+        reads: 1,
+        last_read_secs: Some(30.0),
+        ..quiet.clone()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &once);
+    assert!(!e.held && e.seen.contains("read only once"), "{}", e.seen);
+    let broken = PhaseWatch {
+        error: Some("lost the SSH channel".into()),
+        ..quiet.clone()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &broken);
+    assert!(!e.held && e.seen.contains("not checked to the end"), "{}", e.seen);
+
     let no_gates = PhaseWatch {
         gates_declared: 0,
         gate_probes: vec![],

@@ -59,6 +59,8 @@ struct WatchState {
 #[derive(Clone)]
 pub struct Cycles {
     state: Arc<Mutex<WatchState>>,
+    /// Wakes the watcher for a read now.
+    poke: Arc<tokio::sync::Notify>,
     /// The watcher's own session, once open.
     own_session: Arc<Mutex<Option<Guest>>>,
     news: watch::Receiver<u64>,
@@ -101,21 +103,32 @@ pub fn start(setup: WatchSetup) -> (Cycles, CycleWatcher) {
     let state = Arc::new(Mutex::new(WatchState::default()));
     let (tx, news) = watch::channel(0u64);
     let own_session = Arc::new(Mutex::new(None));
+    let poke = Arc::new(tokio::sync::Notify::new());
     let cycles = Cycles {
         state: state.clone(),
+        poke: poke.clone(),
         own_session: own_session.clone(),
         news,
         gates: setup.gates.iter().map(|g| g.unit.clone()).collect(),
         persist: setup.persist,
     };
-    let task = tokio::spawn(run(setup, state, own_session, tx));
+    let task = tokio::spawn(run(setup, state, own_session, poke, tx));
     (cycles, CycleWatcher { task })
 }
 
 impl Cycles {
-    /// The confirmed cycle, if one has been.
+    /// The confirmed cycle, if one has been (it may have broken since).
     pub fn confirmed(&self) -> Option<Confirmed> {
         self.lock().confirmed.clone()
+    }
+
+    /// The confirmed cycle while it still stands: the latest read showed it.
+    pub fn standing(&self) -> Option<Confirmed> {
+        let s = self.lock();
+        let last = s.reads.last()?;
+        s.confirmed
+            .clone()
+            .filter(|_| s.cycle_last_seen.as_ref() == Some(last))
     }
 
     /// A second session to the guest (the watcher's, once open): evidence collected at
@@ -133,6 +146,14 @@ impl Cycles {
     pub async fn next_read(&mut self) -> bool {
         let seen = *self.news.borrow_and_update();
         self.news.wait_for(|n| *n > seen).await.is_ok()
+    }
+
+    /// Ask for a read now and wait for one to finish (at most `limit`): a judgement over a
+    /// phase includes the queue as it is at the phase's end.
+    pub async fn read_now(&mut self, limit: Duration) {
+        let seen = *self.news.borrow_and_update();
+        self.poke.notify_one();
+        let _ = tokio::time::timeout(limit, self.news.wait_for(|n| *n > seen)).await;
     }
 
     /// Gate probes made since the last call, for the pair's evidence.
@@ -234,6 +255,7 @@ async fn run(
     mut setup: WatchSetup,
     state: Arc<Mutex<WatchState>>,
     own_session: Arc<Mutex<Option<Guest>>>,
+    poke: Arc<tokio::sync::Notify>,
     tx: watch::Sender<u64>,
 ) {
     // Read on the main session until the watcher's own is open.
@@ -301,22 +323,29 @@ async fn run(
                         }),
                     }
                 }
+                let mut say = None;
                 match (
                     &read.cycle,
                     tracker.observe(read.at, read.cycle_units(), read.formed),
                 ) {
                     (Some(found), Some(formed)) => {
-                        if s.confirmed.is_none() {
-                            (setup.status)(&format!("wait cycle: {}", found.message));
-                            tracing::info!("wait cycle confirmed: {}", found.message);
-                            s.confirmed = Some(Confirmed {
-                                formed,
-                                confirmed: read.at,
-                                ..found.clone()
-                            });
-                            s.confirming_read = Some(read.recorded.clone());
+                        // The first cycle confirmed is the boot's; it still stands while
+                        // the reads show those same units.
+                        match &s.confirmed {
+                            None => {
+                                tracing::info!("wait cycle confirmed: {}", found.message);
+                                say = Some(format!("wait cycle: {}", found.message));
+                                s.confirmed = Some(Confirmed {
+                                    formed,
+                                    confirmed: read.at,
+                                    ..found.clone()
+                                });
+                                s.confirming_read = Some(read.recorded.clone());
+                                s.cycle_last_seen = Some(read.at);
+                            }
+                            Some(c) if c.units == found.units => s.cycle_last_seen = Some(read.at),
+                            Some(_) => {}
                         }
-                        s.cycle_last_seen = Some(read.at);
                     }
                     (Some(found), None) => {
                         if let Some(c) = &s.confirmed
@@ -324,7 +353,7 @@ async fn run(
                         {
                             s.cycle_last_seen = Some(read.at);
                         }
-                        (setup.status)(&format!(
+                        say = Some(format!(
                             "wait cycle forming: {} (confirmed after {:.0} s)",
                             found.cycle.units().join(" → "),
                             setup.persist.as_secs_f64()
@@ -333,6 +362,10 @@ async fn run(
                     _ => {}
                 }
                 s.error = None;
+                drop(s);
+                if let Some(line) = say {
+                    (setup.status)(&line);
+                }
             }
             Err(e) => {
                 tracing::debug!("wait-for read failed: {e:#}");
@@ -366,6 +399,7 @@ async fn run(
             let arrived = tokio::select! {
                 alive = journal.changed_after(checked) => alive,
                 _ = tokio::time::sleep_until(wake.into()) => break,
+                _ = poke.notified() => break,
             };
             if !arrived {
                 tokio::time::sleep_until(wake.into()).await;
@@ -373,9 +407,11 @@ async fn run(
             }
             let more = setup.journal.since(checked);
             checked += more.len();
+            // PID 1 logs a job as it starts running and as it ends; queued jobs are not
+            // logged, which is what the interval is for.
             if more
                 .iter()
-                .any(|x| x.entry.from_manager && x.entry.job_result.is_some())
+                .any(|x| x.entry.from_manager && x.entry.unit.is_some())
             {
                 break;
             }

@@ -104,7 +104,7 @@ pub async fn await_expectation(
             // An anchor that never finished starting because it sits on a wait cycle:
             // say so, it is the reason.
             if !eval.held
-                && let Some(c) = live.cycles.confirmed()
+                && let Some(c) = live.cycles.standing()
                 && c.units.contains(o.after.as_str())
             {
                 eval.seen = format!("{}; it is on a wait cycle: {}", eval.seen, c.message);
@@ -140,20 +140,27 @@ async fn await_unit(
     deadline: Instant,
 ) -> anyhow::Result<Awaited> {
     let unit = u.unit.as_str();
-    let wants_active = u.state == crate::scenario::UnitState::Active;
+    // Only a start's end (active, or failed) waits on a cycle; other states do not.
+    let start_end = match u.state {
+        crate::scenario::UnitState::Active => Some(true),
+        crate::scenario::UnitState::Failed => Some(false),
+        _ => None,
+    };
     let mut seen_entries = 0usize;
     loop {
-        // A unit on a confirmed wait cycle, or waiting on one, cannot get there before
-        // the cycle breaks: decide now instead of at the deadline.
-        if let Some(why) = live
-            .cycles
-            .confirmed()
-            .and_then(|c| c.blocks(unit, wants_active, deadline))
+        let now = unit_now(live.guest, unit).await?;
+        let eval = check::units::evaluate_unit(u, &now.active_state, now.result_str());
+        // A unit on a standing wait cycle, or waiting on one, cannot get there before the
+        // cycle breaks: decide now instead of at the deadline.
+        if !eval.held
+            && let Some(wants_active) = start_end
+            && let Some(why) = live
+                .cycles
+                .standing()
+                .and_then(|c| c.blocks(unit, wants_active, deadline))
         {
             return Ok(Awaited::now(Evaluation::failed(why)));
         }
-        let now = unit_now(live.guest, unit).await?;
-        let eval = check::units::evaluate_unit(u, &now.active_state, now.result_str());
         (live.status)(&format!(
             "waiting for {unit} {} ({} {})",
             u.state.as_str(),
@@ -213,7 +220,7 @@ async fn await_unit(
                 alive = journal.changed_after(seen_entries) => alive,
                 _ = tokio::time::sleep_until(wake.into()) => break,
                 true = cycles.next_read() => {
-                    if live.cycles.confirmed().is_some() { break } else { continue }
+                    if live.cycles.standing().is_some() { break } else { continue }
                 }
             };
             if !arrived {
@@ -455,6 +462,10 @@ async fn await_wait_cycle(
             _ = tokio::time::sleep_until(deadline.into()) => break,
         }
     }
+    // The invariant covers the phase to its end: one more read of the queue now.
+    cycles
+        .read_now(2 * super::cycles::READ_EVERY + Duration::from_secs(10))
+        .await;
     let watch = live
         .cycles
         .phase_watch(live.phase_started, live.qemu_started);

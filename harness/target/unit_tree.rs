@@ -66,9 +66,14 @@ pub fn load(root: &Path) -> anyhow::Result<UnitSources> {
         for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
+            // Folders are looked into only through the root: a link never reaches the host.
+            let real = inside(root, &path);
+            let real_dir = real.as_ref().filter(|p| p.is_dir());
             if let Some(unit) = name.strip_suffix(".d") {
-                if is_unit_name(unit) && path.is_dir() {
-                    for (file, text) in conf_files(root, &path)? {
+                if is_unit_name(unit)
+                    && let Some(real) = real_dir
+                {
+                    for (file, text) in conf_files(root, real)? {
                         dropins
                             .entry(unit.to_string())
                             .or_default()
@@ -81,9 +86,9 @@ pub fn load(root: &Path) -> anyhow::Result<UnitSources> {
             for (suffix, links) in [(".wants", &mut src.wants), (".requires", &mut src.requires)] {
                 if let Some(unit) = name.strip_suffix(suffix)
                     && is_unit_name(unit)
-                    && path.is_dir()
+                    && let Some(real) = real_dir
                 {
-                    for linked in listing(&path)? {
+                    for linked in listing(real)? {
                         links.insert((unit.to_string(), linked));
                     }
                 }
@@ -275,5 +280,6 @@ mod tests {
                 .contains(&("multi-user.target".to_string(), "a.service".to_string()))
         );
         assert!(!src.files.contains_key("evil.service"));
+        assert!(!src.wants.iter().any(|(_, u)| u == "host.service"));
     }
 }

@@ -100,6 +100,10 @@ pub fn parse_timespan(text: &str) -> anyhow::Result<u64> {
             "min" => 60e6,
             "h" => 3600e6,
             "d" => 86_400e6,
+            "w" => 604_800e6,
+            // systemd's month and year: 30.44 and 365.25 days.
+            "M" | "month" => 2_629_800e6,
+            "y" => 31_557_600e6,
             _ => anyhow::bail!("timespan {text:?}: unknown unit {unit:?}"),
         };
         total += number * scale;
@@ -122,6 +126,8 @@ mod tests {
         assert_eq!(parse_timespan("1min 2.345s").unwrap(), 62_345_000);
         assert_eq!(parse_timespan("1h 2min").unwrap(), 3_720_000_000);
         assert_eq!(parse_timespan("15us").unwrap(), 15);
+        assert_eq!(parse_timespan("2w 1d").unwrap(), 15 * 86_400_000_000);
+        assert_eq!(parse_timespan("1y 1month").unwrap(), 34_187_400_000_000);
         assert!(parse_timespan("12").is_err());
         assert!(parse_timespan("3 parsecs").is_err());
         assert!(parse_timespan("").is_err());

@@ -53,19 +53,22 @@ pub struct Job {
 
 /// Whether the labels of a queue parsed with `swapped = false` are swapped, judged
 /// from the queue itself: a running job waits for nothing, so one printed "waiting for"
-/// another means swapped, and one printed "blocking" others means true. `None` when no
-/// running job has a relation.
+/// another means swapped, and one printed only "blocking" others means true. `None`
+/// when no running job has a relation, or when running jobs disagree.
 pub fn labels_swapped(jobs: &[Job]) -> Option<bool> {
-    let mut verdict = None;
+    let mut swapped = false;
+    let mut literal = false;
     for j in jobs.iter().filter(|j| j.state == "running") {
-        if !j.waiting_for.is_empty() {
-            return Some(true);
-        }
-        if !j.blocking.is_empty() {
-            verdict = Some(false);
-        }
+        swapped |= !j.waiting_for.is_empty();
+        literal |= !j.blocking.is_empty() && j.waiting_for.is_empty();
     }
-    verdict
+    // Running jobs that disagree (one shown waiting, another only blocking) prove
+    // nothing either way.
+    match (swapped, literal) {
+        (true, false) => Some(true),
+        (false, true) => Some(false),
+        _ => None,
+    }
 }
 
 /// The true relations of a queue parsed with `swapped = false`: swapped back when

@@ -1,8 +1,8 @@
 //! Unit files as systemd reads them (`systemd.syntax(7)`, `systemd.unit(5)`). Pure.
 //!
 //! Only what dependency analysis needs: sections, `Key=value` assignments with `#`/`;`
-//! comments and `\` continuations, and the dependency keys, where an empty assignment
-//! resets the list (so a drop-in can clear what the main file said).
+//! comments and `\` continuations, and the dependency keys. An empty dependency
+//! assignment does nothing: systemd.unit(5) says dependencies cannot be reset, only added.
 
 use std::collections::BTreeSet;
 
@@ -124,7 +124,11 @@ impl Declared {
                 _ => continue,
             };
             if a.value.is_empty() {
-                list.clear();
+                // systemd.unit(5): dependencies cannot be reset to an empty list, so a
+                // drop-in can only add them. Install lists can be cleared.
+                if a.section == "Install" {
+                    list.clear();
+                }
             } else {
                 list.extend(a.value.split_whitespace().map(str::to_string));
             }
@@ -212,11 +216,17 @@ mod tests {
     }
 
     #[test]
-    fn drop_ins_add_and_an_empty_value_resets() {
+    fn drop_ins_add_and_cannot_reset_dependencies() {
         let mut d = Declared::new();
-        d.apply("[Unit]\nAfter=a.service b.service\nRequires=c.service\n");
-        d.apply("[Unit]\nAfter=\nAfter=z.service\nDefaultDependencies=no\n");
-        assert_eq!(d.after, BTreeSet::from(["z.service".to_string()]));
+        d.apply(
+            "[Unit]\nAfter=a.service b.service\nRequires=c.service\n[Install]\nWantedBy=x.target\n",
+        );
+        d.apply("[Unit]\nAfter=\nAfter=z.service\nDefaultDependencies=no\n[Install]\nWantedBy=\n");
+        assert_eq!(
+            d.after,
+            BTreeSet::from(["a.service".into(), "b.service".into(), "z.service".into()])
+        );
+        assert!(d.wanted_by.is_empty(), "install lists can be cleared");
         assert!(d.requires.contains("c.service"));
         assert!(!d.default_dependencies);
     }
