@@ -234,7 +234,11 @@ fn wait_cycle_is_never_a_pass_unchecked_and_says_what_it_covered() {
         ..quiet.clone()
     };
     let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &broken);
-    assert!(!e.held && e.seen.contains("not checked to the end"), "{}", e.seen);
+    assert!(
+        !e.held && e.seen.contains("not checked to the end"),
+        "{}",
+        e.seen
+    );
 
     let no_gates = PhaseWatch {
         gates_declared: 0,
