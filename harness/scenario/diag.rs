@@ -47,16 +47,66 @@ impl Diagnostic {
         match err.location() {
             Some(loc) if loc != Location::UNKNOWN => {
                 let suffix = format!(" at line {}, column {}", loc.line(), loc.column());
-                let message = plain
-                    .strip_suffix(&suffix)
-                    .unwrap_or(&plain)
-                    .trim()
-                    // serde's word for an enum value is not the file author's.
-                    .replace("unknown variant", "unknown value");
-                Diagnostic::at(file, loc, message)
+                let message = plain.strip_suffix(&suffix).unwrap_or(&plain);
+                Diagnostic::at(file, loc, own_words(message))
             }
-            _ => Diagnostic::whole_file(file, plain.trim().to_string()),
+            _ => Diagnostic::whole_file(file, own_words(&plain)),
         }
+    }
+}
+
+/// The YAML library's message in the harness's own words: advice for the file's
+/// author, not the library's internals (its option names, its budget structs).
+pub fn own_words(message: &str) -> String {
+    let m = message.trim();
+    if let Some(rest) = m.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest)
+            .trim();
+        return format!("the key `{key}` is given twice in the same mapping: keep one");
+    }
+    if let Some(rest) = m.strip_prefix("budget breached: ") {
+        let what = rest
+            .split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or(rest);
+        let limit = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|n| !n.is_empty())
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        let why = match what {
+            "Nodes" | "Events" => "has too many YAML nodes",
+            "Depth" => "is nested too deeply",
+            "Aliases" | "AliasExpansions" => "expands too many aliases (`*name`)",
+            "Anchors" => "defines too many anchors (`&name`)",
+            "InputBytes" | "Bytes" => "is too large",
+            "Documents" => "holds too many YAML documents",
+            _ => "exceeds a size limit",
+        };
+        return format!(
+            "the file {why} for a coldboot file{limit}: a scenario, plan or recipe is a few hundred lines"
+        );
+    }
+    match m {
+        "unexpected end of input" => "the file is empty: it needs a mapping of keys".to_string(),
+        "expected mapping start" => "expected a mapping (`key: value` lines) here".to_string(),
+        "expected sequence start" => {
+            "expected a list here (`- item` lines or `[a, b]`)".to_string()
+        }
+        "expected string scalar" => {
+            "expected a single value here, not a list or a mapping".to_string()
+        }
+        "recursion limit exceeded" => {
+            "the file is nested too deeply for a coldboot file".to_string()
+        }
+        "tabs disallowed within this context (block indentation)" => {
+            "a tab indents this line: YAML indents with spaces".to_string()
+        }
+        // serde's word for an enum value is not the file author's.
+        _ => m.replace("unknown variant", "unknown value"),
     }
 }
 

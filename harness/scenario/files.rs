@@ -45,17 +45,28 @@ pub fn check_files(paths: &[PathBuf]) -> Vec<FileCheck> {
 
 /// Check one file, deciding its kind from its location or its top-level keys.
 pub fn check_file(path: &Path) -> FileCheck {
-    let text = match std::fs::read_to_string(path) {
+    let fail = |d: Diagnostic| FileCheck {
+        path: path.to_path_buf(),
+        kind: kind_from_location(path).unwrap_or(FileKind::Scenario),
+        result: Err(vec![d]),
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return fail(Diagnostic::whole_file(path, format!("cannot read: {e}"))),
+    };
+    let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            return FileCheck {
-                path: path.to_path_buf(),
-                kind: kind_from_location(path).unwrap_or(FileKind::Scenario),
-                result: Err(vec![Diagnostic::whole_file(
-                    path,
-                    format!("cannot read: {e}"),
-                )]),
-            };
+            // Point at the first byte that is not UTF-8.
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = good.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let col = good.iter().rev().take_while(|b| **b != b'\n').count() as u64 + 1;
+            return fail(Diagnostic {
+                file: path.to_path_buf(),
+                line,
+                col,
+                message: "the file is not UTF-8 text".to_string(),
+            });
         }
     };
     let kind = kind_from_location(path).unwrap_or_else(|| kind_from_keys(&text));

@@ -126,24 +126,23 @@ impl Recipe {
 
 /// Format a serde-saphyr error as `path:line:col: message`, then the snippet.
 fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> anyhow::Error {
-    let plain = err.without_snippet().to_string();
+    let raw = err.without_snippet().to_string();
     let name = file.display().to_string();
     let mut options = serde_saphyr::RenderOptions::default();
     options.source_name = Some(&name);
-    let full = err.render_with_options(options);
-    let at = match err.location() {
+    let (at, library) = match err.location() {
         Some(loc) => {
             let suffix = format!(" at line {}, column {}", loc.line(), loc.column());
-            let plain = plain.strip_suffix(&suffix).unwrap_or(&plain).to_string();
-            return usage(format!(
-                "{name}:{}:{}: invalid recipe: {plain}{}",
-                loc.line(),
-                loc.column(),
-                snippet(&full, &plain)
-            ));
+            (
+                format!("{name}:{}:{}", loc.line(), loc.column()),
+                raw.strip_suffix(&suffix).unwrap_or(&raw).trim().to_string(),
+            )
         }
-        None => name.clone(),
+        None => (name.clone(), raw.trim().to_string()),
     };
+    // The harness's words, in the message and under the snippet's caret alike.
+    let plain = crate::scenario::diag::own_words(&library);
+    let full = err.render_with_options(options).replace(&library, &plain);
     usage(format!(
         "{at}: invalid recipe: {plain}{}",
         snippet(&full, &plain)
