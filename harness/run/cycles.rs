@@ -262,7 +262,6 @@ async fn run(
     let mut guest = setup.guest.clone();
     let mut own = setup.session.take();
     let mut clock = setup.clock;
-    let mut journal = setup.journal.clone();
     let mut tracker = CycleTracker::new(setup.persist);
     let mut gates: Vec<GateSeen> = setup
         .gates
@@ -394,27 +393,12 @@ async fn run(
 
         // Sleep until PID 1 logs about a job, or the read interval passes.
         let wake = Instant::now() + if busy { READ_EVERY } else { IDLE_READ_EVERY };
+        // PID 1 logs a job as it starts running and as it ends; queued jobs are not
+        // logged, which is what the interval is for.
         let mut checked = seen_entries;
-        loop {
-            let arrived = tokio::select! {
-                alive = journal.changed_after(checked) => alive,
-                _ = tokio::time::sleep_until(wake.into()) => break,
-                _ = poke.notified() => break,
-            };
-            if !arrived {
-                tokio::time::sleep_until(wake.into()).await;
-                break;
-            }
-            let more = setup.journal.since(checked);
-            checked += more.len();
-            // PID 1 logs a job as it starts running and as it ends; queued jobs are not
-            // logged, which is what the interval is for.
-            if more
-                .iter()
-                .any(|x| x.entry.from_manager && x.entry.unit.is_some())
-            {
-                break;
-            }
+        tokio::select! {
+            _ = setup.journal.wait_for(&mut checked, wake, |e| e.from_manager && e.unit.is_some()) => {}
+            _ = poke.notified() => {}
         }
     }
 }

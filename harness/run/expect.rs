@@ -213,28 +213,20 @@ async fn await_unit(
         // or the deadline.
         let wake = (Instant::now() + UNIT_RECHECK).min(deadline);
         seen_entries = seen_entries.max(live.journal.len());
-        loop {
-            let mut journal = live.journal.clone();
-            let mut cycles = live.cycles.clone();
-            let arrived = tokio::select! {
-                alive = journal.changed_after(seen_entries) => alive,
-                _ = tokio::time::sleep_until(wake.into()) => break,
-                true = cycles.next_read() => {
-                    if live.cycles.standing().is_some() { break } else { continue }
+        let mut cycles = live.cycles.clone();
+        let standing = async {
+            while cycles.next_read().await {
+                if cycles.standing().is_some() {
+                    return;
                 }
-            };
-            if !arrived {
-                tokio::time::sleep_until(wake.into()).await;
-                break;
             }
-            let fresh = live.journal.since(seen_entries);
-            seen_entries += fresh.len();
-            if fresh
-                .iter()
-                .any(|s| s.entry.from_manager && s.entry.unit.as_deref() == Some(unit))
-            {
-                break;
-            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = live.journal.wait_for(&mut seen_entries, wake, |e| {
+                e.from_manager && e.unit.as_deref() == Some(unit)
+            }) => {}
+            _ = standing => {}
         }
     }
 }

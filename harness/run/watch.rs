@@ -91,6 +91,34 @@ impl Journal {
         all.get(from..).map(<[Seen]>::to_vec).unwrap_or_default()
     }
 
+    /// Wait until an entry from index `*seen` on satisfies `wanted`, or until `until`;
+    /// `*seen` moves past every entry looked at. The one way every waiter sleeps: woken
+    /// by the journal, bounded by a deadline or retry interval. A stream that ended (the
+    /// guest went away) waits out `until`.
+    pub async fn wait_for(
+        &self,
+        seen: &mut usize,
+        until: Instant,
+        wanted: impl Fn(&Entry) -> bool,
+    ) {
+        loop {
+            let mut journal = self.clone();
+            let arrived = tokio::select! {
+                alive = journal.changed_after(*seen) => alive,
+                _ = tokio::time::sleep_until(until.into()) => return,
+            };
+            if !arrived {
+                tokio::time::sleep_until(until.into()).await;
+                return;
+            }
+            let fresh = self.since(*seen);
+            *seen += fresh.len();
+            if fresh.iter().any(|s| wanted(&s.entry)) {
+                return;
+            }
+        }
+    }
+
     /// Wait until more than `seen` entries have arrived. Returns false if the stream
     /// ended (the guest went away), so the caller stops waiting on it.
     pub async fn changed_after(&mut self, seen: usize) -> bool {
