@@ -43,12 +43,34 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Compare two bundles of a plan: verdicts that changed, units whose time to active
+    /// (p50 or p95) got worse. Exit 0: no regression; 1: a regression; 2: bad input.
+    Compare {
+        /// The older bundle (the previous night's).
+        old: PathBuf,
+        /// The newer bundle.
+        new: PathBuf,
+        /// A time counts as worse when it grew by more than this percentage...
+        #[arg(long, value_name = "PCT", default_value_t = 20.0)]
+        threshold_pct: f64,
+        /// ...and by more than this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+        threshold_secs: f64,
+        /// Where to write compare.md and compare.json (default: the NEW bundle).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Print the JSON Schema of scenario and plan files, for editors.
     Schema,
-    /// Render report.md, report.json and junit.xml again from an evidence bundle.
+    /// Render report.md, report.json and junit.xml again from an evidence bundle, or
+    /// merge the bundles of one plan's shards into one (`--into DIR`).
     Report {
-        /// The bundle folder that `coldboot run --evidence` wrote.
-        dir: PathBuf,
+        /// The bundle folder that `coldboot run --evidence` wrote; several with --into.
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Merge the DIRs (shards of one plan, one harness version) into this new folder.
+        #[arg(long, value_name = "DIR")]
+        into: Option<PathBuf>,
         /// Also write report.md to FILE, its links rebased onto the bundle (REPORT.md).
         #[arg(long, value_name = "FILE")]
         markdown_to: Option<PathBuf>,
@@ -76,6 +98,11 @@ pub struct RunArgs {
     /// Run only shard I of N (1-based), a stable subset, to split a job across runners.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Cold-boot each pair N times (ids PAIR/rep-1 .. PAIR/rep-N): the report gives each
+    /// unit's time to active as p50 and p95 and flags verdicts that differ (flaky).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
     /// Keep overlays after the run.
     #[arg(long)]
     pub keep: bool,

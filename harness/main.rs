@@ -90,12 +90,51 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Analyze { target, json } => cmd::analyze::run(&target, json).await,
         Command::Check { files } => cmd::check::run(&files),
-        Command::Report { dir, markdown_to } => {
+        Command::Compare {
+            old,
+            new,
+            threshold_pct,
+            threshold_secs,
+            out,
+        } => cmd::compare::run(&old, &new, threshold_pct, threshold_secs, out),
+        Command::Report {
+            dirs,
+            into,
+            markdown_to,
+        } => {
+            let mut missing = 0;
+            let dir = match (into, dirs.as_slice()) {
+                (Some(into), _) => {
+                    let merged = coldboot::evidence::merge::merge(&dirs, &into)?;
+                    eprintln!(
+                        "merged {} run folders from {} bundles into {}",
+                        merged.folders.len(),
+                        dirs.len(),
+                        into.display()
+                    );
+                    missing = merged.missing.len();
+                    if !merged.missing.is_empty() {
+                        eprintln!(
+                            "not run by any shard ({}): {}",
+                            merged.missing.len(),
+                            merged.missing.join(", ")
+                        );
+                    }
+                    into
+                }
+                (None, [one]) => one.clone(),
+                (None, _) => {
+                    return Err(coldboot::error::usage(
+                        "several bundles given: merge them with --into DIR",
+                    ));
+                }
+            };
             coldboot::evidence::report_command(&dir)?;
             if let Some(out) = markdown_to {
                 coldboot::evidence::write_markdown_to(&dir, &out)?;
             }
-            Ok(0)
+            // A merge that lacks pairs of the plan is not a clean run: those were not checked.
+            Ok(if missing > 0 { 1 } else { 0 })
         }
         Command::Schema => {
             println!(

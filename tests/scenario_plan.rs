@@ -116,3 +116,30 @@ fn runs_without_a_plan_expect_pass() {
     assert_eq!(ids, ["a/clean-cold-boot", "b/clean-cold-boot"]);
     assert!(pairs.iter().all(|p| p.expected == Expected::Pass));
 }
+
+#[test]
+fn repeat_gives_each_pair_its_own_numbered_runs_and_shards_deal_them_out() {
+    use coldboot::scenario::plan::{base_id, repeat};
+    let pairs = load_plan(Path::new("scenarios/plans/m2.yaml"))
+        .unwrap()
+        .pairs();
+    assert_eq!(repeat(pairs.clone(), 1).len(), pairs.len());
+    let reps = repeat(pairs.clone(), 3);
+    assert_eq!(reps.len(), 3 * pairs.len());
+    for (k, r) in reps.iter().take(3).enumerate() {
+        let k = k as u32 + 1;
+        assert_eq!(r.id, format!("{}/rep-{k}", pairs[0].id));
+        assert_eq!(r.repetition, Some(k));
+        assert_eq!(r.base_id(), pairs[0].id);
+        assert_eq!(r.target, pairs[0].target);
+    }
+    // A pair id that merely ends like a repetition is not cut when it is not one.
+    assert_eq!(base_id("a/b/rep-2", None), "a/b/rep-2");
+    assert_eq!(base_id("a/b/rep-2", Some(3)), "a/b/rep-2");
+    // Two shards split the three repetitions of the first pair 2 + 1.
+    let first = shard(&reps, Shard { index: 1, count: 2 });
+    let second = shard(&reps, Shard { index: 2, count: 2 });
+    assert_eq!(first.len() + second.len(), reps.len());
+    assert_eq!(first[0].id, format!("{}/rep-1", pairs[0].id));
+    assert_eq!(second[0].id, format!("{}/rep-2", pairs[0].id));
+}

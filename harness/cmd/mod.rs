@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod boot;
 pub mod check;
+pub mod compare;
 pub mod doctor;
 pub mod image;
 pub mod run;

@@ -71,9 +71,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             scenario::plan::adhoc_pairs(&flags, &scenarios),
         )
     };
+    pairs = scenario::plan::repeat(pairs, args.repeat);
+    let planned: Vec<String> = pairs.iter().map(|p| p.id.clone()).collect();
+    let mut shard = None;
     if let Some(s) = &args.shard {
         let which = scenario::parse_shard(s)?;
         pairs = scenario::shard(&pairs, which);
+        shard = Some(which.to_string());
     }
 
     let evidence = args
@@ -100,7 +104,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
-    coldboot::evidence::write_invocation(&evidence, &command)?;
+    let plan = coldboot::evidence::load::PlanRecord {
+        name: plan_name.clone(),
+        pairs: planned,
+        shard,
+        repeat: args.repeat,
+    };
+    coldboot::evidence::write_invocation(&evidence, &command, Some(plan))?;
     let reports = run_pairs(pairs, &opts).await?;
     coldboot::evidence::write_reports(&evidence, &reports)?;
     let infra = reports

@@ -17,6 +17,13 @@ struct ReportJson<'a> {
     accelerator: Option<&'a str>,
     counts: Counts,
     pairs: Vec<PairJson<'a>>,
+    /// Pairs run more than once (`--repeat`): verdicts per repetition, flakiness, and each
+    /// unit's time to active (p50, p95).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    repetitions: Vec<super::timing::Repeated>,
+    /// Pair ids the plan lists that no run folder has (not checked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    not_run: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -42,6 +49,11 @@ pub fn render(bundle: &Bundle) -> anyhow::Result<String> {
         accelerator: facts::accelerator(bundle),
         counts: facts::counts(bundle),
         pairs: bundle.pairs.iter().map(pair).collect(),
+        repetitions: super::timing::repeated(bundle)
+            .into_iter()
+            .filter(|g| g.runs.len() > 1)
+            .collect(),
+        not_run: super::timing::not_run(bundle),
     };
     let mut text = serde_json::to_string_pretty(&report)?;
     text.push('\n');

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::check::Verdict;
 use crate::error::usage;
-use crate::guest::systemd::journal::last_monotonic_us;
+use crate::guest::systemd::journal::{last_monotonic_us, start_jobs_done};
 use crate::guest::systemd::{UnitState, parse_show};
 use crate::run::PairReport;
 use crate::scenario::Expected;
@@ -35,6 +35,33 @@ pub struct Invocation {
     pub cores: usize,
     /// `uname -sr`-like kernel and release of the host.
     pub host: String,
+    /// The harness version that wrote the bundle (empty in bundles from before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub harness_version: String,
+    /// What the run was asked to run, so shards of one plan can be merged and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanRecord>,
+}
+
+/// The plan behind a bundle, as `run.json` records it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PlanRecord {
+    /// The plan's name (`m1+m2` for several plans, `adhoc` for scenario files).
+    pub name: String,
+    /// Every pair id of the whole plan, in plan order, repetitions included, before
+    /// `--shard` chose this run's part.
+    pub pairs: Vec<String>,
+    /// `I/N` when this bundle is one shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// `--repeat N` (1 when not given).
+    #[serde(default = "one")]
+    pub repeat: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One run folder, read back.
@@ -53,6 +80,9 @@ pub struct PairEvidence {
     /// Boot index → the last monotonic timestamp (µs) in `journal-boot-N.json`: how far
     /// the harness saw into that boot.
     pub journal_end_us: BTreeMap<u32, u64>,
+    /// Boot index → unit → when its start job finished (µs on the guest's monotonic
+    /// clock), from `journal-boot-N.json`.
+    pub started_us: BTreeMap<u32, BTreeMap<String, u64>>,
     /// Boot index → the wait cycle the watcher confirmed in that boot
     /// (`waitfor-boot-N.json`), if it confirmed one.
     pub wait_cycles: BTreeMap<u32, WaitCycleRecord>,
@@ -213,6 +243,7 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
     };
     let mut units = BTreeMap::new();
     let mut journal_end_us = BTreeMap::new();
+    let mut started_us = BTreeMap::new();
     let mut wait_cycles = BTreeMap::new();
     for name in &files {
         if name.starts_with("units-") && name.ends_with(".txt") {
@@ -225,7 +256,9 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
             .and_then(|r| r.strip_suffix(".json"))
             .and_then(|n| n.parse::<u32>().ok())
         {
-            journal_end_us.insert(n, last_monotonic_us(&read(&dir.join(name))?));
+            let journal = read(&dir.join(name))?;
+            journal_end_us.insert(n, last_monotonic_us(&journal));
+            started_us.insert(n, start_jobs_done(&journal));
         } else if let Some(n) = name
             .strip_prefix("waitfor-boot-")
             .and_then(|r| r.strip_suffix(".json"))
@@ -250,6 +283,7 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         vm,
         units,
         journal_end_us,
+        started_us,
         wait_cycles,
         identity,
         files,
@@ -293,8 +327,17 @@ fn under_folder(path: &Path, old_run_dir: &Path, folder: &str) -> PathBuf {
 /// The report of a run folder without `verdict.json`: the run was interrupted.
 fn incomplete_report(folder: &str) -> PairReport {
     let (target_name, scenario) = folder.split_once("__").unwrap_or(("", folder));
+    let (scenario, repetition) = match scenario.rsplit_once("__rep-") {
+        Some((s, k)) if k.parse::<u32>().is_ok() => (s, k.parse().ok()),
+        _ => (scenario, None),
+    };
+    let id = match repetition {
+        Some(k) => format!("{target_name}/{scenario}/rep-{k}"),
+        None => format!("{target_name}/{scenario}"),
+    };
     PairReport {
-        id: format!("{target_name}/{scenario}"),
+        id,
+        repetition,
         target_name: target_name.to_string(),
         target: String::new(),
         scenario: scenario.to_string(),

@@ -15,6 +15,7 @@ pub fn render(bundle: &Bundle, name: &str) -> String {
     let mut s = String::new();
     header(&mut s, bundle, name);
     verdict_table(&mut s, bundle);
+    s.push_str(&super::timing::markdown(bundle));
     let _ = writeln!(s, "\n![timeline](timeline.svg)\n");
     let _ = writeln!(
         s,

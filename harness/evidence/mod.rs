@@ -4,12 +4,15 @@
 //! without touching files. `coldboot run` and `coldboot report DIR` both render from
 //! what `load` reads, so their output is byte-identical.
 
+pub mod compare;
 pub mod facts;
 pub mod json;
 pub mod junit;
 pub mod load;
 pub mod markdown;
+pub mod merge;
 pub mod svg;
+pub mod timing;
 
 use std::path::Path;
 
@@ -141,7 +144,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Write `run.json` at the top of the bundle: the command line and the machine, which the
 /// report states so that a reader knows where its figures come from.
-pub fn write_invocation(bundle: &Path, command: &str) -> anyhow::Result<()> {
+pub fn write_invocation(
+    bundle: &Path,
+    command: &str,
+    plan: Option<load::PlanRecord>,
+) -> anyhow::Result<()> {
     let read = |p: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
@@ -160,6 +167,8 @@ pub fn write_invocation(bundle: &Path, command: &str) -> anyhow::Result<()> {
             read("/proc/sys/kernel/ostype"),
             read("/proc/sys/kernel/osrelease")
         ),
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        plan,
     };
     crate::run::record::write_json(&bundle.join("run.json"), &invocation)
 }

@@ -48,8 +48,11 @@ pub struct PairContext {
 /// What one pair produced: written as `verdict.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PairReport {
-    /// `target/scenario`.
+    /// `target/scenario`, with `/rep-K` under `--repeat`.
     pub id: String,
+    /// Which repetition this was under `--repeat N` (1-based); absent when run once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetition: Option<u32>,
     /// The plan's name for the target.
     pub target_name: String,
     /// The target string.
@@ -143,6 +146,7 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
     state.timeline.event("verdict", verdict.word());
     PairReport {
         id: ctx.pair.id.clone(),
+        repetition: ctx.pair.repetition,
         target_name: ctx.pair.target_name.clone(),
         target: ctx.pair.target.clone(),
         scenario: ctx.pair.scenario.name.clone(),

@@ -57,6 +57,40 @@ pub struct PlanRun {
     pub expected: Expected,
 }
 
+impl RunPair {
+    /// The id without its repetition: the same for every repetition of one pair.
+    pub fn base_id(&self) -> &str {
+        base_id(&self.id, self.repetition)
+    }
+}
+
+/// `id` without the `/rep-K` suffix that `--repeat` adds.
+pub fn base_id(id: &str, repetition: Option<u32>) -> &str {
+    match repetition {
+        Some(k) => id.strip_suffix(&format!("/rep-{k}")).unwrap_or(id),
+        None => id,
+    }
+}
+
+/// `--repeat N`: each pair `n` times in a row, ids `ID/rep-1` ... `ID/rep-N` (so each
+/// repetition has its own evidence folder and shards deal them out like any pair).
+/// `n` of 1 leaves the pairs as they are.
+pub fn repeat(pairs: Vec<RunPair>, n: u32) -> Vec<RunPair> {
+    if n <= 1 {
+        return pairs;
+    }
+    pairs
+        .into_iter()
+        .flat_map(|p| {
+            (1..=n).map(move |k| RunPair {
+                id: format!("{}/rep-{k}", p.id),
+                repetition: Some(k),
+                ..p.clone()
+            })
+        })
+        .collect()
+}
+
 /// A plan with every scenario it names loaded.
 #[derive(Debug, Clone)]
 pub struct LoadedPlan {
@@ -80,6 +114,8 @@ pub struct RunPair {
     pub scenario: Scenario,
     /// The outcome the plan expects.
     pub expected: Expected,
+    /// Which repetition this is under `--repeat N` (1-based), `None` when run once.
+    pub repetition: Option<u32>,
 }
 
 /// A `--target NAME=TARGET` flag.
@@ -303,6 +339,7 @@ impl LoadedPlan {
                     target: self.plan.targets[&run.target].clone(),
                     scenario,
                     expected: run.expected.clone(),
+                    repetition: None,
                 }
             })
             .collect()
@@ -341,6 +378,7 @@ pub fn adhoc_pairs(targets: &[TargetFlag], scenarios: &[Scenario]) -> Vec<RunPai
                 target: t.target.clone(),
                 scenario: s.clone(),
                 expected: Expected::Pass,
+                repetition: None,
             })
         })
         .collect()

@@ -78,6 +78,42 @@ pub fn last_monotonic_us(journal: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Per unit, when PID 1 logged its first successful start job in a recorded boot
+/// (`JOB_TYPE=start`, `JOB_RESULT=done`): µs on the guest's monotonic clock, which starts
+/// with the kernel. This is "time to active" by the guest's own account, free of the
+/// harness's polling and of the host's load on the SSH round trip.
+pub fn start_jobs_done(journal: &str) -> std::collections::BTreeMap<String, u64> {
+    #[derive(Deserialize)]
+    struct Done {
+        #[serde(rename = "__MONOTONIC_TIMESTAMP")]
+        monotonic: Option<String>,
+        #[serde(rename = "_PID")]
+        pid: Option<String>,
+        #[serde(rename = "UNIT")]
+        unit: Option<String>,
+        #[serde(rename = "JOB_TYPE")]
+        job_type: Option<String>,
+        #[serde(rename = "JOB_RESULT")]
+        job_result: Option<String>,
+    }
+    let mut done = std::collections::BTreeMap::new();
+    for line in journal.lines() {
+        let Ok(e) = serde_json::from_str::<Done>(line) else {
+            continue;
+        };
+        if e.pid.as_deref() != Some("1")
+            || e.job_type.as_deref() != Some("start")
+            || e.job_result.as_deref() != Some("done")
+        {
+            continue;
+        }
+        if let (Some(unit), Some(us)) = (e.unit, e.monotonic.and_then(|m| m.parse().ok())) {
+            done.entry(unit).or_insert(us);
+        }
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +123,38 @@ mod tests {
         let j = "{\"__MONOTONIC_TIMESTAMP\":\"900\"}\nnot json\n{\"__MONOTONIC_TIMESTAMP\":\"1200\"}\n{\"MESSAGE\":\"x\"}\n";
         assert_eq!(last_monotonic_us(j), 1200);
         assert_eq!(last_monotonic_us(""), 0);
+    }
+
+    #[test]
+    fn start_jobs_done_reads_a_recorded_boot() {
+        let journal = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/reference-run/after__clean-cold-boot/journal-boot-1.json"
+        ))
+        .expect("the reference run is in the repository");
+        let done = start_jobs_done(&journal);
+        // Recorded: deploy-proxy's start job finished after traefik's and sysinit's.
+        let proxy = done["deploy-proxy.service"];
+        assert!(done["sysinit.target"] < done["traefik.service"]);
+        assert!(done["traefik.service"] < proxy, "{done:?}");
+        assert!(proxy > 10_000_000 && proxy < 120_000_000, "{proxy}");
+        // A failed or a stop job is not a start that finished.
+        let lines = concat!(
+            r#"{"__MONOTONIC_TIMESTAMP":"5","_PID":"1","UNIT":"a.service","JOB_TYPE":"start","JOB_RESULT":"failed"}"#,
+            "\n",
+            r#"{"__MONOTONIC_TIMESTAMP":"6","_PID":"1","UNIT":"b.service","JOB_TYPE":"stop","JOB_RESULT":"done"}"#,
+            "\n",
+            r#"{"__MONOTONIC_TIMESTAMP":"7","_PID":"9","UNIT":"c.service","JOB_TYPE":"start","JOB_RESULT":"done"}"#,
+            "\n",
+            r#"{"__MONOTONIC_TIMESTAMP":"8","_PID":"1","UNIT":"d.service","JOB_TYPE":"start","JOB_RESULT":"done"}"#,
+            "\n",
+            r#"{"__MONOTONIC_TIMESTAMP":"9","_PID":"1","UNIT":"d.service","JOB_TYPE":"start","JOB_RESULT":"done"}"#,
+        );
+        let done = start_jobs_done(lines);
+        assert_eq!(
+            done.into_iter().collect::<Vec<_>>(),
+            [("d.service".to_string(), 8)]
+        );
     }
 
     #[test]
