@@ -60,6 +60,10 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Benchmark: run plans (default M1+M2) in a watched child process and print one table
+    /// of figures (verdict latency, deadlock verdict, overhead, resolve, wall, memory)
+    /// with their targets; writes bench.md and bench.json. Exit 1 when a target is missed.
+    Bench(crate::cmd::bench::BenchArgs),
     /// Print the JSON Schema of scenario and plan files, for editors.
     Schema,
     /// Render report.md, report.json and junit.xml again from an evidence bundle, or

@@ -90,6 +90,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Analyze { target, json } => cmd::analyze::run(&target, json).await,
         Command::Check { files } => cmd::check::run(&files),
+        Command::Bench(args) => cmd::bench::run(args).await,
         Command::Compare {
             old,
             new,

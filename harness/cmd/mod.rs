@@ -1,6 +1,7 @@
 //! One module per subcommand. Each returns the process exit code or an error.
 
 pub mod analyze;
+pub mod bench;
 pub mod boot;
 pub mod check;
 pub mod compare;

@@ -4,6 +4,7 @@
 //! without touching files. `coldboot run` and `coldboot report DIR` both render from
 //! what `load` reads, so their output is byte-identical.
 
+pub mod bench;
 pub mod compare;
 pub mod facts;
 pub mod json;

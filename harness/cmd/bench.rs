@@ -1,0 +1,316 @@
+//! `coldboot bench`: run plans as `coldboot run` does, in a child process watched from
+//! outside, and print one table of figures measured in that same run on this machine.
+//!
+//! The run is a child process so that its CPU time and memory are its own: /proc is
+//! sampled for the harness and for each QEMU it starts, and nothing in the harness is
+//! instrumented for the benchmark.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use coldboot::error::{exit, infra, usage};
+use coldboot::evidence::bench::{self, Figure};
+use coldboot::evidence::load_bundle;
+use coldboot::target::{self, PrepareOptions, TargetSpec};
+
+/// `coldboot bench` arguments.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Plans to run (default: the M1 and M2 plans).
+    #[arg(long = "plan", value_name = "PLAN")]
+    pub plans: Vec<PathBuf>,
+    /// VMs at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Where the bundle, bench.md and bench.json go (default: a new folder under
+    /// evidence/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// How many times to resolve each cached target for the warm-resolve figure.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub resolves: u32,
+    /// Accelerator, passed on to `coldboot run`.
+    #[arg(long, default_value = "auto", env = "COLDBOOT_ACCEL")]
+    pub accel: String,
+}
+
+/// What /proc said about one process, at its last sample.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    /// Peak resident set (VmHWM), KiB.
+    hwm_kib: u64,
+    /// User + system CPU, seconds.
+    cpu_secs: f64,
+}
+
+/// /proc's clock tick: USER_HZ is part of Linux's user ABI, 100 on every architecture
+/// the harness runs on.
+const USER_HZ: f64 = 100.0;
+
+fn sample(pid: u32) -> Option<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state is field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / USER_HZ;
+    Some(Usage {
+        hwm_kib,
+        cpu_secs: cpu,
+    })
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+fn is_qemu(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().starts_with("qemu-system"))
+        .unwrap_or(false)
+}
+
+/// Run the benchmark. 0 when every target is met, 1 when one is missed, 2 or 3 as
+/// `coldboot run`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    let plans = if args.plans.is_empty() {
+        vec![
+            PathBuf::from("scenarios/plans/m1.yaml"),
+            PathBuf::from("scenarios/plans/m2.yaml"),
+        ]
+    } else {
+        args.plans.clone()
+    };
+    let mut targets = Vec::new();
+    for p in &plans {
+        let loaded = coldboot::scenario::load_plan(p)?;
+        for t in loaded.plan.targets.values() {
+            if !targets.contains(t) {
+                targets.push(t.clone());
+            }
+        }
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        let now = coldboot::run::record::unix_now() as u64;
+        PathBuf::from("evidence").join(format!("{}-bench", coldboot::evidence::utc_stamp(now)))
+    });
+    if out.exists() {
+        return Err(usage(format!(
+            "--out {}: exists; the benchmark writes a new folder",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(&out)
+        .map_err(|e| infra(format!("cannot create {}: {e}", out.display())))?;
+    let bundle_dir = out.join("bundle");
+
+    // Build (or find) every image first, so the plan's wall time is the plan's.
+    eprintln!(
+        "resolving {} target(s) (building what is not cached)",
+        targets.len()
+    );
+    for t in &targets {
+        target::prepare(&TargetSpec::parse(t)?, &PrepareOptions::default()).await?;
+    }
+
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.arg("run");
+    for p in &plans {
+        cmd.arg("--plan").arg(p);
+    }
+    cmd.args(["--jobs", &args.jobs.to_string(), "--accel", &args.accel])
+        .arg("--evidence")
+        .arg(&bundle_dir)
+        .kill_on_drop(true);
+    eprintln!(
+        "running the plans: {}",
+        plans
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| infra(format!("cannot start {}: {e}", exe.display())))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| infra("coldboot run exited at once"))?;
+    let mut harness = Usage::default();
+    let mut qemus: BTreeMap<u32, Usage> = BTreeMap::new();
+    let status = loop {
+        if let Some(u) = sample(pid) {
+            harness = u;
+        }
+        for c in children(pid) {
+            if is_qemu(c)
+                && let Some(u) = sample(c)
+            {
+                qemus.insert(c, u);
+            }
+        }
+        tokio::select! {
+            s = child.wait() => break s?,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let code = status.code().unwrap_or(3);
+    if code >= 2 {
+        return Err(infra(format!(
+            "coldboot run exited {code}; its bundle is in {}",
+            bundle_dir.display()
+        )));
+    }
+
+    // Warm resolves: every image is cached now.
+    let mut resolves = Vec::new();
+    for t in &targets {
+        let spec = TargetSpec::parse(t)?;
+        for _ in 0..args.resolves {
+            let t0 = Instant::now();
+            target::prepare(&spec, &PrepareOptions::default()).await?;
+            resolves.push(t0.elapsed().as_secs_f64());
+        }
+    }
+
+    let b = load_bundle(&bundle_dir)?;
+    let (systemd, http) = bench::latencies(&b);
+    let overheads = bench::overheads(&b);
+    let guest = bench::guest_times(&b);
+    let floor: f64 = guest.iter().sum::<f64>() / f64::from(args.jobs);
+    let qemu_hwm: Vec<f64> = qemus.values().map(|u| u.hwm_kib as f64 / 1024.0).collect();
+    let qemu_cpu: f64 = qemus.values().map(|u| u.cpu_secs).sum();
+    let figures: Vec<Figure> = vec![
+        bench::figure(
+            "verdict latency, unit and journal decisions",
+            &systemd,
+            "s",
+            Some(("median ≤ 0.2 s", 0.2)),
+            "decided_at − the guest's timestamp of the change, every unit/journal/order outcome with both",
+        ),
+        bench::figure(
+            "verdict latency, HTTP probes",
+            &http,
+            "s",
+            None,
+            "reported apart: a probe answers when it answers",
+        ),
+        bench::figure(
+            "naive baseline: ssh systemctl is-active every 1 s",
+            &[],
+            "s",
+            None,
+            "not measured yet: needs a poller beside the runner on the same changes",
+        ),
+        bench::figure(
+            "deadlock verdict after the cycle forms",
+            &bench::cycle_named(&b),
+            "s",
+            Some(("≤ 15 s", 15.0)),
+            "wait_cycle outcome: decided_at − formed (guest clock when job ids allow)",
+        ),
+        bench::figure(
+            "harness overhead per pair",
+            &overheads,
+            "s",
+            Some(("median ≤ 3 s", 3.0)),
+            "pair wall time − the guest's time to its last awaited change",
+        ),
+        bench::figure(
+            "warm image resolve",
+            &resolves,
+            "s",
+            Some(("median ≤ 1 s", 1.0)),
+            &format!(
+                "target::prepare on cached images, {} per target",
+                args.resolves
+            ),
+        ),
+        bench::figure(
+            "plan wall time",
+            &[wall],
+            "s",
+            Some(("≤ 180 s", 180.0)),
+            &format!(
+                "{} pairs, --jobs {}; floor (sum of guests' times to their last change / jobs): {floor:.1} s",
+                b.pairs.len(),
+                args.jobs
+            ),
+        ),
+        bench::figure(
+            "harness peak RSS",
+            &[harness.hwm_kib as f64 / 1024.0],
+            "MiB",
+            Some(("≤ 50 MiB", 50.0)),
+            &format!("VmHWM of `coldboot run`; CPU {:.1} s", harness.cpu_secs),
+        ),
+        bench::figure(
+            "QEMU peak RSS, per VM",
+            &qemu_hwm,
+            "MiB",
+            None,
+            &format!("VmHWM of each QEMU, sampled every 250 ms; CPU {qemu_cpu:.0} s in all"),
+        ),
+    ];
+    let mut context = BTreeMap::new();
+    context.insert(
+        "machine".to_string(),
+        format!(
+            "{} cores, {}",
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+        ),
+    );
+    context.insert(
+        "accelerator".to_string(),
+        coldboot::evidence::facts::accelerator(&b)
+            .unwrap_or("unknown")
+            .to_string(),
+    );
+    context.insert("bundle".to_string(), bundle_dir.display().to_string());
+    context.insert(
+        "plan verdicts".to_string(),
+        format!("coldboot run exited {code} (0: every verdict as planned)"),
+    );
+    let md = bench::markdown(&figures, &context);
+    write(&out.join("bench.md"), md.as_bytes())?;
+    let json = serde_json::json!({"context": context, "figures": figures});
+    write(
+        &out.join("bench.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    print!("{md}");
+    let missed = figures.iter().any(|f| f.met == Some(false));
+    Ok(if missed || code != 0 {
+        exit::MISMATCH
+    } else {
+        exit::OK
+    })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    coldboot::run::record::write_atomic(path, bytes)
+        .map_err(|e| infra(format!("cannot write {}: {e:#}", path.display())))
+}

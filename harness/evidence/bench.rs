@@ -1,0 +1,191 @@
+//! `coldboot bench`'s figures, computed from a bundle the benchmark just wrote (and the
+//! resource use the command measured around it). Pure: every figure here can be
+//! recomputed from a recorded bundle.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::load::Bundle;
+use super::timing::Stats;
+use crate::check::ExpectationOutcome;
+
+/// One row of the benchmark's table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Figure {
+    /// What is measured.
+    pub name: String,
+    /// The figures over the samples (seconds, or MiB for memory), if any were taken.
+    pub stats: Option<Stats>,
+    /// The unit the stats are in (`s`, `MiB`).
+    pub unit: &'static str,
+    /// The target, in words, and whether it is met (`None`: no target, or not measured).
+    pub target: String,
+    /// Whether the target is met (`None` when there is no target or no sample).
+    pub met: Option<bool>,
+    /// How the figure was taken, or why it was not.
+    pub note: String,
+}
+
+/// A decision the runner timed: the guest's time of the change and the harness's.
+fn latency(o: &ExpectationOutcome) -> Option<f64> {
+    o.latency().map(|d| d.as_secs_f64())
+}
+
+/// The kind of an outcome, from its id as the runner forms it (`unit:`, `journal:`,
+/// `http:`, `order:`, `wait_cycle=` ...).
+fn kind(o: &ExpectationOutcome) -> &str {
+    let end = o.id.find([':', '=']).unwrap_or(o.id.len());
+    let k = &o.id[..end];
+    // Scenario ids (`phase/what`) do not carry the kind; their description does.
+    if k.contains('/') { "" } else { k }
+}
+
+/// Verdict latency of unit and journal decisions, and of HTTP probes apart.
+pub fn latencies(bundle: &Bundle) -> (Vec<f64>, Vec<f64>) {
+    let mut systemd = Vec::new();
+    let mut http = Vec::new();
+    for p in &bundle.pairs {
+        for o in &p.report.outcomes {
+            let Some(l) = latency(o) else { continue };
+            match kind(o) {
+                "http" => http.push(l),
+                "unit" | "journal" | "order" => systemd.push(l),
+                _ => {}
+            }
+        }
+    }
+    (systemd, http)
+}
+
+/// Per pair: wall time minus the guest's own time to its last awaited change (on the
+/// run clock), the part of the pair that the harness adds.
+pub fn overheads(bundle: &Bundle) -> Vec<f64> {
+    bundle
+        .pairs
+        .iter()
+        .filter_map(|p| {
+            let last = p
+                .report
+                .outcomes
+                .iter()
+                .filter_map(|o| o.changed_at)
+                .max()?
+                .as_secs_f64();
+            Some((p.report.duration_secs - last).max(0.0))
+        })
+        .collect()
+}
+
+/// Per pair: the guest's own time to its last awaited change; their sum is the floor a
+/// plan's wall time can reach on one VM at a time.
+pub fn guest_times(bundle: &Bundle) -> Vec<f64> {
+    bundle
+        .pairs
+        .iter()
+        .filter_map(|p| {
+            p.report
+                .outcomes
+                .iter()
+                .filter_map(|o| o.changed_at)
+                .max()
+                .map(|d| d.as_secs_f64())
+        })
+        .collect()
+}
+
+/// Seconds from the wait cycle's formation to its being named, per pair that confirmed one.
+pub fn cycle_named(bundle: &Bundle) -> Vec<f64> {
+    bundle
+        .pairs
+        .iter()
+        .flat_map(|p| p.report.outcomes.iter())
+        .filter(|o| kind(o) == "wait_cycle" && !o.held)
+        .filter_map(latency)
+        .collect()
+}
+
+/// A figure with a "median at most X" target.
+pub fn figure(
+    name: &str,
+    samples: &[f64],
+    unit: &'static str,
+    target: Option<(&str, f64)>,
+    note: &str,
+) -> Figure {
+    let stats = Stats::of(samples);
+    let met = match (target, stats) {
+        (Some((_, limit)), Some(s)) => Some(s.p50 <= limit),
+        _ => None,
+    };
+    Figure {
+        name: name.to_string(),
+        stats,
+        unit,
+        target: target.map(|(t, _)| t.to_string()).unwrap_or_default(),
+        met,
+        note: note.to_string(),
+    }
+}
+
+/// The table, as Markdown.
+pub fn markdown(figures: &[Figure], context: &BTreeMap<String, String>) -> String {
+    use std::fmt::Write;
+    let mut s = String::from("# coldboot bench\n\n");
+    for (k, v) in context {
+        let _ = writeln!(s, "- {k}: {v}");
+    }
+    s.push_str(
+        "\n| figure | n | median | worst | target | met | how |\n|---|---|---|---|---|---|---|\n",
+    );
+    for f in figures {
+        let (n, p50, max) = match &f.stats {
+            Some(st) => (
+                st.n.to_string(),
+                format!("{:.2} {}", st.p50, f.unit),
+                format!("{:.2} {}", st.max, f.unit),
+            ),
+            None => ("0".into(), "not measured".into(), "—".into()),
+        };
+        let met = match f.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "—",
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {n} | {p50} | {max} | {} | {met} | {} |",
+            f.name, f.target, f.note
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_from_the_reference_run() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference-run");
+        let bundle = super::super::load_bundle(&dir).expect("the reference run loads");
+        let (systemd, http) = latencies(&bundle);
+        assert!(systemd.len() >= 10, "{systemd:?}");
+        assert!(!http.is_empty());
+        assert!(systemd.iter().all(|l| *l >= 0.0 && *l < 60.0));
+        let named = cycle_named(&bundle);
+        assert_eq!(named.len(), 1, "the before pair's cycle");
+        assert!(named[0] > 5.0 && named[0] < 60.0, "{named:?}");
+        let over = overheads(&bundle);
+        assert_eq!(over.len(), bundle.pairs.len());
+        let guest = guest_times(&bundle);
+        for ((o, g), p) in over.iter().zip(&guest).zip(&bundle.pairs) {
+            assert!((o + g - p.report.duration_secs).abs() < 1e-6);
+        }
+        let f = figure("x", &[0.1, 0.3, 0.2], "s", Some(("≤ 0.2 s", 0.2)), "");
+        assert_eq!(f.met, Some(true));
+        let f = figure("x", &[], "s", Some(("≤ 0.2 s", 0.2)), "");
+        assert_eq!((f.met, f.stats), (None, None));
+        assert!(markdown(&[f], &BTreeMap::new()).contains("not measured"));
+    }
+}
