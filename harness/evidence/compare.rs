@@ -64,11 +64,52 @@ pub struct TimeChange {
     pub regression: bool,
 }
 
+/// Where a bundle ran, as far as its `run.json` says: a time to active is only
+/// comparable between runs on like hosts under like load.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Host {
+    /// Cores, OS and kernel (`run.json`).
+    pub host: Option<String>,
+    /// The 1-minute load average when the run started.
+    pub load_avg: Option<f64>,
+    /// The accelerator the pairs ran on.
+    pub accelerator: Option<String>,
+}
+
+impl Host {
+    fn of(b: &Bundle) -> Host {
+        Host {
+            host: b
+                .invocation
+                .as_ref()
+                .map(|i| format!("{} cores, {}", i.cores, i.host)),
+            load_avg: b.invocation.as_ref().and_then(|i| i.load_avg),
+            accelerator: super::facts::accelerator(b).map(str::to_string),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}; accelerator {}; load average {} at the start",
+            self.host.as_deref().unwrap_or("host not recorded"),
+            self.accelerator.as_deref().unwrap_or("not recorded"),
+            self.load_avg
+                .map_or("not recorded".to_string(), |l| format!("{l:.1}"))
+        )
+    }
+}
+
 /// Everything `compare` found.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Comparison {
     /// The thresholds used.
     pub thresholds: Thresholds,
+    /// Where the old bundle ran.
+    pub old_host: Host,
+    /// Where the new bundle ran.
+    pub new_host: Host,
+    /// Why the times may not be comparable (different accelerators, hosts or load), if so.
+    pub caveats: Vec<String>,
     /// Pairs compared (in both bundles).
     pub compared: usize,
     /// Pairs whose verdicts changed.
@@ -105,8 +146,28 @@ pub fn compare(old: &Bundle, new: &Bundle, t: Thresholds) -> Comparison {
         .map(|g| (g.id.clone(), g))
         .collect();
     let new_list = repeated(new);
+    let (old_host, new_host) = (Host::of(old), Host::of(new));
+    let mut caveats = Vec::new();
+    if old_host.accelerator != new_host.accelerator {
+        caveats.push("the accelerators differ: times to active are not comparable".to_string());
+    }
+    if old_host.host != new_host.host {
+        caveats.push("the hosts differ".to_string());
+    }
+    if let (Some(a), Some(b)) = (old_host.load_avg, new_host.load_avg)
+        && (a - b).abs() > 1.0
+        && (a.max(b) / a.min(b).max(0.1)) > 1.5
+    {
+        caveats.push(format!(
+            "the host's load differed ({a:.1} and {b:.1}): under TCG a guest runs at the \
+             host's pace, so every time moves with it"
+        ));
+    }
     let mut c = Comparison {
         thresholds: t,
+        old_host,
+        new_host,
+        caveats,
         compared: 0,
         verdicts: Vec::new(),
         times: Vec::new(),
@@ -182,6 +243,15 @@ pub fn markdown(c: &Comparison, old_name: &str, new_name: &str) -> String {
         c.thresholds.pct,
         c.thresholds.secs
     );
+    let _ = writeln!(
+        s,
+        "- before: {}\n- now: {}\n",
+        c.old_host.describe(),
+        c.new_host.describe()
+    );
+    for caveat in &c.caveats {
+        let _ = writeln!(s, "> **Caveat:** {caveat}.\n");
+    }
     if !c.verdicts.is_empty() {
         let _ = writeln!(
             s,

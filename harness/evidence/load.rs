@@ -27,7 +27,7 @@ pub struct Bundle {
 }
 
 /// How a bundle was made (`run.json` at its top).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Invocation {
     /// The command line, as typed.
     pub command: String,
@@ -42,6 +42,10 @@ pub struct Invocation {
     /// What the run was asked to run, so shards of one plan can be merged and checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanRecord>,
+    /// The host's 1-minute load average when the run started: under TCG the guest's
+    /// clock runs at the host's pace, so a loaded host makes every boot slower.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_avg: Option<f64>,
 }
 
 /// The plan behind a bundle, as `run.json` records it.

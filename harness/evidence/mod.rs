@@ -170,6 +170,10 @@ pub fn write_invocation(
         ),
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
         plan,
+        load_avg: read("/proc/loadavg")
+            .split_whitespace()
+            .next()
+            .and_then(|l| l.parse().ok()),
     };
     crate::run::record::write_json(&bundle.join("run.json"), &invocation)
 }
