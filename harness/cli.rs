@@ -119,6 +119,11 @@ pub struct RunArgs {
     /// How long to wait for SSH after each boot.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub ssh_timeout: u64,
+    /// Also poll `systemctl is-active` every second on a session of its own and record
+    /// when each awaited unit was first seen settled (baseline-boot-N.json): the naive
+    /// baseline `coldboot bench` compares the runner with.
+    #[arg(long, hide = true)]
+    pub baseline_poll: bool,
     #[command(flatten)]
     pub vm: VmArgs,
 }

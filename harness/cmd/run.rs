@@ -98,6 +98,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         keep: args.keep,
         accel: args.vm.accel.into(),
         ssh_timeout: Duration::from_secs(args.ssh_timeout),
+        baseline_poll: args.baseline_poll,
     };
     std::fs::create_dir_all(&evidence)?;
     let command = std::iter::once("coldboot".to_string())

@@ -105,6 +105,46 @@ pub fn cycle_named(bundle: &Bundle) -> Vec<f64> {
         .collect()
 }
 
+/// The unit a unit outcome awaited, from its id (`unit:NAME=STATE`).
+fn awaited_unit(o: &ExpectationOutcome) -> Option<&str> {
+    let rest = o.id.strip_prefix("unit:")?;
+    Some(rest.split_once('=').map_or(rest, |(u, _)| u))
+}
+
+/// The same changes timed twice: for every unit outcome whose change the guest dated,
+/// the runner's latency and the naive poller's (`baseline-boot-N.json`: unit → when a
+/// poll first saw it settled, on the pair's clock). `polls` maps a run folder to the
+/// poller's sightings over its boots. Only changes both saw count.
+pub fn baseline_pairs(
+    bundle: &Bundle,
+    polls: &BTreeMap<String, Vec<BTreeMap<String, f64>>>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut ours, mut naive) = (Vec::new(), Vec::new());
+    for p in &bundle.pairs {
+        let Some(boots) = polls.get(&p.folder) else {
+            continue;
+        };
+        for o in &p.report.outcomes {
+            let (Some(unit), Some(changed), Some(l)) = (awaited_unit(o), o.changed_at, latency(o))
+            else {
+                continue;
+            };
+            let changed = changed.as_secs_f64();
+            let seen = boots
+                .iter()
+                .filter_map(|b| b.get(unit))
+                .copied()
+                .filter(|at| *at >= changed)
+                .reduce(f64::min);
+            if let Some(at) = seen {
+                ours.push(l);
+                naive.push(at - changed);
+            }
+        }
+    }
+    (ours, naive)
+}
+
 /// A figure with a "median at most X" target.
 pub fn figure(
     name: &str,

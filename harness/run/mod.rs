@@ -5,6 +5,7 @@
 //! `clock` maps guest time onto host time, `expect` awaits one expectation, `pair` runs
 //! one (target, scenario) pair, and `record` writes what a pair leaves behind.
 
+pub mod baseline;
 pub mod boot;
 pub mod clock;
 pub mod cycles;
@@ -41,6 +42,9 @@ pub struct RunOptions {
     pub accel: Accel,
     /// How long to wait for SSH after each boot.
     pub ssh_timeout: Duration,
+    /// Also time the naive baseline beside the runner (`baseline-boot-N.json`), for
+    /// `coldboot bench`.
+    pub baseline_poll: bool,
 }
 
 /// Prepare every target the pairs use (building images once each), then run the pairs,
@@ -97,6 +101,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
                     .join(record::file_safe(&p.id.replace('/', "__"))),
                 keep: opts.keep,
                 ssh_timeout: opts.ssh_timeout,
+                baseline_poll: opts.baseline_poll,
                 status,
                 pair: p,
             }

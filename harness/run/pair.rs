@@ -41,6 +41,8 @@ pub struct PairContext {
     pub keep: bool,
     /// How long to wait for SSH after each boot.
     pub ssh_timeout: Duration,
+    /// Run the naive baseline poller beside the runner (`run::baseline`).
+    pub baseline_poll: bool,
     /// Where the progress line goes.
     pub status: Arc<dyn Fn(&str) + Send + Sync>,
 }
@@ -181,6 +183,7 @@ struct Up {
     clock: GuestClock,
     cycles: Cycles,
     _watcher: CycleWatcher,
+    baseline: Option<super::baseline::Baseline>,
 }
 
 async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> anyhow::Result<()> {
@@ -331,6 +334,12 @@ async fn finish_boot(ctx: &PairContext, up: &Up) {
     .await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
+    if let Some(b) = &up.baseline {
+        let _ = record::write_json(
+            &ctx.run_dir.join(format!("baseline-boot-{index}.json")),
+            &b.evidence(),
+        );
+    }
 }
 
 /// Wait for SSH on the VM's current boot, then start watching it.
@@ -359,6 +368,22 @@ async fn connect(
         "ssh up",
         &format!("boot {} after {:.1}s", vm.boot_index(), took.as_secs_f64()),
     );
+    let baseline = ctx.baseline_poll.then(|| {
+        let units: Vec<String> = ctx
+            .pair
+            .scenario
+            .phases
+            .iter()
+            .flat_map(|p| p.expect.iter())
+            .filter_map(|e| match &e.kind {
+                ExpectationKind::Unit(u) => Some(u.unit.as_str().to_string()),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        super::baseline::Baseline::start(&guest, units, origin)
+    });
     // All take SSH round trips, slow on a busy TCG guest: overlap them.
     let session = cycles::open_session(&guest);
     let (clock, followed) = tokio::join!(GuestClock::sample(&guest), Journal::follow(&guest));
@@ -387,6 +412,7 @@ async fn connect(
         clock,
         cycles,
         _watcher: watcher,
+        baseline,
     })
 }
 
