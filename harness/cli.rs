@@ -53,6 +53,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         markdown_to: Option<PathBuf>,
     },
+    /// Remove what killed runs left behind (overlays, QMP sockets, `coldboot boot`'s run
+    /// folders), saying what; never anything a live process owns. `coldboot run` does
+    /// the same when it starts.
+    Gc,
 }
 
 /// `coldboot run`.
@@ -88,6 +92,10 @@ pub struct RunArgs {
     /// How long to wait for SSH after each boot.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub ssh_timeout: u64,
+    /// Bound the whole run (image builds included), e.g. 30m or 1h30m: past it every VM
+    /// is stopped, the bundle is written with what ran so far, and the exit code is 3.
+    #[arg(long, value_name = "DURATION")]
+    pub deadline: Option<String>,
     #[command(flatten)]
     pub vm: VmArgs,
 }

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod boot;
 pub mod check;
 pub mod doctor;
+pub mod gc;
 pub mod image;
 pub mod run;
 

@@ -6,9 +6,11 @@
 //! one (target, scenario) pair, and `record` writes what a pair leaves behind.
 
 pub mod boot;
+pub mod cap;
 pub mod clock;
 pub mod cycles;
 pub mod expect;
+pub mod lost;
 pub mod pair;
 pub mod record;
 pub mod watch;

@@ -11,6 +11,7 @@ pub mod argv;
 mod boot;
 pub mod config;
 pub mod console;
+pub mod owner;
 pub mod process;
 pub mod qmp;
 pub mod registry;
@@ -68,6 +69,7 @@ impl Vm {
             Some(_) => config.run_dir.join(argv::NIX_DISK_FILE),
             None => config.run_dir.join(argv::OVERLAY_FILE),
         };
+        owner::claim(&config.run_dir, config.keep);
         let registration = Registration::new(overlay.clone(), config.keep);
         if config.nix_runner.is_some() {
             // Every boot from scratch: the runner creates the disk when it is missing.
@@ -173,6 +175,11 @@ impl Vm {
             failure = self.console_failure() => infra(failure.to_string()),
             exit = self.exited() => exit.to_error(),
         }
+    }
+
+    /// The last few lines of the current boot's serial console, oldest first.
+    pub fn serial_tail(&self) -> Vec<String> {
+        self.boot.console.borrow().tail.clone()
     }
 
     /// Whether the QEMU process of the current boot is still running.
