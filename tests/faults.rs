@@ -22,8 +22,8 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     VM.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// PIDs of processes whose command line mentions `needle` (QEMU's mentions its run folder).
-fn processes_mentioning(needle: &str) -> Vec<i32> {
+/// PIDs of the QEMU processes that run in folder `dir` (QEMU runs in its run folder).
+fn processes_mentioning(dir: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for item in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = item.file_name().to_string_lossy().parse::<i32>() else {
@@ -32,8 +32,9 @@ fn processes_mentioning(needle: &str) -> Vec<i32> {
         let Ok(cmdline) = std::fs::read(item.path().join("cmdline")) else {
             continue;
         };
-        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains("qemu-system") && text.contains(needle) {
+        let in_dir =
+            std::fs::read_link(item.path().join("cwd")).is_ok_and(|cwd| cwd == Path::new(dir));
+        if in_dir && String::from_utf8_lossy(&cmdline).contains("qemu-system") {
             pids.push(pid);
         }
     }
@@ -83,27 +84,35 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-/// `coldboot run` of `scenario` on debian-stock into `bundle`, in the background.
-fn spawn_run(scenario: &str, bundle: &Path, extra: &[&str]) -> Child {
-    coldboot()
-        .args([
-            "run",
-            "--target",
-            "stock=recipe:vm-images/debian-stock",
-            scenario,
-            "--evidence",
-        ])
-        .arg(bundle)
-        .args(extra)
+/// `coldboot ARGS` in the background, its stderr going to a file (a pipe nobody reads
+/// could fill up and stall it).
+fn spawn(args: &[&str]) -> (Child, tempfile::NamedTempFile) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let child = coldboot()
+        .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log.reopen().unwrap())
         .spawn()
-        .expect("coldboot starts")
+        .expect("coldboot starts");
+    (child, log)
 }
 
-fn stderr_of(child: Child) -> String {
-    let out = child.wait_with_output().expect("output");
-    let text = String::from_utf8_lossy(&out.stderr).to_string();
+/// `coldboot run` of `scenario` on debian-stock into `bundle`, in the background.
+fn spawn_run(scenario: &str, bundle: &Path, extra: &[&str]) -> (Child, tempfile::NamedTempFile) {
+    let mut args = vec![
+        "run",
+        "--target",
+        "stock=recipe:vm-images/debian-stock",
+        scenario,
+        "--evidence",
+        bundle.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    spawn(&args)
+}
+
+fn stderr_of(log: &tempfile::NamedTempFile) -> String {
+    let text = std::fs::read_to_string(log.path()).unwrap_or_default();
     eprintln!("--- coldboot stderr\n{text}");
     text
 }
@@ -130,7 +139,7 @@ fn sigkill_during_a_boot_qemu_dies_and_gc_removes_only_what_is_stale() {
     let _vm = lock();
     image_ready();
     let bundle = tempfile::tempdir().unwrap();
-    let mut child = spawn_run(BOOT_ONLY, bundle.path(), &[]);
+    let (mut child, _log) = spawn_run(BOOT_ONLY, bundle.path(), &[]);
     let run_dir = bundle.path().join(PAIR);
     let qemu = wait_for_qemu(&run_dir.to_string_lossy(), Duration::from_secs(120));
     let overlay = run_dir.join("overlay.qcow2");
@@ -178,13 +187,13 @@ fn sigterm_tears_everything_down_and_marks_the_bundle_incomplete() {
     let _vm = lock();
     image_ready();
     let bundle = tempfile::tempdir().unwrap();
-    let mut child = spawn_run(BOOT_ONLY, bundle.path(), &[]);
+    let (mut child, log) = spawn_run(BOOT_ONLY, bundle.path(), &[]);
     let run_dir = bundle.path().join(PAIR);
     let qemu = wait_for_qemu(&run_dir.to_string_lossy(), Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(2));
     signal(&child, Signal::TERM);
     let status = wait_exit(&mut child, Duration::from_secs(30));
-    let stderr = stderr_of(child);
+    let stderr = stderr_of(&log);
     assert_eq!(status.code(), Some(143), "{stderr}");
     assert!(!alive(qemu), "QEMU still runs after SIGTERM");
     assert!(
@@ -224,12 +233,12 @@ fn a_run_past_its_deadline_is_stopped_and_exits_3() {
     image_ready();
     let bundle = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let mut child = spawn_run(BOOT_ONLY, bundle.path(), &["--deadline", "25s"]);
+    let (mut child, log) = spawn_run(BOOT_ONLY, bundle.path(), &["--deadline", "25s"]);
     let run_dir = bundle.path().join(PAIR);
     let qemu = wait_for_qemu(&run_dir.to_string_lossy(), Duration::from_secs(60));
     let status = wait_exit(&mut child, Duration::from_secs(60));
     let took = started.elapsed();
-    let stderr = stderr_of(child);
+    let stderr = stderr_of(&log);
     assert_eq!(status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains("did not end within its --deadline 25s"),
@@ -273,20 +282,15 @@ fn lost_guests_are_errors_that_say_why_and_a_flood_is_capped() {
     let bundle = tempfile::tempdir().unwrap();
     let b = bundle.path();
     let started = Instant::now();
-    let mut child = coldboot()
-        .args([
-            "run",
-            "--plan",
-            "tests/scenarios/faults/plan.yaml",
-            "--jobs",
-            "2",
-        ])
-        .arg("--evidence")
-        .arg(b)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("coldboot starts");
+    let (mut child, log) = spawn(&[
+        "run",
+        "--plan",
+        "tests/scenarios/faults/plan.yaml",
+        "--jobs",
+        "2",
+        "--evidence",
+        b.to_str().unwrap(),
+    ]);
 
     // Kill the wait-long pair's QEMU once its phase is under way (the journal watched).
     let killed_dir = b.join("stock__wait-long");
@@ -316,7 +320,7 @@ fn lost_guests_are_errors_that_say_why_and_a_flood_is_capped() {
     eprintln!("the killed pair's verdict came {decided_in:?} after the kill");
 
     let status = wait_exit(&mut child, Duration::from_secs(600));
-    let stderr = stderr_of(child);
+    let stderr = stderr_of(&log);
     eprintln!("the run took {:?}", started.elapsed());
     assert_eq!(status.code(), Some(3), "infrastructure errors: exit 3");
 
@@ -484,4 +488,106 @@ fn two_builds_of_one_image_at_once_build_it_once_and_a_damaged_entry_is_rebuilt(
     eprintln!("warm resolve (process start to exit): {took:?}");
     assert!(took < Duration::from_secs(1), "warm resolve took {took:?}");
     let _ = std::fs::remove_dir_all(disk.parent().unwrap());
+}
+
+/// A tmpfs of `size` mounted on a fresh folder, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs");
+        Tmpfs(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_read_only_evidence_folder_is_an_infra_error_naming_it() {
+    require_vm!();
+    let fs = Tmpfs::mount("1m");
+    let status = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(fs.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bundle = fs.path().join("bundle");
+    let out = run(&[
+        "run",
+        "--target",
+        "stock=recipe:vm-images/debian-stock",
+        BOOT_ONLY,
+        "--evidence",
+        bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot create the evidence folder {}",
+            bundle.display()
+        )) && stderr.contains("Read-only file system"),
+        "{stderr}"
+    );
+    assert!(processes_mentioning(&bundle.to_string_lossy()).is_empty());
+}
+
+#[test]
+fn a_full_evidence_disk_mid_run_is_an_infra_error_naming_the_path() {
+    require_vm!();
+    let _vm = lock();
+    image_ready();
+    let fs = Tmpfs::mount("96m");
+    let bundle = fs.path().join("bundle");
+    let started = Instant::now();
+    let (mut child, log) = spawn_run("tests/scenarios/faults/fill-disk.yaml", &bundle, &[]);
+    let run_dir = bundle.join("stock__fill-disk");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !timeline(&run_dir).iter().any(|(_, e, _)| e == "watching") {
+        assert!(Instant::now() < deadline, "the pair never got going");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let qemu = wait_for_qemu(&run_dir.to_string_lossy(), Duration::from_secs(1));
+    // Fill what is left, as another process on the host would.
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "status=none"])
+        .arg(format!("of={}", fs.path().join("filler").display()))
+        .status();
+    let filled = Instant::now();
+    let status = wait_exit(&mut child, Duration::from_secs(120));
+    let stderr = stderr_of(&log);
+    eprintln!(
+        "ended {:?} after the disk filled ({:?} in all)",
+        filled.elapsed(),
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("is full or failing")
+            && stderr.contains(&run_dir.join("overlay.qcow2").display().to_string()),
+        "{stderr}"
+    );
+    assert!(!alive(qemu), "QEMU still runs");
+    assert!(
+        filled.elapsed() < Duration::from_secs(60),
+        "not within seconds of the disk filling up"
+    );
 }

@@ -142,7 +142,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             }
         },
     };
-    coldboot::evidence::write_reports(&evidence, &reports)?;
+    coldboot::evidence::write_reports(&evidence, &reports).map_err(|e| {
+        infra(format!(
+            "cannot write the reports into the evidence folder {}: {e:#}",
+            evidence.display()
+        ))
+    })?;
     let infra = reports
         .iter()
         .any(|r| matches!(r.verdict, coldboot::check::Verdict::Error { .. }));

@@ -21,6 +21,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How long a guest whose journal stream ended may take to go down (a guest shutting
 /// itself down stops its services first) before the wait's own result stands.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+/// How often QEMU's run state is read while a phase waits.
+const STATE_EVERY: Duration = Duration::from_secs(2);
 
 /// What happened to the guest, read from QEMU's exit and the console's last lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +104,11 @@ pub async fn guarded<T>(
         biased;
         exit = vm.exited() => return Err(lost(exit)),
         failure = vm.console_failure() => return Err(infra(format!("{failure} (during {during})"))),
+        state = stopped_on_io_error(vm) => return Err(infra(format!(
+            "QEMU paused the guest on a failed disk write (run state {state}) during {during}: \
+             the disk holding its overlay {} is full or failing",
+            vm.overlay_path().display()
+        ))),
         result = work => result,
     };
     // A wait that ended because the guest went away (the journal stream closed, SSH
@@ -116,6 +123,19 @@ pub async fn guarded<T>(
     match tokio::time::timeout(grace, vm.exited()).await {
         Ok(exit) => Err(lost(exit)),
         Err(_) => result,
+    }
+}
+
+/// Resolves when QEMU has paused the guest on a disk error (by default it does so on
+/// ENOSPC instead of failing the guest's write): otherwise the guest would hang silently.
+async fn stopped_on_io_error(vm: &Vm) -> String {
+    loop {
+        tokio::time::sleep(STATE_EVERY).await;
+        if let Some(state) = vm.run_state().await
+            && state == "io-error"
+        {
+            return state;
+        }
     }
 }
 

@@ -195,6 +195,12 @@ impl Vm {
         }
     }
 
+    /// QEMU's run state (`running`, `io-error`...), or `None` when QMP cannot say.
+    /// `io-error` means QEMU paused the guest on a failed disk write (a full disk).
+    pub async fn run_state(&self) -> Option<String> {
+        self.boot.qmp.as_ref()?.run_state().await.ok()
+    }
+
     /// Use `cmdline` as the kernel command line from the next boot on (a scenario's
     /// boot options apply per boot).
     pub fn set_cmdline(&mut self, cmdline: Vec<String>) {
