@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{coldboot, run};
 use rustix::process::{Pid, Signal, kill_process};
 
-/// VM runs in this binary go one at a time (the lost-guests run itself uses two VMs).
+/// VM runs in this binary go one at a time (the lost-guests run itself uses three VMs).
 static VM: Mutex<()> = Mutex::new(());
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
@@ -287,7 +287,7 @@ fn lost_guests_are_errors_that_say_why_and_a_flood_is_capped() {
         "--plan",
         "tests/scenarios/faults/plan.yaml",
         "--jobs",
-        "2",
+        "3",
         "--evidence",
         b.to_str().unwrap(),
     ]);
