@@ -79,6 +79,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         markdown_to: Option<PathBuf>,
     },
+    /// Remove what killed runs left behind (overlays, QMP sockets, `coldboot boot`'s run
+    /// folders), saying what; never anything a live process owns. `coldboot run` does
+    /// the same when it starts.
+    Gc,
 }
 
 /// `coldboot run`.
@@ -124,6 +128,10 @@ pub struct RunArgs {
     /// baseline `coldboot bench` compares the runner with.
     #[arg(long, hide = true)]
     pub baseline_poll: bool,
+    /// Bound the whole run (image builds included), e.g. 30m or 1h30m: past it every VM
+    /// is stopped, the bundle is written with what ran so far, and the exit code is 3.
+    #[arg(long, value_name = "DURATION")]
+    pub deadline: Option<String>,
     #[command(flatten)]
     pub vm: VmArgs,
 }

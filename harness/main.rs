@@ -32,6 +32,7 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     // Belt and braces: whatever a command left registered is ended here, by PID.
     coldboot::vm::registry::cleanup_all();
+    coldboot::vm::owner::release();
     ExitCode::from(code as u8)
 }
 
@@ -57,11 +58,13 @@ async fn run_until_signal(cli: Cli) -> i32 {
         _ = int.recv() => {
             coldboot::vm::registry::cleanup_all();
             eprintln!("interrupted: stopped every VM this run started");
+            cmd::run::write_interrupted_bundle("SIGINT");
             130
         }
         _ = term.recv() => {
             coldboot::vm::registry::cleanup_all();
             eprintln!("terminated: stopped every VM this run started");
+            cmd::run::write_interrupted_bundle("SIGTERM");
             143
         }
     }
@@ -137,6 +140,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             // A merge that lacks pairs of the plan is not a clean run: those were not checked.
             Ok(if missing > 0 { 1 } else { 0 })
         }
+        Command::Gc => cmd::gc::run(),
         Command::Schema => {
             println!(
                 "{}",

@@ -6,6 +6,7 @@ pub mod boot;
 pub mod check;
 pub mod compare;
 pub mod doctor;
+pub mod gc;
 pub mod image;
 pub mod run;
 

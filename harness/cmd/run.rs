@@ -2,9 +2,10 @@
 //! exit with what the verdicts say about the plan.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use coldboot::error::{exit, usage};
+use coldboot::error::{exit, infra, usage};
 use coldboot::run::{RunOptions, run_pairs};
 use coldboot::scenario::{self, RunPair};
 use coldboot::target::{BASE_CMDLINE, Recipe, TargetSpec, nix};
@@ -14,6 +15,14 @@ use crate::cli::RunArgs;
 
 /// Run and report. 0: every verdict as planned; 1: one is not; 3: an infra error.
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let deadline = args
+        .deadline
+        .as_deref()
+        .map(|d| {
+            coldboot::scenario::duration::parse_duration(d)
+                .map_err(|why| usage(format!("--deadline {d:?}: {why}")))
+        })
+        .transpose()?;
     let flags = args
         .targets
         .iter()
@@ -100,7 +109,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         ssh_timeout: Duration::from_secs(args.ssh_timeout),
         baseline_poll: args.baseline_poll,
     };
-    std::fs::create_dir_all(&evidence)?;
+    // What killed runs left behind goes first (never what a live run owns).
+    if let Ok(root) = coldboot::target::cache::cache_root(None) {
+        for line in coldboot::vm::owner::collect_stale(&root) {
+            eprintln!("{line}");
+        }
+    }
+    std::fs::create_dir_all(&evidence).map_err(|e| {
+        infra(format!(
+            "cannot create the evidence folder {}: {e}",
+            evidence.display()
+        ))
+    })?;
     let command = std::iter::once("coldboot".to_string())
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
@@ -111,9 +131,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         shard,
         repeat: args.repeat,
     };
-    coldboot::evidence::write_invocation(&evidence, &command, Some(plan))?;
-    let reports = run_pairs(pairs, &opts).await?;
-    coldboot::evidence::write_reports(&evidence, &reports)?;
+    coldboot::evidence::write_invocation(&evidence, &command, Some(plan)).map_err(|e| {
+        infra(format!(
+            "cannot write to the evidence folder {}: {e:#}",
+            evidence.display()
+        ))
+    })?;
+    *BUNDLE.lock().unwrap_or_else(|e| e.into_inner()) = Some(evidence.clone());
+    let reports = match deadline {
+        None => run_pairs(pairs, &opts).await?,
+        // Dropping the run at its deadline drops every VM, which kills its QEMU.
+        Some(limit) => match tokio::time::timeout(limit, run_pairs(pairs, &opts)).await {
+            Ok(reports) => reports?,
+            Err(_) => {
+                coldboot::vm::registry::cleanup_all();
+                let written = render_incomplete(&evidence, "the run's --deadline passed");
+                return Err(infra(format!(
+                    "the run did not end within its --deadline {} (stopped every VM; {written})",
+                    args.deadline.as_deref().unwrap_or_default()
+                )));
+            }
+        },
+    };
+    coldboot::evidence::write_reports(&evidence, &reports).map_err(|e| {
+        infra(format!(
+            "cannot write the reports into the evidence folder {}: {e:#}",
+            evidence.display()
+        ))
+    })?;
     let infra = reports
         .iter()
         .any(|r| matches!(r.verdict, coldboot::check::Verdict::Error { .. }));
@@ -132,6 +177,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         exit::OK
     })
+}
+
+/// The bundle of the run in progress, for the signal handler.
+static BUNDLE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// After SIGINT or SIGTERM (every VM already stopped): write the bundle's reports with
+/// what ran so far; a pair that had not finished shows as incomplete.
+pub fn write_interrupted_bundle(signal: &str) {
+    let bundle = BUNDLE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(dir) = bundle {
+        let written = render_incomplete(&dir, &format!("stopped by {signal}"));
+        eprintln!("{written}");
+    }
+}
+
+/// Mark the bundle `dir` as stopped (`interrupted.txt` says why) and render its reports
+/// from the run folders on disk. Says what it did.
+fn render_incomplete(dir: &Path, why: &str) -> String {
+    let marker = dir.join("interrupted.txt");
+    let _ = std::fs::write(&marker, format!("{why}\n"));
+    match coldboot::evidence::render_bundle(dir) {
+        Ok(_) => format!(
+            "the bundle {} holds what ran so far, unfinished pairs marked incomplete",
+            dir.display()
+        ),
+        Err(e) => format!("could not write the bundle's reports: {e:#}"),
+    }
 }
 
 /// Every command the run would start, without starting any: per target, the image build

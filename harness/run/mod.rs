@@ -7,9 +7,11 @@
 
 pub mod baseline;
 pub mod boot;
+pub mod cap;
 pub mod clock;
 pub mod cycles;
 pub mod expect;
+pub mod lost;
 pub mod pair;
 pub mod record;
 pub mod watch;

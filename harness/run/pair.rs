@@ -21,6 +21,7 @@ use super::boot;
 use super::clock::GuestClock;
 use super::cycles::{self, CycleWatcher, Cycles};
 use super::expect::{self, Live, ProbeRecord};
+use super::lost;
 use super::record;
 use super::watch::{Follower, Journal};
 
@@ -268,9 +269,15 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 }
                 _ => t + within(&exp.kind).unwrap_or_default(),
             };
-            let awaited = expect::await_expectation(&mut live, &exp.kind, deadline)
-                .await
-                .with_context(|| format!("while checking {}", exp.id))?;
+            let during = format!("phase {}, while checking {}", phase.name, exp.id);
+            let awaited = lost::guarded(
+                &current.vm,
+                &current.journal,
+                &during,
+                expect::await_expectation(&mut live, &exp.kind, deadline),
+            )
+            .await
+            .with_context(|| format!("while checking {}", exp.id))?;
             let outcome = outcome(
                 exp,
                 &awaited,
@@ -461,6 +468,29 @@ async fn act(
     state: &mut PairState,
 ) -> anyhow::Result<Up> {
     state.timeline.event("action", &format!("{action:?}"));
+    let how = match action {
+        Action::Reboot => PhaseStart::Reboot,
+        Action::PowerCycle => PhaseStart::PowerCycle,
+        _ => {
+            // The guest going away during an action is a loss the scenario did not ask for.
+            let during = format!("phase {}, action {action:?}", phase.name);
+            let work = run_action(ctx, &up, action, phase, state);
+            lost::guarded(&up.vm, &up.journal, &during, work).await?;
+            return Ok(up);
+        }
+    };
+    let vm = cycle(ctx, up, how, &phase.boot, key).await?;
+    connect(ctx, vm, key, phase, origin, state).await
+}
+
+/// Run an action that keeps the guest on its boot.
+async fn run_action(
+    ctx: &PairContext,
+    up: &Up,
+    action: &Action,
+    phase: &Phase,
+    state: &mut PairState,
+) -> anyhow::Result<()> {
     match action {
         Action::Run(r) => {
             (ctx.status)(&format!("phase {}: running {}", phase.name, r.cmd));
@@ -497,17 +527,10 @@ async fn act(
                 .await?
         }
         Action::Sleep(d) => tokio::time::sleep(d.0).await,
-        Action::Reboot | Action::PowerCycle => {
-            let how = if matches!(action, Action::Reboot) {
-                PhaseStart::Reboot
-            } else {
-                PhaseStart::PowerCycle
-            };
-            let vm = cycle(ctx, up, how, &phase.boot, key).await?;
-            return connect(ctx, vm, key, phase, origin, state).await;
-        }
+        // `act` cycles the VM itself; these never get here.
+        Action::Reboot | Action::PowerCycle => {}
     }
-    Ok(up)
+    Ok(())
 }
 
 async fn inject_fault(ctx: &PairContext, guest: &Guest, name: &str) -> anyhow::Result<()> {

@@ -169,7 +169,7 @@ pub fn identity_evidence(
 /// `critical-chain-boot-N.txt` for the focus unit, and `plot-boot-N.svg`.
 pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32, focus: &str) {
     let (journal, chain, plot) = tokio::join!(
-        systemd::boot_journal_json(guest),
+        capped_journal(guest),
         systemd::critical_chain(guest, focus),
         systemd::plot(guest)
     );
@@ -188,6 +188,16 @@ pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32, focus
             Err(e) => tracing::warn!("cannot collect {file}: {e:#}"),
         }
     }
+}
+
+/// The boot's journal as JSON lines, cut at [`super::cap::JOURNAL_CAP`] (marked).
+async fn capped_journal(guest: &Guest) -> anyhow::Result<String> {
+    let cap = super::cap::JOURNAL_CAP;
+    let mut text = guest.exec(&super::cap::journal_command(cap)).await?.stdout;
+    if super::cap::cut_json_lines(&mut text, cap) {
+        tracing::warn!("the boot's journal passed the evidence cap of {cap} bytes; cut");
+    }
+    Ok(text)
 }
 
 /// `waitfor-boot-N.json` and `.dot`: what the wait-cycle watcher saw in the boot.

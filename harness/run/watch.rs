@@ -119,6 +119,11 @@ impl Journal {
         }
     }
 
+    /// Whether the stream has ended (the guest or its SSH server went away).
+    pub fn ended(&self) -> bool {
+        self.count.has_changed().is_err()
+    }
+
     /// Wait until more than `seen` entries have arrived. Returns false if the stream
     /// ended (the guest went away), so the caller stops waiting on it.
     pub async fn changed_after(&mut self, seen: usize) -> bool {

@@ -184,7 +184,10 @@ where
 {
     let entry = entry_dir(root, kind, key);
     if is_complete(&entry) {
-        return Ok((entry, true));
+        match super::integrity::verify(&entry) {
+            Ok(()) => return Ok((entry, true)),
+            Err(why) => report_damaged(&entry, &why),
+        }
     }
     let kind_dir = root.join(kind.dir_name());
     let locks = root.join("locks");
@@ -194,8 +197,8 @@ where
     }
     let lock_path = locks.join(format!("{}-{key}.lock", kind.dir_name()));
     let _lock = lock(&lock_path).await?;
-    if is_complete(&entry) {
-        return Ok((entry, true)); // another process built it while we waited
+    if is_complete(&entry) && super::integrity::verify(&entry).is_ok() {
+        return Ok((entry, true)); // another process built (or rebuilt) it while we waited
     }
     remove_stale(&kind_dir, &entry, key);
     let tmp = tempfile::Builder::new()
@@ -216,6 +219,11 @@ where
     if !is_complete(tmp.path()) {
         return Err(infra(format!("build of {key} wrote no {META_FILE}")));
     }
+    super::integrity::record(tmp.path()).map_err(|e| {
+        infra(format!(
+            "cannot record the checksums of the new entry {key}: {e:#}"
+        ))
+    })?;
     let built = tmp.keep();
     std::fs::rename(&built, &entry).map_err(|e| {
         infra(format!(
@@ -225,6 +233,14 @@ where
         ))
     })?;
     Ok((entry, false))
+}
+
+/// Say that a cache entry is damaged and will be rebuilt (never booted).
+fn report_damaged(entry: &Path, why: &str) {
+    eprintln!(
+        "warning: cache entry {} is damaged ({why}); rebuilding it",
+        entry.display()
+    );
 }
 
 /// Take the exclusive lock on `path`, waiting on a blocking thread.

@@ -6,6 +6,7 @@ mod adapter;
 pub mod build;
 pub mod cache;
 pub mod gate;
+pub mod integrity;
 pub mod nix;
 pub mod recipe;
 mod rootfs;

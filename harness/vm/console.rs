@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 /// Lines before the failing line that are quoted with it (they usually say why).
 const CONTEXT_LINES: usize = 6;
+/// A console "line" longer than this is scanned in pieces of this size.
+const MAX_LINE: usize = 64 * 1024;
 
 /// The kind of boot failure seen on the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -165,6 +167,11 @@ impl ConsoleScanner {
             let line: Vec<u8> = self.partial.drain(..=nl).collect();
             self.push_line(&String::from_utf8_lossy(&line[..nl]));
         }
+        // A guest that writes without newlines must not grow this without bound.
+        if self.partial.len() > MAX_LINE {
+            let line = std::mem::take(&mut self.partial);
+            self.push_line(&String::from_utf8_lossy(&line));
+        }
     }
 
     /// The last non-empty text on the console: the unfinished line, or else the last line.
@@ -189,6 +196,21 @@ pub struct ConsoleState {
     pub last_text: String,
     /// The console reached end of file (QEMU closed it, normally by exiting).
     pub closed: bool,
+    /// The last few non-empty lines, cleaned, oldest first (quoted when QEMU ends).
+    pub tail: Vec<String>,
+}
+
+/// The most a `serial-N.log` keeps: a guest that floods its console cannot fill the
+/// evidence disk. Past it the log ends with [`CUT_MARK`] and the console is still scanned
+/// (for panics) but no longer written.
+pub const SERIAL_LOG_CAP: u64 = 4 * 1024 * 1024;
+
+/// The line that ends an evidence file cut at its cap.
+pub fn cut_mark(cap: u64) -> String {
+    format!(
+        "\n[coldboot: cut here, the file reached its cap of {} MiB; the rest was not kept]\n",
+        cap / (1024 * 1024)
+    )
 }
 
 /// Copy the console from `reader` into the log file at `log_path` (if any), scanning as
@@ -203,6 +225,7 @@ pub async fn capture(
         .and_then(|p| std::fs::File::create(p).ok());
     let mut scanner = ConsoleScanner::default();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut written: u64 = 0;
     loop {
         let n = match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -210,7 +233,21 @@ pub async fn capture(
         };
         if let Some(file) = log.as_mut() {
             // Unbuffered on purpose: the log is evidence even if the harness dies next.
-            let _ = file.write_all(&buf[..n]);
+            let room = SERIAL_LOG_CAP.saturating_sub(written);
+            let take = (n as u64).min(room) as usize;
+            let _ = file.write_all(&buf[..take]);
+            written += take as u64;
+            if take < n {
+                let _ = file.write_all(cut_mark(SERIAL_LOG_CAP).as_bytes());
+                tracing::warn!(
+                    "serial console log {} reached its cap of {SERIAL_LOG_CAP} bytes; cut",
+                    log_path
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("?"))
+                        .display()
+                );
+                log = None;
+            }
         }
         scanner.push_bytes(&buf[..n]);
         publish(&state, &scanner, log_path.as_ref(), false);
@@ -233,6 +270,7 @@ fn publish(
         kernel_running: scanner.kernel_running,
         last_text: scanner.last_text(),
         closed,
+        tail: scanner.recent.iter().cloned().collect(),
     });
 }
 
@@ -256,6 +294,44 @@ mod tests {
         );
         assert!(failure.lines.len() > 1 && failure.lines.len() <= CONTEXT_LINES + 1);
         assert!(failure.lines.iter().all(|l| !l.contains('\r')));
+    }
+
+    #[test]
+    fn a_flood_without_newlines_is_scanned_in_bounded_pieces() {
+        let mut scanner = ConsoleScanner::default();
+        for _ in 0..100 {
+            scanner.push_bytes(&[b'x'; 16 * 1024]);
+            assert!(scanner.partial.len() <= MAX_LINE + 16 * 1024);
+        }
+        assert!(scanner.lines_seen >= 20);
+        scanner.push_bytes(b"\nKernel panic - not syncing: after the flood\n");
+        assert_eq!(
+            scanner.failure.map(|f| f.kind),
+            Some(ConsoleFailureKind::KernelPanic)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flooded_console_log_is_cut_at_its_cap_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial-1.log");
+        let line = "flood flood flood flood flood flood flood flood flood flood flood\n";
+        let total = SERIAL_LOG_CAP as usize + 1024 * 1024;
+        let text: String = line.repeat(total / line.len() + 1);
+        let (tx, rx) = watch::channel(ConsoleState::default());
+        let reader = std::io::Cursor::new(format!("{text}Kernel panic - not syncing: late\n"));
+        capture(reader, Some(log.clone()), tx).await;
+        let kept = std::fs::read(&log).unwrap();
+        let mark = cut_mark(SERIAL_LOG_CAP);
+        assert_eq!(kept.len(), SERIAL_LOG_CAP as usize + mark.len());
+        assert!(kept.ends_with(mark.as_bytes()));
+        let state = rx.borrow().clone();
+        assert!(state.closed);
+        assert!(
+            state.failure.is_some(),
+            "the console is still scanned past the cap"
+        );
+        assert!(state.tail.last().unwrap().contains("Kernel panic"));
     }
 
     #[test]

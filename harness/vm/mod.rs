@@ -11,6 +11,7 @@ pub mod argv;
 mod boot;
 pub mod config;
 pub mod console;
+pub mod owner;
 pub mod process;
 pub mod qmp;
 pub mod registry;
@@ -68,6 +69,7 @@ impl Vm {
             Some(_) => config.run_dir.join(argv::NIX_DISK_FILE),
             None => config.run_dir.join(argv::OVERLAY_FILE),
         };
+        owner::claim(&config.run_dir, config.keep);
         let registration = Registration::new(overlay.clone(), config.keep);
         if config.nix_runner.is_some() {
             // Every boot from scratch: the runner creates the disk when it is missing.
@@ -175,6 +177,11 @@ impl Vm {
         }
     }
 
+    /// The last few lines of the current boot's serial console, oldest first.
+    pub fn serial_tail(&self) -> Vec<String> {
+        self.boot.console.borrow().tail.clone()
+    }
+
     /// Whether the QEMU process of the current boot is still running.
     pub fn is_running(&self) -> bool {
         self.boot.is_running()
@@ -186,6 +193,12 @@ impl Vm {
             Some(qmp) => qmp.set_link(argv::link_name(&self.config), up).await,
             None => Err(infra("set_link: the VM is not running")),
         }
+    }
+
+    /// QEMU's run state (`running`, `io-error`...), or `None` when QMP cannot say.
+    /// `io-error` means QEMU paused the guest on a failed disk write (a full disk).
+    pub async fn run_state(&self) -> Option<String> {
+        self.boot.qmp.as_ref()?.run_state().await.ok()
     }
 
     /// Use `cmdline` as the kernel command line from the next boot on (a scenario's

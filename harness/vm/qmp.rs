@@ -72,6 +72,15 @@ impl Qmp {
         Ok(parse_usernet(&text))
     }
 
+    /// QEMU's run state as QMP spells it: `running`, `paused`, `io-error`...
+    pub async fn run_state(&self) -> Result<String> {
+        let info = self.run(qmp::query_status {}).await?;
+        Ok(serde_json::to_value(info.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "unknown".to_string()))
+    }
+
     /// Plug (`up`) or unplug the cable of the device or netdev called `name`.
     pub async fn set_link(&self, name: &str, up: bool) -> Result<()> {
         self.run(qmp::set_link {
