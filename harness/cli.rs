@@ -197,7 +197,9 @@ pub struct BootArgs {
     pub run_dir: Option<PathBuf>,
     #[command(flatten)]
     pub vm: VmArgs,
-    /// Command to run in the guest; without one, an interactive shell when stdin is a terminal.
+    /// Command to run in the guest; without one, an interactive shell when stdin is a
+    /// terminal. One word is run by the guest's shell as written (`-- 'a | b'`); several
+    /// words are each quoted, so the program gets them as typed.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }

@@ -99,3 +99,106 @@ fn a_huge_file_is_refused_in_plain_words() {
     let shown = path.to_str().unwrap();
     check(&["check", shown], shown, "too many YAML nodes");
 }
+
+/// Exit 2, nothing started, and the message names the target and says what is wrong.
+fn refused(args: &[&str], says: &[&str]) {
+    let out = run(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+    assert!(!text.contains("panicked"), "{args:?}: {text}");
+    assert!(
+        !text.contains("qemu-system") && !text.contains("would write evidence"),
+        "{args:?}: something ran or was listed: {text}"
+    );
+    for s in says {
+        assert!(text.contains(s), "{args:?}: expected {s:?} in {text}");
+    }
+}
+
+#[test]
+fn targets_are_checked_before_anything_runs_dry_run_included() {
+    let scenario = "scenarios/clean-cold-boot.yaml";
+    for (target, says) in [
+        (
+            "recipe:/nonexistent",
+            &["target t = recipe:/nonexistent", "cannot read recipe"][..],
+        ),
+        (
+            "image:/etc/passwd",
+            &["target t = image:/etc/passwd", "not a qcow2 disk image"],
+        ),
+        (
+            "recipe:vm-images/ccci-model?gate=bogus",
+            &[
+                "gate=bogus",
+                "not one of the allowed values: self, dashboard",
+            ],
+        ),
+        (
+            "recipe:vm-images/ccci-model?timeout=-1",
+            &[
+                "timeout=-1",
+                "out of range (expected an integer from 1 to 3600)",
+            ],
+        ),
+        (
+            "recipe:vm-images/ccci-model?colour=red",
+            &["no variant \"colour\""],
+        ),
+    ] {
+        let flag = format!("t={target}");
+        refused(&["run", "--dry-run", "--target", &flag, scenario], says);
+    }
+    // A plan's target is checked the same way, before the dry run prints anything.
+    refused(
+        &[
+            "run",
+            "--dry-run",
+            "--plan",
+            "scenarios/plans/m1.yaml",
+            "--target",
+            "after=recipe:vm-images/ccci-model?gate=bogus",
+        ],
+        &["target after = recipe:vm-images/ccci-model?gate=bogus"],
+    );
+}
+
+#[test]
+fn image_build_refuses_a_variant_outside_its_range() {
+    refused(
+        &[
+            "image",
+            "build",
+            "vm-images/ccci-model",
+            "--variant",
+            "timeout=-1",
+        ],
+        &["variant timeout=-1", "out of range"],
+    );
+    refused(
+        &[
+            "image",
+            "build",
+            "vm-images/ccci-model",
+            "--variant",
+            "timeout=0",
+        ],
+        &["variant timeout=0", "from 1 to 3600"],
+    );
+}
+
+#[test]
+fn booting_something_that_is_not_a_disk_is_a_usage_error() {
+    refused(
+        &["boot", "image:/etc/passwd", "--", "true"],
+        &["image:/etc/passwd", "not a qcow2 disk image"],
+    );
+    refused(
+        &["boot", "image:/nonexistent.qcow2", "--", "true"],
+        &["does not exist"],
+    );
+}

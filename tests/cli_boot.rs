@@ -88,21 +88,33 @@ fn boot_runs_a_command_and_tears_down() {
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = run_dir("boot");
     let d = dir.path().to_str().expect("utf-8 path");
+    // Several words after `--` keep their argv: `sh -c SCRIPT NAME ARGS...`, with an
+    // argument holding spaces, both quotes and `$` that the guest's shell must not touch.
+    let tricky = "a b 'c' \"d\" $HOME $(id -u)";
     let out = run(&[
         "boot",
         "recipe:vm-images/debian-stock",
         "--run-dir",
         d,
         "--",
-        "systemctl",
-        "is-system-running",
-        "--wait",
+        "sh",
+        "-c",
+        "s=$(systemctl is-system-running --wait); echo \"$s\"; printf '<%s>\\n' \"$@\"; [ \"$s\" = running ]",
+        "sh",
+        tricky,
+        "two",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let state = stdout.trim();
+    let mut lines = stdout.lines();
+    let state = lines.next().unwrap_or_default().trim();
     assert!(
         state == "running" || state == "degraded",
-        "the guest said {state:?}"
+        "the guest said {stdout:?}"
+    );
+    assert_eq!(
+        lines.collect::<Vec<_>>(),
+        [format!("<{tricky}>"), "<two>".to_string()],
+        "argv did not survive: {stdout}"
     );
     assert_eq!(
         out.status.code(),
@@ -113,9 +125,21 @@ fn boot_runs_a_command_and_tears_down() {
         stderr.contains("QEMU start to SSH in"),
         "no boot timing: {stderr}"
     );
+    // The guest presented this run's host key (a recipe image must: else exit 3).
+    assert!(
+        stderr.contains("boot: host key ssh-ed25519 SHA256:") && stderr.contains(" pinned"),
+        "no pinned host key: {stderr}"
+    );
     assert!(
         dir.path().join("serial-1.log").exists(),
         "the serial log is kept"
+    );
+    assert!(
+        !std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| std::fs::read(e.unwrap().path())
+                .is_ok_and(|b| String::from_utf8_lossy(&b).contains("PRIVATE KEY"))),
+        "a private key was left in the run folder"
     );
     assert_nothing_left(dir.path());
 }

@@ -71,6 +71,9 @@ async fn guest_channel_on_a_real_debian_guest() {
     config.cmdline = ["root=LABEL=root", "rw", "console=ttyS0", &key.kernel_arg()]
         .map(String::from)
         .to_vec();
+    config
+        .fw_cfg
+        .push(coldboot::run::boot::host_key_fw_cfg(&key).unwrap());
     let started = Instant::now();
     let vm = Vm::start(config).await.expect("QEMU starts");
 
@@ -82,6 +85,18 @@ async fn guest_channel_on_a_real_debian_guest() {
     println!("ssh authenticated {:?} after QEMU start", started.elapsed());
     assert!(guest.host_key_fingerprint().starts_with("SHA256:"));
     println!("guest host key: {:?}", guest.host_key());
+    // The run's own host key, handed over by fw_cfg and checked before authenticating.
+    assert!(guest.host_key().pinned, "{:?}", guest.host_key());
+    assert_eq!(guest.host_key_fingerprint(), key.host_fingerprint());
+    // Only root can read the private key in the guest; it is not on the command line.
+    let raw = "/sys/firmware/qemu_fw_cfg/by_name/opt/coldboot/ssh_host_ed25519_key/raw";
+    let mode = guest
+        .exec_checked(&format!("stat -c %a {raw}"))
+        .await
+        .unwrap();
+    assert_eq!(mode.stdout.trim(), "400");
+    let cmdline = guest.exec_checked("cat /proc/cmdline").await.unwrap();
+    assert!(!cmdline.stdout.contains("PRIVATE"), "{}", cmdline.stdout);
     let keys = guest
         .exec_checked("cat /root/.ssh/authorized_keys")
         .await

@@ -34,7 +34,7 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
         Some(d) => d.clone(),
         None => default_run_dir(&cache_root)?,
     };
-    let key = SshKey::generate()?;
+    let key = SshKey::generate()?.require_host_key(boot::requires_host_key(&boot_spec));
     let mask = args
         .masks
         .iter()
@@ -53,7 +53,7 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
         run_dir.clone(),
         Vec::new(),
         args.keep,
-    );
+    )?;
 
     waiting.set("starting QEMU");
     let vm = coldboot::vm::Vm::start(config).await?;
@@ -78,11 +78,11 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
         vm.accel().accel,
         vm.ssh_addr()
     );
+    eprintln!("boot: {}", guest.host_key().describe());
 
-    let code = if !args.command.is_empty() {
-        // As ssh does: the words are joined and the guest's shell reads them, so both
-        // `-- systemctl status x` and `-- 'systemctl status x | head'` work.
-        let cmd = args.command.join(" ");
+    let code = if let Some(cmd) = coldboot::guest::shell::command_line(&args.command) {
+        // One word is a shell string (`-- 'systemctl status x | head'`); several keep
+        // their argv (`-- sh -c 'sleep 1; true'`), unlike ssh, which joins them.
         let out = guest.exec(&cmd).await?;
         print!("{}", out.stdout);
         eprint!("{}", out.stderr);

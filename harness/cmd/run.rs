@@ -93,6 +93,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .evidence
         .clone()
         .unwrap_or_else(|| default_evidence_dir(&plan_name));
+    // Targets are checked before anything runs, --dry-run included.
+    let mut checked: Vec<&str> = Vec::new();
+    for p in &pairs {
+        if !checked.contains(&p.target.as_str()) {
+            coldboot::target::check::check_str(&format!("target {}", p.target_name), &p.target)?;
+            checked.push(&p.target);
+        }
+    }
     if args.dry_run {
         print_dry_run(&pairs, &evidence, args.vm.accel.into())?;
         return Ok(exit::OK);

@@ -1,8 +1,12 @@
-//! The per-run SSH key: generated in memory, handed to the guest on the kernel command line.
+//! The per-run SSH keys: generated in memory for each run. The client key is handed
+//! to the guest on the kernel command line (public half only); the guest's host key is
+//! handed to it through QEMU's fw_cfg, which only root in the guest can read, so the
+//! harness can check on connect that it talks to the guest it started.
 //!
-//! A fresh key per run means no long-lived secret exists anywhere; the private half never
-//! touches a run folder or the evidence. Only [`SshKey::private_openssh`] exposes it, for
-//! the SSH client code in this module.
+//! A fresh key per run means no long-lived secret exists anywhere; the private client
+//! key never touches a run folder or the evidence. The private host key exists on the
+//! host only in a 0600 temporary file outside the run folder while the VM lives (QEMU
+//! reads fw_cfg files at start, and again at each power cycle).
 
 use std::fmt;
 use std::ops::Deref;
@@ -14,13 +18,21 @@ use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, rand_core::OsRng};
 /// Kernel command line parameter read by the guest's `coldboot-authorized-key.service`.
 pub const KERNEL_PARAM: &str = "coldboot.authorized_key";
 
+/// The fw_cfg entry that carries the guest's private host key (OpenSSH format), read by
+/// the guest's `coldboot-host-key.service` from
+/// `/sys/firmware/qemu_fw_cfg/by_name/opt/coldboot/ssh_host_ed25519_key/raw`.
+pub const HOST_KEY_FW_CFG: &str = "opt/coldboot/ssh_host_ed25519_key";
+
 /// Comment the guest puts after the key in `/root/.ssh/authorized_keys`.
 pub const KEY_COMMENT: &str = "coldboot";
 
-/// An ed25519 key pair that lives only in memory (the private key zeroizes on drop).
+/// The per-run keys: the client key the harness logs in with, and the host key the
+/// guest must present (both ed25519, in memory; the private keys zeroize on drop).
 #[derive(Clone)]
 pub struct SshKey {
     private: PrivateKey,
+    host: PrivateKey,
+    host_key_required: bool,
 }
 
 impl SshKey {
@@ -29,7 +41,49 @@ impl SshKey {
         let mut private = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
             .map_err(|e| crate::error::infra(format!("cannot generate an ed25519 key: {e}")))?;
         private.set_comment(KEY_COMMENT);
-        Ok(SshKey { private })
+        let mut host = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
+            .map_err(|e| crate::error::infra(format!("cannot generate an ed25519 key: {e}")))?;
+        host.set_comment("coldboot-guest");
+        Ok(SshKey {
+            private,
+            host,
+            host_key_required: true,
+        })
+    }
+
+    /// Whether the guest must present this run's host key (the default). Targets whose
+    /// image may lack the coldboot adapter (`image:`) set `false`: the harness still
+    /// offers the key, records whether the guest took it, and says so when it did not.
+    pub fn require_host_key(mut self, required: bool) -> Self {
+        self.host_key_required = required;
+        self
+    }
+
+    /// See [`SshKey::require_host_key`].
+    pub fn host_key_required(&self) -> bool {
+        self.host_key_required
+    }
+
+    /// The guest's host public key blob (SSH wire format), as the server sends it.
+    pub fn host_public_blob(&self) -> Vec<u8> {
+        self.host.public_key().to_bytes().unwrap_or_default()
+    }
+
+    /// SHA-256 fingerprint of the guest's host key (`SHA256:...`).
+    pub fn host_fingerprint(&self) -> String {
+        self.host
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string()
+    }
+
+    /// The guest's private host key in OpenSSH format, for the fw_cfg file only.
+    pub(crate) fn host_private_openssh(
+        &self,
+    ) -> anyhow::Result<impl Deref<Target = String> + use<>> {
+        self.host
+            .to_openssh(LineEnding::LF)
+            .context("cannot encode the per-run host key")
     }
 
     /// The public key blob (SSH wire format), as it appears base64-encoded in
@@ -81,6 +135,8 @@ impl fmt::Debug for SshKey {
         f.debug_struct("SshKey")
             .field("public", &self.public_openssh())
             .field("private", &"<redacted>")
+            .field("host", &self.host_fingerprint())
+            .field("host_key_required", &self.host_key_required)
             .finish()
     }
 }
@@ -124,6 +180,22 @@ mod tests {
     }
 
     #[test]
+    fn the_host_key_is_its_own_and_fresh() {
+        let a = SshKey::generate().unwrap();
+        let b = SshKey::generate().unwrap();
+        assert_ne!(a.host_public_blob(), a.public_blob());
+        assert_ne!(a.host_public_blob(), b.host_public_blob());
+        let pem = a.host_private_openssh().unwrap();
+        let parsed = PrivateKey::from_openssh(pem.as_bytes()).unwrap();
+        assert_eq!(
+            parsed.public_key().to_bytes().unwrap(),
+            a.host_public_blob()
+        );
+        assert!(a.host_key_required());
+        assert!(!a.require_host_key(false).host_key_required());
+    }
+
+    #[test]
     fn debug_redacts_the_private_key() {
         let key = SshKey::generate().unwrap();
         let pem = key.private_openssh().unwrap();
@@ -131,6 +203,9 @@ mod tests {
         assert!(shown.contains("<redacted>"));
         assert!(!shown.contains("PRIVATE KEY"));
         let body: String = pem.lines().nth(1).unwrap().chars().take(20).collect();
+        assert!(!shown.contains(&body));
+        let host = key.host_private_openssh().unwrap();
+        let body: String = host.lines().nth(1).unwrap().chars().take(20).collect();
         assert!(!shown.contains(&body));
     }
 }

@@ -11,6 +11,7 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use anyhow::Context as _;
+use base64::Engine as _;
 
 use super::ssh::Guest;
 use crate::error::infra;
@@ -26,21 +27,66 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// Arguments for the system `ssh` client: the per-run key only, no host key checks and no
-/// `known_hosts` writes (the guest is throwaway), root at the forwarded port. A remote
-/// command may follow after `--` (ssh also reads options after the destination; a `--`
-/// there ends them, while one before the destination would be sent to the remote shell).
-pub fn ssh_client_args(key_file: &Path, addr: SocketAddr) -> Vec<String> {
+/// Words of the shell grammar that are special as a command's first word.
+const RESERVED: [&str; 16] = [
+    "if", "then", "else", "elif", "fi", "case", "esac", "for", "while", "until", "do", "done",
+    "in", "function", "select", "time",
+];
+
+/// The command line the guest's shell runs for the words after `coldboot boot T --`.
+/// One word is a shell string as written (`-- 'a | b'` pipes in the guest); several are
+/// each quoted, so the program gets the argv that was typed (`-- sh -c 'x; y'` runs
+/// `sh` with two arguments). `None` when there are no words.
+pub fn command_line(words: &[String]) -> Option<String> {
+    match words {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => Some(
+            many.iter()
+                .map(|w| {
+                    // `quote` leaves `A=B` and `if` bare; as a first word they would be an
+                    // assignment or grammar, not the program the user typed.
+                    if w.contains('=') || RESERVED.contains(&w.as_str()) {
+                        format!("'{}'", w.replace('\'', "'\\''"))
+                    } else {
+                        quote(w)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    }
+}
+
+/// Arguments for the system `ssh` client: the per-run key only, root at the forwarded
+/// port, no `known_hosts` writes. With `known_hosts` (a file holding the run's pinned host
+/// key) ssh refuses any other key; without one (a guest whose key is not pinned) it
+/// checks nothing. A remote command may follow after `--` (ssh also reads options after
+/// the destination; a `--` there ends them, while one before the destination would be
+/// sent to the remote shell).
+pub fn ssh_client_args(
+    key_file: &Path,
+    addr: SocketAddr,
+    known_hosts: Option<&Path>,
+) -> Vec<String> {
     let opt = |o: &str| ["-o".to_owned(), o.to_owned()];
     let mut args = vec!["-i".to_owned(), key_file.display().to_string()];
-    for o in [
-        "IdentitiesOnly=yes",
-        "IdentityAgent=none",
-        "StrictHostKeyChecking=no",
-        "UserKnownHostsFile=/dev/null",
-        "GlobalKnownHostsFile=/dev/null",
-        "LogLevel=ERROR",
-    ] {
+    let hosts = match known_hosts {
+        Some(file) => vec![
+            "StrictHostKeyChecking=yes".to_owned(),
+            format!("UserKnownHostsFile={}", file.display()),
+            "HostKeyAlgorithms=ssh-ed25519".to_owned(),
+        ],
+        None => vec![
+            "StrictHostKeyChecking=no".to_owned(),
+            "UserKnownHostsFile=/dev/null".to_owned(),
+        ],
+    };
+    for o in ["IdentitiesOnly=yes", "IdentityAgent=none"]
+        .into_iter()
+        .chain(hosts.iter().map(String::as_str))
+        .chain(["GlobalKnownHostsFile=/dev/null", "LogLevel=ERROR"])
+    {
         args.extend(opt(o));
     }
     args.extend([
@@ -68,8 +114,24 @@ impl Guest {
         let dir = private_tempdir()?;
         let key_file = dir.path().join("id_ed25519");
         write_private_key(&key_file, &self.key().private_openssh()?)?;
+        // The guest already showed the run's host key on this port; hold ssh to it too.
+        let known_hosts = dir.path().join("known_hosts");
+        let pinned = if self.host_key().pinned {
+            let blob =
+                base64::engine::general_purpose::STANDARD.encode(self.key().host_public_blob());
+            let line = format!(
+                "[{}]:{} ssh-ed25519 {blob}\n",
+                self.addr().ip(),
+                self.addr().port()
+            );
+            std::fs::write(&known_hosts, line)
+                .map_err(|e| infra(format!("cannot write {}: {e}", known_hosts.display())))?;
+            Some(known_hosts.as_path())
+        } else {
+            None
+        };
         let mut command = tokio::process::Command::new("ssh");
-        command.args(ssh_client_args(&key_file, self.addr()));
+        command.args(ssh_client_args(&key_file, self.addr(), pinned));
         if let Some(cmd) = cmd {
             command
                 .arg("--")
@@ -116,6 +178,52 @@ fn write_private_key(path: &Path, pem: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_word_stays_a_shell_string() {
+        assert_eq!(command_line(&[]), None);
+        assert_eq!(
+            command_line(&words(&["systemctl status x | head -3"])).unwrap(),
+            "systemctl status x | head -3"
+        );
+    }
+
+    #[test]
+    fn several_words_keep_their_argv() {
+        let line = command_line(&words(&["sh", "-c", "sleep 30; systemctl is-active x"])).unwrap();
+        assert_eq!(line, "sh -c 'sleep 30; systemctl is-active x'");
+        let line = command_line(&words(&["FOO=1", "if", "x=y"])).unwrap();
+        assert_eq!(line, "'FOO=1' 'if' 'x=y'");
+    }
+
+    /// The real test of quoting: a local POSIX shell reads the line back into the same
+    /// argv, for a word with spaces, both quotes, `$`, a backslash and a newline.
+    #[test]
+    fn a_shell_reads_back_the_words_as_typed() {
+        let typed = words(&[
+            "printf",
+            "[%s]\\n",
+            "a b",
+            "it's \"quoted\"",
+            "$HOME and $(id) and `id`",
+            "back\\slash\nnewline",
+            "*",
+            "",
+            "~",
+        ]);
+        let line = command_line(&typed).unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &line])
+            .env("HOME", "/home/should-not-appear")
+            .output()
+            .unwrap();
+        let expected: String = typed[2..].iter().map(|w| format!("[{w}]\n")).collect();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{line}");
+    }
+
     #[test]
     fn quote_leaves_plain_words_alone() {
         assert_eq!(quote("ssh.service"), "ssh.service");
@@ -134,11 +242,23 @@ mod tests {
     #[test]
     fn client_args_pin_the_key_and_skip_known_hosts() {
         let addr: SocketAddr = "127.0.0.1:41193".parse().unwrap();
-        let args = ssh_client_args(Path::new("/tmp/k/id"), addr).join(" ");
+        let args = ssh_client_args(Path::new("/tmp/k/id"), addr, None).join(" ");
         assert!(args.starts_with("-i /tmp/k/id "), "{args}");
         assert!(args.contains("-o UserKnownHostsFile=/dev/null"), "{args}");
         assert!(args.contains("-o StrictHostKeyChecking=no"), "{args}");
         assert!(args.ends_with("-p 41193 root@127.0.0.1"), "{args}");
+        let pinned = ssh_client_args(
+            Path::new("/tmp/k/id"),
+            addr,
+            Some(Path::new("/tmp/k/known_hosts")),
+        )
+        .join(" ");
+        assert!(pinned.contains("-o StrictHostKeyChecking=yes"), "{pinned}");
+        assert!(
+            pinned.contains("-o UserKnownHostsFile=/tmp/k/known_hosts"),
+            "{pinned}"
+        );
+        assert!(!pinned.contains("StrictHostKeyChecking=no"), "{pinned}");
     }
 
     #[test]

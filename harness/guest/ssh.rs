@@ -50,14 +50,32 @@ impl ExecOutput {
     }
 }
 
-/// The guest's SSH host key, recorded as evidence (the guest is throwaway, so it is
-/// neither checked nor written to `known_hosts`).
+/// The guest's SSH host key as it was offered, recorded as evidence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostKey {
     /// Key algorithm as named on the wire, e.g. `ssh-ed25519`.
     pub algorithm: String,
     /// OpenSSH-style SHA-256 fingerprint, `SHA256:...`.
     pub fingerprint: String,
+    /// True when it is this run's host key (see [`SshKey`]); false only for a target
+    /// whose image may lack the coldboot adapter and did not install it.
+    #[serde(default)]
+    pub pinned: bool,
+}
+
+impl HostKey {
+    /// One line for logs and reports: `SHA256:... pinned` or why it is not.
+    pub fn describe(&self) -> String {
+        if self.pinned {
+            format!("host key {} {} pinned", self.algorithm, self.fingerprint)
+        } else {
+            format!(
+                "host key not pinned: the guest offered {} {}, not this run's key (an image \
+                 without the coldboot adapter)",
+                self.algorithm, self.fingerprint
+            )
+        }
+    }
 }
 
 /// An authenticated SSH session to a guest, as root. Cheap to clone (shared session).
@@ -208,9 +226,11 @@ fn connect_blocking(addr: SocketAddr, key: SshKey, deadline: Duration) -> anyhow
         attempts += 1;
         let remaining = until.saturating_duration_since(Instant::now());
         let attempt = ATTEMPT_TIMEOUT.min(remaining.max(Duration::from_millis(100)));
-        let last_error = match open_session(addr, &pem, attempt) {
-            Ok(session) => {
-                let host_key = host_key(&session)?;
+        let last_error = match open_session(addr, &key, &pem, attempt) {
+            Ok((session, host_key)) => {
+                if !host_key.pinned {
+                    tracing::warn!(%addr, "{}", host_key.describe());
+                }
                 tracing::debug!(%addr, attempts, elapsed = ?started.elapsed(), "ssh connected");
                 return Ok(Guest {
                     inner: Arc::new(Inner {
@@ -220,6 +240,10 @@ fn connect_blocking(addr: SocketAddr, key: SshKey, deadline: Duration) -> anyhow
                         host_key,
                     }),
                 });
+            }
+            // Another host key is a fact, not a guest still booting: no retry.
+            Err(e) if e.is::<HostKeyMismatch>() => {
+                return Err(infra(format!("ssh root@{addr}: {e}")));
             }
             Err(e) => e,
         };
@@ -235,18 +259,75 @@ fn connect_blocking(addr: SocketAddr, key: SshKey, deadline: Duration) -> anyhow
     }
 }
 
-/// One attempt: TCP connect, SSH handshake, public key auth as root from memory.
+/// The guest offered a host key that is not this run's: the harness is not talking to
+/// the guest it started (another VM on a reused port, or something in between).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the SSH server offered host key {offered}, not this run's {expected}: it is not the \
+     guest this run started, so the harness will not talk to it"
+)]
+pub struct HostKeyMismatch {
+    /// The fingerprint of what was offered.
+    pub offered: String,
+    /// The fingerprint of this run's host key.
+    pub expected: String,
+}
+
+/// Host key algorithms asked for: only ed25519 when the key is pinned (the guest has
+/// only that one), ed25519 first otherwise, so a guest that installed it offers it.
+fn host_key_methods(required: bool) -> &'static str {
+    if required {
+        "ssh-ed25519"
+    } else {
+        "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa"
+    }
+}
+
+/// Check the offered host key `blob` against the run's key: pinned when it is the
+/// run's, a [`HostKeyMismatch`] when it is not and the key is required.
+pub fn check_host_key(blob: &[u8], key: &SshKey) -> anyhow::Result<HostKey> {
+    let parsed = ssh_key::PublicKey::from_bytes(blob)
+        .map_err(|e| infra(format!("cannot parse the guest's SSH host key: {e}")))?;
+    let offered = HostKey {
+        algorithm: parsed.algorithm().as_str().to_owned(),
+        fingerprint: parsed.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+        pinned: blob == key.host_public_blob().as_slice(),
+    };
+    if !offered.pinned && key.host_key_required() {
+        return Err(HostKeyMismatch {
+            offered: offered.fingerprint,
+            expected: key.host_fingerprint(),
+        }
+        .into());
+    }
+    Ok(offered)
+}
+
+/// One attempt: TCP connect, SSH handshake, the host key checked against the run's,
+/// then public key auth as root from memory.
 pub(crate) fn open_session(
     addr: SocketAddr,
+    key: &SshKey,
     pem: &str,
     timeout: Duration,
-) -> anyhow::Result<Session> {
+) -> anyhow::Result<(Session, HostKey)> {
     let tcp = TcpStream::connect_timeout(&addr, timeout).context("TCP connect")?;
     tcp.set_nodelay(true).ok();
     let mut session = Session::new().context("cannot create an SSH session")?;
     session.set_tcp_stream(tcp);
     session.set_timeout(millis(timeout));
+    session
+        .method_pref(
+            ssh2::MethodType::HostKey,
+            host_key_methods(key.host_key_required()),
+        )
+        .context("cannot choose the host key algorithms")?;
     session.handshake().context("SSH handshake")?;
+    // Checked before authenticating: nothing is sent to a server that is not the guest.
+    let (blob, _) = session
+        .host_key()
+        .ok_or_else(|| infra("the SSH server sent no host key"))?;
+    let host_key = check_host_key(blob, key)?;
     session
         .userauth_pubkey_memory("root", None, pem, None)
         .context("public key authentication as root")?;
@@ -254,23 +335,11 @@ pub(crate) fn open_session(
         anyhow::bail!("public key authentication as root was not accepted");
     }
     session.set_timeout(millis(SESSION_TIMEOUT));
-    Ok(session)
+    Ok((session, host_key))
 }
 
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
-}
-
-fn host_key(session: &Session) -> anyhow::Result<HostKey> {
-    let (blob, _) = session
-        .host_key()
-        .ok_or_else(|| infra("the SSH server sent no host key"))?;
-    let key = ssh_key::PublicKey::from_bytes(blob)
-        .map_err(|e| infra(format!("cannot parse the guest's SSH host key: {e}")))?;
-    Ok(HostKey {
-        algorithm: key.algorithm().as_str().to_owned(),
-        fingerprint: key.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
-    })
 }
 
 /// Run one command on an open session: optional stdin, then both streams until EOF.
@@ -376,6 +445,43 @@ mod tests {
         let cmd = write_file_command("/etc/it's here", 0o644);
         assert!(cmd.contains("chmod 644 "), "{cmd}");
         assert!(cmd.contains("mv -f \"$t\" '/etc/it'\\''s here'"), "{cmd}");
+    }
+
+    #[test]
+    fn the_runs_host_key_is_pinned_and_another_is_refused() {
+        let key = SshKey::generate().unwrap();
+        let ours = check_host_key(&key.host_public_blob(), &key).unwrap();
+        assert!(ours.pinned);
+        assert_eq!(ours.fingerprint, key.host_fingerprint());
+        assert_eq!(ours.algorithm, "ssh-ed25519");
+        // Another guest's key (here: another run's), and the client key itself.
+        let other = SshKey::generate().unwrap();
+        for blob in [other.host_public_blob(), key.public_blob()] {
+            let err = check_host_key(&blob, &key).unwrap_err();
+            let mismatch = err.downcast_ref::<HostKeyMismatch>().expect("a mismatch");
+            assert_eq!(mismatch.expected, key.host_fingerprint());
+            assert!(err.to_string().contains("not the guest this run started"));
+        }
+        // Garbage is refused too, as an infrastructure error.
+        let err = check_host_key(b"not a key", &key).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), crate::error::exit::INFRA);
+    }
+
+    #[test]
+    fn an_unpinned_target_is_recorded_and_said_not_silently_accepted() {
+        let key = SshKey::generate().unwrap().require_host_key(false);
+        let other = SshKey::generate().unwrap();
+        let seen = check_host_key(&other.host_public_blob(), &key).unwrap();
+        assert!(!seen.pinned);
+        assert!(
+            seen.describe().starts_with("host key not pinned"),
+            "{}",
+            seen.describe()
+        );
+        let ours = check_host_key(&key.host_public_blob(), &key).unwrap();
+        assert!(ours.pinned && ours.describe().ends_with("pinned"));
+        assert_eq!(host_key_methods(true), "ssh-ed25519");
+        assert!(host_key_methods(false).starts_with("ssh-ed25519,"));
     }
 
     #[test]

@@ -117,7 +117,7 @@ struct StreamJob {
 impl StreamJob {
     fn run(self, ready: oneshot::Sender<anyhow::Result<()>>) {
         let started = self.key.private_openssh().and_then(|pem| {
-            let s = open_session(self.addr, &pem, STREAM_CONNECT_TIMEOUT)?;
+            let (s, _) = open_session(self.addr, &self.key, &pem, STREAM_CONNECT_TIMEOUT)?;
             let mut channel = s.channel_session().context("cannot open an SSH channel")?;
             channel
                 .exec(&self.cmd)

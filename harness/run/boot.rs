@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::error::infra;
+use crate::guest::key::HOST_KEY_FW_CFG;
 use crate::guest::{Guest, SshKey};
 use crate::scenario::BootOptions;
-use crate::target::{BootSpec, Launch};
-use crate::vm::{AccelChoice, Vm, VmConfig};
+use crate::target::{BootSpec, Launch, TargetIdentity};
+use crate::vm::{AccelChoice, FwCfgFile, Vm, VmConfig};
 
 /// The full kernel command line: the target's base, the SSH key, then the boot options
 /// (masks, `systemd.setenv=`, extra arguments).
@@ -23,7 +24,8 @@ pub fn cmdline(spec: &BootSpec, key: &SshKey, opts: &BootOptions) -> Vec<String>
     line
 }
 
-/// A VM configuration for `spec`, with the key redacted from anything logged.
+/// A VM configuration for `spec`, with the key redacted from anything logged and the
+/// run's private host key offered through fw_cfg (see [`crate::guest::key`]).
 pub fn vm_config(
     spec: &BootSpec,
     key: &SshKey,
@@ -32,7 +34,7 @@ pub fn vm_config(
     run_dir: PathBuf,
     guest_forwards: Vec<u16>,
     keep: bool,
-) -> VmConfig {
+) -> anyhow::Result<VmConfig> {
     let mut config = match &spec.launch {
         Launch::Qemu {
             disk,
@@ -50,7 +52,22 @@ pub fn vm_config(
     config.guest_forwards = guest_forwards;
     config.keep = keep;
     config.redact = vec![key.kernel_arg()];
-    config
+    config.fw_cfg.push(host_key_fw_cfg(key)?);
+    Ok(config)
+}
+
+/// The fw_cfg entry that hands the run's private host key to the guest's adapter.
+pub fn host_key_fw_cfg(key: &SshKey) -> anyhow::Result<FwCfgFile> {
+    let pem = key.host_private_openssh()?;
+    FwCfgFile::private(HOST_KEY_FW_CFG, pem.as_bytes())
+        .map_err(|e| infra(format!("cannot write the per-run host key file: {e}")))
+}
+
+/// Whether a target's guest must present the run's host key: recipe images and NixOS
+/// systems always carry the coldboot adapter that installs it; a prebuilt `image:` may
+/// not, and then the key is only recorded as not pinned (see [`crate::guest::HostKey`]).
+pub fn requires_host_key(spec: &BootSpec) -> bool {
+    !matches!(spec.identity, TargetIdentity::Image { .. })
 }
 
 /// Wait for SSH on the VM's current boot, failing at once on a kernel panic, emergency

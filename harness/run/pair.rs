@@ -190,7 +190,7 @@ struct Up {
 async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> anyhow::Result<()> {
     let scenario = &ctx.pair.scenario;
     check_faults(ctx)?;
-    let key = SshKey::generate()?;
+    let key = SshKey::generate()?.require_host_key(boot::requires_host_key(&ctx.spec));
     let forwards = host_ports(&scenario.phases);
     let mut up: Option<Up> = None;
     let mut finished = false;
@@ -211,7 +211,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                     ctx.run_dir.clone(),
                     forwards.clone(),
                     ctx.keep,
-                );
+                )?;
                 (ctx.status)(&format!("phase {}: starting QEMU", phase.name));
                 let vm = Vm::start(config).await?;
                 record::vm_evidence(&vm, &ctx.run_dir)?;
@@ -373,7 +373,12 @@ async fn connect(
     });
     state.timeline.event(
         "ssh up",
-        &format!("boot {} after {:.1}s", vm.boot_index(), took.as_secs_f64()),
+        &format!(
+            "boot {} after {:.1}s; {}",
+            vm.boot_index(),
+            took.as_secs_f64(),
+            guest.host_key().describe()
+        ),
     );
     let baseline = ctx.baseline_poll.then(|| {
         let units: Vec<String> = ctx

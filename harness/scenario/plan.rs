@@ -317,7 +317,11 @@ fn check_target_string(target: &str) -> Result<(), String> {
         .iter()
         .any(|k| target.strip_prefix(k).is_some_and(|rest| !rest.is_empty()));
     if ok {
-        Ok(())
+        // The whole syntax (query keys, `#ATTR`); whether the files are there and the
+        // variants resolve is checked before a run (`target::check`).
+        crate::target::TargetSpec::parse(target)
+            .map(drop)
+            .map_err(|e| e.to_string())
     } else {
         Err(format!(
             "invalid target {target:?}: expected recipe:DIR[?KEY=VALUE&...], image:PATH or nix:FLAKEREF#ATTR"

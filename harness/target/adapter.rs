@@ -2,7 +2,8 @@
 //!
 //! Files are embedded in the binary so the builder needs nothing but itself. The adapter
 //! gives the guest DHCP on the user-mode NIC (systemd-networkd), installs the per-run SSH
-//! key from the kernel command line before sshd starts, and keeps boots quiet and quick.
+//! key from the kernel command line and the run's host key from QEMU fw_cfg before sshd
+//! starts, and keeps boots quiet and quick.
 
 use std::path::Path;
 
@@ -21,9 +22,10 @@ pub struct GuestFile {
 }
 
 /// Units the adapter enables in every image.
-pub const ENABLED_UNITS: [&str; 2] = [
+pub const ENABLED_UNITS: [&str; 3] = [
     "systemd-networkd.service",
     "coldboot-authorized-key.service",
+    "coldboot-host-key.service",
 ];
 
 /// Units masked in every image: they reach for the Debian archive on a timer, which a
@@ -46,6 +48,16 @@ pub fn adapter_files() -> Vec<GuestFile> {
         GuestFile {
             path: "/usr/local/lib/coldboot/authorized-key",
             content: include_str!("adapter/authorized-key").into(),
+            mode: 0o755,
+        },
+        GuestFile {
+            path: "/etc/systemd/system/coldboot-host-key.service",
+            content: include_str!("adapter/coldboot-host-key.service").into(),
+            mode: 0o644,
+        },
+        GuestFile {
+            path: "/usr/local/lib/coldboot/host-key",
+            content: include_str!("adapter/host-key").into(),
             mode: 0o755,
         },
         GuestFile {
@@ -154,6 +166,28 @@ mod tests {
         let script = include_str!("adapter/authorized-key");
         assert!(script.contains("coldboot.authorized_key=") && script.contains("/proc/cmdline"));
         assert!(script.contains("chmod 600"));
+    }
+
+    #[test]
+    fn host_key_unit_runs_before_ssh_and_sshd_uses_only_that_key() {
+        let unit = include_str!("adapter/coldboot-host-key.service");
+        assert!(unit.contains("Before=ssh.service"));
+        assert!(
+            units::parse_install(unit)
+                .wanted_by
+                .contains(&"ssh.service".to_string())
+        );
+        let script = include_str!("adapter/host-key");
+        let name = crate::guest::key::HOST_KEY_FW_CFG;
+        assert!(
+            script.contains(&format!("name={name}\n")),
+            "the script reads {name}"
+        );
+        assert!(script.contains("/sys/firmware/qemu_fw_cfg/by_name/$name/raw"));
+        assert!(!script.contains("/proc/cmdline"));
+        let sshd = include_str!("adapter/sshd.conf");
+        let host_keys: Vec<&str> = sshd.lines().filter(|l| l.starts_with("HostKey ")).collect();
+        assert_eq!(host_keys, ["HostKey /run/coldboot/ssh_host_ed25519_key"]);
     }
 
     #[test]

@@ -95,7 +95,8 @@ pub fn image_key(
     let mut sorted: Vec<&RecipeEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.rel.cmp(&b.rel));
     // image/2: an entry also keeps the image's unit folders (`units/`).
-    let mut h = KeyHasher::new("image/2");
+    // image/3: the adapter installs the run's host key from fw_cfg.
+    let mut h = KeyHasher::new("image/3");
     h.field(rootfs.as_bytes());
     h.field(&(sorted.len() as u64).to_le_bytes());
     for e in sorted {

@@ -5,6 +5,7 @@
 mod adapter;
 pub mod build;
 pub mod cache;
+pub mod check;
 pub mod gate;
 pub mod integrity;
 pub mod nix;
@@ -304,6 +305,8 @@ pub async fn build_recipe(
 
 /// Turn a target into something bootable, building a recipe image if needed.
 pub async fn prepare(spec: &TargetSpec, opts: &PrepareOptions) -> anyhow::Result<BootSpec> {
+    // Bad input is a usage error here, before a build or a boot can fail on it.
+    check::check(spec)?;
     match spec {
         TargetSpec::Recipe { dir, variants } => {
             Ok(build_recipe(dir, variants, opts).await?.boot_spec())

@@ -30,9 +30,15 @@ pub struct Variant {
     /// The allowed values (an allow-list); empty when `integer` is set.
     #[serde(default)]
     pub values: Vec<String>,
-    /// Accept any integer instead of an allow-list.
+    /// Accept an integer instead of an allow-list.
     #[serde(default)]
     pub integer: bool,
+    /// The smallest integer accepted (only with `integer: true`).
+    #[serde(default)]
+    pub min: Option<i64>,
+    /// The largest integer accepted (only with `integer: true`).
+    #[serde(default)]
+    pub max: Option<i64>,
     /// Guest path → content; `{value}` in the content is replaced by the chosen value.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
@@ -267,6 +273,14 @@ fn check_variant_decl(name: &str, v: &Variant) -> Result<(), String> {
         (false, true) => return Err("give `values` (an allow-list) or `integer: true`".into()),
         _ => {}
     }
+    if !v.integer && (v.min.is_some() || v.max.is_some()) {
+        return Err("`min` and `max` bound an integer variant: add `integer: true`".into());
+    }
+    if let (Some(lo), Some(hi)) = (v.min, v.max)
+        && lo > hi
+    {
+        return Err(format!("`min` ({lo}) is above `max` ({hi})"));
+    }
     check_value(v, &v.default).map_err(|m| format!("field `default`: {m}"))?;
     for (value, gates) in &v.gates {
         check_value(v, value).map_err(|m| format!("field `gates`: {m}"))?;
@@ -289,8 +303,17 @@ fn check_variant_decl(name: &str, v: &Variant) -> Result<(), String> {
 /// Whether `value` is allowed for this variant; the error says what is allowed.
 fn check_value(v: &Variant, value: &str) -> Result<(), String> {
     if v.integer {
-        if value.parse::<i64>().is_err() {
-            return Err(format!("{value:?} is not an integer"));
+        let range = match (v.min, v.max) {
+            (Some(lo), Some(hi)) => format!("an integer from {lo} to {hi}"),
+            (Some(lo), None) => format!("an integer of at least {lo}"),
+            (None, Some(hi)) => format!("an integer of at most {hi}"),
+            (None, None) => "an integer".to_string(),
+        };
+        let Ok(n) = value.parse::<i64>() else {
+            return Err(format!("{value:?} is not an integer (expected {range})"));
+        };
+        if v.min.is_some_and(|lo| n < lo) || v.max.is_some_and(|hi| n > hi) {
+            return Err(format!("{n} is out of range (expected {range})"));
         }
     } else if !v.values.iter().any(|x| x == value) {
         return Err(format!(

@@ -240,3 +240,64 @@ fn gates_for_an_unknown_value_or_with_a_bad_url_are_located() {
         "{err}"
     );
 }
+
+#[test]
+fn integer_variants_take_a_range() {
+    let ranged = GOOD.replace("integer: true", "integer: true\n    min: 1\n    max: 60");
+    let r = parse(&ranged).unwrap();
+    assert_eq!(
+        (r.variants["delay"].min, r.variants["delay"].max),
+        (Some(1), Some(60))
+    );
+    r.resolve_variants(&chosen(&[("delay", "60")])).unwrap();
+    for bad in ["-1", "0", "61", "99999999999999999999"] {
+        let msg = r
+            .resolve_variants(&chosen(&[("delay", bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(&format!("delay={bad}")) && msg.contains("from 1 to 60"),
+            "{bad}: {msg}"
+        );
+    }
+    let only_min = GOOD.replace("integer: true", "integer: true\n    min: 1");
+    let msg = parse(&only_min)
+        .unwrap()
+        .resolve_variants(&chosen(&[("delay", "-1")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("out of range (expected an integer of at least 1)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_range_must_make_sense() {
+    let upside_down = GOOD.replace("integer: true", "integer: true\n    min: 10\n    max: 2");
+    let msg = parse(&upside_down).unwrap_err().to_string();
+    assert!(msg.contains("`min` (10) is above `max` (2)"), "{msg}");
+    let default_outside = GOOD.replace("integer: true", "integer: true\n    min: 10");
+    let msg = parse(&default_outside).unwrap_err().to_string();
+    assert!(msg.contains("field `default`: 5 is out of range"), "{msg}");
+    let not_integer = GOOD.replace(
+        "values: [self, dashboard]",
+        "values: [self, dashboard]\n    max: 3",
+    );
+    let msg = parse(&not_integer).unwrap_err().to_string();
+    assert!(msg.contains("add `integer: true`"), "{msg}");
+}
+
+#[test]
+fn the_model_bounds_its_timeout() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-images/ccci-model");
+    let r = Recipe::load(&dir).unwrap();
+    for bad in ["-1", "0"] {
+        assert!(
+            r.resolve_variants(&chosen(&[("timeout", bad)])).is_err(),
+            "{bad}"
+        );
+    }
+    r.resolve_variants(&chosen(&[("timeout", "90")])).unwrap();
+    r.resolve_variants(&chosen(&[("timeout", "900")])).unwrap();
+}

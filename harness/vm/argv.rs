@@ -71,6 +71,9 @@ pub fn qemu_argv(config: &VmConfig) -> Vec<String> {
         "-qmp".into(),
         format!("unix:{QMP_SOCKET_FILE},server=on,wait=off"),
     ]);
+    for f in &config.fw_cfg {
+        argv.extend(["-fw_cfg".into(), f.qemu_arg()]);
+    }
     argv
 }
 
@@ -126,6 +129,10 @@ pub fn nix_runner_env(config: &VmConfig) -> Vec<(String, String)> {
     ]);
     if config.accel.accel == Accel::Tcg {
         opts.extend(["-machine".into(), "accel=tcg".into()]);
+    }
+    // QEMU_OPTS is word-split by the runner: the temporary path has no spaces.
+    for f in &config.fw_cfg {
+        opts.extend(["-fw_cfg".into(), f.qemu_arg()]);
     }
     let net: Vec<String> = config
         .forwarded_guest_ports()
@@ -290,6 +297,30 @@ mod tests {
         );
         assert!(!line.join(" ").contains("SECRETKEY"));
         assert_eq!(link_name(&c), "user.0");
+    }
+
+    #[test]
+    fn fw_cfg_files_reach_qemu_and_the_nix_runner() {
+        let mut c = config();
+        c.fw_cfg = vec![crate::vm::config::FwCfgFile::named(
+            "opt/coldboot/ssh_host_ed25519_key",
+            "/tmp/coldboot-fw-cfg-x,y",
+        )];
+        let argv = qemu_argv(&c);
+        let at = argv.iter().position(|a| a == "-fw_cfg").unwrap();
+        assert_eq!(
+            argv[at + 1],
+            "name=opt/coldboot/ssh_host_ed25519_key,file=/tmp/coldboot-fw-cfg-x,,y"
+        );
+        c.nix_runner = Some("/nix/store/abc-nixos-vm/bin/run-ccci-model-vm".into());
+        let env = nix_runner_env(&c);
+        assert!(
+            env[1].1.ends_with(
+                " -fw_cfg name=opt/coldboot/ssh_host_ed25519_key,file=/tmp/coldboot-fw-cfg-x,,y"
+            ),
+            "{}",
+            env[1].1
+        );
     }
 
     #[test]

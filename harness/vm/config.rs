@@ -1,6 +1,7 @@
 //! What one VM is made of. Built by the caller from a `BootSpec` and scenario options.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::accel::AccelChoice;
 
@@ -38,6 +39,57 @@ pub struct VmConfig {
     /// instead of QEMU with an argv of ours. `disk`, `kernel` and `initrd` are then
     /// unused: the runner boots its own system on a fresh `run_dir/nixos.qcow2`.
     pub nix_runner: Option<PathBuf>,
+    /// Named blobs QEMU hands to the guest through fw_cfg (`-fw_cfg name=NAME,file=PATH`;
+    /// in the guest root alone reads `/sys/firmware/qemu_fw_cfg/by_name/NAME/raw`).
+    pub fw_cfg: Vec<FwCfgFile>,
+}
+
+/// One fw_cfg entry: its name (`opt/...`) and the host file QEMU reads at start.
+#[derive(Debug, Clone)]
+pub struct FwCfgFile {
+    /// The entry's name; user entries start with `opt/`.
+    pub name: String,
+    /// The file QEMU reads (at every start, so also at a power cycle).
+    pub path: PathBuf,
+    /// The private temporary file behind `path`, removed when the last clone goes.
+    _file: Option<Arc<tempfile::NamedTempFile>>,
+}
+
+impl FwCfgFile {
+    /// `bytes` in a fresh 0600 file in the system temporary folder: never in the run
+    /// folder, which may become evidence. Removed when the last clone is dropped.
+    pub fn private(name: &str, bytes: &[u8]) -> std::io::Result<FwCfgFile> {
+        use std::io::Write as _;
+        let mut file = tempfile::Builder::new()
+            .prefix("coldboot-fw-cfg-")
+            .tempfile()?;
+        file.write_all(bytes)?;
+        file.flush()?;
+        Ok(FwCfgFile {
+            name: name.to_string(),
+            path: file.path().to_path_buf(),
+            _file: Some(Arc::new(file)),
+        })
+    }
+
+    /// An entry that names a path without owning a file (for `--dry-run` listings).
+    pub fn named(name: &str, path: impl Into<PathBuf>) -> FwCfgFile {
+        FwCfgFile {
+            name: name.to_string(),
+            path: path.into(),
+            _file: None,
+        }
+    }
+
+    /// The QEMU option value: `name=NAME,file=PATH` (commas in the path doubled, as
+    /// QEMU's option syntax escapes them).
+    pub fn qemu_arg(&self) -> String {
+        format!(
+            "name={},file={}",
+            self.name,
+            self.path.display().to_string().replace(',', ",,")
+        )
+    }
 }
 
 impl VmConfig {
@@ -56,6 +108,7 @@ impl VmConfig {
             keep: false,
             redact: Vec::new(),
             nix_runner: None,
+            fw_cfg: Vec::new(),
         }
     }
 

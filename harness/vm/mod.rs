@@ -24,7 +24,7 @@ use anyhow::Result;
 
 pub use accel::{Accel, AccelChoice};
 pub use boot::QemuExit;
-pub use config::VmConfig;
+pub use config::{FwCfgFile, VmConfig};
 pub use console::{ConsoleFailure, ConsoleFailureKind};
 pub use qmp::HostForward;
 

@@ -1,8 +1,11 @@
 # The coldboot guest adapter as a NixOS module: the same contract as the recipe adapter
 # (harness/target/adapter/). At boot it installs the per-run key given on the kernel
 # command line (`coldboot.authorized_key=<base64 ed25519 public key blob>`) for root,
-# before sshd starts; sshd lets root in by key only; the console is on the serial port;
-# the user-mode NIC gets DHCP. Nothing else in the system under test is changed.
+# before sshd starts, and the run's SSH host key from QEMU fw_cfg
+# (`opt/coldboot/ssh_host_ed25519_key`, readable by root only), which sshd then uses
+# alone and the harness checks on connect; sshd lets root in by key only; the console is
+# on the serial port; the user-mode NIC gets DHCP. Nothing else in the system under test
+# is changed.
 #
 # `lib.withColdboot` in flake.nix adds it to any NixOS configuration with
 # `extendModules`, so a flake's own configuration is used unchanged.
@@ -30,8 +33,29 @@
       };
     };
 
+    # The same script as the recipe images: the private host key from fw_cfg.
+    systemd.services.coldboot-host-key = {
+      description = "coldboot: install the run's SSH host key from QEMU fw_cfg";
+      unitConfig.DefaultDependencies = false;
+      after = [ "local-fs.target" "systemd-modules-load.service" ];
+      before = [ "sshd.service" "sysinit.target" ];
+      wantedBy = [ "sysinit.target" "sshd.service" ];
+      path = [ pkgs.coreutils pkgs.kmod config.programs.ssh.package ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = "${pkgs.runtimeShell} ${../../harness/target/adapter/host-key}";
+        StandardOutput = "journal+console";
+      };
+    };
+    boot.kernelModules = [ "qemu_fw_cfg" ];
+
     services.openssh = {
       enable = true;
+      # Only the run's key, so the harness's check means something.
+      hostKeys = lib.mkForce [
+        { path = "/run/coldboot/ssh_host_ed25519_key"; type = "ed25519"; }
+      ];
       settings = {
         PermitRootLogin = "prohibit-password";
         PasswordAuthentication = false;
