@@ -65,6 +65,9 @@ fn write(entry: &Path, sums: &Sums) -> anyhow::Result<()> {
     bytes.push(b'\n');
     let mut tmp = tempfile::NamedTempFile::new_in(entry)?;
     std::io::Write::write_all(&mut tmp, &bytes)?;
+    // Readable like the rest of the entry (a temporary file is made 0600).
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.persist(entry.join(CHECKSUMS_FILE))?;
     Ok(())
 }

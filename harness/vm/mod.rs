@@ -297,6 +297,8 @@ impl Drop for Vm {
         if !self.config.keep {
             let _ = std::fs::remove_file(&self.overlay);
         }
+        // Torn down properly: nothing in the folder is left for `coldboot gc`.
+        owner::disown(&self.config.run_dir);
     }
 }
 

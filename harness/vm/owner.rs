@@ -124,6 +124,15 @@ pub fn claim(run_dir: &Path, keep: bool) {
     }
 }
 
+/// Remove `run_dir`'s `owner.json` when it names this process (its VM was torn down
+/// properly, so the folder holds nothing stale).
+pub fn disown(run_dir: &Path) {
+    let path = run_dir.join(OWNER_FILE);
+    if read(&path).is_some_and(|r| Some(r.owner) == Owner::me()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Remove this process's index (at a normal exit, once every VM is gone).
 pub fn release() {
     if let (Some(me), Ok(root)) = (Owner::me(), crate::target::cache::cache_root(None)) {
