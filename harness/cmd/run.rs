@@ -29,6 +29,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             let mut loaded = scenario::load_plan(path)?;
             loaded.override_targets(&flags)?;
             names.push(loaded.plan.name.clone());
+
             for pair in loaded.pairs() {
                 let same = |p: &RunPair| {
                     p.target == pair.target
@@ -103,9 +104,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     coldboot::evidence::write_invocation(&evidence, &command)?;
     let reports = run_pairs(pairs, &opts).await?;
     coldboot::evidence::write_reports(&evidence, &reports)?;
-    let infra = reports
-        .iter()
-        .any(|r| matches!(r.verdict, coldboot::check::Verdict::Error { .. }));
     let mismatched = reports.iter().filter(|r| !r.matches_plan).count();
     eprintln!(
         "{} pairs: {} as planned, {} not; evidence in {}",
@@ -114,13 +112,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         mismatched,
         evidence.display()
     );
-    Ok(if infra {
-        exit::INFRA
-    } else if mismatched > 0 {
-        exit::MISMATCH
-    } else {
-        exit::OK
-    })
+    Ok(coldboot::run::exit_code(&reports))
 }
 
 /// Every command the run would start, without starting any: per target, the image build
