@@ -106,7 +106,7 @@ fn a_huge_file_is_refused_in_plain_words() {
 #[test]
 fn an_unknown_fault_is_a_usage_error_at_its_line() {
     if let Some(why) = common::cannot_boot() {
-        eprintln!("SKIPPED: {why}");
+        common::skip(&why);
         return;
     }
     let file = "tests/scenarios/unknown-fault.yaml";

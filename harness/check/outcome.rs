@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::scenario::{Expectation, ExpectationKind};
+
 /// Whether a check held, and what was seen, before it is tied to an expectation id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evaluation {
@@ -32,13 +34,22 @@ impl Evaluation {
 }
 
 /// The outcome of one expectation in one run.
+///
+/// Reports read `kind` (the expectation's kind and parameters as data) and the figures
+/// (`changed_at`, `decided_at`, `evidence`), never the sentences: `expected` is for
+/// people, and rewording it changes no section of any report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectationOutcome {
     /// The expectation's stable id.
     pub id: String,
     /// Whether it held.
     pub held: bool,
-    /// What had to hold, in words (`Expectation::kind.describe()`).
+    /// What was checked, as data: the kind and its parameters (unit, state, result, URL,
+    /// status, pattern, the ordering's anchor and units...). Absent in bundles written
+    /// before report.json schema 3, and in outcomes made without an expectation.
+    #[serde(default)]
+    pub kind: Option<ExpectationKind>,
+    /// What had to hold, in words (`ExpectationKind::describe()`), for people only.
     pub expected: String,
     /// What was seen.
     pub seen: String,
@@ -60,12 +71,28 @@ impl ExpectationOutcome {
         ExpectationOutcome {
             id: id.into(),
             held: eval.held,
+            kind: None,
             expected: expected.into(),
             seen: eval.seen,
             changed_at: None,
             decided_at: None,
             evidence: None,
         }
+    }
+
+    /// The outcome of `exp`, recording its kind and parameters as data.
+    pub fn of(exp: &Expectation, eval: Evaluation) -> ExpectationOutcome {
+        let mut o = ExpectationOutcome::new(exp.id.clone(), exp.kind.describe(), eval);
+        o.kind = Some(exp.kind.clone());
+        o
+    }
+
+    /// What had to hold, in words: from the recorded kind when there is one, so that a
+    /// report always words it as this harness does.
+    pub fn expected_words(&self) -> String {
+        self.kind
+            .as_ref()
+            .map_or_else(|| self.expected.clone(), ExpectationKind::describe)
     }
 
     /// Verdict latency: the harness's decision minus the guest's own time of the change.

@@ -19,6 +19,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|t| scenario::plan::parse_target_flag(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut sections: Vec<scenario::Section> = Vec::new();
     let (plan_name, mut pairs) = if !args.plans.is_empty() {
         if !args.scenarios.is_empty() {
             return Err(usage("give either --plan or SCENARIO files, not both"));
@@ -29,7 +30,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             let mut loaded = scenario::load_plan(path)?;
             loaded.override_targets(&flags)?;
             names.push(loaded.plan.name.clone());
-
+            // The first plan that describes a milestone's section wins.
+            for s in &loaded.plan.sections {
+                if !sections
+                    .iter()
+                    .any(|k: &scenario::Section| k.milestone == s.milestone)
+                {
+                    sections.push(s.clone());
+                }
+            }
             for pair in loaded.pairs() {
                 let same = |p: &RunPair| {
                     p.target == pair.target
@@ -101,7 +110,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
-    coldboot::evidence::write_invocation(&evidence, &command)?;
+    coldboot::evidence::write_invocation(&evidence, &command, &sections)?;
     let reports = run_pairs(pairs, &opts).await?;
     coldboot::evidence::write_reports(&evidence, &reports)?;
     let mismatched = reports.iter().filter(|r| !r.matches_plan).count();

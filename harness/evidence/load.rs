@@ -35,6 +35,9 @@ pub struct Invocation {
     pub cores: usize,
     /// `uname -sr`-like kernel and release of the host.
     pub host: String,
+    /// The report's milestone sections, from the plans (empty: one per milestone).
+    #[serde(default)]
+    pub sections: Vec<crate::scenario::Section>,
 }
 
 /// One run folder, read back.
@@ -290,6 +293,33 @@ fn under_folder(path: &Path, old_run_dir: &Path, folder: &str) -> PathBuf {
     }
 }
 
+/// Give a pair recorded before report.json schema 3 what later pairs record: each
+/// outcome's kind (by its id in `scenario`, the scenario file as it was when the pair
+/// ran), the focus unit and the report hints. An outcome gets its kind only when the
+/// kind's sentence is the one recorded, word for word, so that the parameters are the
+/// ones that ran. Returns how many outcomes got their kind.
+pub fn upgrade_report(report: &mut PairReport, scenario: &crate::scenario::Scenario) -> usize {
+    let mut upgraded = 0;
+    for o in report.outcomes.iter_mut().filter(|o| o.kind.is_none()) {
+        if let Some(e) = scenario.expectation(&o.id)
+            && e.kind.describe() == o.expected
+        {
+            o.kind = Some(e.kind.clone());
+            upgraded += 1;
+        }
+    }
+    if report.focus_unit.is_none() {
+        report.focus_unit = scenario.focus_unit.as_ref().map(|u| u.as_str().to_string());
+    }
+    if report.report == Default::default() {
+        report.report = scenario.report.clone();
+    }
+    if report.milestones.is_empty() {
+        report.milestones = scenario.milestones.clone();
+    }
+    upgraded
+}
+
 /// The report of a run folder without `verdict.json`: the run was interrupted.
 fn incomplete_report(folder: &str) -> PairReport {
     let (target_name, scenario) = folder.split_once("__").unwrap_or(("", folder));
@@ -300,10 +330,12 @@ fn incomplete_report(folder: &str) -> PairReport {
         scenario: scenario.to_string(),
         scenario_path: PathBuf::new(),
         milestones: Vec::new(),
-        focus_unit: crate::scenario::model::DEFAULT_FOCUS_UNIT.to_string(),
+        focus_unit: None,
+        report: Default::default(),
         started_unix: 0.0,
         expected: Expected::Pass,
         verdict: Verdict::Error {
+            class: crate::error::ErrorClass::Infrastructure,
             message: format!("the run did not finish: {folder}/verdict.json is missing"),
         },
         matches_plan: false,

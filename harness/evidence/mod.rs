@@ -19,7 +19,9 @@ use crate::run::record::{write_atomic, write_json};
 pub use load::{Bundle, PairEvidence, load_bundle};
 
 /// Version of `report.json`'s shape; bump on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: outcomes carry `kind` (the expectation as data), `focus_unit` may be null, pairs
+/// carry the scenario's `report` hints, and an error verdict its `class`.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The four report files of a bundle, rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +143,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Write `run.json` at the top of the bundle: the command line and the machine, which the
 /// report states so that a reader knows where its figures come from.
-pub fn write_invocation(bundle: &Path, command: &str) -> anyhow::Result<()> {
+pub fn write_invocation(
+    bundle: &Path,
+    command: &str,
+    sections: &[crate::scenario::Section],
+) -> anyhow::Result<()> {
     let read = |p: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
@@ -160,6 +166,7 @@ pub fn write_invocation(bundle: &Path, command: &str) -> anyhow::Result<()> {
             read("/proc/sys/kernel/ostype"),
             read("/proc/sys/kernel/osrelease")
         ),
+        sections: sections.to_vec(),
     };
     crate::run::record::write_json(&bundle.join("run.json"), &invocation)
 }

@@ -71,6 +71,16 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         specs.insert(pair.target.clone(), Arc::new(boot_spec));
     }
 
+    // A fault the target lacks is the scenario's mistake: say so before anything boots.
+    for pair in &pairs {
+        let faults: Vec<&str> = specs[&pair.target]
+            .faults
+            .keys()
+            .map(String::as_str)
+            .collect();
+        pair::check_faults(pair, &faults)?;
+    }
+
     let cache_root = target::cache::cache_root(None)?;
     let probe_kernel = specs
         .values()
@@ -140,18 +150,27 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
     Ok(reports.into_iter().map(|(_, r)| r).collect())
 }
 
-/// The exit code of a run from its pairs' reports: 3 when any pair ended in an error,
-/// else 1 when a verdict is not the one the plan expects, else 0.
+/// The exit code of a run from its pairs' reports. A definite verdict that is not the
+/// one the plan expects gives 1 whatever else happened (the errors are listed beside it
+/// in the report): `git bisect` can mark that revision. Else an error in a scenario
+/// gives 2, an infrastructure error 3, and 0 when every verdict is as planned.
 pub fn exit_code(reports: &[PairReport]) -> i32 {
-    use crate::error::exit;
-    let infra = reports
+    use crate::check::Verdict;
+    use crate::error::{ErrorClass, exit};
+    let definite_mismatch = reports
         .iter()
-        .any(|r| matches!(r.verdict, crate::check::Verdict::Error { .. }));
-    let mismatched = reports.iter().filter(|r| !r.matches_plan).count();
-    if infra {
-        exit::INFRA
-    } else if mismatched > 0 {
+        .any(|r| !r.matches_plan && !matches!(r.verdict, Verdict::Error { .. }));
+    let class_of = |c: ErrorClass| {
+        reports
+            .iter()
+            .any(|r| matches!(r.verdict, Verdict::Error { class, .. } if class == c))
+    };
+    if definite_mismatch {
         exit::MISMATCH
+    } else if class_of(ErrorClass::Usage) {
+        exit::USAGE
+    } else if class_of(ErrorClass::Infrastructure) {
+        exit::INFRA
     } else {
         exit::OK
     }
@@ -172,7 +191,7 @@ fn spinner(msg: String) -> ProgressBar {
 mod tests {
     use super::*;
     use crate::check::Verdict;
-    use crate::error::exit;
+    use crate::error::{ErrorClass, exit};
     use crate::scenario::Expected;
 
     fn report(verdict: Verdict, expected: Expected) -> PairReport {
@@ -184,7 +203,8 @@ mod tests {
             scenario: "s".into(),
             scenario_path: "s.yaml".into(),
             milestones: Vec::new(),
-            focus_unit: "a.service".into(),
+            focus_unit: None,
+            report: Default::default(),
             started_unix: 0.0,
             expected,
             verdict,
@@ -207,17 +227,58 @@ mod tests {
         }
     }
 
+    fn error(class: ErrorClass) -> Verdict {
+        Verdict::Error {
+            message: "QEMU died".into(),
+            class,
+        }
+    }
+
     /// Issue 10: a definite failure is never hidden behind another pair's error.
     #[test]
-    #[ignore = "issue 10 defect: any error makes the run exit 3, hiding a failure"]
     fn a_failure_beats_an_error() {
-        let error = Verdict::Error {
-            message: "QEMU died".into(),
-        };
         let reports = [
             report(fail(), Expected::Pass),
-            report(error, Expected::Pass),
+            report(error(ErrorClass::Infrastructure), Expected::Pass),
         ];
         assert_eq!(exit_code(&reports), exit::MISMATCH);
+        // A pass where a reproduction was expected is definite too.
+        let missed = Expected::Reproduced(crate::scenario::Reproduction {
+            failing: vec!["e".into()],
+            seen: None,
+        });
+        let reports = [
+            report(Verdict::Pass, missed),
+            report(error(ErrorClass::Usage), Expected::Pass),
+        ];
+        assert_eq!(exit_code(&reports), exit::MISMATCH);
+    }
+
+    /// The error class travels with the verdict: a scenario's mistake is 2, the
+    /// infrastructure's 3; a usage error beats an infrastructure error.
+    #[test]
+    fn errors_exit_by_their_class() {
+        let ok = report(Verdict::Pass, Expected::Pass);
+        assert_eq!(exit_code(std::slice::from_ref(&ok)), exit::OK);
+        let usage = report(error(ErrorClass::Usage), Expected::Pass);
+        let infra = report(error(ErrorClass::Infrastructure), Expected::Pass);
+        assert_eq!(exit_code(&[ok.clone(), usage.clone()]), exit::USAGE);
+        assert_eq!(exit_code(&[ok, infra.clone()]), exit::INFRA);
+        assert_eq!(exit_code(&[infra, usage]), exit::USAGE);
+    }
+
+    /// An error verdict from before schema 3 has no class: it reads as infrastructure.
+    #[test]
+    fn an_old_error_verdict_is_infrastructure() {
+        let v: Verdict =
+            serde_json::from_str(r#"{"verdict": "error", "message": "QEMU exited"}"#).unwrap();
+        assert_eq!(v, error_with("QEMU exited", ErrorClass::Infrastructure));
+    }
+
+    fn error_with(message: &str, class: ErrorClass) -> Verdict {
+        Verdict::Error {
+            message: message.into(),
+            class,
+        }
     }
 }

@@ -62,8 +62,11 @@ pub struct PairReport {
     #[serde(default)]
     pub milestones: Vec<crate::scenario::Milestone>,
     /// The unit the scenario follows most closely; reports time the run by it.
-    #[serde(default = "default_focus_unit")]
-    pub focus_unit: String,
+    #[serde(default)]
+    pub focus_unit: Option<String>,
+    /// How reports present the pair (the scenario's `report:`).
+    #[serde(default)]
+    pub report: crate::scenario::ReportHints,
     /// When the pair started, in seconds since the Unix epoch (reports date themselves
     /// from this, so a re-render gives the same bytes).
     #[serde(default)]
@@ -84,10 +87,6 @@ pub struct PairReport {
     pub duration_secs: f64,
     /// The run folder.
     pub run_dir: PathBuf,
-}
-
-fn default_focus_unit() -> String {
-    crate::scenario::model::DEFAULT_FOCUS_UNIT.to_string()
 }
 
 /// One boot within a pair.
@@ -131,11 +130,16 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
     let verdict = match result {
         Ok(()) => check::verdict(&state.outcomes, &ctx.pair.expected),
         Err(e) => {
-            state
-                .timeline
-                .event("infrastructure error", &format!("{e:#}"));
+            state.timeline.event(
+                match crate::error::class(&e) {
+                    crate::error::ErrorClass::Usage => "scenario error",
+                    crate::error::ErrorClass::Infrastructure => "infrastructure error",
+                },
+                &format!("{e:#}"),
+            );
             Verdict::Error {
                 message: format!("{e:#}"),
+                class: crate::error::class(&e),
             }
         }
     };
@@ -148,7 +152,13 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
         scenario: ctx.pair.scenario.name.clone(),
         scenario_path: ctx.pair.scenario.path.clone(),
         milestones: ctx.pair.scenario.milestones.clone(),
-        focus_unit: ctx.pair.scenario.focus_unit.as_str().to_string(),
+        focus_unit: ctx
+            .pair
+            .scenario
+            .focus_unit
+            .as_ref()
+            .map(|u| u.as_str().to_string()),
+        report: ctx.pair.scenario.report.clone(),
         started_unix,
         expected: ctx.pair.expected.clone(),
         verdict,
@@ -181,7 +191,8 @@ struct Up {
 
 async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> anyhow::Result<()> {
     let scenario = &ctx.pair.scenario;
-    check_faults(ctx)?;
+    let faults: Vec<&str> = ctx.spec.faults.keys().map(String::as_str).collect();
+    check_faults(&ctx.pair, &faults)?;
     let key = SshKey::generate()?;
     let forwards = host_ports(&scenario.phases);
     let mut up: Option<Up> = None;
@@ -318,13 +329,8 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
 async fn finish_boot(ctx: &PairContext, up: &Up) {
     let index = up.vm.boot_index();
     let guest = up.cycles.session().unwrap_or_else(|| up.guest.clone());
-    record::boot_evidence(
-        &guest,
-        &ctx.run_dir,
-        index,
-        ctx.pair.scenario.focus_unit.as_str(),
-    )
-    .await;
+    let focus = ctx.pair.scenario.focus_unit.as_ref().map(|u| u.as_str());
+    record::boot_evidence(&guest, &ctx.run_dir, index, focus).await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
 }
@@ -437,7 +443,7 @@ async fn act(
             let out = up.guest.exec(&r.cmd).await?;
             if out.status != r.status {
                 return Err(usage(format!(
-                    "scenario {}: action `{}` exited {} (expected {}): {}",
+                    "scenario {}: action `{}` exited {} (it declares status {}): {}",
                     ctx.pair.scenario.path.display(),
                     r.cmd,
                     out.status,
@@ -500,29 +506,24 @@ async fn inject_fault(ctx: &PairContext, guest: &Guest, name: &str) -> anyhow::R
     Ok(())
 }
 
-/// Every fault a scenario names must exist on the target, before anything boots.
-fn check_faults(ctx: &PairContext) -> anyhow::Result<()> {
-    for phase in &ctx.pair.scenario.phases {
-        let named = phase
-            .boot
-            .faults
-            .iter()
-            .chain(phase.actions.iter().filter_map(|a| match a {
-                Action::Fault(n) => Some(n),
-                _ => None,
-            }));
-        for name in named {
-            if !ctx.spec.faults.contains_key(name) {
-                let known: Vec<&str> = ctx.spec.faults.keys().map(String::as_str).collect();
+/// Every fault a scenario names must exist on the target, before anything boots: a usage
+/// error at the line that names the first missing one.
+pub fn check_faults(pair: &RunPair, faults: &[&str]) -> anyhow::Result<()> {
+    for phase in &pair.scenario.phases {
+        for r in &phase.fault_refs {
+            if !faults.contains(&r.name.as_str()) {
                 return Err(usage(format!(
-                    "{}: phase {:?} names fault {name:?}, which target {} does not define (it defines: {})",
-                    ctx.pair.scenario.path.display(),
+                    "{}:{}:{}: phase {:?} names fault {:?}, which target {} does not define (it defines: {})",
+                    pair.scenario.path.display(),
+                    r.line,
+                    r.col,
                     phase.name,
-                    ctx.pair.target,
-                    if known.is_empty() {
+                    r.name,
+                    pair.target,
+                    if faults.is_empty() {
                         "none".to_string()
                     } else {
-                        known.join(", ")
+                        faults.join(", ")
                     }
                 )));
             }
@@ -569,7 +570,7 @@ fn outcome(
     phase: &str,
     boot_index: u32,
 ) -> ExpectationOutcome {
-    let mut o = ExpectationOutcome::new(exp.id.clone(), exp.kind.describe(), a.eval.clone());
+    let mut o = ExpectationOutcome::of(exp, a.eval.clone());
     o.changed_at = a.changed.map(|c| c.saturating_duration_since(origin));
     o.decided_at = Some(a.decided.saturating_duration_since(origin));
     o.evidence = Some(run_dir.join(record::evidence_file(&exp.kind, phase, boot_index)));

@@ -167,10 +167,16 @@ pub fn identity_evidence(
 
 /// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines;
 /// `critical-chain-boot-N.txt` for the focus unit, and `plot-boot-N.svg`.
-pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32, focus: &str) {
+pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32, focus: Option<&str>) {
+    let chain = async {
+        match focus {
+            Some(unit) => systemd::critical_chain(guest, unit).await,
+            None => Ok(String::new()),
+        }
+    };
     let (journal, chain, plot) = tokio::join!(
         systemd::boot_journal_json(guest),
-        systemd::critical_chain(guest, focus),
+        chain,
         systemd::plot(guest)
     );
     for (file, text) in [
@@ -204,7 +210,11 @@ pub fn waitfor_evidence(run_dir: &Path, boot_index: u32, json: &serde_json::Valu
 /// `units-PHASE.txt`: state, Result and monotonic timestamps of every service and the
 /// units the scenario names, at the end of a phase.
 pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario: &Scenario) {
-    let mut named: Vec<String> = vec![scenario.focus_unit.as_str().to_string()];
+    let mut named: Vec<String> = scenario
+        .focus_unit
+        .iter()
+        .map(|u| u.as_str().to_string())
+        .collect();
     for e in scenario.expectations() {
         match &e.kind {
             ExpectationKind::Unit(u) => named.push(u.unit.as_str().to_string()),

@@ -27,8 +27,9 @@ pub struct Expectation {
     pub kind: ExpectationKind,
 }
 
-/// The kinds of expectation a scenario can state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The kinds of expectation a scenario can state. Serialized (in `verdict.json` and
+/// report.json) as `{KIND: PARAMETERS}`, so reports can read what was checked as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpectationKind {
     /// `unit: U, state: S, within: D[, result: R]` — U reaches S within D (see Timing).
@@ -126,7 +127,7 @@ impl UnitResult {
 }
 
 /// `unit:` expectation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitExpectation {
     /// The unit watched.
     pub unit: UnitName,
@@ -255,7 +256,7 @@ pub enum WaitCycleExpectation {
 pub const DEFAULT_PERSIST: Duration = Duration::from_secs(10);
 
 /// A `wait_cycle:` expectation with its persistence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitCycleCheck {
     /// Absent or expected.
     pub expect: WaitCycleExpectation,
