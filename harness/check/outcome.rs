@@ -33,6 +33,26 @@ impl Evaluation {
     }
 }
 
+/// The rule for a change the harness saw in time but the guest dates after the deadline:
+/// it was reached late, so it fails. `at` is the guest's own time of the change on the
+/// host clock, `uncertainty` how far that mapping may be off (a change within it counts
+/// as in time).
+pub fn late(
+    eval: Evaluation,
+    at: Option<std::time::Instant>,
+    deadline: std::time::Instant,
+    uncertainty: Duration,
+) -> Evaluation {
+    match at {
+        Some(at) if eval.held && at > deadline + uncertainty => Evaluation::failed(format!(
+            "{} only {:.1}s after the deadline",
+            eval.seen,
+            (at - deadline).as_secs_f64()
+        )),
+        _ => eval,
+    }
+}
+
 /// The outcome of one expectation in one run.
 ///
 /// Reports read `kind` (the expectation's kind and parameters as data) and the figures
@@ -98,5 +118,42 @@ impl ExpectationOutcome {
     /// Verdict latency: the harness's decision minus the guest's own time of the change.
     pub fn latency(&self) -> Option<Duration> {
         Some(self.decided_at?.saturating_sub(self.changed_at?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn reached_after_the_deadline_by_the_guest_clock_fails() {
+        let deadline = Instant::now();
+        let slack = Duration::from_millis(50);
+        let held = || Evaluation::held("active");
+        let late_by = |d: u64| {
+            late(
+                held(),
+                Some(deadline + Duration::from_secs(d)),
+                deadline,
+                slack,
+            )
+        };
+        assert!(!late_by(2).held);
+        assert!(
+            late_by(2)
+                .seen
+                .starts_with("active only 2.0s after the deadline")
+        );
+        assert!(late(held(), Some(deadline), deadline, slack).held);
+        assert!(late(held(), None, deadline, slack).held);
+        // A failure stays a failure, worded as it was.
+        let failed = late(
+            Evaluation::failed("x"),
+            Some(deadline + Duration::from_secs(9)),
+            deadline,
+            slack,
+        );
+        assert_eq!(failed.seen, "x");
     }
 }

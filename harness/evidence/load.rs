@@ -14,8 +14,7 @@ use crate::guest::systemd::{UnitState, parse_show};
 use crate::run::PairReport;
 use crate::scenario::Expected;
 
-/// `order.json` at the top of a bundle: run folder names in the plan's order.
-pub const ORDER_FILE: &str = "order.json";
+use super::bundle;
 
 /// Everything the reports need from one bundle.
 #[derive(Debug, Clone)]
@@ -106,10 +105,7 @@ impl PairEvidence {
     }
 }
 
-/// The file a phase's unit states are written to (as `run::record` names it).
-pub fn units_file(phase: &str) -> String {
-    format!("units-{}.txt", crate::run::record::file_safe(phase))
-}
+pub use bundle::units_file;
 
 /// Read every run folder of `dir`. A folder counts as a run folder when it holds
 /// `verdict.json`, `timeline.jsonl` or `vm.json`; one without `verdict.json` is an
@@ -121,7 +117,7 @@ pub fn load_bundle(dir: &Path) -> anyhow::Result<Bundle> {
     for entry in entries {
         let entry = entry.map_err(|e| usage(format!("cannot list {}: {e}", dir.display())))?;
         let path = entry.path();
-        let is_run = ["verdict.json", "timeline.jsonl", "vm.json"]
+        let is_run = bundle::RUN_FOLDER_MARKERS
             .iter()
             .any(|f| path.join(f).is_file());
         if path.is_dir()
@@ -137,11 +133,11 @@ pub fn load_bundle(dir: &Path) -> anyhow::Result<Bundle> {
         .iter()
         .map(|f| load_pair(&dir.join(f), f))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let invocation = match std::fs::read(dir.join("run.json")) {
+    let invocation = match std::fs::read(dir.join(bundle::RUN)) {
         Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
             usage(format!(
                 "{}: not a run record: {e}",
-                dir.join("run.json").display()
+                dir.join(bundle::RUN).display()
             ))
         })?),
         Err(_) => None,
@@ -160,7 +156,7 @@ pub fn sort_folders(folders: &mut [String], order: &[String]) {
 }
 
 fn read_order(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let path = dir.join(ORDER_FILE);
+    let path = dir.join(bundle::ORDER);
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| {
             usage(format!(
@@ -179,8 +175,8 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         .filter(|e| e.path().is_file())
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .collect();
-    let verdict_path = dir.join("verdict.json");
-    let (report, complete) = if files.contains("verdict.json") {
+    let verdict_path = dir.join(bundle::VERDICT);
+    let (report, complete) = if files.contains(bundle::VERDICT) {
         let text = read(&verdict_path)?;
         let mut report: PairReport = serde_json::from_str(&text).map_err(|e| {
             usage(format!(
@@ -194,9 +190,9 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         (incomplete_report(folder), false)
     };
 
-    let vm = match files.contains("vm.json") {
+    let vm = match files.contains(bundle::VM) {
         true => {
-            let path = dir.join("vm.json");
+            let path = dir.join(bundle::VM);
             Some(
                 serde_json::from_str(&read(&path)?)
                     .map_err(|e| usage(format!("{}: not a vm.json: {e}", path.display())))?,
@@ -204,9 +200,9 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         }
         false => None,
     };
-    let identity = match files.contains("identity.json") {
+    let identity = match files.contains(bundle::IDENTITY) {
         true => {
-            let path = dir.join("identity.json");
+            let path = dir.join(bundle::IDENTITY);
             Some(
                 serde_json::from_str(&read(&path)?)
                     .map_err(|e| usage(format!("{}: not JSON: {e}", path.display())))?,
@@ -218,7 +214,7 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
     let mut journal_end_us = BTreeMap::new();
     let mut wait_cycles = BTreeMap::new();
     for name in &files {
-        if name.starts_with("units-") && name.ends_with(".txt") {
+        if bundle::is_units_file(name) {
             let path = dir.join(name);
             let parsed = parse_show(&read(&path)?)
                 .map_err(|e| usage(format!("{}: {e:#}", path.display())))?;
@@ -336,7 +332,10 @@ fn incomplete_report(folder: &str) -> PairReport {
         expected: Expected::Pass,
         verdict: Verdict::Error {
             class: crate::error::ErrorClass::Infrastructure,
-            message: format!("the run did not finish: {folder}/verdict.json is missing"),
+            message: format!(
+                "the run did not finish: {folder}/{} is missing",
+                bundle::VERDICT
+            ),
         },
         matches_plan: false,
         outcomes: Vec::new(),

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use super::bundle;
 use super::facts;
 use super::junit::expected_word;
 use super::load::{Bundle, PairEvidence};
@@ -92,7 +93,7 @@ fn cell(p: &PairEvidence) -> String {
     let mut c = format!(
         "[**{}**]({}) {mark}",
         p.report.verdict.word(),
-        p.link("verdict.json")
+        p.link(bundle::VERDICT)
     );
     if let Some(a) = facts::awaited(p) {
         let at = a.secs.map(|t| format!(" at {t:.1} s")).unwrap_or_default();
@@ -224,8 +225,8 @@ fn claim(s: &mut String, p: &PairEvidence) {
         r.target_name,
         code(&r.target),
         r.verdict.word(),
-        p.link("verdict.json"),
-        p.link("timeline.jsonl")
+        p.link(bundle::VERDICT),
+        p.link(bundle::TIMELINE)
     );
 }
 
@@ -264,8 +265,8 @@ fn wait_cycle(s: &mut String, p: &PairEvidence) {
             s,
             "Graph: [waitfor-boot-{boot}.dot]({}) (Graphviz; the cycle in red), \
              [waitfor-boot-{boot}.json]({}) (the reads and the gate probes).\n",
-            p.link(&format!("waitfor-boot-{boot}.dot")),
-            p.link(&format!("waitfor-boot-{boot}.json"))
+            p.link(&bundle::waitfor_dot(*boot)),
+            p.link(&bundle::waitfor_json(*boot))
         );
     }
 }
@@ -353,7 +354,7 @@ fn probes(s: &mut String, p: &PairEvidence) {
     let _ = writeln!(
         s,
         "Probes the harness made ([verdict.json]({})):\n",
-        p.link("verdict.json")
+        p.link(bundle::VERDICT)
     );
     let _ = writeln!(s, "| t (s) | from | url | status | body |");
     let _ = writeln!(s, "|---|---|---|---|---|");
@@ -520,11 +521,11 @@ fn base_image(s: &mut String, pairs: &[&PairEvidence]) {
                     code(b),
                     code(a),
                     if a == b { "unchanged" } else { "**CHANGED**" },
-                    p.link("identity.json")
+                    p.link(bundle::IDENTITY)
                 );
             }
             _ => {
-                let through_overlay = p.files.contains("vm.json");
+                let through_overlay = p.files.contains(bundle::VM);
                 let _ = writeln!(
                     s,
                     "- **{} · {}**: the bundle records no base image checksum (no identity.json).{}",
@@ -533,7 +534,7 @@ fn base_image(s: &mut String, pairs: &[&PairEvidence]) {
                     if through_overlay {
                         format!(
                             " Every boot ran on a throwaway overlay: see the `-drive` argument in [vm.json]({}).",
-                            p.link("vm.json")
+                            p.link(bundle::VM)
                         )
                     } else {
                         String::new()

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar};
 
 use crate::scenario::RunPair;
 use crate::target::{self, BootSpec, PrepareOptions, Progress, TargetSpec};
@@ -104,7 +104,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
                 accel: accel.clone(),
                 run_dir: opts
                     .evidence
-                    .join(record::file_safe(&p.id.replace('/', "__"))),
+                    .join(crate::evidence::bundle::pair_folder(&p.id)),
                 keep: opts.keep,
                 ssh_timeout: opts.ssh_timeout,
                 status,
@@ -119,7 +119,10 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
             let multi = multi2.clone();
             async move {
                 let report = run_pair(ctx).await;
-                let _ = record::write_json(&report.run_dir.join("verdict.json"), &report);
+                let _ = crate::evidence::bundle::write_json(
+                    &report.run_dir.join(crate::evidence::bundle::VERDICT),
+                    &report,
+                );
                 let line = format!(
                     "{:<40} {:<10} {}{}",
                     report.id,
@@ -177,12 +180,7 @@ pub fn exit_code(reports: &[PairReport]) -> i32 {
 }
 
 fn spinner(msg: String) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-            .expect("static template is valid"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = crate::progress::spinner();
     bar.set_message(msg);
     bar
 }

@@ -12,7 +12,7 @@ use crate::check::{self, ExpectationOutcome, Verdict};
 use crate::error::{infra, usage};
 use crate::guest::{Guest, SshKey};
 use crate::scenario::{
-    Action, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom, RunPair,
+    Action, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom, RunPair, Wait,
 };
 use crate::target::BootSpec;
 use crate::vm::{AccelChoice, Vm};
@@ -263,14 +263,15 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             .expect
             .iter()
             .enumerate()
-            .partition(|(_, e)| matches!(e.kind, ExpectationKind::WaitCycle(_)));
+            .partition(|(_, e)| matches!(e.kind.spec().wait(), Wait::PhaseEnd(_)));
         let mut decided: Vec<(usize, ExpectationOutcome)> = Vec::new();
         for (index, exp) in waits.into_iter().chain(invariants) {
-            let deadline = match exp.kind {
-                ExpectationKind::WaitCycle(_) => {
-                    Instant::now() + within(&exp.kind).unwrap_or_default()
-                }
-                _ => t + within(&exp.kind).unwrap_or_default(),
+            // The descriptor says how the kind waits (see scenario/expectation.rs, Timing).
+            let deadline = match exp.kind.spec().wait() {
+                Wait::Once => t,
+                Wait::Within(d) => t + d,
+                // Plus two of the watcher's reads: it confirms a cycle on its second.
+                Wait::PhaseEnd(d) => Instant::now() + d + 2 * cycles::READ_EVERY,
             };
             let awaited = expect::await_expectation(&mut live, &exp.kind, deadline)
                 .await
@@ -549,19 +550,6 @@ fn host_ports(phases: &[Phase]) -> Vec<u16> {
     ports
 }
 
-/// The time an expectation may wait, for kinds that wait.
-fn within(kind: &ExpectationKind) -> Option<Duration> {
-    match kind {
-        ExpectationKind::Unit(u) => Some(u.within.0),
-        ExpectationKind::Http(h) => Some(h.within.0),
-        ExpectationKind::Journal(j) => Some(j.within.0),
-        ExpectationKind::BootBudget(b) => Some(b.0),
-        // An expected cycle may still be forming when the rest of the phase is done.
-        ExpectationKind::WaitCycle(w) => Some(w.persist.0 + 2 * cycles::READ_EVERY),
-        _ => None,
-    }
-}
-
 fn outcome(
     exp: &Expectation,
     a: &expect::Awaited,
@@ -573,7 +561,7 @@ fn outcome(
     let mut o = ExpectationOutcome::of(exp, a.eval.clone());
     o.changed_at = a.changed.map(|c| c.saturating_duration_since(origin));
     o.decided_at = Some(a.decided.saturating_duration_since(origin));
-    o.evidence = Some(run_dir.join(record::evidence_file(&exp.kind, phase, boot_index)));
+    o.evidence = Some(run_dir.join(exp.kind.spec().evidence().name(phase, boot_index)));
     o
 }
 

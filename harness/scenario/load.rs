@@ -10,7 +10,7 @@ use super::action::Action;
 use super::diag::{Diagnostic, into_usage_error};
 use super::duration::ScenarioDuration;
 use super::expectation::{
-    DEFAULT_PERSIST, Expectation, ExpectationKind, UnitExpectation, WaitCycleCheck,
+    BootBudget, DEFAULT_PERSIST, Expectation, ExpectationKind, UnitExpectation, WaitCycleCheck,
 };
 use super::model::{BootOptions, FaultRef, Phase, PhaseStart, Scenario};
 use super::names::is_plain_name;
@@ -349,7 +349,7 @@ fn resolve_expectation(
             } else if let Some(v) = raw.no_failed_units {
                 ExpectationKind::NoFailedUnits(v)
             } else if let Some(v) = raw.boot_budget {
-                ExpectationKind::BootBudget(v)
+                ExpectationKind::BootBudget(BootBudget(v))
             } else {
                 ExpectationKind::WaitCycle(WaitCycleCheck {
                     expect: raw.wait_cycle?,

@@ -119,16 +119,34 @@ pub(crate) const EXPECTATION_KINDS: [&str; 9] = [
 impl RawExpectation {
     /// The kind keys present, in [`EXPECTATION_KINDS`] order.
     pub fn kinds(&self) -> Vec<&'static str> {
+        // Destructured in full, so that a new field does not compile until it is placed
+        // here: a kind key (in EXPECTATION_KINDS's order) or a companion of one.
+        let RawExpectation {
+            id: _,
+            unit,
+            state: _,
+            within: _,
+            result: _,
+            order,
+            http,
+            journal,
+            file,
+            command,
+            no_failed_units,
+            boot_budget,
+            wait_cycle,
+            persist: _,
+        } = self;
         let present = [
-            self.unit.is_some(),
-            self.order.is_some(),
-            self.http.is_some(),
-            self.journal.is_some(),
-            self.file.is_some(),
-            self.command.is_some(),
-            self.no_failed_units.is_some(),
-            self.boot_budget.is_some(),
-            self.wait_cycle.is_some(),
+            unit.is_some(),
+            order.is_some(),
+            http.is_some(),
+            journal.is_some(),
+            file.is_some(),
+            command.is_some(),
+            no_failed_units.is_some(),
+            boot_budget.is_some(),
+            wait_cycle.is_some(),
         ];
         EXPECTATION_KINDS
             .iter()
