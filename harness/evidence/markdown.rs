@@ -386,10 +386,13 @@ fn groups(s: &mut String, pairs: &[&PairEvidence], section: &Section) {
             .clone()
             .unwrap_or_else(|| p.report.scenario.clone())
     };
-    let names: Vec<String> = facts::first_seen(pairs.iter().map(|p| p.report.scenario.as_str()))
-        .into_iter()
-        .filter_map(|sc| pairs.iter().find(|p| p.report.scenario == sc))
-        .map(|p| group_of(p))
+    let present: Vec<String> = pairs.iter().map(|p| group_of(p)).collect();
+    let names: Vec<String> = section
+        .groups
+        .iter()
+        .filter(|g| present.contains(g))
+        .cloned()
+        .chain(present.iter().cloned())
         .fold(Vec::new(), |mut acc, g| {
             if !acc.contains(&g) {
                 acc.push(g);

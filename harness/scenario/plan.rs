@@ -73,6 +73,10 @@ pub struct Section {
     /// For `groups`: the heading above the ordering tables (default "Ordering").
     #[serde(default)]
     pub order_title: Option<String>,
+    /// For `groups`: the groups that come first, in this order (the others follow as
+    /// their pairs come).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// How a milestone section lays out its pairs.
@@ -95,6 +99,7 @@ impl Section {
             title: m.to_string(),
             layout: Layout::Compare,
             order_title: None,
+            groups: Vec::new(),
         }
     }
 }
