@@ -51,14 +51,41 @@ pub mod exit {
     pub const INFRA: i32 = 3;
 }
 
-/// The exit code for an error: usage when the chain holds a [`UsageError`], else infra.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
+/// Whose fault an error is. Travels with an error verdict, so a scenario's mistake
+/// found inside a pair still exits 2.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The user's input (a scenario, a plan, a flag): exit 2.
+    Usage,
+    /// The harness could not do its job: exit 3 (125 under `--bisect`).
+    #[default]
+    Infrastructure,
+}
+
+impl ErrorClass {
+    /// The exit code of this class.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorClass::Usage => exit::USAGE,
+            ErrorClass::Infrastructure => exit::INFRA,
+        }
+    }
+}
+
+/// The class of an error: usage when the chain holds a [`UsageError`], else infra.
+pub fn class(err: &anyhow::Error) -> ErrorClass {
     if err
         .chain()
         .any(|e| e.downcast_ref::<UsageError>().is_some())
     {
-        exit::USAGE
+        ErrorClass::Usage
     } else {
-        exit::INFRA
+        ErrorClass::Infrastructure
     }
+}
+
+/// The exit code for an error: usage when the chain holds a [`UsageError`], else infra.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    class(err).exit_code()
 }

@@ -14,4 +14,5 @@ pub mod progress;
 pub mod run;
 pub mod scenario;
 pub mod target;
+pub mod unix;
 pub mod vm;

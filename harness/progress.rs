@@ -8,6 +8,17 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// The harness's one spinner style: what is being waited for, and the elapsed time.
+pub fn spinner() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .expect("static template is valid"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 /// A spinner that names what is being waited for and shows the elapsed time.
 pub struct Waiting {
     bar: ProgressBar,
@@ -17,13 +28,7 @@ impl Waiting {
     /// Start a spinner with `msg`, hidden when stderr is not a terminal.
     pub fn new(msg: impl Into<String>) -> Self {
         let bar = if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-                    .expect("static template is valid"),
-            );
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
+            spinner()
         } else {
             ProgressBar::hidden()
         };

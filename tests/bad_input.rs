@@ -202,3 +202,50 @@ fn booting_something_that_is_not_a_disk_is_a_usage_error() {
         &["does not exist"],
     );
 }
+
+/// A fault the target does not define is the scenario's mistake, found once the target is
+/// known: exit 2 with the file, line and column, also under `--bisect` (where an
+/// infrastructure error would be 125), and before any VM boots.
+#[test]
+fn an_unknown_fault_is_a_usage_error_at_its_line() {
+    if let Some(why) = common::cannot_boot() {
+        common::skip(&why);
+        return;
+    }
+    let file = "tests/scenarios/unknown-fault.yaml";
+    for bisect in [false, true] {
+        let evidence = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "run",
+            "--target",
+            "after=recipe:vm-images/ccci-model?gate=self",
+            "--accel",
+            "tcg",
+            "--evidence",
+            evidence.path().to_str().unwrap(),
+            file,
+        ];
+        if bisect {
+            args.push("--bisect");
+        }
+        check(&args, file, "no-such-fault");
+        // Nothing booted: no run folder has a QEMU command line.
+        let booted = walk(evidence.path())
+            .into_iter()
+            .any(|p| p.ends_with("vm.json"));
+        assert!(!booted, "a VM booted before the fault was checked");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

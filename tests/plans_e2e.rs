@@ -361,3 +361,54 @@ fn a_malformed_scenario_is_exit_2_with_line_and_column() {
     let out = run(&["check", p]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Issue 10: `boot_budget` waits for a boot that finishes long after SSH is up (the
+/// guest command limit of 120 s does not cut it short), holds within 4 minutes, and a
+/// 1-minute budget on the same boot fails as a verdict, not as an error. One boot.
+#[test]
+fn boot_budget_waits_past_two_minutes_in_one_boot() {
+    require_vm!();
+    let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let (bundle, out) = run_into_bundle(&[
+        "run",
+        "--target",
+        "old=recipe:vm-images/ccci-model?gate=dashboard&timeout=120",
+        "tests/scenarios/boot-budget.yaml",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed expectation, not an error"
+    );
+    let got = pairs(bundle.path());
+    assert_eq!(got.len(), 1);
+    let (id, word, _, pair) = &got[0];
+    assert_eq!(word, "fail", "{id}: {pair}");
+    assert_eq!(pair["verdict"]["expectation"], "budget-1m");
+    let outcome = |id: &str| {
+        pair["outcomes"]
+            .as_array()
+            .expect("outcomes")
+            .iter()
+            .find(|o| o["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not evaluated"))
+    };
+    let four = outcome("budget-4m");
+    assert_eq!(four["held"], true, "{four}");
+    assert!(
+        four["seen"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Startup finished"),
+        "{four}"
+    );
+    // The boot finished after the old gate's 120 s timeout: well past 2 minutes.
+    assert!(
+        four["decided_at"]["secs"].as_u64().unwrap_or(0) >= 120,
+        "{four}"
+    );
+    assert_eq!(outcome("budget-1m")["held"], false);
+    assert_eq!(four["kind"]["boot_budget"], "4m");
+    check_bundle(bundle.path());
+}

@@ -90,7 +90,7 @@ async fn wait_for_ssh(vm: &Vm, deadline: Duration) -> String {
 async fn kernel_without_root_fs_panics_and_teardown_is_complete() {
     let _one = ONE_VM_AT_A_TIME.lock().await;
     let Some(kernel) = test_kernel() else {
-        eprintln!("SKIP: set COLDBOOT_TEST_KERNEL or COLDBOOT_TEST_IMAGE_DIR to boot a kernel");
+        skip("set COLDBOOT_TEST_KERNEL or COLDBOOT_TEST_IMAGE_DIR to boot a kernel");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -213,7 +213,7 @@ async fn qemu_that_cannot_start_is_an_infra_error_quoting_stderr() {
 async fn auto_accel_probes_once_then_uses_the_cache() {
     let _one = ONE_VM_AT_A_TIME.lock().await;
     let Some(kernel) = test_kernel() else {
-        eprintln!("SKIP: set COLDBOOT_TEST_KERNEL or COLDBOOT_TEST_IMAGE_DIR for the KVM probe");
+        skip("set COLDBOOT_TEST_KERNEL or COLDBOOT_TEST_IMAGE_DIR for the KVM probe");
         return;
     };
     let cache = tempfile::tempdir().unwrap();
@@ -243,9 +243,7 @@ async fn auto_accel_probes_once_then_uses_the_cache() {
 async fn debian_image_boots_to_ssh_and_link_and_power_cycle_work() {
     let _one = ONE_VM_AT_A_TIME.lock().await;
     let Some(dir) = image_dir() else {
-        eprintln!(
-            "SKIP: set COLDBOOT_TEST_IMAGE_DIR to a built image (disk.qcow2, vmlinuz, initrd.img)"
-        );
+        skip("set COLDBOOT_TEST_IMAGE_DIR to a built image (disk.qcow2, vmlinuz, initrd.img)");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -373,4 +371,14 @@ fn qemu_dies_with_the_thread_that_started_it() {
     let alive = process_alive(pid);
     coldboot::vm::registry::cleanup_all(); // the forgotten VM's overlay, and QEMU if it survived
     assert!(!alive, "QEMU {pid} outlived the thread that spawned it");
+}
+
+/// A VM or guest test that cannot run here: fails when `COLDBOOT_REQUIRE_VM=1` (as
+/// scripts/test sets it), so a missing image is never a silent pass; else says why.
+fn skip(why: &str) {
+    assert!(
+        std::env::var("COLDBOOT_REQUIRE_VM").as_deref() != Ok("1"),
+        "COLDBOOT_REQUIRE_VM=1, but this test cannot run: {why}"
+    );
+    eprintln!("SKIP: {why}");
 }

@@ -10,7 +10,7 @@ pub mod verdict;
 pub mod waitfor;
 
 pub use ordering::evaluate_order;
-pub use outcome::{Evaluation, ExpectationOutcome};
+pub use outcome::{Evaluation, ExpectationOutcome, late};
 pub use units::{evaluate_no_failed, evaluate_unit};
 pub use verdict::{Verdict, verdict};
 pub use waitfor::{Cycle, EdgeKind, WaitEdge, WaitForGraph};

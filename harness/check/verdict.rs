@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::outcome::ExpectationOutcome;
+use crate::error::ErrorClass;
 use crate::scenario::{Expected, Reproduction};
 
 /// The verdict of one (target, scenario) run.
@@ -34,10 +35,15 @@ pub enum Verdict {
         /// What was seen for the first of them.
         seen: String,
     },
-    /// The harness could not decide (QEMU, image build, SSH, kernel panic, nothing evaluated).
+    /// The pair could not be decided: the infrastructure failed (QEMU, image build, SSH,
+    /// kernel panic, nothing evaluated) or the scenario asked for the impossible (a fault
+    /// the target lacks, an action that exits otherwise than it declares).
     Error {
         /// What went wrong.
         message: String,
+        /// Whose fault it is, which decides the exit code (absent before schema 3: infra).
+        #[serde(default)]
+        class: ErrorClass,
     },
 }
 
@@ -87,7 +93,10 @@ impl fmt::Display for Verdict {
                 "reproduced: {} failed as expected, saw {seen}",
                 failing.join(", ")
             ),
-            Verdict::Error { message } => write!(f, "error: {message}"),
+            Verdict::Error { message, class } => match class {
+                ErrorClass::Usage => write!(f, "error in the scenario: {message}"),
+                ErrorClass::Infrastructure => write!(f, "error: {message}"),
+            },
         }
     }
 }
@@ -102,6 +111,7 @@ impl fmt::Display for Verdict {
 pub fn verdict(outcomes: &[ExpectationOutcome], expected: &Expected) -> Verdict {
     if outcomes.is_empty() {
         return Verdict::Error {
+            class: ErrorClass::Infrastructure,
             message: "no expectation was evaluated".to_string(),
         };
     }
@@ -180,7 +190,7 @@ fn judge_reproduction(outcomes: &[ExpectationOutcome], r: &Reproduction) -> Verd
 fn fail(o: &ExpectationOutcome, note: Option<String>) -> Verdict {
     Verdict::Fail {
         expectation: o.id.clone(),
-        expected: o.expected.clone(),
+        expected: o.expected_words(),
         seen: o.seen.clone(),
         note,
         evidence: o.evidence.clone(),

@@ -368,6 +368,6 @@ fn read_polls(
 }
 
 fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    coldboot::run::record::write_atomic(path, bytes)
+    coldboot::evidence::bundle::write_atomic(path, bytes)
         .map_err(|e| infra(format!("cannot write {}: {e:#}", path.display())))
 }

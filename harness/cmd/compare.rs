@@ -48,8 +48,8 @@ pub fn run(
     let out = out.unwrap_or_else(|| new.to_path_buf());
     std::fs::create_dir_all(&out)
         .map_err(|e| coldboot::error::infra(format!("cannot create {}: {e}", out.display())))?;
-    coldboot::run::record::write_atomic(&out.join("compare.md"), md.as_bytes())?;
-    coldboot::run::record::write_json(&out.join("compare.json"), &c)?;
+    coldboot::evidence::bundle::write_atomic(&out.join("compare.md"), md.as_bytes())?;
+    coldboot::evidence::bundle::write_json(&out.join("compare.json"), &c)?;
     print!("{md}");
     eprintln!(
         "wrote {} and {}",

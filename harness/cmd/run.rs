@@ -28,6 +28,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|t| scenario::plan::parse_target_flag(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut sections: Vec<scenario::Section> = Vec::new();
     let (plan_name, mut pairs) = if !args.plans.is_empty() {
         if !args.scenarios.is_empty() {
             return Err(usage("give either --plan or SCENARIO files, not both"));
@@ -38,6 +39,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             let mut loaded = scenario::load_plan(path)?;
             loaded.override_targets(&flags)?;
             names.push(loaded.plan.name.clone());
+            // The first plan that describes a milestone's section wins.
+            for s in &loaded.plan.sections {
+                if !sections
+                    .iter()
+                    .any(|k: &scenario::Section| k.milestone == s.milestone)
+                {
+                    sections.push(s.clone());
+                }
+            }
             for pair in loaded.pairs() {
                 let same = |p: &RunPair| {
                     p.target == pair.target
@@ -139,12 +149,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         shard,
         repeat: args.repeat,
     };
-    coldboot::evidence::write_invocation(&evidence, &command, Some(plan)).map_err(|e| {
-        infra(format!(
-            "cannot write to the evidence folder {}: {e:#}",
-            evidence.display()
-        ))
-    })?;
+    coldboot::evidence::write_invocation(&evidence, &command, Some(plan), &sections).map_err(
+        |e| {
+            infra(format!(
+                "cannot write to the evidence folder {}: {e:#}",
+                evidence.display()
+            ))
+        },
+    )?;
     *BUNDLE.lock().unwrap_or_else(|e| e.into_inner()) = Some(evidence.clone());
     let reports = match deadline {
         None => run_pairs(pairs, &opts).await?,
@@ -167,9 +179,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             evidence.display()
         ))
     })?;
-    let infra = reports
-        .iter()
-        .any(|r| matches!(r.verdict, coldboot::check::Verdict::Error { .. }));
     let mismatched = reports.iter().filter(|r| !r.matches_plan).count();
     eprintln!(
         "{} pairs: {} as planned, {} not; evidence in {}",
@@ -178,13 +187,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         mismatched,
         evidence.display()
     );
-    Ok(if infra {
-        exit::INFRA
-    } else if mismatched > 0 {
-        exit::MISMATCH
-    } else {
-        exit::OK
-    })
+    Ok(coldboot::run::exit_code(&reports))
 }
 
 /// The bundle of the run in progress, for the signal handler.

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::load::{Bundle, PairEvidence};
 use crate::check::{ExpectationOutcome, Verdict};
-use crate::scenario::Milestone;
+use crate::scenario::{ExpectationKind, Milestone, OrderExpectation, Section};
 
 /// How many pairs ended in each verdict, and how many as the plan expected.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -51,13 +51,30 @@ pub fn counts(bundle: &Bundle) -> Counts {
     c
 }
 
-/// The first expectation on the scenario's focus unit's state (`UNIT is STATE ...`).
+/// The first `unit:` expectation on the scenario's focus unit, read from the outcomes'
+/// recorded kinds.
 pub fn focus_outcome(pair: &PairEvidence) -> Option<&ExpectationOutcome> {
-    let prefix = format!("{} is ", pair.report.focus_unit);
+    let focus = pair.report.focus_unit.as_deref()?;
     pair.report
         .outcomes
         .iter()
-        .find(|o| o.expected.starts_with(&prefix))
+        .find(|o| matches!(&o.kind, Some(ExpectationKind::Unit(u)) if u.unit.as_str() == focus))
+}
+
+/// The first outcome of an `order:` expectation, with its anchor and units.
+pub fn order_outcome(pair: &PairEvidence) -> Option<(&ExpectationOutcome, &OrderExpectation)> {
+    pair.report.outcomes.iter().find_map(|o| match &o.kind {
+        Some(ExpectationKind::Order(order)) => Some((o, order)),
+        _ => None,
+    })
+}
+
+/// The outcome of the pair's `wait_cycle:` expectation, if it has one.
+pub fn wait_cycle_outcome(pair: &PairEvidence) -> Option<&ExpectationOutcome> {
+    pair.report
+        .outcomes
+        .iter()
+        .find(|o| matches!(o.kind, Some(ExpectationKind::WaitCycle(_))))
 }
 
 /// When the focus unit's expectation was settled, counted from the start of QEMU for
@@ -132,12 +149,29 @@ pub fn pair<'a>(bundle: &'a Bundle, target: &str, scenario: &str) -> Option<&'a 
 }
 
 /// Pairs whose scenario belongs to `m`.
-pub fn milestone(bundle: &Bundle, m: Milestone) -> Vec<&PairEvidence> {
+pub fn milestone<'a>(bundle: &'a Bundle, m: &Milestone) -> Vec<&'a PairEvidence> {
     bundle
         .pairs
         .iter()
-        .filter(|p| p.report.milestones.contains(&m))
+        .filter(|p| p.report.milestones.contains(m))
         .collect()
+}
+
+/// The report's milestone sections: those the plans recorded in `run.json`, else one
+/// per milestone of the pairs, in order of first appearance, titled with its name.
+pub fn sections(bundle: &Bundle) -> Vec<Section> {
+    if let Some(inv) = &bundle.invocation
+        && !inv.sections.is_empty()
+    {
+        return inv.sections.clone();
+    }
+    let mut out: Vec<Section> = Vec::new();
+    for m in bundle.pairs.iter().flat_map(|p| p.report.milestones.iter()) {
+        if !out.iter().any(|s| &s.milestone == m) {
+            out.push(Section::default_for(m));
+        }
+    }
+    out
 }
 
 /// When the earliest pair started (Unix seconds), if any pair recorded it.

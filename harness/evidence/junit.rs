@@ -72,7 +72,7 @@ fn case(p: &PairEvidence) -> TestCase {
 /// `None` for a success; otherwise the kind, a type word and the message.
 fn status(p: &PairEvidence) -> Option<(NonSuccessKind, &'static str, String)> {
     let r = &p.report;
-    if let Verdict::Error { message } = &r.verdict {
+    if let Verdict::Error { message, .. } = &r.verdict {
         let ty = if p.complete {
             "infrastructure"
         } else {

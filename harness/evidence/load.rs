@@ -14,8 +14,7 @@ use crate::guest::systemd::{UnitState, parse_show};
 use crate::run::PairReport;
 use crate::scenario::Expected;
 
-/// `order.json` at the top of a bundle: run folder names in the plan's order.
-pub const ORDER_FILE: &str = "order.json";
+use super::bundle;
 
 /// Everything the reports need from one bundle.
 #[derive(Debug, Clone)]
@@ -46,6 +45,9 @@ pub struct Invocation {
     /// clock runs at the host's pace, so a loaded host makes every boot slower.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_avg: Option<f64>,
+    /// The report's milestone sections, from the plans (empty: one per milestone).
+    #[serde(default)]
+    pub sections: Vec<crate::scenario::Section>,
 }
 
 /// The plan behind a bundle, as `run.json` records it.
@@ -137,10 +139,7 @@ impl PairEvidence {
     }
 }
 
-/// The file a phase's unit states are written to (as `run::record` names it).
-pub fn units_file(phase: &str) -> String {
-    format!("units-{}.txt", crate::run::record::file_safe(phase))
-}
+pub use bundle::units_file;
 
 /// Read every run folder of `dir`. A folder counts as a run folder when it holds
 /// `verdict.json`, `timeline.jsonl` or `vm.json`; one without `verdict.json` is an
@@ -152,7 +151,7 @@ pub fn load_bundle(dir: &Path) -> anyhow::Result<Bundle> {
     for entry in entries {
         let entry = entry.map_err(|e| usage(format!("cannot list {}: {e}", dir.display())))?;
         let path = entry.path();
-        let is_run = ["verdict.json", "timeline.jsonl", "vm.json"]
+        let is_run = bundle::RUN_FOLDER_MARKERS
             .iter()
             .any(|f| path.join(f).is_file());
         if path.is_dir()
@@ -168,11 +167,11 @@ pub fn load_bundle(dir: &Path) -> anyhow::Result<Bundle> {
         .iter()
         .map(|f| load_pair(&dir.join(f), f))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let invocation = match std::fs::read(dir.join("run.json")) {
+    let invocation = match std::fs::read(dir.join(bundle::RUN)) {
         Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
             usage(format!(
                 "{}: not a run record: {e}",
-                dir.join("run.json").display()
+                dir.join(bundle::RUN).display()
             ))
         })?),
         Err(_) => None,
@@ -191,7 +190,7 @@ pub fn sort_folders(folders: &mut [String], order: &[String]) {
 }
 
 fn read_order(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let path = dir.join(ORDER_FILE);
+    let path = dir.join(bundle::ORDER);
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| {
             usage(format!(
@@ -210,8 +209,8 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         .filter(|e| e.path().is_file())
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .collect();
-    let verdict_path = dir.join("verdict.json");
-    let (report, complete) = if files.contains("verdict.json") {
+    let verdict_path = dir.join(bundle::VERDICT);
+    let (report, complete) = if files.contains(bundle::VERDICT) {
         let text = read(&verdict_path)?;
         let mut report: PairReport = serde_json::from_str(&text).map_err(|e| {
             usage(format!(
@@ -225,9 +224,9 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         (incomplete_report(folder), false)
     };
 
-    let vm = match files.contains("vm.json") {
+    let vm = match files.contains(bundle::VM) {
         true => {
-            let path = dir.join("vm.json");
+            let path = dir.join(bundle::VM);
             Some(
                 serde_json::from_str(&read(&path)?)
                     .map_err(|e| usage(format!("{}: not a vm.json: {e}", path.display())))?,
@@ -235,9 +234,9 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         }
         false => None,
     };
-    let identity = match files.contains("identity.json") {
+    let identity = match files.contains(bundle::IDENTITY) {
         true => {
-            let path = dir.join("identity.json");
+            let path = dir.join(bundle::IDENTITY);
             Some(
                 serde_json::from_str(&read(&path)?)
                     .map_err(|e| usage(format!("{}: not JSON: {e}", path.display())))?,
@@ -250,7 +249,7 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
     let mut started_us = BTreeMap::new();
     let mut wait_cycles = BTreeMap::new();
     for name in &files {
-        if name.starts_with("units-") && name.ends_with(".txt") {
+        if bundle::is_units_file(name) {
             let path = dir.join(name);
             let parsed = parse_show(&read(&path)?)
                 .map_err(|e| usage(format!("{}: {e:#}", path.display())))?;
@@ -328,6 +327,33 @@ fn under_folder(path: &Path, old_run_dir: &Path, folder: &str) -> PathBuf {
     }
 }
 
+/// Give a pair recorded before report.json schema 3 what later pairs record: each
+/// outcome's kind (by its id in `scenario`, the scenario file as it was when the pair
+/// ran), the focus unit and the report hints. An outcome gets its kind only when the
+/// kind's sentence is the one recorded, word for word, so that the parameters are the
+/// ones that ran. Returns how many outcomes got their kind.
+pub fn upgrade_report(report: &mut PairReport, scenario: &crate::scenario::Scenario) -> usize {
+    let mut upgraded = 0;
+    for o in report.outcomes.iter_mut().filter(|o| o.kind.is_none()) {
+        if let Some(e) = scenario.expectation(&o.id)
+            && e.kind.describe() == o.expected
+        {
+            o.kind = Some(e.kind.clone());
+            upgraded += 1;
+        }
+    }
+    if report.focus_unit.is_none() {
+        report.focus_unit = scenario.focus_unit.as_ref().map(|u| u.as_str().to_string());
+    }
+    if report.report == Default::default() {
+        report.report = scenario.report.clone();
+    }
+    if report.milestones.is_empty() {
+        report.milestones = scenario.milestones.clone();
+    }
+    upgraded
+}
+
 /// The report of a run folder without `verdict.json`: the run was interrupted.
 fn incomplete_report(folder: &str) -> PairReport {
     let (target_name, scenario) = folder.split_once("__").unwrap_or(("", folder));
@@ -347,11 +373,16 @@ fn incomplete_report(folder: &str) -> PairReport {
         scenario: scenario.to_string(),
         scenario_path: PathBuf::new(),
         milestones: Vec::new(),
-        focus_unit: crate::scenario::model::DEFAULT_FOCUS_UNIT.to_string(),
+        focus_unit: None,
+        report: Default::default(),
         started_unix: 0.0,
         expected: Expected::Pass,
         verdict: Verdict::Error {
-            message: format!("the run did not finish: {folder}/verdict.json is missing"),
+            class: crate::error::ErrorClass::Infrastructure,
+            message: format!(
+                "the run did not finish: {folder}/{} is missing",
+                bundle::VERDICT
+            ),
         },
         matches_plan: false,
         outcomes: Vec::new(),

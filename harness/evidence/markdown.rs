@@ -1,14 +1,17 @@
-//! `report.md`: the verdict table, then the M1 and M2 evidence, each claim linking to
-//! the file in the bundle that shows it (links are relative to the bundle's top).
+//! `report.md`: the verdict table, then one section per milestone (as the plans describe
+//! them), each claim linking to the file in the bundle that shows it (links are relative
+//! to the bundle's top). Everything is read from the outcomes' recorded data (their kinds,
+//! ids and figures), never from their sentences.
 
 use std::fmt::Write as _;
 
+use super::bundle;
 use super::facts;
 use super::junit::expected_word;
 use super::load::{Bundle, PairEvidence};
 use crate::check::{ExpectationOutcome, Verdict};
 use crate::guest::systemd::UnitState;
-use crate::scenario::Milestone;
+use crate::scenario::{Layout, OrderExpectation, Section};
 
 /// Render `report.md`. `name` is the bundle's folder name.
 pub fn render(bundle: &Bundle, name: &str) -> String {
@@ -22,8 +25,9 @@ pub fn render(bundle: &Bundle, name: &str) -> String {
         "*Each bar runs from when a unit's start began to when it became active or failed, on \
          the guest's monotonic clock of the pair's first boot ([timeline.svg](timeline.svg)).*\n"
     );
-    m1(&mut s, bundle);
-    m2(&mut s, bundle);
+    for section in facts::sections(bundle) {
+        milestone_section(&mut s, bundle, &section);
+    }
     pairs(&mut s, bundle);
     s
 }
@@ -90,7 +94,7 @@ fn cell(p: &PairEvidence) -> String {
     let mut c = format!(
         "[**{}**]({}) {mark}",
         p.report.verdict.word(),
-        p.link("verdict.json")
+        p.link(bundle::VERDICT)
     );
     if let Some(a) = facts::awaited(p) {
         let at = a.secs.map(|t| format!(" at {t:.1} s")).unwrap_or_default();
@@ -114,12 +118,22 @@ fn code(t: &str) -> String {
     }
 }
 
-fn m1(s: &mut String, bundle: &Bundle) {
-    let pairs = facts::milestone(bundle, Milestone::M1);
+/// One milestone's section, laid out as its plan says.
+fn milestone_section(s: &mut String, bundle: &Bundle, section: &Section) {
+    let pairs = facts::milestone(bundle, &section.milestone);
     if pairs.is_empty() {
         return;
     }
-    let _ = writeln!(s, "## M1: reproduction and fix\n");
+    let _ = writeln!(s, "## {}\n", section.title);
+    match section.layout {
+        Layout::Compare => compare(s, &pairs),
+        Layout::Groups => groups(s, &pairs, section),
+    }
+}
+
+/// One subsection per scenario: what each pair shows, its wait cycles, and its targets
+/// side by side.
+fn compare(s: &mut String, pairs: &[&PairEvidence]) {
     let scenarios = facts::first_seen(pairs.iter().map(|p| p.report.scenario.as_str()));
     for sc in scenarios {
         let on: Vec<&PairEvidence> = pairs
@@ -188,12 +202,23 @@ fn claim(s: &mut String, p: &PairEvidence) {
             note,
             ..
         } => format!(
-            "fails: {} expected {expected}, saw {}{}",
+            "fails: {} expected {}, saw {}{}",
             code(expectation),
+            r.outcomes
+                .iter()
+                .find(|o| &o.id == expectation)
+                .map_or_else(|| expected.clone(), ExpectationOutcome::expected_words),
             code(seen),
             note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
         ),
-        Verdict::Error { message } => format!("could not be decided: {}", code(message)),
+        Verdict::Error { message, class } => format!(
+            "could not be decided{}: {}",
+            match class {
+                crate::error::ErrorClass::Usage => " (a mistake in the scenario)",
+                crate::error::ErrorClass::Infrastructure => "",
+            },
+            code(message)
+        ),
     };
     let _ = writeln!(
         s,
@@ -201,8 +226,8 @@ fn claim(s: &mut String, p: &PairEvidence) {
         r.target_name,
         code(&r.target),
         r.verdict.word(),
-        p.link("verdict.json"),
-        p.link("timeline.jsonl")
+        p.link(bundle::VERDICT),
+        p.link(bundle::TIMELINE)
     );
 }
 
@@ -216,12 +241,8 @@ fn wait_cycle(s: &mut String, p: &PairEvidence) {
             p.report.target_name,
             code(&c.message)
         );
-        let timing = p
-            .report
-            .outcomes
-            .iter()
-            .filter(|o| o.id.starts_with("wait_cycle"))
-            .find_map(|o| Some((o.changed_at?, o.decided_at?)));
+        let timing =
+            facts::wait_cycle_outcome(p).and_then(|o| Some((o.changed_at?, o.decided_at?)));
         if let Some((formed, named)) = timing {
             let _ = writeln!(
                 s,
@@ -245,8 +266,8 @@ fn wait_cycle(s: &mut String, p: &PairEvidence) {
             s,
             "Graph: [waitfor-boot-{boot}.dot]({}) (Graphviz; the cycle in red), \
              [waitfor-boot-{boot}.json]({}) (the reads and the gate probes).\n",
-            p.link(&format!("waitfor-boot-{boot}.dot")),
-            p.link(&format!("waitfor-boot-{boot}.json"))
+            p.link(&bundle::waitfor_dot(*boot)),
+            p.link(&bundle::waitfor_json(*boot))
         );
     }
 }
@@ -280,8 +301,8 @@ fn side_by_side(s: &mut String, on: &[&PairEvidence]) {
         let what = on
             .iter()
             .find_map(|p| p.report.outcomes.iter().find(|o| o.id == id))
-            .map(|o| o.expected.as_str())
-            .unwrap_or("");
+            .map(ExpectationOutcome::expected_words)
+            .unwrap_or_default();
         let cells: Vec<String> = on
             .iter()
             .map(|p| match p.report.outcomes.iter().find(|o| o.id == id) {
@@ -298,7 +319,7 @@ fn side_by_side(s: &mut String, on: &[&PairEvidence]) {
             s,
             "| {}<br>{} | {} |",
             cell_text(&code(id)),
-            cell_text(what),
+            cell_text(&what),
             cells.join(" | ")
         );
     }
@@ -320,7 +341,7 @@ fn outcome_line(s: &mut String, o: &crate::check::ExpectationOutcome) {
         "- {} {}: {} — saw {}{}",
         if o.held { "✓" } else { "✗" },
         code(&o.id),
-        o.expected,
+        o.expected_words(),
         code(&o.seen),
         evidence_link(o).unwrap_or_default()
     );
@@ -334,7 +355,7 @@ fn probes(s: &mut String, p: &PairEvidence) {
     let _ = writeln!(
         s,
         "Probes the harness made ([verdict.json]({})):\n",
-        p.link("verdict.json")
+        p.link(bundle::VERDICT)
     );
     let _ = writeln!(s, "| t (s) | from | url | status | body |");
     let _ = writeln!(s, "|---|---|---|---|---|");
@@ -356,41 +377,49 @@ fn probes(s: &mut String, p: &PairEvidence) {
     s.push('\n');
 }
 
-fn m2(s: &mut String, bundle: &Bundle) {
-    let pairs = facts::milestone(bundle, Milestone::M2);
-    if pairs.is_empty() {
-        return;
-    }
-    let _ = writeln!(s, "## M2: cold-boot proof\n");
-    let (rollback, clean): (Vec<&PairEvidence>, Vec<&PairEvidence>) =
-        pairs.iter().partition(|p| is_rollback(p));
-    if !clean.is_empty() {
-        let _ = writeln!(s, "### Clean cold boot converges\n");
-        for p in &clean {
-            claim(s, p);
-            s.push('\n');
-            outcome_list(s, p);
-        }
-    }
-    if !rollback.is_empty() {
-        let _ = writeln!(s, "### Rollback proof\n");
-        for p in &rollback {
-            claim(s, p);
-            s.push('\n');
-            let last_good: Vec<&ExpectationOutcome> = p
-                .report
-                .outcomes
-                .iter()
-                .filter(|o| o.expected.contains("last-good") || o.id.contains("last-good"))
-                .collect();
-            if !last_good.is_empty() {
-                let _ = writeln!(s, "Last-good, before and after the broken version:\n");
-                for o in last_good {
-                    outcome_line(s, o);
-                }
-                s.push('\n');
+/// One subsection per group of scenarios (`report.group:`), each pair's claim with its
+/// highlighted expectations first; then the ordering tables and the base image.
+fn groups(s: &mut String, pairs: &[&PairEvidence], section: &Section) {
+    let group_of = |p: &PairEvidence| -> String {
+        p.report
+            .report
+            .group
+            .clone()
+            .unwrap_or_else(|| p.report.scenario.clone())
+    };
+    let present: Vec<String> = pairs.iter().map(|p| group_of(p)).collect();
+    let names: Vec<String> = section
+        .groups
+        .iter()
+        .filter(|g| present.contains(g))
+        .cloned()
+        .chain(present.iter().cloned())
+        .fold(Vec::new(), |mut acc, g| {
+            if !acc.contains(&g) {
+                acc.push(g);
             }
-            let _ = writeln!(s, "Every expectation:\n");
+            acc
+        });
+    for name in names {
+        let _ = writeln!(s, "### {name}\n");
+        for p in pairs.iter().filter(|p| group_of(p) == name) {
+            claim(s, p);
+            s.push('\n');
+            if let Some(h) = &p.report.report.highlight {
+                let shown: Vec<&ExpectationOutcome> = h
+                    .ids
+                    .iter()
+                    .filter_map(|id| p.report.outcomes.iter().find(|o| &o.id == id))
+                    .collect();
+                if !shown.is_empty() {
+                    let _ = writeln!(s, "{}:\n", h.title);
+                    for o in shown {
+                        outcome_line(s, o);
+                    }
+                    s.push('\n');
+                    let _ = writeln!(s, "Every expectation:\n");
+                }
+            }
             outcome_list(s, p);
             probes(s, p);
         }
@@ -398,53 +427,40 @@ fn m2(s: &mut String, bundle: &Bundle) {
     let ordered: Vec<&PairEvidence> = pairs
         .iter()
         .copied()
-        .filter(|p| order_outcome(p).is_some())
+        .filter(|p| facts::order_outcome(p).is_some())
         .collect();
     if !ordered.is_empty() {
-        let _ = writeln!(s, "### Consumers start after deploy-proxy\n");
+        let _ = writeln!(
+            s,
+            "### {}\n",
+            section.order_title.as_deref().unwrap_or("Ordering")
+        );
         for p in ordered {
             ordering(s, p);
         }
     }
-    base_image(s, &pairs);
-}
-
-fn is_rollback(p: &PairEvidence) -> bool {
-    p.report
-        .outcomes
-        .iter()
-        .any(|o| o.expected.contains("rollback") || o.expected.contains("last-good"))
-}
-
-fn order_outcome(p: &PairEvidence) -> Option<&ExpectationOutcome> {
-    p.report
-        .outcomes
-        .iter()
-        .find(|o| o.expected.contains(" started only after "))
-}
-
-/// `A, B started only after X finished starting` → (X, [A, B]).
-pub fn parse_order(expected: &str) -> Option<(&str, Vec<&str>)> {
-    let (units, rest) = expected.split_once(" started only after ")?;
-    let anchor = rest.strip_suffix(" finished starting")?;
-    Some((anchor, units.split(", ").collect()))
+    base_image(s, pairs);
 }
 
 fn ordering(s: &mut String, p: &PairEvidence) {
-    let Some(o) = order_outcome(p) else { return };
+    let Some((o, order)) = facts::order_outcome(p) else {
+        return;
+    };
     let _ = writeln!(
         s,
         "**{} · {}**: {} {} — {}{}\n",
         p.report.target_name,
         p.report.scenario,
         if o.held { "✓" } else { "✗" },
-        o.expected,
+        o.expected_words(),
         code(&o.seen),
         evidence_link(o).unwrap_or_default()
     );
-    let Some((anchor, consumers)) = parse_order(&o.expected) else {
-        return;
-    };
+    let OrderExpectation {
+        after,
+        units: consumers,
+    } = order;
+    let anchor = after.as_str();
     let file = o
         .evidence
         .as_ref()
@@ -469,7 +485,7 @@ fn ordering(s: &mut String, p: &PairEvidence) {
         "| unit | start began | after {anchor} finished | became active | state |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|");
-    for c in consumers {
+    for c in consumers.iter().map(|u| u.as_str()) {
         let Some(t) = find(c) else {
             let _ = writeln!(s, "| {c} | not recorded | | | |");
             continue;
@@ -509,11 +525,11 @@ fn base_image(s: &mut String, pairs: &[&PairEvidence]) {
                     code(b),
                     code(a),
                     if a == b { "unchanged" } else { "**CHANGED**" },
-                    p.link("identity.json")
+                    p.link(bundle::IDENTITY)
                 );
             }
             _ => {
-                let through_overlay = p.files.contains("vm.json");
+                let through_overlay = p.files.contains(bundle::VM);
                 let _ = writeln!(
                     s,
                     "- **{} · {}**: the bundle records no base image checksum (no identity.json).{}",
@@ -522,7 +538,7 @@ fn base_image(s: &mut String, pairs: &[&PairEvidence]) {
                     if through_overlay {
                         format!(
                             " Every boot ran on a throwaway overlay: see the `-drive` argument in [vm.json]({}).",
-                            p.link("vm.json")
+                            p.link(bundle::VM)
                         )
                     } else {
                         String::new()
@@ -570,16 +586,6 @@ fn pairs(s: &mut String, bundle: &Bundle) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn order_text_parses() {
-        let (a, c) =
-            parse_order("drone.service, reports.service started only after deploy-proxy.service finished starting")
-                .unwrap();
-        assert_eq!(a, "deploy-proxy.service");
-        assert_eq!(c, vec!["drone.service", "reports.service"]);
-        assert!(parse_order("no unit is failed").is_none());
-    }
 
     #[test]
     fn code_spans_survive_backticks() {

@@ -7,7 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::load::{Bundle, Invocation, ORDER_FILE, PlanRecord, load_bundle};
+use super::bundle::{self, write_json};
+use super::load::{Bundle, Invocation, PlanRecord, load_bundle};
 use crate::error::usage;
 
 /// What a merge produced.
@@ -167,7 +168,7 @@ pub fn merge(shard_dirs: &[PathBuf], into: &Path) -> anyhow::Result<Merged> {
     }
     folders.sort();
     let folders: Vec<String> = folders.into_iter().map(|(_, f)| f).collect();
-    crate::run::record::write_json(&into.join(ORDER_FILE), &folders)?;
+    write_json(&into.join(bundle::ORDER), &folders)?;
 
     let first = shards[0]
         .1
@@ -183,7 +184,7 @@ pub fn merge(shard_dirs: &[PathBuf], into: &Path) -> anyhow::Result<Merged> {
         plan: Some(plan),
         ..first
     };
-    crate::run::record::write_json(&into.join("run.json"), &invocation)?;
+    write_json(&into.join(bundle::RUN), &invocation)?;
     super::render_bundle(into)?;
     Ok(Merged { folders, missing })
 }

@@ -5,6 +5,7 @@
 //! what `load` reads, so their output is byte-identical.
 
 pub mod bench;
+pub mod bundle;
 pub mod compare;
 pub mod facts;
 pub mod json;
@@ -18,12 +19,11 @@ pub mod timing;
 use std::path::Path;
 
 use crate::run::PairReport;
-use crate::run::record::{write_atomic, write_json};
+use bundle::{write_atomic, write_json};
 
 pub use load::{Bundle, PairEvidence, load_bundle};
 
-/// Version of `report.json`'s shape; bump on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 2;
+pub use bundle::SCHEMA_VERSION;
 
 /// The four report files of a bundle, rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub fn write_reports(bundle: &Path, reports: &[PairReport]) -> anyhow::Result<()
         .iter()
         .filter_map(|r| r.run_dir.file_name()?.to_str().map(str::to_string))
         .collect();
-    write_json(&bundle.join(load::ORDER_FILE), &order)?;
+    write_json(&bundle.join(bundle::ORDER), &order)?;
     render_bundle(bundle).map(|_| ())
 }
 
@@ -65,10 +65,10 @@ pub fn render_bundle(dir: &Path) -> anyhow::Result<Rendered> {
     let bundle = load_bundle(dir)?;
     let rendered = render(&bundle, &bundle_name(dir))?;
     for (file, text) in [
-        ("report.md", &rendered.markdown),
-        ("report.json", &rendered.json),
-        ("junit.xml", &rendered.junit),
-        ("timeline.svg", &rendered.svg),
+        (bundle::REPORT_MD, &rendered.markdown),
+        (bundle::REPORT_JSON, &rendered.json),
+        (bundle::JUNIT, &rendered.junit),
+        (bundle::TIMELINE_SVG, &rendered.svg),
     ] {
         write_atomic(&dir.join(file), text.as_bytes()).map_err(|e| {
             crate::error::infra(format!("cannot write {}: {e:#}", dir.join(file).display()))
@@ -149,6 +149,7 @@ pub fn write_invocation(
     bundle: &Path,
     command: &str,
     plan: Option<load::PlanRecord>,
+    sections: &[crate::scenario::Section],
 ) -> anyhow::Result<()> {
     let read = |p: &str| {
         std::fs::read_to_string(p)
@@ -174,20 +175,21 @@ pub fn write_invocation(
             .split_whitespace()
             .next()
             .and_then(|l| l.parse().ok()),
+        sections: sections.to_vec(),
     };
-    crate::run::record::write_json(&bundle.join("run.json"), &invocation)
+    write_json(&bundle.join(bundle::RUN), &invocation)
 }
 
 /// Write the bundle's `report.md` to `out` as well, its links rebased so that they
 /// resolve from `out`'s folder (for a `REPORT.md` kept beside a committed bundle).
 pub fn write_markdown_to(dir: &Path, out: &Path) -> anyhow::Result<()> {
-    let markdown = std::fs::read_to_string(dir.join("report.md"))?;
+    let markdown = std::fs::read_to_string(dir.join(bundle::REPORT_MD))?;
     let from = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let base = relative_path(&std::path::absolute(from)?, &std::path::absolute(dir)?);
-    crate::run::record::write_atomic(out, rebase_links(&markdown, &base).as_bytes())
+    write_atomic(out, rebase_links(&markdown, &base).as_bytes())
 }
 
 /// `to` as seen from `from` (both absolute), with `/` separators.

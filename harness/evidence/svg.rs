@@ -93,8 +93,10 @@ fn group(p: &PairEvidence) -> Option<Group> {
         .max(max_stamp);
     let observed_until = secs(observed_us);
     let mut names: Vec<&str> = UNITS.to_vec();
-    if !names.contains(&p.report.focus_unit.as_str()) {
-        names.insert(0, p.report.focus_unit.as_str());
+    if let Some(focus) = p.report.focus_unit.as_deref()
+        && !names.contains(&focus)
+    {
+        names.insert(0, focus);
     }
     let rows = names
         .iter()

@@ -58,8 +58,8 @@ pub fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
 pub struct Repeated {
     /// The pair's id without `/rep-K`.
     pub id: String,
-    /// The focus unit of its scenario.
-    pub focus_unit: String,
+    /// The focus unit of its scenario, if it names one.
+    pub focus_unit: Option<String>,
     /// Per repetition, in order: its verdict word and whether it was as planned.
     pub runs: Vec<RunVerdict>,
     /// Whether the repetitions disagree: a flaky result, whatever each one said.
@@ -126,10 +126,7 @@ pub fn repeated(bundle: &Bundle) -> Vec<Repeated> {
                 }
             }
             Repeated {
-                focus_unit: runs
-                    .first()
-                    .map(|p| p.report.focus_unit.clone())
-                    .unwrap_or_default(),
+                focus_unit: runs.first().and_then(|p| p.report.focus_unit.clone()),
                 id,
                 runs: verdicts,
                 flaky,
@@ -245,7 +242,11 @@ pub fn markdown(bundle: &Bundle) -> String {
         rows.sort_by(|a, b| b.1.p50.total_cmp(&a.1.p50).then(a.0.cmp(b.0)));
         let focus: Vec<(&String, &Stats)> = rows
             .iter()
-            .filter(|(k, _)| k.ends_with(&format!(" {}", g.focus_unit)))
+            .filter(|(k, _)| {
+                g.focus_unit
+                    .as_ref()
+                    .is_some_and(|u| k.ends_with(&format!(" {u}")))
+            })
             .copied()
             .collect();
         let mut shown = focus.clone();

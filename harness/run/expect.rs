@@ -121,7 +121,9 @@ pub async fn await_expectation(
             let except: Vec<String> = n.except.iter().map(|u| u.as_str().to_string()).collect();
             Awaited::now(check::evaluate_no_failed(&units, &except))
         }
-        ExpectationKind::BootBudget(budget) => await_boot_budget(live, budget.0, deadline).await?,
+        ExpectationKind::BootBudget(budget) => {
+            await_boot_budget(live, budget.0.0, deadline).await?
+        }
         ExpectationKind::WaitCycle(w) => await_wait_cycle(live, w, deadline).await,
     })
 }
@@ -171,14 +173,7 @@ async fn await_unit(
             live.journal.tighten(&mut live.clock);
             let changed = now.state_change_us.map(|us| live.clock.to_host(us));
             // Seen late is not the same as reached late: judge by the guest's timestamp.
-            let eval = match changed {
-                Some(at) if at > deadline + live.clock.uncertainty => Evaluation::failed(format!(
-                    "{} only {:.1}s after the deadline",
-                    eval.seen,
-                    (at - deadline).as_secs_f64()
-                )),
-                _ => eval,
-            };
+            let eval = check::late(eval, changed, deadline, live.clock.uncertainty);
             return Ok(Awaited {
                 eval,
                 changed,
@@ -243,7 +238,7 @@ async fn await_http(
             ProbeFrom::Host => probe_from_host(live.vm, &h.url).await,
         };
         let record = ProbeRecord {
-            at_unix: super::record::unix_now(),
+            at_unix: crate::unix::now(),
             from: h.from.as_str().to_string(),
             gate_of: None,
             url: h.url.clone(),
@@ -273,7 +268,9 @@ async fn await_http(
             }
             return Ok(done);
         }
-        tokio::time::sleep(PROBE_RETRY).await;
+        let mut from = live.journal.len();
+        let retry = (Instant::now() + PROBE_RETRY).min(deadline);
+        live.journal.wait_for(&mut from, retry, |_| false).await;
     }
 }
 
@@ -334,48 +331,39 @@ async fn probe_from_host(vm: &Vm, url: &str) -> Result<(u16, String), String> {
 }
 
 async fn await_journal(live: &mut Live<'_>, j: &JournalExpectation, deadline: Instant) -> Awaited {
+    let wanted = |e: &crate::guest::systemd::journal::Entry| {
+        j.unit
+            .as_ref()
+            .is_none_or(|u| e.unit.as_deref() == Some(u.as_str()))
+            && j.pattern.is_match(&e.message)
+    };
     let mut checked = 0usize;
     loop {
         let fresh = live.journal.since(checked);
-        checked += fresh.len();
-        if let Some(hit) = fresh.iter().find(|s| {
-            j.unit
-                .as_ref()
-                .is_none_or(|u| s.entry.unit.as_deref() == Some(u.as_str()))
-                && j.pattern.is_match(&s.entry.message)
-        }) {
+        if let Some(hit) = fresh.iter().find(|s| wanted(&s.entry)) {
             live.journal.tighten(&mut live.clock);
             let at = live.clock.to_host(hit.entry.mono_us);
-            let seen = format!("{:?}", hit.entry.message);
-            let eval = if at > deadline + live.clock.uncertainty {
-                Evaluation::failed(format!(
-                    "{seen} only {:.1}s after the deadline",
-                    (at - deadline).as_secs_f64()
-                ))
-            } else {
-                Evaluation::held(seen)
-            };
+            let seen = Evaluation::held(format!("{:?}", hit.entry.message));
             return Awaited {
-                eval,
+                eval: check::late(seen, Some(at), deadline, live.clock.uncertainty),
                 changed: Some(at),
                 decided: Instant::now(),
             };
         }
-        (live.status)(&format!(
-            "waiting for a journal line matching /{}/",
-            j.pattern
-        ));
-        let mut journal = live.journal.clone();
-        let more = tokio::select! {
-            alive = journal.changed_after(checked) => alive,
-            _ = tokio::time::sleep_until(deadline.into()) => false,
-        };
-        if !more {
+        if Instant::now() >= deadline {
             return Awaited::now(Evaluation::failed(format!(
                 "no line matched among {} journal entries",
                 live.journal.len()
             )));
         }
+        (live.status)(&format!(
+            "waiting for a journal line matching /{}/",
+            j.pattern
+        ));
+        // Woken by a matching entry (looked at again above) or by the deadline.
+        let mut from = checked;
+        live.journal.wait_for(&mut from, deadline, wanted).await;
+        checked += fresh.len();
     }
 }
 

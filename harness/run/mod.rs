@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar};
 
 use crate::scenario::RunPair;
 use crate::target::{self, BootSpec, PrepareOptions, Progress, TargetSpec};
@@ -77,6 +77,16 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         specs.insert(pair.target.clone(), Arc::new(boot_spec));
     }
 
+    // A fault the target lacks is the scenario's mistake: say so before anything boots.
+    for pair in &pairs {
+        let faults: Vec<&str> = specs[&pair.target]
+            .faults
+            .keys()
+            .map(String::as_str)
+            .collect();
+        pair::check_faults(pair, &faults)?;
+    }
+
     let cache_root = target::cache::cache_root(None)?;
     let probe_kernel = specs
         .values()
@@ -100,7 +110,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
                 accel: accel.clone(),
                 run_dir: opts
                     .evidence
-                    .join(record::file_safe(&p.id.replace('/', "__"))),
+                    .join(crate::evidence::bundle::pair_folder(&p.id)),
                 keep: opts.keep,
                 ssh_timeout: opts.ssh_timeout,
                 baseline_poll: opts.baseline_poll,
@@ -116,7 +126,10 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
             let multi = multi2.clone();
             async move {
                 let report = run_pair(ctx).await;
-                let _ = record::write_json(&report.run_dir.join("verdict.json"), &report);
+                let _ = crate::evidence::bundle::write_json(
+                    &report.run_dir.join(crate::evidence::bundle::VERDICT),
+                    &report,
+                );
                 let line = format!(
                     "{:<40} {:<10} {}{}",
                     report.id,
@@ -147,13 +160,131 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
     Ok(reports.into_iter().map(|(_, r)| r).collect())
 }
 
+/// The exit code of a run from its pairs' reports. A definite verdict that is not the
+/// one the plan expects gives 1 whatever else happened (the errors are listed beside it
+/// in the report): `git bisect` can mark that revision. Else an error in a scenario
+/// gives 2, an infrastructure error 3, and 0 when every verdict is as planned.
+pub fn exit_code(reports: &[PairReport]) -> i32 {
+    use crate::check::Verdict;
+    use crate::error::{ErrorClass, exit};
+    let definite_mismatch = reports
+        .iter()
+        .any(|r| !r.matches_plan && !matches!(r.verdict, Verdict::Error { .. }));
+    let class_of = |c: ErrorClass| {
+        reports
+            .iter()
+            .any(|r| matches!(r.verdict, Verdict::Error { class, .. } if class == c))
+    };
+    if definite_mismatch {
+        exit::MISMATCH
+    } else if class_of(ErrorClass::Usage) {
+        exit::USAGE
+    } else if class_of(ErrorClass::Infrastructure) {
+        exit::INFRA
+    } else {
+        exit::OK
+    }
+}
+
 fn spinner(msg: String) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-            .expect("static template is valid"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = crate::progress::spinner();
     bar.set_message(msg);
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Verdict;
+    use crate::error::{ErrorClass, exit};
+    use crate::scenario::Expected;
+
+    fn report(verdict: Verdict, expected: Expected) -> PairReport {
+        let matches_plan = verdict.matches(&expected);
+        PairReport {
+            id: "t/s".into(),
+            repetition: None,
+            target_name: "t".into(),
+            target: "image:x".into(),
+            scenario: "s".into(),
+            scenario_path: "s.yaml".into(),
+            milestones: Vec::new(),
+            focus_unit: None,
+            report: Default::default(),
+            started_unix: 0.0,
+            expected,
+            verdict,
+            matches_plan,
+            outcomes: Vec::new(),
+            probes: Vec::new(),
+            boots: Vec::new(),
+            duration_secs: 0.0,
+            run_dir: "t__s".into(),
+        }
+    }
+
+    fn fail() -> Verdict {
+        Verdict::Fail {
+            expectation: "e".into(),
+            expected: "x".into(),
+            seen: "y".into(),
+            note: None,
+            evidence: None,
+        }
+    }
+
+    fn error(class: ErrorClass) -> Verdict {
+        Verdict::Error {
+            message: "QEMU died".into(),
+            class,
+        }
+    }
+
+    /// Issue 10: a definite failure is never hidden behind another pair's error.
+    #[test]
+    fn a_failure_beats_an_error() {
+        let reports = [
+            report(fail(), Expected::Pass),
+            report(error(ErrorClass::Infrastructure), Expected::Pass),
+        ];
+        assert_eq!(exit_code(&reports), exit::MISMATCH);
+        // A pass where a reproduction was expected is definite too.
+        let missed = Expected::Reproduced(crate::scenario::Reproduction {
+            failing: vec!["e".into()],
+            seen: None,
+        });
+        let reports = [
+            report(Verdict::Pass, missed),
+            report(error(ErrorClass::Usage), Expected::Pass),
+        ];
+        assert_eq!(exit_code(&reports), exit::MISMATCH);
+    }
+
+    /// The error class travels with the verdict: a scenario's mistake is 2, the
+    /// infrastructure's 3; a usage error beats an infrastructure error.
+    #[test]
+    fn errors_exit_by_their_class() {
+        let ok = report(Verdict::Pass, Expected::Pass);
+        assert_eq!(exit_code(std::slice::from_ref(&ok)), exit::OK);
+        let usage = report(error(ErrorClass::Usage), Expected::Pass);
+        let infra = report(error(ErrorClass::Infrastructure), Expected::Pass);
+        assert_eq!(exit_code(&[ok.clone(), usage.clone()]), exit::USAGE);
+        assert_eq!(exit_code(&[ok, infra.clone()]), exit::INFRA);
+        assert_eq!(exit_code(&[infra, usage]), exit::USAGE);
+    }
+
+    /// An error verdict from before schema 3 has no class: it reads as infrastructure.
+    #[test]
+    fn an_old_error_verdict_is_infrastructure() {
+        let v: Verdict =
+            serde_json::from_str(r#"{"verdict": "error", "message": "QEMU exited"}"#).unwrap();
+        assert_eq!(v, error_with("QEMU exited", ErrorClass::Infrastructure));
+    }
+
+    fn error_with(message: &str, class: ErrorClass) -> Verdict {
+        Verdict::Error {
+            message: message.into(),
+            class,
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::check::{self, ExpectationOutcome, Verdict};
 use crate::error::{infra, usage};
 use crate::guest::{Guest, SshKey};
 use crate::scenario::{
-    Action, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom, RunPair,
+    Action, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom, RunPair, Wait,
 };
 use crate::target::BootSpec;
 use crate::vm::{AccelChoice, Vm};
@@ -68,8 +68,11 @@ pub struct PairReport {
     #[serde(default)]
     pub milestones: Vec<crate::scenario::Milestone>,
     /// The unit the scenario follows most closely; reports time the run by it.
-    #[serde(default = "default_focus_unit")]
-    pub focus_unit: String,
+    #[serde(default)]
+    pub focus_unit: Option<String>,
+    /// How reports present the pair (the scenario's `report:`).
+    #[serde(default)]
+    pub report: crate::scenario::ReportHints,
     /// When the pair started, in seconds since the Unix epoch (reports date themselves
     /// from this, so a re-render gives the same bytes).
     #[serde(default)]
@@ -90,10 +93,6 @@ pub struct PairReport {
     pub duration_secs: f64,
     /// The run folder.
     pub run_dir: PathBuf,
-}
-
-fn default_focus_unit() -> String {
-    crate::scenario::model::DEFAULT_FOCUS_UNIT.to_string()
 }
 
 /// One boot within a pair.
@@ -137,11 +136,16 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
     let verdict = match result {
         Ok(()) => check::verdict(&state.outcomes, &ctx.pair.expected),
         Err(e) => {
-            state
-                .timeline
-                .event("infrastructure error", &format!("{e:#}"));
+            state.timeline.event(
+                match crate::error::class(&e) {
+                    crate::error::ErrorClass::Usage => "scenario error",
+                    crate::error::ErrorClass::Infrastructure => "infrastructure error",
+                },
+                &format!("{e:#}"),
+            );
             Verdict::Error {
                 message: format!("{e:#}"),
+                class: crate::error::class(&e),
             }
         }
     };
@@ -155,7 +159,13 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
         scenario: ctx.pair.scenario.name.clone(),
         scenario_path: ctx.pair.scenario.path.clone(),
         milestones: ctx.pair.scenario.milestones.clone(),
-        focus_unit: ctx.pair.scenario.focus_unit.as_str().to_string(),
+        focus_unit: ctx
+            .pair
+            .scenario
+            .focus_unit
+            .as_ref()
+            .map(|u| u.as_str().to_string()),
+        report: ctx.pair.scenario.report.clone(),
         started_unix,
         expected: ctx.pair.expected.clone(),
         verdict,
@@ -189,7 +199,8 @@ struct Up {
 
 async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> anyhow::Result<()> {
     let scenario = &ctx.pair.scenario;
-    check_faults(ctx)?;
+    let faults: Vec<&str> = ctx.spec.faults.keys().map(String::as_str).collect();
+    check_faults(&ctx.pair, &faults)?;
     let key = SshKey::generate()?.require_host_key(boot::requires_host_key(&ctx.spec));
     let forwards = host_ports(&scenario.phases);
     let mut up: Option<Up> = None;
@@ -260,14 +271,15 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             .expect
             .iter()
             .enumerate()
-            .partition(|(_, e)| matches!(e.kind, ExpectationKind::WaitCycle(_)));
+            .partition(|(_, e)| matches!(e.kind.spec().wait(), Wait::PhaseEnd(_)));
         let mut decided: Vec<(usize, ExpectationOutcome)> = Vec::new();
         for (index, exp) in waits.into_iter().chain(invariants) {
-            let deadline = match exp.kind {
-                ExpectationKind::WaitCycle(_) => {
-                    Instant::now() + within(&exp.kind).unwrap_or_default()
-                }
-                _ => t + within(&exp.kind).unwrap_or_default(),
+            // The descriptor says how the kind waits (see scenario/expectation.rs, Timing).
+            let deadline = match exp.kind.spec().wait() {
+                Wait::Once => t,
+                Wait::Within(d) => t + d,
+                // Plus two of the watcher's reads: it confirms a cycle on its second.
+                Wait::PhaseEnd(d) => Instant::now() + d + 2 * cycles::READ_EVERY,
             };
             let during = format!("phase {}, while checking {}", phase.name, exp.id);
             let awaited = lost::guarded(
@@ -332,13 +344,8 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
 async fn finish_boot(ctx: &PairContext, up: &Up) {
     let index = up.vm.boot_index();
     let guest = up.cycles.session().unwrap_or_else(|| up.guest.clone());
-    record::boot_evidence(
-        &guest,
-        &ctx.run_dir,
-        index,
-        ctx.pair.scenario.focus_unit.as_str(),
-    )
-    .await;
+    let focus = ctx.pair.scenario.focus_unit.as_ref().map(|u| u.as_str());
+    record::boot_evidence(&guest, &ctx.run_dir, index, focus).await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
     if let Some(b) = &up.baseline {
@@ -502,7 +509,7 @@ async fn run_action(
             let out = up.guest.exec(&r.cmd).await?;
             if out.status != r.status {
                 return Err(usage(format!(
-                    "scenario {}: action `{}` exited {} (expected {}): {}",
+                    "scenario {}: action `{}` exited {} (it declares status {}): {}",
                     ctx.pair.scenario.path.display(),
                     r.cmd,
                     out.status,
@@ -558,29 +565,24 @@ async fn inject_fault(ctx: &PairContext, guest: &Guest, name: &str) -> anyhow::R
     Ok(())
 }
 
-/// Every fault a scenario names must exist on the target, before anything boots.
-fn check_faults(ctx: &PairContext) -> anyhow::Result<()> {
-    for phase in &ctx.pair.scenario.phases {
-        let named = phase
-            .boot
-            .faults
-            .iter()
-            .chain(phase.actions.iter().filter_map(|a| match a {
-                Action::Fault(n) => Some(n),
-                _ => None,
-            }));
-        for name in named {
-            if !ctx.spec.faults.contains_key(name) {
-                let known: Vec<&str> = ctx.spec.faults.keys().map(String::as_str).collect();
+/// Every fault a scenario names must exist on the target, before anything boots: a usage
+/// error at the line that names the first missing one.
+pub fn check_faults(pair: &RunPair, faults: &[&str]) -> anyhow::Result<()> {
+    for phase in &pair.scenario.phases {
+        for r in &phase.fault_refs {
+            if !faults.contains(&r.name.as_str()) {
                 return Err(usage(format!(
-                    "{}: phase {:?} names fault {name:?}, which target {} does not define (it defines: {})",
-                    ctx.pair.scenario.path.display(),
+                    "{}:{}:{}: phase {:?} names fault {:?}, which target {} does not define (it defines: {})",
+                    pair.scenario.path.display(),
+                    r.line,
+                    r.col,
                     phase.name,
-                    ctx.pair.target,
-                    if known.is_empty() {
+                    r.name,
+                    pair.target,
+                    if faults.is_empty() {
                         "none".to_string()
                     } else {
-                        known.join(", ")
+                        faults.join(", ")
                     }
                 )));
             }
@@ -606,19 +608,6 @@ fn host_ports(phases: &[Phase]) -> Vec<u16> {
     ports
 }
 
-/// The time an expectation may wait, for kinds that wait.
-fn within(kind: &ExpectationKind) -> Option<Duration> {
-    match kind {
-        ExpectationKind::Unit(u) => Some(u.within.0),
-        ExpectationKind::Http(h) => Some(h.within.0),
-        ExpectationKind::Journal(j) => Some(j.within.0),
-        ExpectationKind::BootBudget(b) => Some(b.0),
-        // An expected cycle may still be forming when the rest of the phase is done.
-        ExpectationKind::WaitCycle(w) => Some(w.persist.0 + 2 * cycles::READ_EVERY),
-        _ => None,
-    }
-}
-
 fn outcome(
     exp: &Expectation,
     a: &expect::Awaited,
@@ -627,10 +616,10 @@ fn outcome(
     phase: &str,
     boot_index: u32,
 ) -> ExpectationOutcome {
-    let mut o = ExpectationOutcome::new(exp.id.clone(), exp.kind.describe(), a.eval.clone());
+    let mut o = ExpectationOutcome::of(exp, a.eval.clone());
     o.changed_at = a.changed.map(|c| c.saturating_duration_since(origin));
     o.decided_at = Some(a.decided.saturating_duration_since(origin));
-    o.evidence = Some(run_dir.join(record::evidence_file(&exp.kind, phase, boot_index)));
+    o.evidence = Some(run_dir.join(exp.kind.spec().evidence().name(phase, boot_index)));
     o
 }
 

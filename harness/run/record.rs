@@ -7,6 +7,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::evidence::bundle;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -14,33 +16,12 @@ use serde::Serialize;
 use crate::guest::Guest;
 use crate::guest::systemd;
 use crate::scenario::{ExpectationKind, Scenario};
+
 use crate::target::BootSpec;
 use crate::vm::Vm;
 
-/// Now, in seconds since the Unix epoch (0 on a clock before 1970).
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// Write `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path)?;
-    Ok(())
-}
-
-/// Write `value` as pretty JSON to `path` atomically.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
-    bytes.push(b'\n');
-    write_atomic(path, &bytes)
-}
+pub use crate::evidence::bundle::{file_safe, write_atomic, write_json};
+pub use crate::unix::now as unix_now;
 
 /// The harness's own timeline of a pair: one JSON object a line, appended as it goes.
 pub struct Timeline {
@@ -60,7 +41,7 @@ impl Timeline {
     pub fn new(run_dir: &Path, origin: Instant) -> Timeline {
         let _ = std::fs::create_dir_all(run_dir);
         Timeline {
-            path: run_dir.join("timeline.jsonl"),
+            path: run_dir.join(bundle::TIMELINE),
             origin,
         }
     }
@@ -102,7 +83,7 @@ struct VmRecord<'a> {
 pub fn vm_evidence(vm: &Vm, run_dir: &Path) -> anyhow::Result<()> {
     let accel = vm.accel().accel.to_string();
     write_json(
-        &run_dir.join("vm.json"),
+        &run_dir.join(bundle::VM),
         &VmRecord {
             qemu_argv: vm.qemu_argv(),
             accel: &accel,
@@ -160,23 +141,25 @@ pub fn identity_evidence(
         },
         checksum_error: error.map(String::as_str),
     };
-    if let Err(e) = write_json(&run_dir.join("identity.json"), &record) {
+    if let Err(e) = write_json(&run_dir.join(bundle::IDENTITY), &record) {
         tracing::warn!("cannot write identity.json: {e:#}");
     }
 }
 
 /// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines;
 /// `critical-chain-boot-N.txt` for the focus unit, and `plot-boot-N.svg`.
-pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32, focus: &str) {
-    let (journal, chain, plot) = tokio::join!(
-        capped_journal(guest),
-        systemd::critical_chain(guest, focus),
-        systemd::plot(guest)
-    );
+pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32, focus: Option<&str>) {
+    let chain = async {
+        match focus {
+            Some(unit) => systemd::critical_chain(guest, unit).await,
+            None => Ok(String::new()),
+        }
+    };
+    let (journal, chain, plot) = tokio::join!(capped_journal(guest), chain, systemd::plot(guest));
     for (file, text) in [
-        (format!("journal-boot-{boot_index}.json"), journal),
-        (format!("critical-chain-boot-{boot_index}.txt"), chain),
-        (format!("plot-boot-{boot_index}.svg"), plot),
+        (bundle::journal_file(boot_index), journal),
+        (bundle::critical_chain_file(boot_index), chain),
+        (bundle::plot_file(boot_index), plot),
     ] {
         match text {
             Ok(text) if !text.is_empty() => {
@@ -202,11 +185,13 @@ async fn capped_journal(guest: &Guest) -> anyhow::Result<String> {
 
 /// `waitfor-boot-N.json` and `.dot`: what the wait-cycle watcher saw in the boot.
 pub fn waitfor_evidence(run_dir: &Path, boot_index: u32, json: &serde_json::Value, dot: &str) {
-    let base = run_dir.join(format!("waitfor-boot-{boot_index}"));
-    if let Err(e) = write_json(&base.with_extension("json"), json) {
+    if let Err(e) = write_json(&run_dir.join(bundle::waitfor_json(boot_index)), json) {
         tracing::warn!("cannot write the wait-for graph: {e:#}");
     }
-    if let Err(e) = write_atomic(&base.with_extension("dot"), dot.as_bytes()) {
+    if let Err(e) = write_atomic(
+        &run_dir.join(bundle::waitfor_dot(boot_index)),
+        dot.as_bytes(),
+    ) {
         tracing::warn!("cannot write the wait-for graph: {e:#}");
     }
 }
@@ -214,7 +199,11 @@ pub fn waitfor_evidence(run_dir: &Path, boot_index: u32, json: &serde_json::Valu
 /// `units-PHASE.txt`: state, Result and monotonic timestamps of every service and the
 /// units the scenario names, at the end of a phase.
 pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario: &Scenario) {
-    let mut named: Vec<String> = vec![scenario.focus_unit.as_str().to_string()];
+    let mut named: Vec<String> = scenario
+        .focus_unit
+        .iter()
+        .map(|u| u.as_str().to_string())
+        .collect();
     for e in scenario.expectations() {
         match &e.kind {
             ExpectationKind::Unit(u) => named.push(u.unit.as_str().to_string()),
@@ -229,7 +218,7 @@ pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario
         "{} $(systemctl list-units --all --plain --no-legend --type=service | awk '{{print $1}}')",
         systemd::show_command(&named)
     );
-    let path = run_dir.join(format!("units-{}.txt", file_safe(phase)));
+    let path = run_dir.join(bundle::units_file(phase));
     match guest.exec(&cmd).await {
         Ok(out) => {
             if let Err(e) = write_atomic(&path, out.stdout.as_bytes()) {
@@ -238,32 +227,4 @@ pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario
         }
         Err(e) => tracing::warn!("cannot read unit states after phase {phase}: {e:#}"),
     }
-}
-
-/// The file in a run folder that shows an expectation's evidence.
-pub fn evidence_file(kind: &ExpectationKind, phase: &str, boot_index: u32) -> String {
-    match kind {
-        ExpectationKind::Http(_) => "verdict.json".to_string(),
-        ExpectationKind::Journal(_) => format!("journal-boot-{boot_index}.json"),
-        ExpectationKind::Unit(_)
-        | ExpectationKind::Order(_)
-        | ExpectationKind::NoFailedUnits(_) => {
-            format!("units-{}.txt", file_safe(phase))
-        }
-        ExpectationKind::WaitCycle(_) => format!("waitfor-boot-{boot_index}.json"),
-        _ => "timeline.jsonl".to_string(),
-    }
-}
-
-/// A name safe to use in a file name.
-pub fn file_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }

@@ -27,8 +27,9 @@ pub struct Expectation {
     pub kind: ExpectationKind,
 }
 
-/// The kinds of expectation a scenario can state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The kinds of expectation a scenario can state. Serialized (in `verdict.json` and
+/// report.json) as `{KIND: PARAMETERS}`, so reports can read what was checked as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpectationKind {
     /// `unit: U, state: S, within: D[, result: R]` — U reaches S within D (see Timing).
@@ -46,7 +47,7 @@ pub enum ExpectationKind {
     /// `no_failed_units: {except: [..]}` — no unit is `failed` but the listed ones.
     NoFailedUnits(NoFailedUnits),
     /// `boot_budget: 5m` — systemd reported `Startup finished` within this time.
-    BootBudget(ScenarioDuration),
+    BootBudget(BootBudget),
     /// `wait_cycle: absent|expected[, persist: D]` — whether a wait-for cycle (job queue
     /// plus declared gates) persists for D during the phase; an invariant over the phase.
     WaitCycle(WaitCycleCheck),
@@ -126,7 +127,7 @@ impl UnitResult {
 }
 
 /// `unit:` expectation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitExpectation {
     /// The unit watched.
     pub unit: UnitName,
@@ -241,6 +242,11 @@ pub struct NoFailedUnits {
     pub except: Vec<UnitName>,
 }
 
+/// `boot_budget:` expectation: the boot finishes within this time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct BootBudget(pub ScenarioDuration);
+
 /// `wait_cycle:` expectation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -255,7 +261,7 @@ pub enum WaitCycleExpectation {
 pub const DEFAULT_PERSIST: Duration = Duration::from_secs(10);
 
 /// A `wait_cycle:` expectation with its persistence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitCycleCheck {
     /// Absent or expected.
     pub expect: WaitCycleExpectation,
@@ -308,108 +314,6 @@ fn default_status() -> u16 {
 pub const DEFAULT_WITHIN: Duration = Duration::from_secs(30);
 fn default_within() -> ScenarioDuration {
     ScenarioDuration(DEFAULT_WITHIN)
-}
-
-impl ExpectationKind {
-    /// The id used when the file gives none, such as `unit:deploy-proxy.service=active`.
-    pub fn derived_id(&self) -> String {
-        match self {
-            ExpectationKind::Unit(u) => format!("unit:{}={}", u.unit, u.state.as_str()),
-            ExpectationKind::Order(o) => format!("order:after={}", o.after),
-            ExpectationKind::Http(h) => format!("http:{}:{}", h.from.as_str(), h.url),
-            ExpectationKind::Journal(j) => match &j.unit {
-                Some(u) => format!("journal:{u}:{}", j.pattern),
-                None => format!("journal:{}", j.pattern),
-            },
-            ExpectationKind::File(f) => format!("file:{}", f.path),
-            ExpectationKind::Command(c) => format!("command:{}", c.run),
-            ExpectationKind::NoFailedUnits(_) => "no_failed_units".to_string(),
-            ExpectationKind::BootBudget(_) => "boot_budget".to_string(),
-            ExpectationKind::WaitCycle(w) => format!("wait_cycle={}", wait_word(w.expect)),
-        }
-    }
-
-    /// What must hold, in words, for reports and failure messages.
-    pub fn describe(&self) -> String {
-        match self {
-            ExpectationKind::Unit(u) => {
-                let result = u
-                    .result
-                    .map(|r| format!(" with Result={}", r.as_str()))
-                    .unwrap_or_default();
-                format!(
-                    "{} is {}{result} within {}",
-                    u.unit,
-                    u.state.as_str(),
-                    u.within
-                )
-            }
-            ExpectationKind::Order(o) => {
-                let units: Vec<&str> = o.units.iter().map(UnitName::as_str).collect();
-                format!(
-                    "{} started only after {} finished starting",
-                    units.join(", "),
-                    o.after
-                )
-            }
-            ExpectationKind::Http(h) => {
-                let body = h
-                    .body
-                    .as_ref()
-                    .map(|b| format!(" and a body that {b}"))
-                    .unwrap_or_default();
-                format!(
-                    "GET {} from the {} answers {}{body} within {}",
-                    h.url,
-                    h.from.as_str(),
-                    h.status,
-                    h.within
-                )
-            }
-            ExpectationKind::Journal(j) => {
-                let unit = j
-                    .unit
-                    .as_ref()
-                    .map(|u| format!(" of {u}"))
-                    .unwrap_or_default();
-                format!(
-                    "a journal line{unit} matches /{}/ within {}",
-                    j.pattern, j.within
-                )
-            }
-            ExpectationKind::File(f) => format!("{} {}", f.path, f.content),
-            ExpectationKind::Command(c) => {
-                let mut s = format!("`{}` exits {}", c.run, c.status);
-                if let Some(m) = &c.stdout {
-                    s.push_str(&format!(", stdout {m}"));
-                }
-                if let Some(m) = &c.stderr {
-                    s.push_str(&format!(", stderr {m}"));
-                }
-                s
-            }
-            ExpectationKind::NoFailedUnits(n) if n.except.is_empty() => {
-                "no unit is failed".to_string()
-            }
-            ExpectationKind::NoFailedUnits(n) => {
-                let except: Vec<&str> = n.except.iter().map(UnitName::as_str).collect();
-                format!("no unit is failed except {}", except.join(", "))
-            }
-            ExpectationKind::BootBudget(d) => format!("the boot finishes within {d}"),
-            ExpectationKind::WaitCycle(w) => format!(
-                "a wait-for cycle lasting {} is {} during the phase",
-                w.persist,
-                wait_word(w.expect)
-            ),
-        }
-    }
-}
-
-fn wait_word(w: WaitCycleExpectation) -> &'static str {
-    match w {
-        WaitCycleExpectation::Absent => "absent",
-        WaitCycleExpectation::Expected => "expected",
-    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,14 @@ use std::path::Path;
 
 use serde_saphyr::Spanned;
 
+use super::action::Action;
 use super::diag::{Diagnostic, into_usage_error};
 use super::duration::ScenarioDuration;
 use super::expectation::{
-    DEFAULT_PERSIST, Expectation, ExpectationKind, UnitExpectation, WaitCycleCheck,
+    BootBudget, DEFAULT_PERSIST, Expectation, ExpectationKind, UnitExpectation, WaitCycleCheck,
 };
-use super::model::{BootOptions, DEFAULT_FOCUS_UNIT, Phase, PhaseStart, Scenario};
-use super::names::{UnitName, is_plain_name};
+use super::model::{BootOptions, FaultRef, Phase, PhaseStart, Scenario};
+use super::names::is_plain_name;
 use super::raw::{EXPECTATION_KINDS, RawExpectation, RawPhase, RawScenario};
 
 /// Read and validate a scenario file. Errors are usage errors naming `file:line:col`.
@@ -92,15 +93,75 @@ fn resolve(path: &Path, raw: RawScenario, diags: &mut Vec<Diagnostic>) -> Scenar
             "the scenario expects nothing: add an `expect:` list to at least one phase",
         ));
     }
+    let report = match raw.report {
+        Some(hints) => {
+            check_hints(path, &hints, &ids, diags);
+            hints.value
+        }
+        None => Default::default(),
+    };
+    // No focus unit named: follow the first unit the scenario waits for.
+    let focus_unit = raw.focus_unit.or_else(|| {
+        phases
+            .iter()
+            .flat_map(|p: &Phase| p.expect.iter())
+            .find_map(|e| match &e.kind {
+                ExpectationKind::Unit(u) => Some(u.unit.clone()),
+                _ => None,
+            })
+    });
     Scenario {
         name,
         path: path.to_path_buf(),
         milestones: raw.milestone.0,
         summary: raw.summary,
-        focus_unit: raw
-            .focus_unit
-            .unwrap_or_else(|| UnitName(DEFAULT_FOCUS_UNIT.to_string())),
+        focus_unit,
+        report,
         phases,
+    }
+}
+
+/// `report:` must name a non-empty group and highlight only ids the scenario has.
+fn check_hints(
+    path: &Path,
+    hints: &Spanned<crate::scenario::model::ReportHints>,
+    ids: &BTreeMap<String, String>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let at = hints.referenced;
+    if hints
+        .value
+        .group
+        .as_deref()
+        .is_some_and(|g| g.trim().is_empty())
+    {
+        diags.push(Diagnostic::at(
+            path,
+            at,
+            "`report.group` is empty: give the heading of the group this scenario's pairs join",
+        ));
+    }
+    if let Some(h) = &hints.value.highlight {
+        if h.title.trim().is_empty() {
+            diags.push(Diagnostic::at(path, at, "`report.highlight.title` is empty: give the title shown above the highlighted expectations"));
+        }
+        if h.ids.is_empty() {
+            diags.push(Diagnostic::at(
+                path,
+                at,
+                "`report.highlight.ids` is empty: list expectation ids of this scenario",
+            ));
+        }
+        for id in &h.ids {
+            if !ids.contains_key(id) {
+                let known: Vec<&str> = ids.keys().map(String::as_str).collect();
+                diags.push(Diagnostic::at(
+                    path,
+                    at,
+                    format!("`report.highlight.ids` names {id:?}, which is no expectation id of this scenario (its ids: {})", known.join(", ")),
+                ));
+            }
+        }
     }
 }
 
@@ -124,6 +185,7 @@ fn resolve_phase(
         }
         (Some(s), _) => s.value,
     };
+    let boot_at = phase.boot.as_ref().map(|b| b.referenced);
     let boot = match phase.boot {
         Some(b) => {
             if start == PhaseStart::Continue && !b.value.is_empty() {
@@ -138,6 +200,17 @@ fn resolve_phase(
         }
         None => BootOptions::default(),
     };
+    // Where each fault is named, so that a target that lacks one can point at the line.
+    let mut fault_refs: Vec<FaultRef> = boot
+        .faults
+        .iter()
+        .map(|name| FaultRef::at(name, boot_at))
+        .collect();
+    for a in &phase.actions {
+        if let Action::Fault(name) = &a.value {
+            fault_refs.push(FaultRef::at(name, Some(a.referenced)));
+        }
+    }
     let mut expect = Vec::new();
     for e in phase.expect {
         if let Some(resolved) = resolve_expectation(path, e, &phase.name.value, ids, diags) {
@@ -148,8 +221,9 @@ fn resolve_phase(
         name: phase.name.value,
         start,
         boot,
-        actions: phase.actions,
+        actions: phase.actions.into_iter().map(|a| a.value).collect(),
         expect,
+        fault_refs,
     }
 }
 
@@ -275,7 +349,7 @@ fn resolve_expectation(
             } else if let Some(v) = raw.no_failed_units {
                 ExpectationKind::NoFailedUnits(v)
             } else if let Some(v) = raw.boot_budget {
-                ExpectationKind::BootBudget(v)
+                ExpectationKind::BootBudget(BootBudget(v))
             } else {
                 ExpectationKind::WaitCycle(WaitCycleCheck {
                     expect: raw.wait_cycle?,

@@ -10,6 +10,7 @@ pub mod diag;
 pub mod duration;
 pub mod expectation;
 pub mod files;
+pub mod kinds;
 pub mod load;
 pub mod model;
 pub mod names;
@@ -21,16 +22,17 @@ pub use action::{Action, LinkState, RestartAction, RunAction, WriteAction};
 pub use diag::Diagnostic;
 pub use duration::{ScenarioDuration, format_duration, parse_duration};
 pub use expectation::{
-    CommandExpectation, DEFAULT_PERSIST, Expectation, ExpectationKind, FileExpectation,
+    BootBudget, CommandExpectation, DEFAULT_PERSIST, Expectation, ExpectationKind, FileExpectation,
     HttpExpectation, JournalExpectation, NoFailedUnits, OrderExpectation, ProbeFrom, TextMatch,
     UnitExpectation, UnitResult, UnitState, WaitCycleCheck, WaitCycleExpectation,
 };
 pub use files::{FileCheck, FileKind, check_file, check_files, json_schema};
+pub use kinds::{KindSpec, Wait};
 pub use load::{load_scenario, parse_scenario};
-pub use model::{BootOptions, Milestone, Phase, PhaseStart, Scenario};
+pub use model::{BootOptions, Highlight, Milestone, Phase, PhaseStart, ReportHints, Scenario};
 pub use names::{Pattern, UnitName};
 pub use plan::{
-    Expected, LoadedPlan, Plan, PlanRun, Reproduction, RunPair, TargetFlag, adhoc_pairs, load_plan,
-    parse_plan, parse_target_flag,
+    Expected, Layout, LoadedPlan, Plan, PlanReport, PlanRun, Reproduction, RunPair, Section,
+    TargetFlag, adhoc_pairs, load_plan, parse_plan, parse_target_flag,
 };
 pub use shard::{Shard, parse_shard, shard};

@@ -10,9 +10,6 @@ use super::action::Action;
 use super::expectation::Expectation;
 use super::names::UnitName;
 
-/// The unit a scenario watches most closely when it names none.
-pub const DEFAULT_FOCUS_UNIT: &str = "deploy-proxy.service";
-
 /// A scenario: a situation to put the system in, and what must hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Scenario {
@@ -24,8 +21,11 @@ pub struct Scenario {
     pub milestones: Vec<Milestone>,
     /// One paragraph for reports.
     pub summary: String,
-    /// The unit the progress line and the report follow.
-    pub focus_unit: UnitName,
+    /// The unit the progress line and the report follow: `focus_unit:` from the file,
+    /// else the unit of its first `unit:` expectation, else none.
+    pub focus_unit: Option<UnitName>,
+    /// How reports present the scenario's pairs (`report:` in the file).
+    pub report: ReportHints,
     /// The phases, in order; the first starts with a cold boot.
     pub phases: Vec<Phase>,
 }
@@ -42,18 +42,60 @@ impl Scenario {
     }
 }
 
-/// The milestones of the fix this harness proves, plus the scheduled job.
+/// A milestone a scenario belongs to, such as `M1` or `nightly`: a plain name that
+/// plans and reports group pairs by. Which milestones exist, and how a report presents
+/// them, is up to the scenario and plan files, not the harness.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
-pub enum Milestone {
-    /// Controlled reproduction and fix.
-    M1,
-    /// From-scratch cold-boot proof.
-    M2,
-    /// The scheduled regression job.
-    #[serde(rename = "nightly")]
-    Nightly,
+#[serde(transparent)]
+pub struct Milestone(pub String);
+
+impl Milestone {
+    /// A milestone from a plain name (letters, digits, `-`, `_`, `.`).
+    pub fn parse(name: &str) -> Result<Milestone, String> {
+        if super::names::is_plain_name(name) {
+            Ok(Milestone(name.to_string()))
+        } else {
+            Err(format!(
+                "invalid milestone {name:?}: expected a name of letters, digits, '-', '_' or '.' (such as M1 or nightly)"
+            ))
+        }
+    }
+
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Milestone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `report:` in a scenario file: how a report presents its pairs in a milestone section
+/// laid out by groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportHints {
+    /// The heading of the group this scenario's pairs join (default: the scenario's name).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Expectations to show first, under their own title.
+    #[serde(default)]
+    pub highlight: Option<Highlight>,
+}
+
+/// Expectations a report shows first, under a title of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Highlight {
+    /// The title, such as "Last-good, before and after the broken version".
+    pub title: String,
+    /// Expectation ids of this scenario.
+    pub ids: Vec<String>,
 }
 
 /// `milestone:` as written: one milestone or a list of them.
@@ -62,27 +104,27 @@ pub struct Milestones(pub Vec<Milestone>);
 
 impl<'de> Deserialize<'de> for Milestones {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{self, IntoDeserializer, SeqAccess, Visitor};
+        use serde::de::{self, SeqAccess, Visitor};
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Milestones;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("M1, M2, nightly, or a list of them")
+                f.write_str("a milestone name (such as M1 or nightly), or a list of them")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Milestones, E> {
-                let one = Milestone::deserialize(v.into_deserializer())?;
-                Ok(Milestones(vec![one]))
+                Ok(Milestones(vec![Milestone::parse(v).map_err(E::custom)?]))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Milestones, A::Error> {
                 let mut all = Vec::new();
-                while let Some(m) = seq.next_element::<Milestone>()? {
+                while let Some(name) = seq.next_element::<String>()? {
+                    let m = Milestone::parse(&name).map_err(de::Error::custom)?;
                     if !all.contains(&m) {
                         all.push(m);
                     }
                 }
                 if all.is_empty() {
                     return Err(de::Error::custom(
-                        "empty milestone list: expected M1, M2, nightly, or a list of them",
+                        "empty milestone list: expected a milestone name (such as M1 or nightly), or a list of them",
                     ));
                 }
                 Ok(Milestones(all))
@@ -99,7 +141,7 @@ impl JsonSchema for Milestones {
     fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let one = g.subschema_for::<Milestone>();
         schemars::json_schema!({
-            "description": "M1, M2, nightly, or a list of them",
+            "description": "a milestone name (such as M1 or nightly), or a list of them",
             "anyOf": [one, {"type": "array", "items": one, "minItems": 1}],
         })
     }
@@ -132,6 +174,35 @@ pub struct Phase {
     pub actions: Vec<Action>,
     /// What must hold.
     pub expect: Vec<Expectation>,
+    /// Every fault the phase names (boot faults, then fault actions), with where.
+    pub fault_refs: Vec<FaultRef>,
+}
+
+/// A fault named in a scenario file, and where, so that a target lacking it is reported
+/// at the line that names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FaultRef {
+    /// The fault's name.
+    pub name: String,
+    /// 1-based line (0 when unknown).
+    pub line: u64,
+    /// 1-based column (0 when unknown).
+    pub col: u64,
+}
+
+impl FaultRef {
+    /// A reference at a parser location, if known.
+    pub fn at(name: &str, loc: Option<serde_saphyr::Location>) -> FaultRef {
+        let (line, col) = match loc {
+            Some(l) if l != serde_saphyr::Location::UNKNOWN => (l.line(), l.column()),
+            _ => (0, 0),
+        };
+        FaultRef {
+            name: name.to_string(),
+            line,
+            col,
+        }
+    }
 }
 
 /// Options that apply to one boot only.

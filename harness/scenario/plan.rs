@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::diag::{Diagnostic, into_usage_error};
 use super::load::parse_scenario;
-use super::model::Scenario;
+use super::model::{Milestone, Scenario};
 use super::names::{Pattern, is_plain_name};
 use super::raw::{RawExpected, RawPlan};
 
@@ -44,6 +45,63 @@ pub struct Plan {
     pub targets: BTreeMap<String, String>,
     /// The entries, in file order.
     pub runs: Vec<PlanRun>,
+    /// The report's milestone sections, in order (`report.sections:`).
+    pub sections: Vec<Section>,
+}
+
+/// `report:` in a plan file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanReport {
+    /// The milestone sections of report.md, in order. Without them, each milestone of the
+    /// plan's scenarios gets a section titled with its name, laid out to compare targets.
+    #[serde(default)]
+    pub sections: Vec<Section>,
+}
+
+/// One milestone section of report.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// The milestone whose pairs the section shows (a scenario's `milestone:`).
+    pub milestone: Milestone,
+    /// The section's heading, such as "M1: reproduction and fix".
+    pub title: String,
+    /// How its pairs are laid out.
+    #[serde(default)]
+    pub layout: Layout,
+    /// For `groups`: the heading above the ordering tables (default "Ordering").
+    #[serde(default)]
+    pub order_title: Option<String>,
+    /// For `groups`: the groups that come first, in this order (the others follow as
+    /// their pairs come).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// How a milestone section lays out its pairs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// One subsection per scenario, its targets side by side (before and after a fix).
+    #[default]
+    Compare,
+    /// One subsection per scenario group (`report.group:` in the scenario), then the
+    /// ordering tables and the base image's checksums.
+    Groups,
+}
+
+impl Section {
+    /// The section a milestone gets when no plan describes it.
+    pub fn default_for(m: &Milestone) -> Section {
+        Section {
+            milestone: m.clone(),
+            title: m.to_string(),
+            layout: Layout::Compare,
+            order_title: None,
+            groups: Vec::new(),
+        }
+    }
 }
 
 /// One entry of a plan.
@@ -280,6 +338,10 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<LoadedPlan, Vec<Diagnostic>
             expected,
         });
     }
+    let sections = match raw.report {
+        Some(r) => check_sections(path, r, &mut diags),
+        None => Vec::new(),
+    };
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -289,8 +351,59 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<LoadedPlan, Vec<Diagnostic>
         summary: raw.summary,
         targets: raw.targets.into_iter().map(|(k, v)| (k, v.value)).collect(),
         runs,
+        sections,
     };
     Ok(LoadedPlan { plan, scenarios })
+}
+
+/// `report.sections`: valid milestone names, non-empty titles, each milestone once.
+fn check_sections(
+    path: &Path,
+    report: serde_saphyr::Spanned<PlanReport>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Section> {
+    let at = report.referenced;
+    let mut seen: Vec<&Milestone> = Vec::new();
+    for s in &report.value.sections {
+        if let Err(why) = Milestone::parse(s.milestone.as_str()) {
+            diags.push(Diagnostic::at(path, at, format!("report.sections: {why}")));
+        }
+        if s.title.trim().is_empty() {
+            diags.push(Diagnostic::at(
+                path,
+                at,
+                format!(
+                    "report.sections: the section of milestone {} has an empty title",
+                    s.milestone
+                ),
+            ));
+        }
+        if s.order_title
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            diags.push(Diagnostic::at(
+                path,
+                at,
+                format!(
+                    "report.sections: the section of milestone {} has an empty order_title",
+                    s.milestone
+                ),
+            ));
+        }
+        if seen.contains(&&s.milestone) {
+            diags.push(Diagnostic::at(
+                path,
+                at,
+                format!(
+                    "report.sections: milestone {} has two sections: keep one",
+                    s.milestone
+                ),
+            ));
+        }
+        seen.push(&s.milestone);
+    }
+    report.value.sections
 }
 
 /// Where a plan's `scenario:` points: relative to the plan's folder, then (for a plan in

@@ -14,7 +14,7 @@ use super::expectation::{
     CommandExpectation, FileExpectation, HttpExpectation, JournalExpectation, NoFailedUnits,
     OrderExpectation, UnitResult, UnitState, WaitCycleExpectation,
 };
-use super::model::{BootOptions, Milestones, PhaseStart};
+use super::model::{BootOptions, Milestones, PhaseStart, ReportHints};
 use super::names::{Pattern, UnitName};
 
 /// A scenario file.
@@ -25,13 +25,18 @@ pub(crate) struct RawScenario {
     /// Short name (letters, digits, `-`, `_`, `.`), used in run ids and evidence folders.
     #[schemars(with = "String")]
     pub name: Spanned<String>,
-    /// `M1`, `M2`, `nightly`, or a list of them.
+    /// A milestone name (such as `M1` or `nightly`), or a list of them.
     pub milestone: Milestones,
     /// One paragraph for reports.
     pub summary: String,
-    /// The unit the progress line follows (default deploy-proxy.service).
+    /// The unit the progress line and the report follow (default: the unit of the first
+    /// `unit:` expectation).
     #[serde(default)]
     pub focus_unit: Option<UnitName>,
+    /// How reports present this scenario's pairs.
+    #[serde(default)]
+    #[schemars(with = "Option<ReportHints>")]
+    pub report: Option<Spanned<ReportHints>>,
     /// The phases, in order.
     #[schemars(with = "Vec<RawPhase>", length(min = 1))]
     pub phases: Spanned<Vec<Spanned<RawPhase>>>,
@@ -55,7 +60,8 @@ pub(crate) struct RawPhase {
     pub boot: Option<Spanned<BootOptions>>,
     /// Steps, in order.
     #[serde(default)]
-    pub actions: Vec<Action>,
+    #[schemars(with = "Vec<Action>")]
+    pub actions: Vec<Spanned<Action>>,
     /// What must hold at the end of the phase.
     #[serde(default)]
     #[schemars(with = "Vec<RawExpectation>")]
@@ -113,16 +119,34 @@ pub(crate) const EXPECTATION_KINDS: [&str; 9] = [
 impl RawExpectation {
     /// The kind keys present, in [`EXPECTATION_KINDS`] order.
     pub fn kinds(&self) -> Vec<&'static str> {
+        // Destructured in full, so that a new field does not compile until it is placed
+        // here: a kind key (in EXPECTATION_KINDS's order) or a companion of one.
+        let RawExpectation {
+            id: _,
+            unit,
+            state: _,
+            within: _,
+            result: _,
+            order,
+            http,
+            journal,
+            file,
+            command,
+            no_failed_units,
+            boot_budget,
+            wait_cycle,
+            persist: _,
+        } = self;
         let present = [
-            self.unit.is_some(),
-            self.order.is_some(),
-            self.http.is_some(),
-            self.journal.is_some(),
-            self.file.is_some(),
-            self.command.is_some(),
-            self.no_failed_units.is_some(),
-            self.boot_budget.is_some(),
-            self.wait_cycle.is_some(),
+            unit.is_some(),
+            order.is_some(),
+            http.is_some(),
+            journal.is_some(),
+            file.is_some(),
+            command.is_some(),
+            no_failed_units.is_some(),
+            boot_budget.is_some(),
+            wait_cycle.is_some(),
         ];
         EXPECTATION_KINDS
             .iter()
@@ -219,6 +243,10 @@ pub(crate) struct RawPlan {
     /// The (target, scenario, expected outcome) entries, run in this order.
     #[schemars(with = "Vec<RawRun>", length(min = 1))]
     pub runs: Spanned<Vec<Spanned<RawRun>>>,
+    /// How report.md presents the milestones.
+    #[serde(default)]
+    #[schemars(with = "Option<super::plan::PlanReport>")]
+    pub report: Option<Spanned<super::plan::PlanReport>>,
 }
 
 /// One entry of a plan.

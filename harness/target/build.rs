@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
@@ -193,10 +193,7 @@ pub async fn build_image(
         kernel_release,
         disk_size_bytes: recipe.disk_size_bytes,
         build_secs: started.elapsed().as_secs_f64(),
-        built_at_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        built_at_unix: crate::unix::now_secs(),
     };
     write_json(&out.join(META_FILE), &meta)?;
     Ok(meta)

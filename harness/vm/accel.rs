@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -233,12 +233,7 @@ fn write_cache(path: &Path, entry: &CacheEntry) -> Result<()> {
     Ok(())
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::unix::now_secs as unix_now;
 
 /// The first line of `qemu-system-x86_64 --version`.
 pub async fn qemu_version() -> Result<String> {

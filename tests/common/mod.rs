@@ -42,12 +42,23 @@ pub fn cannot_boot() -> Option<String> {
     None
 }
 
-/// Return from the test, saying why, when VMs cannot boot here.
+/// A VM or guest test that cannot run here: fails when `COLDBOOT_REQUIRE_VM=1` (as
+/// scripts/test sets it), so a missing image is never a silent pass; else says why.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var("COLDBOOT_REQUIRE_VM").as_deref() != Ok("1"),
+        "COLDBOOT_REQUIRE_VM=1, but this test cannot run: {why}"
+    );
+    eprintln!("SKIPPED: {why}");
+}
+
+/// Return from the test, saying why, when VMs cannot boot here (and fail instead when
+/// `COLDBOOT_REQUIRE_VM=1`).
 #[macro_export]
 macro_rules! require_vm {
     () => {
         if let Some(why) = common::cannot_boot() {
-            eprintln!("SKIPPED: {why}");
+            common::skip(&why);
             return;
         }
     };
