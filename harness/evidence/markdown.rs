@@ -459,6 +459,7 @@ fn ordering(s: &mut String, p: &PairEvidence) {
     let OrderExpectation {
         after,
         units: consumers,
+        anchor: _,
     } = order;
     let anchor = after.as_str();
     let file = o

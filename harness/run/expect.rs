@@ -100,7 +100,45 @@ pub async fn await_expectation(
             let mut names: Vec<String> = vec![o.after.as_str().to_string()];
             names.extend(o.units.iter().map(|u| u.as_str().to_string()));
             let times = systemd::unit_snapshot(live.guest, &names).await?;
-            let mut eval = check::evaluate_order(o.after.as_str(), &names[1..], &times);
+            let after = o.after.as_str();
+            let mut eval = match &o.anchor {
+                None => check::evaluate_order(after, &names[1..], &times),
+                Some(anchor) => {
+                    // The anchor's moment from the journal, which holds the whole boot.
+                    let (what, hit) = match anchor {
+                        crate::scenario::OrderAnchor::StartJob => (
+                            format!("{after}'s start job ended"),
+                            live.journal
+                                .since(0)
+                                .iter()
+                                .find(|s| s.entry.ends_start_job_of(after))
+                                .map(|s| s.entry.mono_us),
+                        ),
+                        crate::scenario::OrderAnchor::Journal(p) => (
+                            format!("{after} logged /{}/", p.0),
+                            live.journal
+                                .since(0)
+                                .iter()
+                                .find(|s| {
+                                    s.entry.unit.as_deref() == Some(after)
+                                        && p.is_match(&s.entry.message)
+                                })
+                                .map(|s| s.entry.mono_us),
+                        ),
+                    };
+                    match hit {
+                        Some(us) => check::ordering::evaluate_order_from(
+                            format!("{what} at {:.3}s", us as f64 / 1e6),
+                            us,
+                            &names[1..],
+                            &times,
+                        ),
+                        None => Evaluation::failed(format!(
+                            "the anchor never happened in this boot: no journal entry where {what}"
+                        )),
+                    }
+                }
+            };
             // An anchor that never finished starting because it sits on a wait cycle:
             // say so, it is the reason.
             if !eval.held
@@ -172,6 +210,20 @@ async fn await_unit(
         if eval.held {
             live.journal.tighten(&mut live.clock);
             let changed = now.state_change_us.map(|us| live.clock.to_host(us));
+            // The state is there; the properties the scenario names must be too, read
+            // once now (a property that is not as named will not become so by waiting:
+            // ExecMainStatus is set when the state is).
+            let eval = if u.properties.is_empty() {
+                eval
+            } else {
+                let names: Vec<&str> = u.properties.keys().map(String::as_str).collect();
+                let shown = systemd::unit_properties(live.guest, unit, &names).await?;
+                let props = check::units::evaluate_properties(u, &shown);
+                Evaluation {
+                    held: props.held,
+                    seen: format!("{}, {}", eval.seen, props.seen),
+                }
+            };
             // Seen late is not the same as reached late: judge by the guest's timestamp.
             let eval = check::late(eval, changed, deadline, live.clock.uncertainty);
             return Ok(Awaited {
@@ -234,8 +286,8 @@ async fn await_http(
     loop {
         (live.status)(&format!("probing {} from the {}", h.url, h.from.as_str()));
         let attempt = match h.from {
-            ProbeFrom::Guest => probe_from_guest(live.guest, &h.url).await?,
-            ProbeFrom::Host => probe_from_host(live.vm, &h.url).await,
+            ProbeFrom::Guest => probe_from_guest(live.guest, &h.url, h.ca.as_deref()).await?,
+            ProbeFrom::Host => probe_from_host(live.vm, live.guest, &h.url, h.ca.as_deref()).await,
         };
         let record = ProbeRecord {
             at_unix: crate::unix::now(),
@@ -278,9 +330,14 @@ async fn await_http(
 async fn probe_from_guest(
     guest: &Guest,
     url: &str,
+    ca: Option<&str>,
 ) -> anyhow::Result<Result<(u16, String), String>> {
+    // curl verifies certificates unless told not to; `--cacert` names the only CA.
+    let ca = ca
+        .map(|c| format!(" --cacert {}", crate::guest::shell::quote(c)))
+        .unwrap_or_default();
     let cmd = format!(
-        "curl -sS --max-time 5 -w '\\n%{{http_code}}' {}",
+        "curl -sS --max-time 5{ca} -w '\\n%{{http_code}}' {}",
         crate::guest::shell::quote(url)
     );
     let out = guest.exec(&cmd).await?;
@@ -302,7 +359,25 @@ async fn probe_from_guest(
 }
 
 /// Probe from the host through the loopback forward the harness made for the URL's port.
-async fn probe_from_host(vm: &Vm, url: &str) -> Result<(u16, String), String> {
+/// An error with its causes, so a refused certificate says why ("invalid peer
+/// certificate: UnknownIssuer"), not only "error sending request".
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn probe_from_host(
+    vm: &Vm,
+    guest: &Guest,
+    url: &str,
+    ca: Option<&str>,
+) -> Result<(u16, String), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL {url}: {e}"))?;
     let port = parsed
         .port_or_known_default()
@@ -315,16 +390,27 @@ async fn probe_from_host(vm: &Vm, url: &str) -> Result<(u16, String), String> {
     via.set_port(Some(fwd.port()))
         .map_err(|_| "cannot set the port".to_string())?;
     // A name resolves to the forward; an IP literal is replaced by it.
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
-        .danger_accept_invalid_certs(true)
-        .resolve(&host, fwd)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .resolve(&host, fwd);
+    if let Some(ca) = ca {
+        // The CA is read from the guest, where the proxy made it.
+        let pem = guest
+            .exec_checked(&format!("cat {}", crate::guest::shell::quote(ca)))
+            .await
+            .map_err(|e| format!("cannot read the CA {ca} in the guest: {e:#}"))?
+            .stdout;
+        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+            .map_err(|e| format!("{ca} in the guest is not a PEM certificate: {e}"))?;
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert);
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
     if host.parse::<std::net::IpAddr>().is_ok() {
         via.set_host(Some("127.0.0.1")).map_err(|e| e.to_string())?;
     }
-    let resp = client.get(via).send().await.map_err(|e| e.to_string())?;
+    let resp = client.get(via).send().await.map_err(|e| causes(&e))?;
     let status = resp.status().as_u16();
     let body = resp.text().await.map_err(|e| e.to_string())?;
     Ok((status, body))

@@ -137,6 +137,10 @@ pub struct UnitExpectation {
     pub within: ScenarioDuration,
     /// The `Result` it must have when it gets there, if given.
     pub result: Option<UnitResult>,
+    /// systemd properties it must show once it gets there, as `systemctl show -p NAME
+    /// --value` prints them (such as `ExecMainStatus: "2"`, `Type: oneshot`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// `order:` expectation.
@@ -148,6 +152,22 @@ pub struct OrderExpectation {
     pub after: UnitName,
     /// The units that must have started (left `inactive`) only after that.
     pub units: Vec<UnitName>,
+    /// What "finished starting" means for the anchor (default: it became active, or a
+    /// failed oneshot left `activating`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<OrderAnchor>,
+}
+
+/// The moment the consumers of an `order:` must start after, on the guest's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum OrderAnchor {
+    /// PID 1's entry that the anchor's start job ended (`JOB_TYPE=start`, any result):
+    /// what systemd orders `After=` on, whatever the unit's type makes of "active".
+    StartJob,
+    /// The first journal line of the anchor matching this regular expression, such as
+    /// a health gate's decision line: the consumers must start after the gate decided.
+    Journal(crate::scenario::Pattern),
 }
 
 /// Where an HTTP probe is made from.
@@ -190,6 +210,12 @@ pub struct HttpExpectation {
     /// Keep probing until this time has passed (default 30s).
     #[serde(default = "default_within")]
     pub within: ScenarioDuration,
+    /// For an `https://` URL: a PEM file in the guest holding the CA that the server's
+    /// certificate must chain to (such as the proxy's internal root). Without it, the
+    /// prober's own trust store. Verification is never turned off: a proxy whose
+    /// certificate does not verify is not serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 /// `journal:` expectation.

@@ -90,8 +90,13 @@ impl KindSpec for UnitExpectation {
             .result
             .map(|r| format!(" with Result={}", r.as_str()))
             .unwrap_or_default();
+        let properties: String = self
+            .properties
+            .iter()
+            .map(|(k, v)| format!(", {k}={v}"))
+            .collect();
         format!(
-            "{} is {}{result} within {}",
+            "{} is {}{result}{properties} within {}",
             self.unit,
             self.state.as_str(),
             self.within
@@ -113,11 +118,16 @@ impl KindSpec for OrderExpectation {
         format!("order:after={}", self.after)
     }
     fn describe(&self) -> String {
-        format!(
-            "{} started only after {} finished starting",
-            names(&self.units),
-            self.after
-        )
+        let anchor = match &self.anchor {
+            None => format!("{} finished starting", self.after),
+            Some(crate::scenario::OrderAnchor::StartJob) => {
+                format!("{}'s start job ended", self.after)
+            }
+            Some(crate::scenario::OrderAnchor::Journal(p)) => {
+                format!("{} logged a line matching /{}/", self.after, p.0)
+            }
+        };
+        format!("{} started only after {anchor}", names(&self.units))
     }
     fn wait(&self) -> Wait {
         Wait::Once
@@ -140,8 +150,13 @@ impl KindSpec for HttpExpectation {
             .as_ref()
             .map(|b| format!(" and a body that {b}"))
             .unwrap_or_default();
+        let tls = match (&self.ca, self.url.starts_with("https://")) {
+            (Some(ca), _) => format!(", its certificate verified against {ca},"),
+            (None, true) => ", its certificate verified,".to_string(),
+            (None, false) => String::new(),
+        };
         format!(
-            "GET {} from the {} answers {}{body} within {}",
+            "GET {} from the {}{tls} answers {}{body} within {}",
             self.url,
             self.from.as_str(),
             self.status,

@@ -299,11 +299,24 @@ fn resolve_expectation(
                 ));
                 return None;
             };
+            let properties = raw.properties.unwrap_or_default();
+            for name in properties.keys() {
+                let ok = name.starts_with(|c: char| c.is_ascii_uppercase())
+                    && name.chars().all(|c| c.is_ascii_alphanumeric());
+                if !ok {
+                    diags.push(Diagnostic::at(
+                        path,
+                        at,
+                        format!("`properties` of `unit: {unit}`: {name:?} is not a systemd property name (such as ExecMainStatus, Type, RemainAfterExit)"),
+                    ));
+                }
+            }
             ExpectationKind::Unit(UnitExpectation {
                 unit,
                 state,
                 within,
                 result: raw.result,
+                properties,
             })
         }
         None => {
@@ -318,11 +331,15 @@ fn resolve_expectation(
                 ));
                 return None;
             }
-            if raw.state.is_some() || raw.within.is_some() || raw.result.is_some() {
+            if raw.state.is_some()
+                || raw.within.is_some()
+                || raw.result.is_some()
+                || raw.properties.is_some()
+            {
                 diags.push(Diagnostic::at(
                     path,
                     at,
-                    format!("`state`, `within` and `result` belong to a `unit:` expectation, not to `{}` (put `within` inside it)", kinds[0]),
+                    format!("`state`, `within`, `result` and `properties` belong to a `unit:` expectation, not to `{}` (put `within` inside it)", kinds[0]),
                 ));
                 return None;
             }
@@ -338,6 +355,26 @@ fn resolve_expectation(
                         at,
                         format!("invalid url {:?}: expected http://HOST[:PORT]/PATH", v.url),
                     ));
+                }
+                if let Some(ca) = &v.ca {
+                    if !v.url.starts_with("https://") {
+                        diags.push(Diagnostic::at(
+                            path,
+                            at,
+                            format!(
+                                "`ca: {ca}` verifies TLS, but {:?} is not an https:// URL",
+                                v.url
+                            ),
+                        ));
+                    } else if !ca.starts_with('/') {
+                        diags.push(Diagnostic::at(
+                            path,
+                            at,
+                            format!(
+                                "`ca: {ca}`: expected an absolute path of a PEM file in the guest"
+                            ),
+                        ));
+                    }
                 }
                 ExpectationKind::Http(v)
             } else if let Some(v) = raw.journal {

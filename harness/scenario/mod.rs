@@ -23,8 +23,8 @@ pub use diag::Diagnostic;
 pub use duration::{ScenarioDuration, format_duration, parse_duration};
 pub use expectation::{
     BootBudget, CommandExpectation, DEFAULT_PERSIST, Expectation, ExpectationKind, FileExpectation,
-    HttpExpectation, JournalExpectation, NoFailedUnits, OrderExpectation, ProbeFrom, TextMatch,
-    UnitExpectation, UnitResult, UnitState, WaitCycleCheck, WaitCycleExpectation,
+    HttpExpectation, JournalExpectation, NoFailedUnits, OrderAnchor, OrderExpectation, ProbeFrom,
+    TextMatch, UnitExpectation, UnitResult, UnitState, WaitCycleCheck, WaitCycleExpectation,
 };
 pub use files::{FileCheck, FileKind, check_file, check_files, json_schema};
 pub use kinds::{KindSpec, Wait};

@@ -84,6 +84,8 @@ pub(crate) struct RawExpectation {
     #[serde(default)]
     pub result: Option<UnitResult>,
     #[serde(default)]
+    pub properties: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
     pub order: Option<OrderExpectation>,
     #[serde(default)]
     pub http: Option<HttpExpectation>,
@@ -127,6 +129,7 @@ impl RawExpectation {
             state: _,
             within: _,
             result: _,
+            properties: _,
             order,
             http,
             journal,
@@ -172,6 +175,8 @@ struct UnitShape {
     within: ScenarioDuration,
     /// The systemd Result it must have.
     result: Option<UnitResult>,
+    /// systemd properties it must show once there (`systemctl show -p NAME --value`).
+    properties: Option<std::collections::BTreeMap<String, String>>,
 }
 
 macro_rules! shape {

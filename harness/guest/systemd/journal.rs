@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Only the fields the runner reads are sent (journalctl adds the `__` ones), which keeps
 /// the replay of the boot so far short on a slow guest.
 pub const JOURNAL_FOLLOW: &str = "stdbuf -oL journalctl -b -f -n all -o json --no-pager \
-    --output-fields=MESSAGE,UNIT,_SYSTEMD_UNIT,_PID,JOB_RESULT,MESSAGE_ID";
+    --output-fields=MESSAGE,UNIT,_SYSTEMD_UNIT,_PID,JOB_RESULT,JOB_TYPE,MESSAGE_ID";
 
 /// One journal entry, reduced to what the runner uses.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -26,6 +26,18 @@ pub struct Entry {
     pub message: String,
     /// `JOB_RESULT`, on job completion messages.
     pub job_result: Option<String>,
+    /// `JOB_TYPE` (`start`, `stop`...), on job completion messages.
+    pub job_type: Option<String>,
+}
+
+impl Entry {
+    /// Whether PID 1 wrote this to say `unit`'s start job ended (with any result).
+    pub fn ends_start_job_of(&self, unit: &str) -> bool {
+        self.from_manager
+            && self.unit.as_deref() == Some(unit)
+            && self.job_type.as_deref() == Some("start")
+            && self.job_result.is_some()
+    }
 }
 
 impl Entry {
@@ -58,6 +70,7 @@ impl Entry {
             from_manager,
             message,
             job_result: field("JOB_RESULT"),
+            job_type: field("JOB_TYPE"),
         })
     }
 }

@@ -51,6 +51,30 @@ pub async fn unit_snapshot<S: AsRef<str>>(
     Ok(states)
 }
 
+/// The named properties of `unit`, as `systemctl show -p NAME` prints them (`NAME=value`
+/// lines; a property systemd does not know is absent from the map).
+pub async fn unit_properties(
+    guest: &Guest,
+    unit: &str,
+    names: &[&str],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let flags: String = names
+        .iter()
+        .map(|n| format!(" -p {}", crate::guest::shell::quote(n)))
+        .collect();
+    let cmd = format!("systemctl show {}{flags}", crate::guest::shell::quote(unit));
+    let out = guest.exec_checked(&cmd).await?;
+    Ok(parse_properties(&out.stdout))
+}
+
+/// `NAME=value` lines, as `systemctl show` prints them.
+pub fn parse_properties(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The job queue with true ordering relations, from one command (the version is read
 /// too, for queues whose relations cannot tell which way the labels point; see [`jobs`]).
 pub async fn list_jobs(guest: &Guest) -> anyhow::Result<Vec<Job>> {
