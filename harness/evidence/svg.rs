@@ -9,19 +9,32 @@ use super::facts;
 use super::load::{Bundle, PairEvidence};
 use crate::guest::systemd::UnitState;
 
-/// The units drawn, top to bottom: the proxy, traefik, the dashboard, then the six
-/// `After=deploy-proxy` consumers.
-pub const UNITS: [&str; 9] = [
-    "deploy-proxy.service",
-    "traefik.service",
-    "deploy-dashboard.service",
-    "drone.service",
-    "warm-keycloak.service",
-    "reports.service",
-    "bridge.service",
-    "backupbot.service",
-    "nightly-sweep.service",
-];
+/// The units drawn for a pair, top to bottom: its focus unit, then every unit its
+/// expectations name (a `unit:`'s unit, an `order:`'s anchor and consumers), in the
+/// scenario's order. Taken from the outcomes' kind data, so the timeline draws what the
+/// scenario is about, not a fixed list.
+pub fn units_of(p: &crate::evidence::PairEvidence) -> Vec<String> {
+    use crate::scenario::ExpectationKind;
+    let mut names: Vec<String> = p.report.focus_unit.iter().cloned().collect();
+    let mut add = |n: &str| {
+        if !names.iter().any(|x| x == n) {
+            names.push(n.to_string());
+        }
+    };
+    for o in &p.report.outcomes {
+        match &o.kind {
+            Some(ExpectationKind::Unit(u)) => add(u.unit.as_str()),
+            Some(ExpectationKind::Order(ord)) => {
+                add(ord.after.as_str());
+                for u in &ord.units {
+                    add(u.as_str());
+                }
+            }
+            _ => {}
+        }
+    }
+    names
+}
 
 /// How a unit's start ended, as drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +67,7 @@ pub struct Row {
 pub struct Group {
     /// `target · scenario — verdict`.
     pub title: String,
-    /// The rows, in [`UNITS`] order.
+    /// The rows, in [`units_of`] order.
     pub rows: Vec<Row>,
     /// How far (guest seconds) the harness saw into the boot.
     pub observed_until: f64,
@@ -92,12 +105,7 @@ fn group(p: &PairEvidence) -> Option<Group> {
         .unwrap_or(0)
         .max(max_stamp);
     let observed_until = secs(observed_us);
-    let mut names: Vec<&str> = UNITS.to_vec();
-    if let Some(focus) = p.report.focus_unit.as_deref()
-        && !names.contains(&focus)
-    {
-        names.insert(0, focus);
-    }
+    let names = units_of(p);
     let rows = names
         .iter()
         .map(|n| {
