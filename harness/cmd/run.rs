@@ -29,6 +29,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .map(|t| scenario::plan::parse_target_flag(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut sections: Vec<scenario::Section> = Vec::new();
+    let mut redact: Vec<String> = Vec::new();
     let (plan_name, mut pairs) = if !args.plans.is_empty() {
         if !args.scenarios.is_empty() {
             return Err(usage("give either --plan or SCENARIO files, not both"));
@@ -39,6 +40,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             let mut loaded = scenario::load_plan(path)?;
             loaded.override_targets(&flags)?;
             names.push(loaded.plan.name.clone());
+            redact.extend(loaded.plan.redact.iter().cloned());
             // The first plan that describes a milestone's section wins.
             for s in &loaded.plan.sections {
                 if !sections
@@ -126,6 +128,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         accel: args.vm.accel.into(),
         ssh_timeout: Duration::from_secs(args.ssh_timeout),
         baseline_poll: args.baseline_poll,
+        redact,
     };
     // What killed runs left behind goes first (never what a live run owns).
     if let Ok(root) = coldboot::target::cache::cache_root(None) {
@@ -139,6 +142,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             evidence.display()
         ))
     })?;
+    // The plans' patterns apply from the first file (run.json); run_pairs adds the
+    // targets' own once they are prepared.
+    coldboot::evidence::redact::register(
+        &evidence,
+        coldboot::evidence::redact::Redactor::new(&opts.redact)?,
+    );
     let command = std::iter::once("coldboot".to_string())
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()

@@ -123,8 +123,11 @@ pub fn file_safe(s: &str) -> String {
 }
 
 /// Write `bytes` to `path` atomically (a temporary file, then a rename), so an
-/// interrupted run never leaves half a file. Every whole file of a bundle is written here.
+/// interrupted run never leaves half a file. Every whole file of a bundle is written here,
+/// and filtered by the redactor registered for its folder ([`super::redact`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let bytes = super::redact::filter(path, bytes);
+    let bytes: &[u8] = &bytes;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;

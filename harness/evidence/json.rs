@@ -37,6 +37,10 @@ struct PairJson<'a> {
     time_to_awaited_secs: Option<f64>,
     /// Files in the run folder, relative to the bundle.
     files: Vec<String>,
+    /// File name → secrets replaced in it (`redactions.json`; absent in bundles from
+    /// before redaction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redactions: Option<&'a std::collections::BTreeMap<String, usize>>,
 }
 
 /// Render `report.json` (pretty, with a final newline).
@@ -67,6 +71,7 @@ fn pair(p: &PairEvidence) -> PairJson<'_> {
         complete: p.complete,
         time_to_awaited_secs: facts::awaited(p).and_then(|a| a.secs).map(round_ms),
         files: p.files.iter().map(|f| p.link(f)).collect(),
+        redactions: p.redactions.as_ref(),
     }
 }
 

@@ -96,6 +96,8 @@ pub struct PairEvidence {
     pub identity: Option<serde_json::Value>,
     /// Every file name in the run folder, to link only to what exists.
     pub files: BTreeSet<String>,
+    /// `redactions.json`, if written: file name → secrets replaced in it.
+    pub redactions: Option<BTreeMap<String, usize>>,
 }
 
 /// What the reports use from `waitfor-boot-N.json`'s confirmed cycle.
@@ -288,6 +290,9 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         journal_end_us,
         started_us,
         wait_cycles,
+        redactions: files
+            .contains(super::redact::REDACTIONS)
+            .then(|| super::redact::read_counts(dir)),
         identity,
         files,
     })

@@ -582,6 +582,38 @@ fn pairs(s: &mut String, bundle: &Bundle) {
             cell_text(&p.report.verdict.to_string())
         );
     }
+    redactions(s, bundle);
+}
+
+/// Secrets replaced per pair and file (`redactions.json`), when the bundle records them.
+fn redactions(s: &mut String, bundle: &Bundle) {
+    let recorded: Vec<_> = bundle
+        .pairs
+        .iter()
+        .filter_map(|p| Some((p, p.redactions.as_ref()?)))
+        .collect();
+    if recorded.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## Redactions\n");
+    for (p, counts) in recorded {
+        let hit: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(f, n)| format!("{n} in [{f}]({})", p.link(f)))
+            .collect();
+        let total: usize = counts.values().sum();
+        if hit.is_empty() {
+            let _ = writeln!(s, "- {}: none", cell_text(&p.report.id));
+        } else {
+            let _ = writeln!(
+                s,
+                "- {}: {total} replaced ({})",
+                cell_text(&p.report.id),
+                hit.join(", ")
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod junit;
 pub mod load;
 pub mod markdown;
 pub mod merge;
+pub mod redact;
 pub mod svg;
 pub mod timing;
 

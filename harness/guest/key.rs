@@ -125,6 +125,35 @@ impl SshKey {
             .context("cannot encode the per-run private key")
     }
 
+    /// Every form in which this run's private keys could show up in text: each key's
+    /// OpenSSH PEM block, each base64 line of it and the whole base64 body on one line,
+    /// and the raw ed25519 secret (the 32-byte seed and the 64-byte keypair) in base64,
+    /// padded or not. The evidence redactor replaces all of them.
+    pub(crate) fn secret_forms(&self) -> Vec<String> {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        let mut forms = Vec::new();
+        for key in [&self.private, &self.host] {
+            if let Ok(pem) = key.to_openssh(LineEnding::LF) {
+                let body: Vec<&str> = pem
+                    .lines()
+                    .filter(|l| !l.starts_with("-----") && !l.is_empty())
+                    .collect();
+                forms.push(body.concat());
+                forms.extend(body.iter().map(|l| l.to_string()));
+                forms.push(pem.trim_end().to_string());
+            }
+            if let Some(kp) = key.key_data().ed25519() {
+                let seed = kp.private.to_bytes();
+                let pair = kp.to_bytes();
+                for bytes in [&seed[..], &pair[..]] {
+                    forms.push(STANDARD.encode(bytes));
+                    forms.push(STANDARD_NO_PAD.encode(bytes));
+                }
+            }
+        }
+        forms
+    }
+
     fn public_blob_base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.public_blob())
     }

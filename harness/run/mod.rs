@@ -25,6 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar};
 
+use crate::evidence::redact;
 use crate::scenario::RunPair;
 use crate::target::{self, BootSpec, PrepareOptions, Progress, TargetSpec};
 use crate::vm::{Accel, accel};
@@ -47,6 +48,8 @@ pub struct RunOptions {
     /// Also time the naive baseline beside the runner (`baseline-boot-N.json`), for
     /// `coldboot bench`.
     pub baseline_poll: bool,
+    /// The plans' `redact:` patterns (the targets' own are added per pair).
+    pub redact: Vec<String>,
 }
 
 /// Prepare every target the pairs use (building images once each), then run the pairs,
@@ -87,6 +90,21 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         pair::check_faults(pair, &faults)?;
     }
 
+    // Every file of the bundle is filtered: the top by every pattern of the run, each
+    // pair folder by the plan's, its target's and (once generated) the pair's keys.
+    let all: Vec<String> = opts
+        .redact
+        .iter()
+        .chain(specs.values().flat_map(|s| s.redact.iter()))
+        .cloned()
+        .collect();
+    redact::register(&opts.evidence, redact::Redactor::new(&all)?);
+    let mut redactors: BTreeMap<String, redact::Redactor> = BTreeMap::new();
+    for (target, spec) in &specs {
+        let patterns: Vec<&String> = opts.redact.iter().chain(&spec.redact).collect();
+        redactors.insert(target.clone(), redact::Redactor::new(&patterns)?);
+    }
+
     let cache_root = target::cache::cache_root(None)?;
     let probe_kernel = specs
         .values()
@@ -107,6 +125,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
             });
             pair::PairContext {
                 spec: specs[&p.target].clone(),
+                redactor: redactors[&p.target].clone(),
                 accel: accel.clone(),
                 run_dir: opts
                     .evidence
@@ -130,6 +149,11 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
                     &report.run_dir.join(crate::evidence::bundle::VERDICT),
                     &report,
                 );
+                // Last: what QEMU and the timeline wrote is filtered in place, and the
+                // counts recorded, before the reports are rendered from the folder.
+                if let Err(e) = redact::finish_folder(&report.run_dir) {
+                    tracing::warn!("cannot redact {}: {e:#}", report.run_dir.display());
+                }
                 let line = format!(
                     "{:<40} {:<10} {}{}",
                     report.id,

@@ -34,6 +34,9 @@ pub struct PairContext {
     pub pair: RunPair,
     /// Its target, prepared.
     pub spec: Arc<BootSpec>,
+    /// What its folder's files must not show (the plan's and the target's patterns;
+    /// the pair adds its keys).
+    pub redactor: crate::evidence::redact::Redactor,
     /// The accelerator for every VM of the run.
     pub accel: AccelChoice,
     /// This pair's folder in the evidence bundle.
@@ -111,6 +114,7 @@ pub struct BootRecord {
 /// Run one pair to its verdict. Never returns an error: infrastructure failures become
 /// an `error` verdict, so the other pairs go on.
 pub async fn run_pair(ctx: PairContext) -> PairReport {
+    crate::evidence::redact::register(&ctx.run_dir, ctx.redactor.clone());
     let origin = Instant::now();
     let started_unix = record::unix_now();
     let mut state = PairState {
@@ -202,6 +206,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
     let faults: Vec<&str> = ctx.spec.faults.keys().map(String::as_str).collect();
     check_faults(&ctx.pair, &faults)?;
     let key = SshKey::generate()?.require_host_key(boot::requires_host_key(&ctx.spec));
+    crate::evidence::redact::add_key(&ctx.run_dir, &key);
     let forwards = host_ports(&scenario.phases);
     let mut up: Option<Up> = None;
     let mut finished = false;

@@ -47,6 +47,8 @@ pub struct Plan {
     pub runs: Vec<PlanRun>,
     /// The report's milestone sections, in order (`report.sections:`).
     pub sections: Vec<Section>,
+    /// `redact:` patterns: what no file of the evidence may show.
+    pub redact: Vec<String>,
 }
 
 /// `report:` in a plan file.
@@ -352,6 +354,7 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<LoadedPlan, Vec<Diagnostic>
         targets: raw.targets.into_iter().map(|(k, v)| (k, v.value)).collect(),
         runs,
         sections,
+        redact: raw.redact.into_iter().map(|p| p.0).collect(),
     };
     Ok(LoadedPlan { plan, scenarios })
 }

@@ -252,6 +252,10 @@ pub(crate) struct RawPlan {
     #[serde(default)]
     #[schemars(with = "Option<super::plan::PlanReport>")]
     pub report: Option<Spanned<super::plan::PlanReport>>,
+    /// Regular expressions whose matches are replaced with `[REDACTED]` in every file of
+    /// the evidence bundle (the harness's own keys always are).
+    #[serde(default)]
+    pub redact: Vec<super::names::Pattern>,
 }
 
 /// One entry of a plan.

@@ -173,6 +173,8 @@ pub struct BootSpec {
     pub faults: BTreeMap<String, Fault>,
     /// The health gates the target declares (see [`gate`]); empty when it declares none.
     pub gates: Vec<Gate>,
+    /// The target's `redact:` patterns (a recipe's; empty for other targets).
+    pub redact: Vec<String>,
 }
 
 impl BootSpec {
@@ -237,6 +239,7 @@ impl BuiltImage {
             },
             faults: self.recipe.faults.clone(),
             gates: self.recipe.gates(&self.meta.variants),
+            redact: self.recipe.redact.clone(),
         }
     }
 }
@@ -379,6 +382,7 @@ async fn prepare_image(
         cmdline,
         faults: BTreeMap::new(),
         gates: Vec::new(),
+        redact: Vec::new(),
     })
 }
 

@@ -437,6 +437,7 @@ pub async fn prepare(t: &NixTarget, progress: &Progress) -> anyhow::Result<BootS
         },
         faults: info.faults,
         gates: gate::gates_from(&info.gates),
+        redact: Vec::new(),
     })
 }
 

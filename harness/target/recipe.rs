@@ -78,6 +78,10 @@ struct RawRecipe {
     faults: BTreeMap<String, Fault>,
     #[serde(default)]
     gates: Option<Spanned<BTreeMap<String, GateDecl>>>,
+    /// Regular expressions whose matches are redacted from the evidence (checked as the
+    /// file is read, so a bad one is reported at its line and column).
+    #[serde(default)]
+    redact: Vec<crate::scenario::names::Pattern>,
 }
 
 /// A validated recipe.
@@ -103,6 +107,8 @@ pub struct Recipe {
     pub faults: BTreeMap<String, Fault>,
     /// Health gates every variant has (unit → gate); see [`super::gate`].
     pub gates: BTreeMap<String, GateDecl>,
+    /// `redact:` patterns: what the evidence of this target's runs must not show.
+    pub redact: Vec<String>,
 }
 
 /// The path of the recipe file inside a recipe folder.
@@ -256,6 +262,7 @@ fn validate(dir: &Path, file: &Path, raw: RawRecipe) -> anyhow::Result<Recipe> {
         variants,
         faults: raw.faults,
         gates,
+        redact: raw.redact.into_iter().map(|p| p.0).collect(),
     })
 }
 
