@@ -58,6 +58,20 @@ impl NixTarget {
                  only letters, digits, - and _"
             )));
         }
+        // A target string never reaches the network: a remote or registry flake
+        // reference would be fetched by `nix`. Local paths and local git only.
+        let local = flake.starts_with('.')
+            || flake.starts_with('/')
+            || ["path:", "git+file:", "file:"]
+                .iter()
+                .any(|s| flake.starts_with(s));
+        if !local {
+            return Err(usage(format!(
+                "nix target {flake}#{attr}: {flake:?} is not a local flake; coldboot never \
+                 fetches a target from the network. Clone it and give its path, such as \
+                 nix:/srv/cc-ci#{name} or nix:git+file:/srv/cc-ci#{name}"
+            )));
+        }
         let flake = if flake.starts_with('.') || flake.starts_with('/') {
             std::path::absolute(flake)
                 .map_err(|e| usage(format!("nix target: flake path {flake:?}: {e}")))?
@@ -477,7 +491,17 @@ mod tests {
     #[test]
     fn names_and_paths() {
         assert_eq!(target().name, "cc-ci");
-        assert_eq!(NixTarget::new("x", "host").unwrap().name, "host");
+        assert_eq!(NixTarget::new("./x", "host").unwrap().name, "host");
+        for remote in [
+            "github:coopcloud/cc-ci",
+            "git+https://git.example/cc-ci",
+            "https://x/y.tar.gz",
+            "nixpkgs",
+            "flake:cc-ci",
+        ] {
+            let e = NixTarget::new(remote, "host").unwrap_err().to_string();
+            assert!(e.contains("never fetches a target from the network"), "{e}");
+        }
         let local = NixTarget::new("./nix", "ccci-model-after").unwrap();
         assert!(local.flake.starts_with('/') && local.flake.ends_with("/nix"));
         for bad in [
