@@ -175,6 +175,15 @@ pub fn filter<'a>(path: &Path, bytes: &'a [u8]) -> Cow<'a, [u8]> {
     out
 }
 
+/// `text` as the redactor of the folder holding `path` would write it, without counting
+/// (for what the harness prints on the terminal, which a CI log keeps).
+pub fn redact_text(path: &Path, text: &str) -> String {
+    match redactor_for(path) {
+        Some((_, r)) => String::from_utf8_lossy(&r.redact(text.as_bytes()).0).into_owned(),
+        None => text.to_string(),
+    }
+}
+
 /// Files never filtered in place: disk images (the overlay kept with `--keep`), which
 /// are large, binary, and not evidence anyone reads as text.
 fn skipped(name: &str) -> bool {
@@ -243,6 +252,28 @@ pub fn read_counts(dir: &Path) -> BTreeMap<String, usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn terminal_lines_get_the_folder_redaction_without_counting() {
+        let root = std::path::PathBuf::from("/nonexistent/coldboot-redact-text-test");
+        register(&root, Redactor::new(&["SECRET-[0-9]+"]).unwrap());
+        let pair = root.join("after__x");
+        assert_eq!(
+            redact_text(&pair, "fail: saw SECRET-42 in the log"),
+            "fail: saw [REDACTED] in the log"
+        );
+        assert_eq!(
+            redact_text(Path::new("/elsewhere"), "SECRET-42"),
+            "SECRET-42"
+        );
+        assert!(
+            registry()
+                .iter()
+                .find(|e| e.root == root)
+                .is_some_and(|e| e.counts.is_empty())
+        );
+        unregister(&root);
+    }
+
     use super::*;
 
     #[test]

@@ -149,11 +149,6 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
                     &report.run_dir.join(crate::evidence::bundle::VERDICT),
                     &report,
                 );
-                // Last: what QEMU and the timeline wrote is filtered in place, and the
-                // counts recorded, before the reports are rendered from the folder.
-                if let Err(e) = redact::finish_folder(&report.run_dir) {
-                    tracing::warn!("cannot redact {}: {e:#}", report.run_dir.display());
-                }
                 let line = format!(
                     "{:<40} {:<10} {}{}",
                     report.id,
@@ -169,6 +164,13 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
                         v => format!("\n    {v}"),
                     }
                 );
+                // The terminal (and so a CI log) gets the pair's redaction too.
+                let line = redact::redact_text(&report.run_dir, &line);
+                // Last: what QEMU and the timeline wrote is filtered in place, and the
+                // counts recorded, before the reports are rendered from the folder.
+                if let Err(e) = redact::finish_folder(&report.run_dir) {
+                    tracing::warn!("cannot redact {}: {e:#}", report.run_dir.display());
+                }
                 let _ = multi.println(&line);
                 if multi.is_hidden() {
                     eprintln!("{line}");
