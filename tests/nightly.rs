@@ -148,7 +148,7 @@ fn shards_that_do_not_belong_together_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("more than one shard"));
     // A bundle of another plan (regressed ran clean-boot with a --target override: the
-    // same plan name and pairs, so it merges; the reference run is another plan).
+    // same plan name and pairs, so it merges; the reference run is M1+M2).
     let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference-run");
     let out = common::run(&[
         "report",
@@ -160,7 +160,23 @@ fn shards_that_do_not_belong_together_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("reference-run") && err.contains("which plan"),
+        err.contains("reference-run") && err.contains("different plans"),
+        "{err}"
+    );
+    // A bundle from before run.json recorded its plan cannot be placed: refused.
+    let old = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/evidence/m1-dashboard-held-back");
+    let out = common::run(&[
+        "report",
+        one.to_str().unwrap(),
+        old.to_str().unwrap(),
+        "--into",
+        tmp.path().join("m3").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("m1-dashboard-held-back") && err.contains("which plan"),
         "{err}"
     );
     // Several bundles without --into.
