@@ -3,6 +3,8 @@
 //! the right counts, report.md carries the verdict table and sections, and rendering
 //! twice, or from a copy elsewhere, gives the same bytes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use coldboot::check::{Evaluation, ExpectationOutcome};
@@ -25,21 +27,8 @@ fn fixtures() -> Vec<PathBuf> {
 fn copy_bundle(src: &Path) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dst = tmp.path().join(src.file_name().unwrap());
-    copy_dir(src, &dst);
+    common::copy_dir(src, &dst);
     (tmp, dst)
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
 }
 
 fn schema() -> jsonschema::Validator {
@@ -195,7 +184,7 @@ fn mixed_bundle() -> (tempfile::TempDir, PathBuf) {
             .unwrap();
     let variant = |folder: &str, target: &str, edit: &dyn Fn(&mut serde_json::Value)| {
         let d = dir.join(folder);
-        copy_dir(&base_dir, &d);
+        common::copy_dir(&base_dir, &d);
         let mut v = base.clone();
         v["target_name"] = target.into();
         v["id"] = format!("{target}/dashboard-held-back").into();

@@ -21,21 +21,8 @@ fn fixture(name: &str) -> PathBuf {
 /// compare writes compare.md into NEW).
 fn copy(name: &str, dir: &Path) -> PathBuf {
     let to = dir.join(name);
-    copy_dir(&fixture(name), &to);
+    common::copy_dir(&fixture(name), &to);
     to
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
 }
 
 fn script(shards: &Path, previous: &Path, out: &Path) -> Output {

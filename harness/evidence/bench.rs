@@ -32,13 +32,10 @@ fn latency(o: &ExpectationOutcome) -> Option<f64> {
     o.latency().map(|d| d.as_secs_f64())
 }
 
-/// The kind of an outcome, from its id as the runner forms it (`unit:`, `journal:`,
-/// `http:`, `order:`, `wait_cycle=` ...).
-fn kind(o: &ExpectationOutcome) -> &str {
-    let end = o.id.find([':', '=']).unwrap_or(o.id.len());
-    let k = &o.id[..end];
-    // Scenario ids (`phase/what`) do not carry the kind; their description does.
-    if k.contains('/') { "" } else { k }
+/// The kind of an outcome (`unit`, `journal`, `http`, `order`, `wait_cycle`...), from
+/// the kind data it records; `None` for outcomes recorded before schema 3.
+fn kind(o: &ExpectationOutcome) -> Option<&'static str> {
+    o.kind.as_ref().map(|k| k.spec().key())
 }
 
 /// Verdict latency of unit and journal decisions, and of HTTP probes apart.
@@ -49,8 +46,8 @@ pub fn latencies(bundle: &Bundle) -> (Vec<f64>, Vec<f64>) {
         for o in &p.report.outcomes {
             let Some(l) = latency(o) else { continue };
             match kind(o) {
-                "http" => http.push(l),
-                "unit" | "journal" | "order" => systemd.push(l),
+                Some("http") => http.push(l),
+                Some("unit" | "journal" | "order") => systemd.push(l),
                 _ => {}
             }
         }
@@ -100,15 +97,17 @@ pub fn cycle_named(bundle: &Bundle) -> Vec<f64> {
         .pairs
         .iter()
         .flat_map(|p| p.report.outcomes.iter())
-        .filter(|o| kind(o) == "wait_cycle" && !o.held)
+        .filter(|o| kind(o) == Some("wait_cycle") && !o.held)
         .filter_map(latency)
         .collect()
 }
 
-/// The unit a unit outcome awaited, from its id (`unit:NAME=STATE`).
+/// The unit a unit outcome awaited.
 fn awaited_unit(o: &ExpectationOutcome) -> Option<&str> {
-    let rest = o.id.strip_prefix("unit:")?;
-    Some(rest.split_once('=').map_or(rest, |(u, _)| u))
+    match &o.kind {
+        Some(crate::scenario::ExpectationKind::Unit(u)) => Some(u.unit.as_str()),
+        _ => None,
+    }
 }
 
 /// The same changes timed twice: for every unit outcome whose change the guest dated,

@@ -228,6 +228,18 @@ fn figures(o: &Stats, n: &Stats) -> [(&'static str, f64, f64); 2] {
     [("p50", o.p50, n.p50), ("p95", o.p95, n.p95)]
 }
 
+/// A section listing pair ids, when there are any.
+fn id_list(s: &mut String, title: &str, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "{title}\n");
+    for id in ids {
+        let _ = writeln!(s, "- `{id}`");
+    }
+    s.push('\n');
+}
+
 /// `compare.md`: the tables a reader of the nightly job's summary needs.
 pub fn markdown(c: &Comparison, old_name: &str, new_name: &str) -> String {
     let mut s = String::new();
@@ -269,28 +281,12 @@ pub fn markdown(c: &Comparison, old_name: &str, new_name: &str) -> String {
         }
         s.push('\n');
     }
-    if !c.only_old.is_empty() {
-        let _ = writeln!(
-            s,
-            "## Not run now (a regression: not checked)\n\n{}\n",
-            c.only_old
-                .iter()
-                .map(|id| format!("- `{id}`"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
-    if !c.only_new.is_empty() {
-        let _ = writeln!(
-            s,
-            "## New pairs\n\n{}\n",
-            c.only_new
-                .iter()
-                .map(|id| format!("- `{id}`"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    id_list(
+        &mut s,
+        "## Not run now (a regression: not checked)",
+        &c.only_old,
+    );
+    id_list(&mut s, "## New pairs", &c.only_new);
     if !c.times.is_empty() {
         let _ = writeln!(
             s,
