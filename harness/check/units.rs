@@ -2,7 +2,47 @@
 //! and "no failed units".
 
 use super::outcome::Evaluation;
+use crate::guest::systemd::journal::Entry;
 use crate::scenario::UnitExpectation;
+
+/// Whether PID 1's journal can decide `expect` alone: a plain "active" wait (result
+/// success or none, no property to read).
+pub fn decidable_by_journal(expect: &UnitExpectation) -> bool {
+    expect.state == crate::scenario::UnitState::Active
+        && expect.result.is_none_or(|r| r.as_str() == "success")
+        && expect.properties.is_empty()
+}
+
+/// What PID 1's own journal entries say of a unit expectation, without asking systemctl:
+/// the guest time (µs) at which the unit became active, when the latest manager entry
+/// about it among `entries` ended its start job with `done` at or after `floor_us`, and
+/// that means active for the unit (`start_done_means_active`, from its type). `None`
+/// means the journal alone does not decide it, and systemctl is asked: another state or
+/// result is awaited, a property must be read, a later entry (a stop, a failure)
+/// followed the start, or the start came before the floor (before the phase's actions,
+/// which may have changed the unit in ways the stream has not delivered yet).
+///
+/// The entries arrive within milliseconds of being written, while a `systemctl show`
+/// round trip costs seconds on a busy TCG guest; this is how a unit wait decides at once.
+pub fn active_in_journal<'a>(
+    expect: &UnitExpectation,
+    start_done_means_active: bool,
+    floor_us: u64,
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> Option<u64> {
+    if !decidable_by_journal(expect) || !start_done_means_active {
+        return None;
+    }
+    let unit = expect.unit.as_str();
+    let latest = entries
+        .into_iter()
+        .filter(|e| e.from_manager && e.unit.as_deref() == Some(unit))
+        .last()?;
+    (latest.ends_start_job_of(unit)
+        && latest.job_result.as_deref() == Some("done")
+        && latest.mono_us >= floor_us)
+        .then_some(latest.mono_us)
+}
 
 /// Whether a unit's observed `ActiveState` (and `Result`) is what the expectation wants.
 pub fn evaluate_unit(expect: &UnitExpectation, active_state: &str, result: &str) -> Evaluation {
@@ -63,6 +103,92 @@ pub fn evaluate_no_failed(units: &[(String, String)], except: &[String]) -> Eval
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The recorded journal of the reference run's clean cold boot, as the follower
+    /// parses it.
+    fn recorded_boot() -> Vec<Entry> {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/reference-run/after__clean-cold-boot/journal-boot-1.json"
+        ))
+        .expect("the reference run is in the repository");
+        text.lines().filter_map(Entry::parse).collect()
+    }
+
+    fn expectation(yaml: &str) -> UnitExpectation {
+        serde_saphyr::from_str(yaml).expect("a unit expectation")
+    }
+
+    #[test]
+    fn the_journal_decides_a_start_that_ended_done() {
+        let boot = recorded_boot();
+        let active =
+            expectation("{unit: deploy-proxy.service, state: active, within: 5m, result: success}");
+        let at = active_in_journal(&active, true, 0, &boot).expect("decided from the journal");
+        // Recorded: PID 1's "Started" entry for deploy-proxy, ~19.3 s into the boot.
+        let started = boot
+            .iter()
+            .find(|e| e.ends_start_job_of("deploy-proxy.service"))
+            .expect("recorded");
+        assert_eq!(at, started.mono_us);
+        // deploy-proxy is a oneshot that remains after exit: PID 1 says "Finished".
+        assert!(
+            started.message.starts_with("Finished"),
+            "{}",
+            started.message
+        );
+        // The entry is the state change itself: systemctl recorded ActiveEnterTimestamp
+        // at 19.285587 s on the same boot.
+        assert!(at.abs_diff(19_285_587) < 50_000, "{at}");
+        // Before that entry arrived, the journal did not decide it.
+        let before: Vec<&Entry> = boot.iter().filter(|e| e.mono_us < at).collect();
+        assert_eq!(active_in_journal(&active, true, 0, before), None);
+        // A floor just past the start leaves it to systemctl.
+        assert_eq!(active_in_journal(&active, true, at + 1, &boot), None);
+        // A oneshot without RemainAfterExit is not active once started: systemctl decides.
+        assert_eq!(active_in_journal(&active, false, 0, &boot), None);
+        // Other states, results and properties are read from systemctl.
+        for other in [
+            "{unit: deploy-proxy.service, state: failed, within: 5m}",
+            "{unit: deploy-proxy.service, state: active, within: 5m, result: exit-code}",
+            "{unit: deploy-proxy.service, state: active, within: 5m, properties: {Type: oneshot}}",
+        ] {
+            assert_eq!(
+                active_in_journal(&expectation(other), true, 0, &boot),
+                None,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_later_manager_entry_leaves_the_decision_to_systemctl() {
+        let mut boot = recorded_boot();
+        let active = expectation("{unit: deploy-proxy.service, state: active, within: 5m}");
+        let last = boot.last().expect("entries").mono_us;
+        boot.push(Entry {
+            mono_us: last + 1,
+            unit: Some("deploy-proxy.service".into()),
+            from_manager: true,
+            message: "Stopping deploy-proxy.service...".into(),
+            job_result: None,
+            job_type: None,
+        });
+        assert_eq!(active_in_journal(&active, true, 0, &boot), None);
+        // The service's own output after its start is not PID 1's word: it still decides.
+        boot.pop();
+        boot.push(Entry {
+            mono_us: last + 1,
+            unit: Some("deploy-proxy.service".into()),
+            from_manager: false,
+            message: "decision=commit".into(),
+            job_result: None,
+            job_type: None,
+        });
+        assert!(active_in_journal(&active, true, 0, &boot).is_some());
+        // A start before the floor (the phase's actions) is not taken on the journal's word.
+        assert_eq!(active_in_journal(&active, true, last + 2, &boot), None);
+    }
     use crate::guest::systemd::parse_properties;
 
     /// deploy-proxy's block of a `systemctl show` recorded after the model's rollback.

@@ -408,6 +408,7 @@ mod tests {
             exec_main_start_us: None,
             exec_main_exit_us: None,
             timeout_start_us: None,
+            remain_after_exit: None,
         }
     }
 

@@ -169,6 +169,33 @@ impl Guest {
             .map(drop)
     }
 
+    /// Start `cmd` and, `rounds` times, write a newline to its stdin and read the line it
+    /// answers with, timing each round trip. One process serves every round, so a round
+    /// costs the channel's latency, not a process start in the guest (which takes
+    /// hundreds of milliseconds under TCG): what a clock read needs to be tight.
+    pub async fn exchange_lines(
+        &self,
+        cmd: &str,
+        rounds: usize,
+    ) -> anyhow::Result<Vec<(Instant, String, Instant)>> {
+        let inner = self.inner.clone();
+        let cmd = cmd.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let session = inner
+                .session
+                .lock()
+                .map_err(|_| infra("the SSH session lock is poisoned"))?;
+            exchange_blocking(&session, &cmd, rounds).with_context(|| {
+                format!(
+                    "ssh root@{}: cannot exchange lines with `{cmd}`",
+                    inner.addr
+                )
+            })
+        })
+        .await
+        .context("the SSH exchange thread panicked")?
+    }
+
     async fn run(
         &self,
         cmd: &str,
@@ -188,6 +215,46 @@ impl Guest {
         .await
         .context("the SSH exec thread panicked")?
     }
+}
+
+/// The blocking side of [`Guest::exchange_lines`]; the session's timeout bounds each read.
+fn exchange_blocking(
+    session: &Session,
+    cmd: &str,
+    rounds: usize,
+) -> anyhow::Result<Vec<(Instant, String, Instant)>> {
+    use std::io::Read as _;
+    let mut channel = session
+        .channel_session()
+        .context("cannot open an SSH channel")?;
+    channel.exec(cmd).context("the guest refused the command")?;
+    let mut out = Vec::with_capacity(rounds);
+    let mut pending: Vec<u8> = Vec::new();
+    for _ in 0..rounds {
+        let sent = Instant::now();
+        channel
+            .write_all(b"\n")
+            .context("cannot write to the command")?;
+        channel.flush().context("cannot write to the command")?;
+        let line = loop {
+            if let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                break String::from_utf8_lossy(&line[..i]).into_owned();
+            }
+            let mut buf = [0u8; 512];
+            let n = channel
+                .read(&mut buf)
+                .context("cannot read the command's answer")?;
+            if n == 0 {
+                anyhow::bail!("the command ended after {} of {rounds} answers", out.len());
+            }
+            pending.extend_from_slice(&buf[..n]);
+        };
+        out.push((sent, line, Instant::now()));
+    }
+    let _ = channel.send_eof();
+    let _ = channel.close();
+    Ok(out)
 }
 
 /// Turn a non-zero status into an error that quotes stderr.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::{self, Evaluation};
 use crate::guest::Guest;
-use crate::guest::systemd::{self, UnitState};
+use crate::guest::systemd;
 use crate::scenario::{
     CommandExpectation, ExpectationKind, FileExpectation, HttpExpectation, JournalExpectation,
     ProbeFrom, UnitExpectation,
@@ -47,6 +47,14 @@ pub struct Live<'a> {
     pub phase_started: Instant,
     /// When QEMU started this boot (reports time reads from it).
     pub qemu_started: Instant,
+    /// Guest time (µs) from which a start in PID 1's journal decides a unit wait: 0 on a
+    /// phase that booted and did nothing else, else when the phase's actions ended.
+    pub journal_floor_us: u64,
+    /// Per unit the scenario awaits, whether PID 1 ending its start job with `done` means
+    /// it is active (from its type, read once when the boot's watch began).
+    pub start_done_means_active: std::collections::HashMap<String, bool>,
+    /// The phase's watch that decides plain "active" waits ahead of their turn.
+    pub early: super::early::EarlyDecisions,
 }
 
 /// One probe made by the harness.
@@ -166,12 +174,53 @@ pub async fn await_expectation(
     })
 }
 
-/// One unit's state now, from the one systemd reader.
-async fn unit_now(guest: &Guest, unit: &str) -> anyhow::Result<UnitState> {
-    systemd::unit_snapshot(guest, &[unit])
-        .await?
-        .pop()
-        .ok_or_else(|| anyhow::anyhow!("systemctl show returned nothing for {unit}"))
+/// The journal's decision of a plain "active" wait, if it has one now: PID 1's entry's
+/// guest time, and when it was decided (by the phase's watch, ahead of its turn, or now).
+fn journal_decided(
+    live: &Live<'_>,
+    u: &UnitExpectation,
+    by_journal: bool,
+    floor: u64,
+) -> Option<(u64, Instant)> {
+    if !by_journal {
+        return None;
+    }
+    let unit = u.unit.as_str();
+    live.early
+        .get(unit)
+        .map(|d| (d.at_us, d.decided))
+        .or_else(|| {
+            live.journal
+                .scan(|all| {
+                    check::units::active_in_journal(u, true, floor, all.iter().map(|s| &s.entry))
+                })
+                .map(|us| (us, Instant::now()))
+        })
+}
+
+/// Wait until the journal decides a plain "active" wait (forever when it cannot).
+async fn journal_decides(
+    live: &Live<'_>,
+    u: &UnitExpectation,
+    by_journal: bool,
+    floor: u64,
+) -> (u64, Instant) {
+    if !by_journal {
+        return std::future::pending().await;
+    }
+    let unit = u.unit.as_str();
+    let mut seen = live.journal.len();
+    loop {
+        if let Some(hit) = journal_decided(live, u, by_journal, floor) {
+            return hit;
+        }
+        let far = Instant::now() + Duration::from_secs(3600);
+        live.journal
+            .wait_for(&mut seen, far, |e| {
+                e.from_manager && e.unit.as_deref() == Some(unit)
+            })
+            .await;
+    }
 }
 
 async fn await_unit(
@@ -186,9 +235,55 @@ async fn await_unit(
         crate::scenario::UnitState::Failed => Some(false),
         _ => None,
     };
+    let names: Vec<&str> = u.properties.keys().map(String::as_str).collect();
+    // Read when the boot's watch began; a unit not read then is left to systemctl.
+    let means_active = live
+        .start_done_means_active
+        .get(unit)
+        .copied()
+        .unwrap_or(false);
+    let by_journal = means_active && check::units::decidable_by_journal(u);
+    let floor = live.journal_floor_us;
     let mut seen_entries = 0usize;
     loop {
-        let now = unit_now(live.guest, unit).await?;
+        // PID 1's own word, the moment the stream brings it: no round trip. The phase's
+        // watch may have decided it already, while an earlier expectation was awaited;
+        // otherwise it races the systemctl read below.
+        let hit = journal_decided(live, u, by_journal, floor);
+        let read = async {
+            match hit {
+                Some(hit) => Ok(Err(hit)),
+                None => {
+                    let read = systemd::unit_state_with(live.guest, unit, &names);
+                    tokio::select! {
+                        r = read => r.map(Ok),
+                        hit = journal_decides(live, u, by_journal, floor) => Ok(Err(hit)),
+                    }
+                }
+            }
+        };
+        let (now, shown) = match read.await? {
+            Ok(read) => read,
+            Err((us, decided)) => {
+                live.journal.tighten(&mut live.clock);
+                let changed = live.clock.to_host(us);
+                let eval = check::units::evaluate_unit(u, "active", "success");
+                let eval = Evaluation {
+                    seen: format!(
+                        "{} by PID 1's journal at {:.3}s",
+                        eval.seen,
+                        us as f64 / 1e6
+                    ),
+                    ..eval
+                };
+                let eval = check::late(eval, Some(changed), deadline, live.clock.uncertainty);
+                return Ok(Awaited {
+                    eval,
+                    changed: Some(changed),
+                    decided,
+                });
+            }
+        };
         let eval = check::units::evaluate_unit(u, &now.active_state, now.result_str());
         // A unit on a standing wait cycle, or waiting on one, cannot get there before the
         // cycle breaks: decide now instead of at the deadline.
@@ -210,14 +305,12 @@ async fn await_unit(
         if eval.held {
             live.journal.tighten(&mut live.clock);
             let changed = now.state_change_us.map(|us| live.clock.to_host(us));
-            // The state is there; the properties the scenario names must be too, read
-            // once now (a property that is not as named will not become so by waiting:
-            // ExecMainStatus is set when the state is).
+            // The state is there; the properties the scenario names must be too, read in
+            // the same call (a property that is not as named will not become so by
+            // waiting: ExecMainStatus is set when the state is).
             let eval = if u.properties.is_empty() {
                 eval
             } else {
-                let names: Vec<&str> = u.properties.keys().map(String::as_str).collect();
-                let shown = systemd::unit_properties(live.guest, unit, &names).await?;
                 let props = check::units::evaluate_properties(u, &shown);
                 Evaluation {
                     held: props.held,

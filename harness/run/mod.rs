@@ -2,7 +2,8 @@
 //! scheduling pairs in parallel, and turning what was seen into verdicts.
 //!
 //! `boot` brings one target up to a connected guest, `watch` follows its journal,
-//! `clock` maps guest time onto host time, `expect` awaits one expectation, `pair` runs
+//! `clock` maps guest time onto host time, `expect` awaits one expectation (`early`
+//! decides unit waits from the journal ahead of their turn), `pair` runs
 //! one (target, scenario) pair, and `record` writes what a pair leaves behind.
 
 pub mod baseline;
@@ -10,6 +11,7 @@ pub mod boot;
 pub mod cap;
 pub mod clock;
 pub mod cycles;
+pub mod early;
 pub mod expect;
 pub mod lost;
 pub mod pair;

@@ -199,6 +199,8 @@ struct Up {
     cycles: Cycles,
     _watcher: CycleWatcher,
     baseline: Option<super::baseline::Baseline>,
+    /// Per unit the scenario awaits: whether its start job ending `done` means active.
+    start_done_means_active: std::collections::HashMap<String, bool>,
 }
 
 async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> anyhow::Result<()> {
@@ -256,6 +258,13 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         }
 
         let current = up.as_mut().expect("a phase runs on a booted guest");
+        // A start PID 1 logged before the phase's actions ended does not decide a wait:
+        // the actions may have changed the unit in ways the stream has not brought yet.
+        let journal_floor_us = if phase.actions.is_empty() && phase.start != PhaseStart::Continue {
+            0
+        } else {
+            current.clock.to_guest_us(Instant::now()) + current.clock.uncertainty.as_micros() as u64
+        };
         let mut live = Live {
             vm: &current.vm,
             guest: &current.guest,
@@ -266,6 +275,23 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             cycles: current.cycles.clone(),
             phase_started: start,
             qemu_started: Instant::now() - current.vm.uptime(),
+            journal_floor_us,
+            start_done_means_active: current.start_done_means_active.clone(),
+            early: super::early::EarlyDecisions::watch(
+                current.journal.clone(),
+                phase
+                    .expect
+                    .iter()
+                    .filter_map(|e| match &e.kind {
+                        ExpectationKind::Unit(u) if check::units::decidable_by_journal(u) => {
+                            Some(u.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                current.start_done_means_active.clone(),
+                journal_floor_us,
+            ),
         };
         let mut t = phase_t0;
         let mut failed = false;
@@ -309,7 +335,8 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             );
             failed |= !outcome.held;
             decided.push((index, outcome));
-            t = awaited.decided;
+            // A wait decided ahead of its turn does not move the next one's start back.
+            t = t.max(awaited.decided);
         }
         decided.sort_by_key(|(i, _)| *i);
         state.outcomes.extend(decided.into_iter().map(|(_, o)| o));
@@ -392,26 +419,39 @@ async fn connect(
             guest.host_key().describe()
         ),
     );
-    let baseline = ctx.baseline_poll.then(|| {
-        let units: Vec<String> = ctx
-            .pair
-            .scenario
-            .phases
-            .iter()
-            .flat_map(|p| p.expect.iter())
-            .filter_map(|e| match &e.kind {
-                ExpectationKind::Unit(u) => Some(u.unit.as_str().to_string()),
-                _ => None,
-            })
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        super::baseline::Baseline::start(&guest, units, origin)
-    });
-    // All take SSH round trips, slow on a busy TCG guest: overlap them.
+    let awaited: Vec<String> = ctx
+        .pair
+        .scenario
+        .phases
+        .iter()
+        .flat_map(|p| p.expect.iter())
+        .filter_map(|e| match &e.kind {
+            ExpectationKind::Unit(u) => Some(u.unit.as_str().to_string()),
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let baseline = ctx
+        .baseline_poll
+        .then(|| super::baseline::Baseline::start(&guest, awaited.clone(), origin));
+    // All take SSH round trips, slow on a busy TCG guest: overlap them. The unit types
+    // are read now so that no unit wait needs a round trip before the journal decides it.
     let session = cycles::open_session(&guest);
-    let (clock, followed) = tokio::join!(GuestClock::sample(&guest), Journal::follow(&guest));
-    let (clock, (journal, follower)) = (clock?, followed?);
+    let types = async {
+        let states = crate::guest::systemd::unit_snapshot(&guest, &awaited).await?;
+        // By the name the scenario uses (an alias's Id is another name), in call order.
+        anyhow::Ok(
+            awaited
+                .iter()
+                .cloned()
+                .zip(states.iter().map(|s| s.start_done_means_active()))
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
+    };
+    let (clock, followed, types) =
+        tokio::join!(GuestClock::sample(&guest), Journal::follow(&guest), types);
+    let (clock, (journal, follower), start_done_means_active) = (clock?, followed?, types?);
     state.timeline.event(
         "watching",
         &format!(
@@ -437,6 +477,7 @@ async fn connect(
         cycles,
         _watcher: watcher,
         baseline,
+        start_done_means_active,
     })
 }
 

@@ -85,6 +85,12 @@ impl Journal {
         self.len() == 0
     }
 
+    /// `f` over every entry that has arrived, without copying them.
+    pub fn scan<R>(&self, f: impl FnOnce(&[Seen]) -> R) -> R {
+        let all = self.entries.lock().expect("journal lock");
+        f(&all)
+    }
+
     /// Entries from index `from` on.
     pub fn since(&self, from: usize) -> Vec<Seen> {
         let all = self.entries.lock().expect("journal lock");

@@ -51,20 +51,24 @@ pub async fn unit_snapshot<S: AsRef<str>>(
     Ok(states)
 }
 
-/// The named properties of `unit`, as `systemctl show -p NAME` prints them (`NAME=value`
-/// lines; a property systemd does not know is absent from the map).
-pub async fn unit_properties(
+/// One unit's state and, in the same `systemctl show` call, the named extra properties
+/// (one round trip instead of two when a scenario names properties).
+pub async fn unit_state_with(
     guest: &Guest,
     unit: &str,
-    names: &[&str],
-) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let flags: String = names
-        .iter()
-        .map(|n| format!(" -p {}", crate::guest::shell::quote(n)))
-        .collect();
-    let cmd = format!("systemctl show {}{flags}", crate::guest::shell::quote(unit));
+    extra: &[&str],
+) -> anyhow::Result<(UnitState, std::collections::BTreeMap<String, String>)> {
+    let mut cmd = show_command(&[unit]);
+    for name in extra {
+        cmd = cmd.replacen(" -- ", &format!(" -p {} -- ", quote(name)), 1);
+    }
     let out = guest.exec_checked(&cmd).await?;
-    Ok(parse_properties(&out.stdout))
+    let state = parse_show(&out.stdout)?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("systemctl show returned nothing for {unit}"))?;
+    let mut props = parse_properties(&out.stdout);
+    props.retain(|k, _| extra.contains(&k.as_str()));
+    Ok((state, props))
 }
 
 /// `NAME=value` lines, as `systemctl show` prints them.

@@ -24,6 +24,7 @@ pub const PROPERTIES: &[&str] = &[
     "ExecMainStartTimestampMonotonic",
     "ExecMainExitTimestampMonotonic",
     "TimeoutStartUSec",
+    "RemainAfterExit",
 ];
 
 /// One unit's state at the moment of the snapshot. Timestamps are CLOCK_MONOTONIC in
@@ -67,6 +68,9 @@ pub struct UnitState {
     /// `None` for `infinity` or when not asked for.
     #[serde(default)]
     pub timeout_start_us: Option<u64>,
+    /// `RemainAfterExit` (services only): whether a oneshot stays active once it exited.
+    #[serde(default)]
+    pub remain_after_exit: Option<bool>,
 }
 
 /// Parse the output of `systemctl show -p <PROPERTIES> UNIT...`.
@@ -154,6 +158,7 @@ fn unit_from_block(b: &HashMap<&str, &str>) -> anyhow::Result<UnitState> {
                     .map_err(|e| anyhow::anyhow!("{id}: TimeoutStartUSec={v}: {e}"))?,
             ),
         },
+        remain_after_exit: text("RemainAfterExit").map(|v| v == "yes"),
         id,
     })
 }
@@ -176,6 +181,13 @@ impl UnitState {
     /// When the unit's start began (it left inactive), if it did in this boot.
     pub fn started_us(&self) -> Option<u64> {
         self.inactive_exit_us
+    }
+
+    /// Whether PID 1 ending this unit's start job with `done` means it is active: true
+    /// except for a oneshot service without `RemainAfterExit`, which is inactive again
+    /// once its start is done.
+    pub fn start_done_means_active(&self) -> bool {
+        self.service_type.as_deref() != Some("oneshot") || self.remain_after_exit == Some(true)
     }
 
     /// `Result`, or the empty string for unit types that have none.
