@@ -173,6 +173,7 @@ mod tests {
             message: "Stopping deploy-proxy.service...".into(),
             job_result: None,
             job_type: None,
+            message_id: None,
         });
         assert_eq!(active_in_journal(&active, true, 0, &boot), None);
         // The service's own output after its start is not PID 1's word: it still decides.
@@ -184,6 +185,7 @@ mod tests {
             message: "decision=commit".into(),
             job_result: None,
             job_type: None,
+            message_id: None,
         });
         assert!(active_in_journal(&active, true, 0, &boot).is_some());
         // A start before the floor (the phase's actions) is not taken on the journal's word.

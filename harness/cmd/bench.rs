@@ -321,9 +321,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         "plan verdicts".to_string(),
         format!("coldboot run exited {code} (0: every verdict as planned)"),
     );
-    let md = bench::markdown(&figures, &context);
+    let phases = bench::phases(&bundle_dir, &b);
+    let md = bench::markdown(&figures, &context) + &bench::phases_markdown(&phases);
     write(&out.join("bench.md"), md.as_bytes())?;
-    let json = serde_json::json!({"context": context, "figures": figures});
+    let phase_stats: Vec<serde_json::Value> = phases
+        .iter()
+        .map(|(name, samples)| {
+            serde_json::json!({
+                "phase": name.trim(),
+                "stats": coldboot::evidence::timing::Stats::of(samples),
+            })
+        })
+        .collect();
+    let json = serde_json::json!({"context": context, "figures": figures, "phases": phase_stats});
     write(
         &out.join("bench.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),

@@ -144,6 +144,115 @@ pub fn baseline_pairs(
     (ours, naive)
 }
 
+/// Where a pair's time goes, per phase of its first boot, in seconds: one list of
+/// samples per phase, in the order a pair lives them, over every pair of the bundle
+/// that recorded the phase. Read from each pair's `timeline.jsonl` (the harness's
+/// clock), its boot records, and PID 1's "Startup finished" entry in the boot's journal
+/// (the guest's own account of kernel, initrd and userspace).
+pub fn phases(dir: &std::path::Path, bundle: &Bundle) -> Vec<(&'static str, Vec<f64>)> {
+    let names = [
+        "pair start → QEMU start (base image checksum)",
+        "QEMU start → SSH up",
+        "  guest: kernel",
+        "  guest: initrd",
+        "  guest: userspace to the default target",
+        "SSH up → watching (clock, journal replay, unit types)",
+        "watching → last decision",
+        "last decision → evidence collected",
+        "evidence collected → verdict (teardown, base image checksum)",
+    ];
+    let mut out: Vec<(&'static str, Vec<f64>)> = names.iter().map(|n| (*n, Vec::new())).collect();
+    for p in &bundle.pairs {
+        let folder = dir.join(&p.folder);
+        let events = read_timeline(&folder.join(super::bundle::TIMELINE));
+        let first = |name: &str| events.iter().find(|(e, _)| e == name).map(|(_, t)| *t);
+        let mut put = |i: usize, v: Option<f64>| {
+            if let Some(v) = v.filter(|v| *v >= 0.0) {
+                out[i].1.push(v);
+            }
+        };
+        let boot = p.report.boots.first();
+        put(0, boot.map(|b| b.at_secs));
+        put(1, boot.map(|b| b.to_ssh_secs));
+        if let Some(t) = startup_finished(&folder.join(super::bundle::journal_file(1))) {
+            put(2, t.kernel_us.map(|us| us as f64 / 1e6));
+            put(3, t.initrd_us.map(|us| us as f64 / 1e6));
+            put(4, t.userspace_us.map(|us| us as f64 / 1e6));
+        }
+        let ssh = first("ssh up");
+        let watching = first("watching");
+        put(5, ssh.zip(watching).map(|(a, b)| b - a));
+        let last = p
+            .report
+            .outcomes
+            .iter()
+            .filter_map(|o| o.decided_at)
+            .max()
+            .map(|d| d.as_secs_f64());
+        put(6, watching.zip(last).map(|(a, b)| b - a));
+        let collected = events
+            .iter()
+            .rev()
+            .find(|(e, _)| e == "evidence collected")
+            .map(|(_, t)| *t);
+        put(7, last.zip(collected).map(|(a, b)| b - a));
+        put(8, collected.map(|c| p.report.duration_secs - c));
+    }
+    out
+}
+
+/// `(event, t_secs)` of a pair's `timeline.jsonl`; unreadable lines are skipped.
+fn read_timeline(path: &std::path::Path) -> Vec<(String, f64)> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        t_secs: f64,
+        event: String,
+    }
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+        .map(|e| (e.event, e.t_secs))
+        .collect()
+}
+
+/// PID 1's "Startup finished in ..." in a recorded boot journal, parsed.
+fn startup_finished(path: &std::path::Path) -> Option<crate::guest::systemd::BootTime> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .filter_map(crate::guest::systemd::journal::Entry::parse)
+        .find(|e| e.finishes_startup())
+        .and_then(|e| {
+            // The journal's sentence ends with a full stop; systemd-analyze's does not.
+            crate::guest::systemd::parse_boot_time(e.message.trim_end_matches('.'))
+                .ok()
+                .flatten()
+        })
+}
+
+/// The phase table, as Markdown.
+pub fn phases_markdown(phases: &[(&'static str, Vec<f64>)]) -> String {
+    use std::fmt::Write;
+    let mut s = String::from(
+        "\n## Where a pair's time goes (first boot)\n\n| phase | n | median | worst |\n|---|---|---|---|\n",
+    );
+    for (name, samples) in phases {
+        match Stats::of(samples) {
+            Some(st) => {
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | {:.2} s | {:.2} s |",
+                    st.n, st.p50, st.max
+                );
+            }
+            None => {
+                let _ = writeln!(s, "| {name} | 0 | not recorded | — |");
+            }
+        }
+    }
+    s
+}
+
 /// A figure with a "median at most X" target.
 pub fn figure(
     name: &str,
@@ -226,5 +335,36 @@ mod tests {
         let f = figure("x", &[], "s", Some(("≤ 0.2 s", 0.2)), "");
         assert_eq!((f.met, f.stats), (None, None));
         assert!(markdown(&[f], &BTreeMap::new()).contains("not measured"));
+    }
+
+    #[test]
+    fn phases_of_the_reference_run() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference-run");
+        let bundle = super::super::load_bundle(&dir).expect("the reference run loads");
+        let phases = phases(&dir, &bundle);
+        let get = |prefix: &str| {
+            &phases
+                .iter()
+                .find(|(n, _)| n.starts_with(prefix))
+                .expect("a phase")
+                .1
+        };
+        let n = bundle.pairs.len();
+        assert_eq!(get("QEMU start → SSH up").len(), n);
+        assert_eq!(get("SSH up → watching").len(), n);
+        // The guest's own account: every pair whose boot finished starting up (the
+        // deadlocked before pair's did not).
+        let kernel = get("  guest: kernel");
+        assert!(!kernel.is_empty() && kernel.len() < n, "{kernel:?}");
+        assert!(kernel.iter().all(|k| *k > 0.5 && *k < 60.0), "{kernel:?}");
+        // The guest reached its default target before SSH answered... or soon after.
+        for (to_ssh, user) in get("QEMU start → SSH up")
+            .iter()
+            .zip(get("  guest: userspace"))
+        {
+            assert!(*user < to_ssh + 60.0, "{user} {to_ssh}");
+        }
+        let md = phases_markdown(&phases);
+        assert!(md.contains("| watching → last decision |"), "{md}");
     }
 }

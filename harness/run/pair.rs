@@ -124,11 +124,19 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
         timeline: record::Timeline::new(&ctx.run_dir, origin),
     };
     state.timeline.event("pair started", &ctx.pair.id);
-    let base_before = record::base_checksum(ctx.spec.base_disk()).await;
+    // Hashed before the first QEMU starts: a "before" taken while a VM runs could
+    // already hold a write the run made, and the comparison would miss it.
+    let base_before = record::base_checksum(ctx.spec.base_disk().map(Path::to_path_buf)).await;
     record::identity_evidence(&ctx.run_dir, &ctx.spec, &base_before, None);
     let result = execute(&ctx, origin, &mut state).await;
     // Every VM of the pair is gone by now; the base image must read as it did before.
-    let base_after = record::base_checksum(ctx.spec.base_disk()).await;
+    state
+        .timeline
+        .event("torn down", "every VM of the pair has stopped");
+    let base_after = record::base_checksum(ctx.spec.base_disk().map(Path::to_path_buf)).await;
+    state
+        .timeline
+        .event("base image checked", "sha256 after the pair");
     record::identity_evidence(&ctx.run_dir, &ctx.spec, &base_before, Some(&base_after));
     let result = result.and_then(|()| match (&base_before, &base_after) {
         (Ok(b), Ok(a)) if b != a => Err(infra(format!(
@@ -201,6 +209,78 @@ struct Up {
     baseline: Option<super::baseline::Baseline>,
     /// Per unit the scenario awaits: whether its start job ending `done` means active.
     start_done_means_active: std::collections::HashMap<String, bool>,
+    /// The boot's analysis, read once PID 1 says the start-up finished.
+    analysis: tokio::sync::Mutex<EarlyAnalysis>,
+    /// Whether an action ran on this boot (what the early analysis saw may be stale).
+    acted: bool,
+}
+
+/// The critical chain and plot of a boot, read in the background as soon as PID 1 logs
+/// that the start-up finished, so that the end of a pair does not wait for them (each
+/// takes seconds on a TCG guest). A boot that never finishes starting up (a wait cycle)
+/// has them read at its end, as before.
+/// How long the boot analysis's own session may take to connect.
+const ANALYSIS_SESSION: Duration = Duration::from_secs(30);
+
+struct EarlyAnalysis {
+    task: tokio::task::JoinHandle<record::BootAnalysis>,
+    /// Set once the start-up finished and the reads began.
+    reading: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EarlyAnalysis {
+    fn start(
+        enabled: bool,
+        journal: Journal,
+        guest: Guest,
+        focus: Option<String>,
+    ) -> EarlyAnalysis {
+        let reading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = reading.clone();
+        let task = tokio::spawn(async move {
+            if !enabled {
+                return std::future::pending().await;
+            }
+            let mut seen = 0usize;
+            let far = Instant::now() + Duration::from_secs(24 * 3600);
+            while !journal.scan(|all| all.iter().any(|s| s.entry.finishes_startup())) {
+                if journal.ended() {
+                    return std::future::pending().await;
+                }
+                journal
+                    .wait_for(&mut seen, far, |e| e.finishes_startup())
+                    .await;
+            }
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            // A session of its own: the expectations' would queue their reads behind the
+            // plot, and the wait-cycle watcher's would miss its reads of the job queue.
+            let session = match guest.another_session(ANALYSIS_SESSION).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("no session for the boot analysis: {e:#}");
+                    guest
+                }
+            };
+            record::boot_analysis(&session, focus.as_deref()).await
+        });
+        EarlyAnalysis { task, reading }
+    }
+
+    /// The analysis, if it began (waiting for it to end); `None` if the start-up has not
+    /// finished, and the reads are left to the caller.
+    async fn take(&mut self) -> Option<record::BootAnalysis> {
+        if !self.reading.load(std::sync::atomic::Ordering::SeqCst) {
+            self.task.abort();
+            return None;
+        }
+        (&mut self.task).await.ok()
+    }
+}
+
+impl Drop for EarlyAnalysis {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> anyhow::Result<()> {
@@ -351,6 +431,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 record::phase_evidence(&current.guest, &ctx.run_dir, &phase.name, scenario),
                 finish_boot(ctx, current)
             );
+            state.timeline.event("evidence collected", &phase.name);
             finished = true;
         } else {
             record::phase_evidence(&current.guest, &ctx.run_dir, &phase.name, scenario).await;
@@ -377,7 +458,13 @@ async fn finish_boot(ctx: &PairContext, up: &Up) {
     let index = up.vm.boot_index();
     let guest = up.cycles.session().unwrap_or_else(|| up.guest.clone());
     let focus = ctx.pair.scenario.focus_unit.as_ref().map(|u| u.as_str());
-    record::boot_evidence(&guest, &ctx.run_dir, index, focus).await;
+    // Read early unless an action ran since: then it may not show the boot's end.
+    let early = match up.acted {
+        false => up.analysis.lock().await.take().await,
+        true => None,
+    };
+    // The journal on the main session: the watcher's may still be busy with the plot.
+    record::boot_evidence(&up.guest, &guest, &ctx.run_dir, index, focus, early).await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
     if let Some(b) = &up.baseline {
@@ -468,6 +555,23 @@ async fn connect(
         persist: persist_of(&ctx.pair.scenario),
         status: ctx.status.clone(),
     });
+    // A scenario that acts on its guest would make an early read stale: read at the end.
+    let quiet = ctx
+        .pair
+        .scenario
+        .phases
+        .iter()
+        .all(|p| p.actions.is_empty());
+    let analysis = EarlyAnalysis::start(
+        quiet,
+        journal.clone(),
+        guest.clone(),
+        ctx.pair
+            .scenario
+            .focus_unit
+            .as_ref()
+            .map(|u| u.as_str().to_string()),
+    );
     Ok(Up {
         vm,
         guest,
@@ -478,6 +582,8 @@ async fn connect(
         _watcher: watcher,
         baseline,
         start_done_means_active,
+        analysis: tokio::sync::Mutex::new(analysis),
+        acted: false,
     })
 }
 
@@ -534,6 +640,8 @@ async fn act(
             let during = format!("phase {}, action {action:?}", phase.name);
             let work = run_action(ctx, &up, action, phase, state);
             lost::guarded(&up.vm, &up.journal, &during, work).await?;
+            let mut up = up;
+            up.acted = true;
             return Ok(up);
         }
     };

@@ -96,11 +96,10 @@ pub fn vm_evidence(vm: &Vm, run_dir: &Path) -> anyhow::Result<()> {
 
 /// The base image's SHA-256, read off the disk now (not from the build's record).
 /// A NixOS runner has no base image (it makes a fresh disk; store paths are immutable).
-pub async fn base_checksum(disk: Option<&Path>) -> Result<String, String> {
+pub async fn base_checksum(disk: Option<PathBuf>) -> Result<String, String> {
     let Some(disk) = disk else {
         return Err("no base image: the NixOS runner makes a fresh disk for each run".into());
     };
-    let disk = disk.to_path_buf();
     tokio::task::spawn_blocking(move || crate::target::cache::sha256_file(&disk))
         .await
         .map_err(|e| e.to_string())
@@ -146,20 +145,63 @@ pub fn identity_evidence(
     }
 }
 
+/// The focus unit's critical chain and `systemd-analyze plot`: what the boot's start-up
+/// looked like. Both can be read as soon as the start-up has finished, while the
+/// expectations are still awaited (see `run::pair`).
+pub struct BootAnalysis {
+    /// `systemd-analyze critical-chain` of the focus unit (empty without one).
+    pub chain: anyhow::Result<String>,
+    /// `systemd-analyze plot`.
+    pub plot: anyhow::Result<String>,
+}
+
+/// Read the [`BootAnalysis`] of the guest's current boot.
+pub async fn boot_analysis(guest: &Guest, focus: Option<&str>) -> BootAnalysis {
+    let started = std::time::Instant::now();
+    let chain = match focus {
+        Some(unit) => systemd::critical_chain(guest, unit).await,
+        None => Ok(String::new()),
+    };
+    let plot = systemd::plot(guest).await;
+    tracing::debug!(
+        "evidence: critical chain and plot took {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    BootAnalysis { chain, plot }
+}
+
 /// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines;
-/// `critical-chain-boot-N.txt` for the focus unit, and `plot-boot-N.svg`.
-pub async fn boot_evidence(guest: &Guest, run_dir: &Path, boot_index: u32, focus: Option<&str>) {
-    let chain = async {
-        match focus {
-            Some(unit) => systemd::critical_chain(guest, unit).await,
-            None => Ok(String::new()),
+/// `critical-chain-boot-N.txt` for the focus unit, and `plot-boot-N.svg`, from
+/// `analysis` when it was read already, else read now on `guest` while `journal_guest`
+/// reads the journal.
+pub async fn boot_evidence(
+    journal_guest: &Guest,
+    guest: &Guest,
+    run_dir: &Path,
+    boot_index: u32,
+    focus: Option<&str>,
+    analysis: Option<BootAnalysis>,
+) {
+    let analysis = async {
+        match analysis {
+            Some(a) => a,
+            None => boot_analysis(guest, focus).await,
         }
     };
-    let (journal, chain, plot) = tokio::join!(capped_journal(guest), chain, systemd::plot(guest));
+    let journal = async {
+        let started = std::time::Instant::now();
+        let journal = capped_journal(journal_guest).await;
+        tracing::debug!(
+            "evidence: journal took {:.2}s",
+            started.elapsed().as_secs_f64()
+        );
+        journal
+    };
+    let (journal, analysis) = tokio::join!(journal, analysis);
     for (file, text) in [
         (bundle::journal_file(boot_index), journal),
-        (bundle::critical_chain_file(boot_index), chain),
-        (bundle::plot_file(boot_index), plot),
+        (bundle::critical_chain_file(boot_index), analysis.chain),
+        (bundle::plot_file(boot_index), analysis.plot),
     ] {
         match text {
             Ok(text) if !text.is_empty() => {
@@ -196,8 +238,11 @@ pub fn waitfor_evidence(run_dir: &Path, boot_index: u32, json: &serde_json::Valu
     }
 }
 
-/// `units-PHASE.txt`: state, Result and monotonic timestamps of every service and the
-/// units the scenario names, at the end of a phase.
+/// `units-PHASE.txt`: state, Result and monotonic timestamps of the units the scenario
+/// names and of every service that is not settled (failed, or still starting or
+/// stopping), at the end of a phase. Not every service: `systemctl show` costs a D-Bus
+/// call per unit, over ten seconds for the model's 146 services on a busy TCG guest,
+/// and the boot's journal and plot already hold the settled ones.
 pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario: &Scenario) {
     let mut named: Vec<String> = scenario
         .focus_unit
@@ -215,11 +260,18 @@ pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario
         }
     }
     let cmd = format!(
-        "{} $(systemctl list-units --all --plain --no-legend --type=service | awk '{{print $1}}')",
+        "{} $(systemctl list-units --all --plain --no-legend --type=service \
+         --state=failed,activating,deactivating,reloading | awk '{{print $1}}')",
         systemd::show_command(&named)
     );
     let path = run_dir.join(bundle::units_file(phase));
-    match guest.exec(&cmd).await {
+    let t = std::time::Instant::now();
+    let shown = guest.exec(&cmd).await;
+    tracing::debug!(
+        "evidence: unit states took {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    match shown {
         Ok(out) => {
             if let Err(e) = write_atomic(&path, out.stdout.as_bytes()) {
                 tracing::warn!("cannot write {}: {e:#}", path.display());

@@ -28,9 +28,19 @@ pub struct Entry {
     pub job_result: Option<String>,
     /// `JOB_TYPE` (`start`, `stop`...), on job completion messages.
     pub job_type: Option<String>,
+    /// `MESSAGE_ID`, on catalogued messages (such as [`STARTUP_FINISHED`]).
+    pub message_id: Option<String>,
 }
 
+/// `MESSAGE_ID` of PID 1's "Startup finished in ..." (systemd's catalog).
+pub const STARTUP_FINISHED: &str = "b07a249cd024414a82dd00cd181378ff";
+
 impl Entry {
+    /// Whether PID 1 wrote this to say the boot finished starting up.
+    pub fn finishes_startup(&self) -> bool {
+        self.from_manager && self.message_id.as_deref() == Some(STARTUP_FINISHED)
+    }
+
     /// Whether PID 1 wrote this to say `unit`'s start job ended (with any result).
     pub fn ends_start_job_of(&self, unit: &str) -> bool {
         self.from_manager
@@ -71,6 +81,7 @@ impl Entry {
             message,
             job_result: field("JOB_RESULT"),
             job_type: field("JOB_TYPE"),
+            message_id: field("MESSAGE_ID"),
         })
     }
 }
