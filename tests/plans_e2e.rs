@@ -270,11 +270,16 @@ fn the_model_deadlocks_on_the_old_gate_and_rolls_back_after_a_power_cut() {
         "--jobs",
         "2",
     ]);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(0), "every verdict as planned");
     let got = pairs(bundle.path());
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 3);
     for (id, word, ..) in &got {
-        assert_eq!(word, "pass", "{id} showed as described");
+        let planned = if id.ends_with("wrong-ca") {
+            "fail"
+        } else {
+            "pass"
+        };
+        assert_eq!(word, planned, "{id} showed as described");
     }
     let seen = |pair: &str, id: &str| {
         let p = &got.iter().find(|(i, ..)| i == pair).expect("pair").3;
@@ -304,6 +309,17 @@ fn the_model_deadlocks_on_the_old_gate_and_rolls_back_after_a_power_cut() {
         .3;
     assert_eq!(reboot["boots"].as_array().map(Vec::len), Some(2));
     assert!(seen("fixed/model-reboot-broken", "reboot/rolled-back").contains("decision=rollback"));
+    // TLS is verified: the proxy's own CA gets the dashboard, the public roots alone are
+    // refused in the same boot, and the outcome says why.
+    let wrong = "fixed/wrong-ca";
+    assert!(
+        seen(wrong, "right-ca").contains("status 200"),
+        "{}",
+        seen(wrong, "right-ca")
+    );
+    let refused = seen(wrong, "public-roots-only");
+    assert!(refused.starts_with("no answer:"), "{refused}");
+    assert!(refused.contains("certificate"), "{refused}");
     check_bundle(bundle.path());
     for file in ["serial-2.log", "journal-boot-2.json"] {
         assert!(
