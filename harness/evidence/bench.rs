@@ -55,6 +55,52 @@ pub fn latencies(bundle: &Bundle) -> (Vec<f64>, Vec<f64>) {
     (systemd, http)
 }
 
+/// Unit and journal decision latencies split by when the change happened: after the
+/// journal stream of its boot caught up (the harness was watching live), or while the
+/// stream was still replaying the boot's history (no decision could be faster than the
+/// replay). Needs the timeline's "ssh up" and "journal caught up" events; a pair
+/// recorded without them counts nothing here.
+pub fn latencies_live(dir: &std::path::Path, bundle: &Bundle) -> (Vec<f64>, Vec<f64>) {
+    let (mut live, mut replaying) = (Vec::new(), Vec::new());
+    for p in &bundle.pairs {
+        let events = read_timeline(&dir.join(&p.folder).join(super::bundle::TIMELINE));
+        let mut ups: Vec<f64> = events
+            .iter()
+            .filter(|(e, _)| e == "ssh up")
+            .map(|(_, t)| *t)
+            .collect();
+        let mut caught: Vec<f64> = events
+            .iter()
+            .filter(|(e, _)| e == "journal caught up")
+            .map(|(_, t)| *t)
+            .collect();
+        ups.sort_by(f64::total_cmp);
+        caught.sort_by(f64::total_cmp);
+        for o in &p.report.outcomes {
+            let (Some(l), Some(changed)) = (latency(o), o.changed_at) else {
+                continue;
+            };
+            if !matches!(kind(o), Some("unit" | "journal" | "order")) {
+                continue;
+            }
+            let changed = changed.as_secs_f64();
+            // The boot the change belongs to began with the last SSH up before it (a
+            // change before any SSH up belongs to the first boot).
+            let boot_up = ups.iter().rev().find(|u| **u <= changed).or(ups.first());
+            let Some(up) = boot_up else { continue };
+            let Some(caught_up) = caught.iter().find(|c| **c >= *up) else {
+                continue;
+            };
+            if changed >= *caught_up {
+                live.push(l);
+            } else {
+                replaying.push(l);
+            }
+        }
+    }
+    (live, replaying)
+}
+
 /// Per pair: wall time minus the guest's own time to its last awaited change (on the
 /// run clock), the part of the pair that the harness adds.
 pub fn overheads(bundle: &Bundle) -> Vec<f64> {

@@ -213,6 +213,8 @@ struct Up {
     analysis: tokio::sync::Mutex<EarlyAnalysis>,
     /// Whether an action ran on this boot (what the early analysis saw may be stale).
     acted: bool,
+    /// Whether the timeline says when the journal stream caught up with this boot.
+    caught_up_logged: bool,
 }
 
 /// The critical chain and plot of a boot, read in the background as soon as PID 1 logs
@@ -418,6 +420,18 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             // A wait decided ahead of its turn does not move the next one's start back.
             t = t.max(awaited.decided);
         }
+        if !current.caught_up_logged
+            && let Some(at) = current
+                .journal
+                .caught_up(&current.clock, Duration::from_secs(1))
+        {
+            current.caught_up_logged = true;
+            state.timeline.event_at(
+                at,
+                "journal caught up",
+                &format!("boot {}: the stream is live", current.vm.boot_index()),
+            );
+        }
         decided.sort_by_key(|(i, _)| *i);
         state.outcomes.extend(decided.into_iter().map(|(_, o)| o));
         state.probes.append(&mut live.probes);
@@ -584,6 +598,7 @@ async fn connect(
         start_done_means_active,
         analysis: tokio::sync::Mutex::new(analysis),
         acted: false,
+        caught_up_logged: false,
     })
 }
 

@@ -48,8 +48,13 @@ impl Timeline {
 
     /// Append one event. Appending a line is atomic enough: a torn last line is visible.
     pub fn event(&mut self, event: &str, detail: &str) {
+        self.event_at(Instant::now(), event, detail);
+    }
+
+    /// Append one event that happened at `at` (lines are then not in time order).
+    pub fn event_at(&mut self, at: Instant, event: &str, detail: &str) {
         let line = TimelineEvent {
-            t_secs: self.origin.elapsed().as_secs_f64(),
+            t_secs: at.saturating_duration_since(self.origin).as_secs_f64(),
             event,
             detail,
         };
@@ -238,11 +243,8 @@ pub fn waitfor_evidence(run_dir: &Path, boot_index: u32, json: &serde_json::Valu
     }
 }
 
-/// `units-PHASE.txt`: state, Result and monotonic timestamps of the units the scenario
-/// names and of every service that is not settled (failed, or still starting or
-/// stopping), at the end of a phase. Not every service: `systemctl show` costs a D-Bus
-/// call per unit, over ten seconds for the model's 146 services on a busy TCG guest,
-/// and the boot's journal and plot already hold the settled ones.
+/// `units-PHASE.txt`: state, Result and monotonic timestamps of every service and the
+/// units the scenario names, at the end of a phase.
 pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario: &Scenario) {
     let mut named: Vec<String> = scenario
         .focus_unit
@@ -260,8 +262,7 @@ pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario
         }
     }
     let cmd = format!(
-        "{} $(systemctl list-units --all --plain --no-legend --type=service \
-         --state=failed,activating,deactivating,reloading | awk '{{print $1}}')",
+        "{} $(systemctl list-units --all --plain --no-legend --type=service | awk '{{print $1}}')",
         systemd::show_command(&named)
     );
     let path = run_dir.join(bundle::units_file(phase));

@@ -91,6 +91,25 @@ impl Journal {
         f(&all)
     }
 
+    /// When the stream caught up with the boot: the arrival of the first entry that came
+    /// within `lag` of being written (by `clock`). Before it, the stream was replaying the
+    /// boot's history, and no decision could be faster than that replay.
+    pub fn caught_up(
+        &self,
+        clock: &super::clock::GuestClock,
+        lag: std::time::Duration,
+    ) -> Option<Instant> {
+        self.scan(|all| {
+            all.iter()
+                .find(|s| {
+                    s.received
+                        .saturating_duration_since(clock.to_host(s.entry.mono_us))
+                        < lag
+                })
+                .map(|s| s.received)
+        })
+    }
+
     /// Entries from index `from` on.
     pub fn since(&self, from: usize) -> Vec<Seen> {
         let all = self.entries.lock().expect("journal lock");
