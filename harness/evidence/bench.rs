@@ -410,6 +410,11 @@ mod tests {
         {
             assert!(*user < to_ssh + 60.0, "{user} {to_ssh}");
         }
+        // Every decision is either on a change watched live or on one the stream was
+        // still replaying (recorded with the "journal caught up" events).
+        let (live, replaying) = latencies_live(&dir, &bundle);
+        assert_eq!(live.len() + replaying.len(), latencies(&bundle).0.len());
+        assert!(!live.is_empty(), "{live:?} {replaying:?}");
         let md = phases_markdown(&phases);
         assert!(md.contains("| watching → last decision |"), "{md}");
     }
