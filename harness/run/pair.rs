@@ -217,12 +217,15 @@ struct Up {
     caught_up_logged: bool,
 }
 
+/// How long the boot analysis's own session may take to connect.
+const ANALYSIS_SESSION: Duration = Duration::from_secs(30);
+
 /// The critical chain and plot of a boot, read in the background as soon as PID 1 logs
 /// that the start-up finished, so that the end of a pair does not wait for them (each
 /// takes seconds on a TCG guest). A boot that never finishes starting up (a wait cycle)
-/// has them read at its end, as before.
-/// How long the boot analysis's own session may take to connect.
-const ANALYSIS_SESSION: Duration = Duration::from_secs(30);
+/// has them read at its end, as before. Not in a scenario with actions: the reads load
+/// the guest while the system under test is being exercised (a health gate's window),
+/// and what they show would not include what the actions did.
 
 struct EarlyAnalysis {
     task: tokio::task::JoinHandle<record::BootAnalysis>,
