@@ -226,7 +226,6 @@ const ANALYSIS_SESSION: Duration = Duration::from_secs(30);
 /// has them read at its end, as before. Not in a scenario with actions: the reads load
 /// the guest while the system under test is being exercised (a health gate's window),
 /// and what they show would not include what the actions did.
-
 struct EarlyAnalysis {
     task: tokio::task::JoinHandle<record::BootAnalysis>,
     /// Set once the start-up finished and the reads began.
