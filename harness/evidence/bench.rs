@@ -58,24 +58,30 @@ pub fn latencies(bundle: &Bundle) -> (Vec<f64>, Vec<f64>) {
 /// Unit and journal decision latencies split by when the change happened: after the
 /// journal stream of its boot caught up (the harness was watching live), or while the
 /// stream was still replaying the boot's history (no decision could be faster than the
-/// replay). Needs the timeline's "ssh up" and "journal caught up" events; a pair
-/// recorded without them counts nothing here.
+/// replay, nor before SSH was up). A change belongs to the boot whose QEMU started last
+/// before it; needs that boot's "journal caught up" event, so a pair recorded without
+/// them counts nothing here.
 pub fn latencies_live(dir: &std::path::Path, bundle: &Bundle) -> (Vec<f64>, Vec<f64>) {
     let (mut live, mut replaying) = (Vec::new(), Vec::new());
     for p in &bundle.pairs {
         let events = read_timeline(&dir.join(&p.folder).join(super::bundle::TIMELINE));
-        let mut ups: Vec<f64> = events
-            .iter()
-            .filter(|(e, _)| e == "ssh up")
-            .map(|(_, t)| *t)
-            .collect();
-        let mut caught: Vec<f64> = events
+        // Each boot runs from its QEMU start to the next one's; its stream caught up at
+        // the first "journal caught up" within that span.
+        let starts: Vec<f64> = p.report.boots.iter().map(|b| b.at_secs).collect();
+        let caught: Vec<f64> = events
             .iter()
             .filter(|(e, _)| e == "journal caught up")
             .map(|(_, t)| *t)
             .collect();
-        ups.sort_by(f64::total_cmp);
-        caught.sort_by(f64::total_cmp);
+        let caught_up_of = |boot: usize| {
+            let from = starts[boot];
+            let until = starts.get(boot + 1).copied().unwrap_or(f64::INFINITY);
+            caught
+                .iter()
+                .copied()
+                .filter(|c| *c >= from && *c < until)
+                .reduce(f64::min)
+        };
         for o in &p.report.outcomes {
             let (Some(l), Some(changed)) = (latency(o), o.changed_at) else {
                 continue;
@@ -84,14 +90,14 @@ pub fn latencies_live(dir: &std::path::Path, bundle: &Bundle) -> (Vec<f64>, Vec<
                 continue;
             }
             let changed = changed.as_secs_f64();
-            // The boot the change belongs to began with the last SSH up before it (a
-            // change before any SSH up belongs to the first boot).
-            let boot_up = ups.iter().rev().find(|u| **u <= changed).or(ups.first());
-            let Some(up) = boot_up else { continue };
-            let Some(caught_up) = caught.iter().find(|c| **c >= *up) else {
+            // The boot the change belongs to: the last one QEMU started before it.
+            let Some(boot) = starts.iter().rposition(|s| *s <= changed) else {
                 continue;
             };
-            if changed >= *caught_up {
+            let Some(caught_up) = caught_up_of(boot) else {
+                continue;
+            };
+            if changed >= caught_up {
                 live.push(l);
             } else {
                 replaying.push(l);
@@ -228,13 +234,16 @@ pub fn phases(dir: &std::path::Path, bundle: &Bundle) -> Vec<(&'static str, Vec<
         let ssh = first("ssh up");
         let watching = first("watching");
         put(5, ssh.zip(watching).map(|(a, b)| b - a));
+        // The first boot's last decision: before a second boot's QEMU start, if any.
+        let second = p.report.boots.get(1).map_or(f64::INFINITY, |b| b.at_secs);
         let last = p
             .report
             .outcomes
             .iter()
             .filter_map(|o| o.decided_at)
-            .max()
-            .map(|d| d.as_secs_f64());
+            .map(|d| d.as_secs_f64())
+            .filter(|d| *d < second)
+            .reduce(f64::max);
         put(6, watching.zip(last).map(|(a, b)| b - a));
         let collected = events
             .iter()

@@ -40,24 +40,36 @@ impl GuestClock {
     /// latency (milliseconds), not a process start (hundreds of milliseconds under TCG).
     /// Should that shell not answer, two reads by separate commands do, more loosely.
     pub async fn sample(guest: &Guest) -> anyhow::Result<GuestClock> {
-        let reads = match guest.exchange_lines(CLOCK_READER, CLOCK_ROUNDS).await {
-            Ok(rounds) => rounds,
+        let parsed = |rounds: Vec<(Instant, String, Instant)>| -> Vec<(Instant, u64, Instant)> {
+            rounds
+                .into_iter()
+                .filter_map(|(sent, text, got)| Some((sent, parse_timer_list_now(&text)?, got)))
+                .collect()
+        };
+        let mut reads = match guest.exchange_lines(CLOCK_READER, CLOCK_ROUNDS).await {
+            Ok(rounds) => parsed(rounds),
             Err(e) => {
-                tracing::debug!("the clock reader did not answer, reading by command: {e:#}");
-                let mut rounds = Vec::new();
-                for _ in 0..2 {
-                    let sent = Instant::now();
-                    let out = guest.exec_checked("head -c 200 /proc/timer_list").await?;
-                    rounds.push((sent, out.stdout, Instant::now()));
-                }
-                rounds
+                tracing::debug!("the clock reader did not answer: {e:#}");
+                Vec::new()
             }
         };
+        if reads.is_empty() {
+            // Read by separate commands instead, more loosely.
+            let mut rounds = Vec::new();
+            let mut last = String::new();
+            for _ in 0..2 {
+                let sent = Instant::now();
+                let out = guest.exec_checked("head -c 200 /proc/timer_list").await?;
+                last.clone_from(&out.stdout);
+                rounds.push((sent, out.stdout, Instant::now()));
+            }
+            reads = parsed(rounds);
+            if reads.is_empty() {
+                anyhow::bail!("cannot read the guest clock from /proc/timer_list: {last:?}");
+            }
+        }
         let mut best: Option<(Duration, Instant, u64)> = None;
-        for (sent, text, received) in reads {
-            let Some(ns) = parse_timer_list_now(&text) else {
-                anyhow::bail!("cannot read the guest clock from /proc/timer_list: {text:?}");
-            };
+        for (sent, ns, received) in reads {
             let rtt = received - sent;
             if best.is_none_or(|(b, _, _)| rtt < b) {
                 best = Some((rtt, sent + rtt / 2, ns / 1000));

@@ -4,8 +4,9 @@
 //! note), so while one waits, the units named after it may already have started. A watch
 //! over the phase's journal evaluates every plain "unit is active" wait the moment PID 1's
 //! entry arrives, and keeps the instant it did so. When that wait's turn comes, the
-//! decision is the one already made: the unit reached active at the guest's time, which no
-//! later entry can undo, and the deadline is judged against that time as usual.
+//! decision already made stands if that start is still PID 1's latest word on the unit
+//! (a unit that stopped or failed since is read again); the deadline is judged against
+//! the guest's time of the start as usual.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -52,7 +53,11 @@ impl EarlyDecisions {
         let out = decided.clone();
         let task = tokio::spawn(async move {
             let mut journal = journal;
-            let mut open = waits;
+            // Only units whose finished start means active can be decided here.
+            let mut open: Vec<UnitExpectation> = waits
+                .into_iter()
+                .filter(|u| means_active.get(u.unit.as_str()).copied().unwrap_or(false))
+                .collect();
             while !open.is_empty() {
                 // Counted before the scan: an entry that arrives during it wakes the next.
                 let seen = journal.len();

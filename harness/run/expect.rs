@@ -185,17 +185,14 @@ fn journal_decided(
     if !by_journal {
         return None;
     }
-    let unit = u.unit.as_str();
-    live.early
-        .get(unit)
-        .map(|d| (d.at_us, d.decided))
-        .or_else(|| {
-            live.journal
-                .scan(|all| {
-                    check::units::active_in_journal(u, true, floor, all.iter().map(|s| &s.entry))
-                })
-                .map(|us| (us, Instant::now()))
-        })
+    let now = live.journal.scan(|all| {
+        check::units::active_in_journal(u, true, floor, all.iter().map(|s| &s.entry))
+    })?;
+    // The phase's watch decided it earlier only if that start is still PID 1's latest
+    // word on the unit: a unit that started and then stopped or failed before this
+    // wait's turn is read again, as the file order of the phase says.
+    let early = live.early.get(u.unit.as_str()).filter(|d| d.at_us == now);
+    Some(early.map_or_else(|| (now, Instant::now()), |d| (d.at_us, d.decided)))
 }
 
 /// Wait until the journal decides a plain "active" wait (forever when it cannot).
@@ -249,6 +246,8 @@ async fn await_unit(
         // PID 1's own word, the moment the stream brings it: no round trip. The phase's
         // watch may have decided it already, while an earlier expectation was awaited;
         // otherwise it races the systemctl read below.
+        // Entries that arrive during the read below must still wake the wait after it.
+        seen_entries = seen_entries.max(live.journal.len());
         let hit = journal_decided(live, u, by_journal, floor);
         let read = async {
             match hit {
@@ -352,7 +351,6 @@ async fn await_unit(
         // Sleep until an entry about this unit arrives, the re-check interval passes,
         // or the deadline.
         let wake = (Instant::now() + UNIT_RECHECK).min(deadline);
-        seen_entries = seen_entries.max(live.journal.len());
         let mut cycles = live.cycles.clone();
         let standing = async {
             while cycles.next_read().await {

@@ -349,6 +349,13 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         } else {
             current.clock.to_guest_us(Instant::now()) + current.clock.uncertainty.as_micros() as u64
         };
+        // The unit types were read at connect: after an action (which may have added
+        // or changed units and reloaded systemd) they may be stale, so systemctl decides.
+        let means_active = if current.acted {
+            std::collections::HashMap::new()
+        } else {
+            current.start_done_means_active.clone()
+        };
         let mut live = Live {
             vm: &current.vm,
             guest: &current.guest,
@@ -360,7 +367,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             phase_started: start,
             qemu_started: Instant::now() - current.vm.uptime(),
             journal_floor_us,
-            start_done_means_active: current.start_done_means_active.clone(),
+            start_done_means_active: means_active.clone(),
             early: super::early::EarlyDecisions::watch(
                 current.journal.clone(),
                 phase
@@ -373,7 +380,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                         _ => None,
                     })
                     .collect(),
-                current.start_done_means_active.clone(),
+                means_active,
                 journal_floor_us,
             ),
         };
@@ -544,11 +551,16 @@ async fn connect(
     let types = async {
         let states = crate::guest::systemd::unit_snapshot(&guest, &awaited).await?;
         // By the name the scenario uses (an alias's Id is another name), in call order.
+        // A unit systemd has not loaded has no type to go by: systemctl decides it.
         anyhow::Ok(
             awaited
                 .iter()
                 .cloned()
-                .zip(states.iter().map(|s| s.start_done_means_active()))
+                .zip(
+                    states
+                        .iter()
+                        .map(|s| s.load_state == "loaded" && s.start_done_means_active()),
+                )
                 .collect::<std::collections::HashMap<_, _>>(),
         )
     };
