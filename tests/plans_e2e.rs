@@ -275,7 +275,7 @@ fn the_model_deadlocks_on_the_old_gate_and_rolls_back_after_a_power_cut() {
     assert_eq!(got.len(), 3);
     for (id, word, ..) in &got {
         let planned = if id.ends_with("wrong-ca") {
-            "fail"
+            "reproduced"
         } else {
             "pass"
         };
