@@ -178,22 +178,31 @@ impl Guest {
         cmd: &str,
         rounds: usize,
     ) -> anyhow::Result<Vec<(Instant, String, Instant)>> {
-        let inner = self.inner.clone();
+        let what = format!(
+            "ssh root@{}: cannot exchange lines with `{cmd}`",
+            self.addr()
+        );
         let cmd = cmd.to_owned();
+        self.on_session(move |session| exchange_blocking(session, &cmd, rounds).context(what))
+            .await
+    }
+
+    /// Run `work` on a blocking thread with this guest's session locked (ssh2 is blocking,
+    /// and a session runs one command at a time).
+    async fn on_session<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Session) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let session = inner
                 .session
                 .lock()
                 .map_err(|_| infra("the SSH session lock is poisoned"))?;
-            exchange_blocking(&session, &cmd, rounds).with_context(|| {
-                format!(
-                    "ssh root@{}: cannot exchange lines with `{cmd}`",
-                    inner.addr
-                )
-            })
+            work(&session)
         })
         .await
-        .context("the SSH exchange thread panicked")?
+        .context("the SSH thread panicked")?
     }
 
     async fn run(
@@ -202,18 +211,12 @@ impl Guest {
         stdin: Option<Vec<u8>>,
         timeout: Duration,
     ) -> anyhow::Result<ExecOutput> {
-        let inner = self.inner.clone();
+        let what = format!("ssh root@{}: cannot run `{cmd}`", self.addr());
         let cmd = cmd.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let session = inner
-                .session
-                .lock()
-                .map_err(|_| infra("the SSH session lock is poisoned"))?;
-            exec_blocking(&session, &cmd, stdin.as_deref(), timeout)
-                .with_context(|| format!("ssh root@{}: cannot run `{cmd}`", inner.addr))
+        self.on_session(move |session| {
+            exec_blocking(session, &cmd, stdin.as_deref(), timeout).context(what)
         })
         .await
-        .context("the SSH exec thread panicked")?
     }
 }
 

@@ -211,7 +211,7 @@ struct Up {
     start_done_means_active: std::collections::HashMap<String, bool>,
     /// The boot's analysis, read once PID 1 says the start-up finished.
     analysis: tokio::sync::Mutex<EarlyAnalysis>,
-    /// Whether an action ran on this boot (what the early analysis saw may be stale).
+    /// Whether an action ran on this boot (the unit types read at connect may be stale).
     acted: bool,
     /// Whether the timeline says when the journal stream caught up with this boot.
     caught_up_logged: bool,
@@ -481,11 +481,8 @@ async fn finish_boot(ctx: &PairContext, up: &Up) {
     let index = up.vm.boot_index();
     let guest = up.cycles.session().unwrap_or_else(|| up.guest.clone());
     let focus = ctx.pair.scenario.focus_unit.as_ref().map(|u| u.as_str());
-    // Read early unless an action ran since: then it may not show the boot's end.
-    let early = match up.acted {
-        false => up.analysis.lock().await.take().await,
-        true => None,
-    };
+    // Read early when it began (never in a scenario with actions, see EarlyAnalysis).
+    let early = up.analysis.lock().await.take().await;
     // The journal on the main session: the watcher's may still be busy with the plot.
     record::boot_evidence(&up.guest, &guest, &ctx.run_dir, index, focus, early).await;
     let (json, dot) = up.cycles.evidence();
