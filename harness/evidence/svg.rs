@@ -205,8 +205,58 @@ const ROW_H: f64 = 16.0;
 const HEAD_H: f64 = 26.0;
 const TOP: f64 = 62.0;
 
+/// A boot's plot: one row per unit that started in the boot, in the order the starts
+/// began (what `systemd-analyze plot` shows, drawn from `systemctl show` timestamps).
+/// `observed_until` is the guest time of the read: a start not ended by then is drawn
+/// as still activating up to it.
+pub fn boot_plot(title: &str, states: &[UnitState], observed_until: f64) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut started: Vec<&UnitState> = states
+        .iter()
+        .filter(|u| u.inactive_exit_us.is_some() && seen.insert(u.id.as_str()))
+        .collect();
+    started.sort_by_key(|u| (u.inactive_exit_us, u.id.as_str()));
+    let rows: Vec<Row> = started
+        .iter()
+        .map(|u| {
+            let mut r = row(&u.id, Some(u), observed_until);
+            r.label = short_label(&u.id);
+            if r.label != u.id {
+                r.note = format!("{}: {}", u.id, r.note);
+            }
+            r
+        })
+        .collect();
+    let group = Group {
+        title: format!("{} units started", rows.len()),
+        rows,
+        observed_until,
+    };
+    render_titled(title, &[group])
+}
+
+/// A unit name that fits the label column: long ones (devices) keep both ends.
+fn short_label(id: &str) -> String {
+    const KEEP: usize = 10;
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() <= 2 * KEEP + 1 {
+        return id.to_string();
+    }
+    let head: String = chars[..KEEP].iter().collect();
+    let tail: String = chars[chars.len() - KEEP..].iter().collect();
+    format!("{head}…{tail}")
+}
+
 /// Render the groups as a standalone SVG document.
 pub fn render(groups: &[Group]) -> String {
+    render_titled(
+        "Unit start times on each pair's first boot (guest monotonic clock)",
+        groups,
+    )
+}
+
+/// Render the groups under `title`.
+fn render_titled(title: &str, groups: &[Group]) -> String {
     let max_t = groups
         .iter()
         .flat_map(|g| {
@@ -238,7 +288,8 @@ pub fn render(groups: &[Group]) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="10" y="20" font-size="14" font-weight="bold">Unit start times on each pair's first boot (guest monotonic clock)</text>"##
+        r##"<text x="10" y="20" font-size="14" font-weight="bold">{}</text>"##,
+        esc(title)
     );
     legend(&mut s, 10.0, 40.0);
 
@@ -433,6 +484,39 @@ mod tests {
         let masked = times("d.service", "inactive", "success", 0, 0, 0);
         assert_eq!(row("d.service", Some(&masked), 1.0).span, None);
         assert_eq!(row("x.service", None, 1.0).note, "not recorded");
+    }
+
+    /// Every unit's state at the end of a clean cold boot of the model (recorded).
+    const EVERY_UNIT: &str =
+        include_str!("../../tests/fixtures/guest/units-every-unit-clean-boot.txt");
+
+    #[test]
+    fn the_boot_plot_draws_each_started_unit_once_in_start_order() {
+        let states = crate::guest::systemd::parse_show(EVERY_UNIT).unwrap();
+        let started: std::collections::BTreeSet<&str> = states
+            .iter()
+            .filter(|u| u.inactive_exit_us.is_some())
+            .map(|u| u.id.as_str())
+            .collect();
+        let svg = boot_plot("Boot 1 <x>", &states, 25.8);
+        assert!(svg.contains("Boot 1 &lt;x&gt;"));
+        assert!(svg.contains(&format!("{} units started", started.len())));
+        // The named units come first in the file and again among every unit: one row.
+        let proxy = svg.matches(">deploy-proxy.service</text>").count();
+        assert_eq!(proxy, 1, "deploy-proxy.service drawn {proxy} times");
+        // Rows follow the starts: the root mount before the proxy, the proxy before the
+        // dashboard it orders after.
+        let at = |unit: &str| {
+            svg.find(&format!(">{}</text>", short_label(unit)))
+                .unwrap_or_else(|| panic!("no row for {unit}"))
+        };
+        assert!(at("-.mount") < at("deploy-proxy.service"));
+        assert!(at("deploy-proxy.service") < at("deploy-dashboard.service"));
+        // A long device name keeps both ends, and its full name is in its note.
+        let long = "sys-subsystem-net-devices-ens2.device";
+        assert!(started.contains(long));
+        assert!(svg.contains(">sys-subsys…ns2.device</text>"));
+        assert!(svg.contains(&format!("{long}: active after")));
     }
 
     #[test]

@@ -215,14 +215,17 @@ struct Up {
     acted: bool,
     /// Whether the timeline says when the journal stream caught up with this boot.
     caught_up_logged: bool,
+    /// Every unit's state at the end of this boot's last phase, for its plot; cleared
+    /// by an action (the states are stale then).
+    last_units: Option<record::UnitsRead>,
 }
 
 /// How long the boot analysis's own session may take to connect.
 const ANALYSIS_SESSION: Duration = Duration::from_secs(30);
 
-/// The critical chain and plot of a boot, read in the background as soon as PID 1 logs
-/// that the start-up finished, so that the end of a pair does not wait for them (each
-/// takes seconds on a TCG guest). A boot that never finishes starting up (a wait cycle)
+/// The critical chain of a boot, read in the background as soon as PID 1 logs that the
+/// start-up finished, so that the end of a pair does not wait for it (it walks every
+/// unit: over a second on a TCG guest). A boot that never finishes starting up (a wait cycle)
 /// has them read at its end, as before. Not in a scenario with actions: the reads load
 /// the guest while the system under test is being exercised (a health gate's window),
 /// and what they show would not include what the actions did.
@@ -257,7 +260,7 @@ impl EarlyAnalysis {
             }
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
             // A session of its own: the expectations' would queue their reads behind the
-            // plot, and the wait-cycle watcher's would miss its reads of the job queue.
+            // chain, and the wait-cycle watcher's would miss its reads of the job queue.
             let session = match guest.another_session(ANALYSIS_SESSION).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -303,7 +306,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         let start = match (phase.start, up.is_some()) {
             (PhaseStart::ColdBoot, _) | (_, false) => {
                 if let Some(old) = up.take() {
-                    finish_boot(ctx, &old).await;
+                    finish_boot(ctx, &old, None).await;
                 }
                 let config = boot::vm_config(
                     &ctx.spec,
@@ -450,14 +453,25 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         if is_last {
             // The pair ends here: its last evidence on both sessions at once.
             let current = &*current;
-            tokio::join!(
-                record::phase_evidence(&current.guest, &ctx.run_dir, &phase.name, scenario),
-                finish_boot(ctx, current)
+            let units = record::phase_evidence(
+                &current.guest,
+                &current.clock,
+                &ctx.run_dir,
+                &phase.name,
+                scenario,
             );
+            finish_boot(ctx, current, Some(Box::pin(units))).await;
             state.timeline.event("evidence collected", &phase.name);
             finished = true;
         } else {
-            record::phase_evidence(&current.guest, &ctx.run_dir, &phase.name, scenario).await;
+            current.last_units = record::phase_evidence(
+                &current.guest,
+                &current.clock,
+                &ctx.run_dir,
+                &phase.name,
+                scenario,
+            )
+            .await;
         }
         if stop {
             state
@@ -468,23 +482,34 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
     }
     if let Some(last) = up.take() {
         if !finished {
-            finish_boot(ctx, &last).await;
+            finish_boot(ctx, &last, None).await;
         }
         drop(last);
     }
     Ok(())
 }
 
+/// The end of phase's read of every unit, running beside a boot's other last reads.
+type UnitsReading<'a> = std::pin::Pin<Box<dyn Future<Output = Option<record::UnitsRead>> + 'a>>;
+
 /// Collect a boot's evidence before it ends: its journal, critical chain, plot and
-/// wait-for graph.
-async fn finish_boot(ctx: &PairContext, up: &Up) {
+/// wait-for graph. The plot is drawn from `units` (the last phase's read, beside these),
+/// else from the boot's last phase if nothing acted since, else from a read made now.
+async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>) {
     let index = up.vm.boot_index();
     let guest = up.cycles.session().unwrap_or_else(|| up.guest.clone());
     let focus = ctx.pair.scenario.focus_unit.as_ref().map(|u| u.as_str());
     // Read early when it began (never in a scenario with actions, see EarlyAnalysis).
-    let early = up.analysis.lock().await.take().await;
-    // The journal on the main session: the watcher's may still be busy with the plot.
-    record::boot_evidence(&up.guest, &guest, &ctx.run_dir, index, focus, early).await;
+    let early = async { up.analysis.lock().await.take().await };
+    let units = async {
+        match (units, &up.last_units) {
+            (Some(reading), _) => reading.await,
+            (None, Some(read)) => Some(read.clone()),
+            (None, None) => record::every_unit(&guest, &up.clock, &[], "the end of the boot").await,
+        }
+    };
+    // The journal on the main session: the watcher's may still be busy with its reads.
+    record::boot_evidence(&up.guest, &guest, &ctx.run_dir, index, focus, early, units).await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
     if let Some(b) = &up.baseline {
@@ -610,6 +635,7 @@ async fn connect(
         analysis: tokio::sync::Mutex::new(analysis),
         acted: false,
         caught_up_logged: false,
+        last_units: None,
     })
 }
 
@@ -625,7 +651,7 @@ async fn cycle(
     for fault in &opts.faults {
         inject_fault(ctx, &up.guest, fault).await?;
     }
-    finish_boot(ctx, &up).await;
+    finish_boot(ctx, &up, None).await;
     let Up { mut vm, guest, .. } = up;
     vm.set_cmdline(boot::cmdline(&ctx.spec, key, opts));
     if how == PhaseStart::Reboot {
@@ -668,6 +694,7 @@ async fn act(
             lost::guarded(&up.vm, &up.journal, &during, work).await?;
             let mut up = up;
             up.acted = true;
+            up.last_units = None;
             return Ok(up);
         }
     };

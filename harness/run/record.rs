@@ -150,14 +150,12 @@ pub fn identity_evidence(
     }
 }
 
-/// The focus unit's critical chain and `systemd-analyze plot`: what the boot's start-up
-/// looked like. Both can be read as soon as the start-up has finished, while the
-/// expectations are still awaited (see `run::pair`).
+/// The focus unit's critical chain: what its start waited for. It can be read as soon
+/// as the start-up has finished, while the expectations are still awaited (see
+/// `run::pair`).
 pub struct BootAnalysis {
     /// `systemd-analyze critical-chain` of the focus unit (empty without one).
     pub chain: anyhow::Result<String>,
-    /// `systemd-analyze plot`.
-    pub plot: anyhow::Result<String>,
 }
 
 /// Read the [`BootAnalysis`] of the guest's current boot.
@@ -167,28 +165,41 @@ pub async fn boot_analysis(guest: &Guest, focus: Option<&str>) -> BootAnalysis {
         Some(unit) => systemd::critical_chain(guest, unit).await,
         None => Ok(String::new()),
     };
-    let plot = systemd::plot(guest).await;
     tracing::debug!(
-        "evidence: critical chain and plot took {:.2}s",
+        "evidence: critical chain took {:.2}s",
         started.elapsed().as_secs_f64()
     );
-    BootAnalysis { chain, plot }
+    BootAnalysis { chain }
+}
+
+/// Every unit's state, as read at the end of a phase (or of a boot), with the guest's
+/// monotonic time when the read began: a unit still starting then was starting at least
+/// until that moment.
+#[derive(Clone)]
+pub struct UnitsRead {
+    /// `systemctl show` blocks, as written to `units-PHASE.txt`.
+    pub text: String,
+    /// Guest CLOCK_MONOTONIC (µs) when the read began.
+    pub at_us: u64,
+    /// What the read was: "the end of phase cold-boot".
+    pub when: String,
 }
 
 /// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines;
-/// `critical-chain-boot-N.txt` for the focus unit, and `plot-boot-N.svg`, from
-/// `analysis` when it was read already, else read now on `guest` while `journal_guest`
-/// reads the journal.
+/// `critical-chain-boot-N.txt` for the focus unit (from `analysis` when it was read
+/// early, else read now on `guest` while `journal_guest` reads the journal); and
+/// `plot-boot-N.svg`, drawn from `units` (awaited beside the reads).
 pub async fn boot_evidence(
     journal_guest: &Guest,
     guest: &Guest,
     run_dir: &Path,
     boot_index: u32,
     focus: Option<&str>,
-    analysis: Option<BootAnalysis>,
+    analysis: impl std::future::Future<Output = Option<BootAnalysis>>,
+    units: impl std::future::Future<Output = Option<UnitsRead>>,
 ) {
     let analysis = async {
-        match analysis {
+        match analysis.await {
             Some(a) => a,
             None => boot_analysis(guest, focus).await,
         }
@@ -202,11 +213,15 @@ pub async fn boot_evidence(
         );
         journal
     };
-    let (journal, analysis) = tokio::join!(journal, analysis);
+    let (journal, analysis, units) = tokio::join!(journal, analysis, units);
+    let plot = match units {
+        Some(read) => plot_of(boot_index, &read),
+        None => Err(anyhow::anyhow!("no unit states were read in this boot")),
+    };
     for (file, text) in [
         (bundle::journal_file(boot_index), journal),
         (bundle::critical_chain_file(boot_index), analysis.chain),
-        (bundle::plot_file(boot_index), analysis.plot),
+        (bundle::plot_file(boot_index), plot),
     ] {
         match text {
             Ok(text) if !text.is_empty() => {
@@ -218,6 +233,23 @@ pub async fn boot_evidence(
             Err(e) => tracing::warn!("cannot collect {file}: {e:#}"),
         }
     }
+}
+
+/// The boot's plot, drawn on the host from every unit's timestamps. Not
+/// `systemd-analyze plot`: that asks systemd-hostnamed for the host's name, which D-Bus
+/// starts in the guest (a unit the system under test did not start), and walks every
+/// unit a second time; on a TCG guest the two cost 4 to 15 s.
+fn plot_of(boot_index: u32, read: &UnitsRead) -> anyhow::Result<String> {
+    let states = systemd::parse_show(&read.text)?;
+    Ok(crate::evidence::svg::boot_plot(
+        &format!(
+            "Boot {boot_index}: every unit that started, from systemctl show at {} ({:.1} s)",
+            read.when,
+            read.at_us as f64 / 1e6
+        ),
+        &states,
+        read.at_us as f64 / 1e6,
+    ))
 }
 
 /// The boot's journal as JSON lines, cut at [`super::cap::JOURNAL_CAP`] (marked).
@@ -243,9 +275,16 @@ pub fn waitfor_evidence(run_dir: &Path, boot_index: u32, json: &serde_json::Valu
     }
 }
 
-/// `units-PHASE.txt`: state, Result and monotonic timestamps of every service and the
-/// units the scenario names, at the end of a phase.
-pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario: &Scenario) {
+/// `units-PHASE.txt`: state, Result and monotonic timestamps of the units the scenario
+/// names, then of every unit systemd has loaded, at the end of a phase. Returned for
+/// the boot's plot.
+pub async fn phase_evidence(
+    guest: &Guest,
+    clock: &crate::run::clock::GuestClock,
+    run_dir: &Path,
+    phase: &str,
+    scenario: &Scenario,
+) -> Option<UnitsRead> {
     let mut named: Vec<String> = scenario
         .focus_unit
         .iter()
@@ -261,23 +300,41 @@ pub async fn phase_evidence(guest: &Guest, run_dir: &Path, phase: &str, scenario
             _ => {}
         }
     }
-    let cmd = format!(
-        "{} $(systemctl list-units --all --plain --no-legend --type=service | awk '{{print $1}}')",
-        systemd::show_command(&named)
-    );
     let path = run_dir.join(bundle::units_file(phase));
+    let read = every_unit(guest, clock, &named, &format!("the end of phase {phase}")).await?;
+    if let Err(e) = write_atomic(&path, read.text.as_bytes()) {
+        tracing::warn!("cannot write {}: {e:#}", path.display());
+    }
+    Some(read)
+}
+
+/// The `named` units' states, then every loaded unit's, in one `systemctl show`.
+pub async fn every_unit(
+    guest: &Guest,
+    clock: &crate::run::clock::GuestClock,
+    named: &[String],
+    when: &str,
+) -> Option<UnitsRead> {
+    let cmd = format!(
+        "{} $(systemctl list-units --all --plain --no-legend | awk '{{print $1}}')",
+        systemd::show_command(named)
+    );
     let t = std::time::Instant::now();
+    let at_us = clock.to_guest_us(t);
     let shown = guest.exec(&cmd).await;
     tracing::debug!(
         "evidence: unit states took {:.2}s",
         t.elapsed().as_secs_f64()
     );
     match shown {
-        Ok(out) => {
-            if let Err(e) = write_atomic(&path, out.stdout.as_bytes()) {
-                tracing::warn!("cannot write {}: {e:#}", path.display());
-            }
+        Ok(out) => Some(UnitsRead {
+            text: out.stdout,
+            at_us,
+            when: when.to_string(),
+        }),
+        Err(e) => {
+            tracing::warn!("cannot read unit states at {when}: {e:#}");
+            None
         }
-        Err(e) => tracing::warn!("cannot read unit states after phase {phase}: {e:#}"),
     }
 }
