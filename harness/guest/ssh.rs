@@ -25,9 +25,17 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit for one command; see [`Guest::exec_timeout`] for longer ones.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a first connection attempts waits for the server's banner. Under QEMU's
+/// user networking the host side of a forward connects at once, and while the guest has
+/// no address yet its SYNs go unanswered and are resent on a backoff: an attempt made
+/// then would sit for seconds after sshd is ready. A fresh connection is answered at once.
+const BANNER_WAIT: Duration = Duration::from_millis(1500);
+/// After this many attempts without a banner the whole [`ATTEMPT_TIMEOUT`] is given:
+/// sshd on a busy guest may take that long to answer.
+const SHORT_ATTEMPTS: u32 = 12;
 /// Backoff between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// What a finished command left behind. A non-zero status is data, not an error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,7 +304,8 @@ fn connect_blocking(addr: SocketAddr, key: SshKey, deadline: Duration) -> anyhow
         attempts += 1;
         let remaining = until.saturating_duration_since(Instant::now());
         let attempt = ATTEMPT_TIMEOUT.min(remaining.max(Duration::from_millis(100)));
-        let last_error = match open_session(addr, &key, &pem, attempt) {
+        let banner = (attempts <= SHORT_ATTEMPTS).then_some(BANNER_WAIT.min(attempt));
+        let last_error = match open_session_waiting(addr, &key, &pem, attempt, banner) {
             Ok((session, host_key)) => {
                 if !host_key.pinned {
                     tracing::warn!(%addr, "{}", host_key.describe());
@@ -381,8 +390,36 @@ pub(crate) fn open_session(
     pem: &str,
     timeout: Duration,
 ) -> anyhow::Result<(Session, HostKey)> {
+    open_session_waiting(addr, key, pem, timeout, None)
+}
+
+/// [`open_session`], giving up early when the server sends nothing within `banner`.
+fn open_session_waiting(
+    addr: SocketAddr,
+    key: &SshKey,
+    pem: &str,
+    timeout: Duration,
+    banner: Option<Duration>,
+) -> anyhow::Result<(Session, HostKey)> {
     let tcp = TcpStream::connect_timeout(&addr, timeout).context("TCP connect")?;
     tcp.set_nodelay(true).ok();
+    if let Some(wait) = banner {
+        tcp.set_read_timeout(Some(wait)).ok();
+        match tcp.peek(&mut [0u8; 1]) {
+            Ok(0) => anyhow::bail!("the connection closed before the SSH banner"),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                anyhow::bail!("no SSH banner within {wait:?}")
+            }
+            Err(e) => return Err(e).context("waiting for the SSH banner"),
+        }
+        tcp.set_read_timeout(None).ok();
+    }
     let mut session = Session::new().context("cannot create an SSH session")?;
     session.set_tcp_stream(tcp);
     session.set_timeout(millis(timeout));

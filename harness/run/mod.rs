@@ -116,6 +116,10 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         })?;
     let accel = accel::choose(opts.accel, &probe_kernel, &cache_root).await?;
     tracing::info!("accelerator: {} ({})", accel.accel, accel.reason);
+    let host_cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let at_once = opts.jobs.max(1).min(pairs.len().max(1));
+    let vcpus = crate::vm::config::vcpus_for(accel.accel, host_cpus, at_once);
+    tracing::info!("virtual CPUs per guest: {}", vcpus.1);
 
     let contexts: Vec<pair::PairContext> = pairs
         .into_iter()
@@ -129,6 +133,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
                 spec: specs[&p.target].clone(),
                 redactor: redactors[&p.target].clone(),
                 accel: accel.clone(),
+                vcpus: vcpus.clone(),
                 run_dir: opts
                     .evidence
                     .join(crate::evidence::bundle::pair_folder(&p.id)),

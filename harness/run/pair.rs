@@ -39,6 +39,8 @@ pub struct PairContext {
     pub redactor: crate::evidence::redact::Redactor,
     /// The accelerator for every VM of the run.
     pub accel: AccelChoice,
+    /// Virtual CPUs for each VM, and why (see [`crate::vm::config::vcpus_for`]).
+    pub vcpus: (u32, String),
     /// This pair's folder in the evidence bundle.
     pub run_dir: PathBuf,
     /// Keep overlays afterwards.
@@ -308,7 +310,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 if let Some(old) = up.take() {
                     finish_boot(ctx, &old, None).await;
                 }
-                let config = boot::vm_config(
+                let mut config = boot::vm_config(
                     &ctx.spec,
                     &key,
                     &phase.boot,
@@ -317,6 +319,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                     forwards.clone(),
                     ctx.keep,
                 )?;
+                config.set_vcpus(ctx.vcpus.clone());
                 (ctx.status)(&format!("phase {}: starting QEMU", phase.name));
                 let vm = Vm::start(config).await?;
                 record::vm_evidence(&vm, &ctx.run_dir)?;
@@ -586,8 +589,11 @@ async fn connect(
                 .collect::<std::collections::HashMap<_, _>>(),
         )
     };
-    let (clock, followed, types) =
-        tokio::join!(GuestClock::sample(&guest), Journal::follow(&guest), types);
+    let (clock, followed, types) = tokio::join!(
+        timed("the clock", GuestClock::sample(&guest)),
+        timed("the journal follow", Journal::follow(&guest)),
+        timed("the unit types", types)
+    );
     let (clock, (journal, follower), start_done_means_active) = (clock?, followed?, types?);
     state.timeline.event(
         "watching",
@@ -637,6 +643,14 @@ async fn connect(
         caught_up_logged: false,
         last_units: None,
     })
+}
+
+/// `work`, with how long it took in the debug log (where a pair's time goes).
+async fn timed<T>(what: &str, work: impl Future<Output = T>) -> T {
+    let began = Instant::now();
+    let out = work.await;
+    tracing::debug!("{what} took {:.2}s", began.elapsed().as_secs_f64());
+    out
 }
 
 /// Reboot cleanly or cut the power, with the phase's boot options (and boot faults

@@ -80,11 +80,13 @@ struct VmRecord<'a> {
     qemu_argv: Vec<String>,
     accel: &'a str,
     accel_reason: &'a str,
+    vcpus_reason: &'a str,
     harness_version: &'a str,
     overlay: &'a Path,
 }
 
-/// `vm.json`: the QEMU command line (key redacted), accelerator and harness version.
+/// `vm.json`: the QEMU command line (key redacted), accelerator, why the guest has the
+/// virtual CPUs it has, and harness version.
 pub fn vm_evidence(vm: &Vm, run_dir: &Path) -> anyhow::Result<()> {
     let accel = vm.accel().accel.to_string();
     write_json(
@@ -93,6 +95,7 @@ pub fn vm_evidence(vm: &Vm, run_dir: &Path) -> anyhow::Result<()> {
             qemu_argv: vm.qemu_argv(),
             accel: &accel,
             accel_reason: &vm.accel().reason,
+            vcpus_reason: vm.smp_reason(),
             harness_version: env!("CARGO_PKG_VERSION"),
             overlay: vm.overlay_path(),
         },

@@ -249,6 +249,11 @@ impl Vm {
         argv::redact(&argv::launch_line(&self.config), &self.config.redact)
     }
 
+    /// Why the guest has the virtual CPUs it has.
+    pub fn smp_reason(&self) -> &str {
+        &self.config.smp_reason
+    }
+
     /// The accelerator and why it was chosen.
     pub fn accel(&self) -> &AccelChoice {
         &self.config.accel
