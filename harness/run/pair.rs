@@ -508,11 +508,14 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
         match (units, &up.last_units) {
             (Some(reading), _) => reading.await,
             (None, Some(read)) => Some(read.clone()),
-            (None, None) => record::every_unit(&guest, &up.clock, &[], "the end of the boot").await,
+            (None, None) => {
+                record::every_unit(&up.guest, &up.clock, &[], "the end of the boot").await
+            }
         }
     };
-    // The journal on the main session: the watcher's may still be busy with its reads.
-    record::boot_evidence(&up.guest, &guest, &ctx.run_dir, index, focus, early, units).await;
+    // Unit states on the main session, the journal (and a chain not read early) on the
+    // wait-cycle watcher's, whose reads are short: neither queues behind the other.
+    record::boot_evidence(&guest, &ctx.run_dir, index, focus, early, units).await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
     if let Some(b) = &up.baseline {

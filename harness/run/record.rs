@@ -190,10 +190,9 @@ pub struct UnitsRead {
 
 /// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines;
 /// `critical-chain-boot-N.txt` for the focus unit (from `analysis` when it was read
-/// early, else read now on `guest` while `journal_guest` reads the journal); and
+/// early, else read now on `guest`, which reads the journal too); and
 /// `plot-boot-N.svg`, drawn from `units` (awaited beside the reads).
 pub async fn boot_evidence(
-    journal_guest: &Guest,
     guest: &Guest,
     run_dir: &Path,
     boot_index: u32,
@@ -209,7 +208,7 @@ pub async fn boot_evidence(
     };
     let journal = async {
         let started = std::time::Instant::now();
-        let journal = capped_journal(journal_guest).await;
+        let journal = capped_journal(guest).await;
         tracing::debug!(
             "evidence: journal took {:.2}s",
             started.elapsed().as_secs_f64()
