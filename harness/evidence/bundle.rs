@@ -61,7 +61,7 @@ pub fn critical_chain_file(boot: u32) -> String {
     format!("critical-chain-boot-{boot}.txt")
 }
 
-/// `plot-boot-N.svg`: systemd-analyze's plot of a boot.
+/// `plot-boot-N.svg`: a boot's plot, drawn from every unit's timestamps.
 pub fn plot_file(boot: u32) -> String {
     format!("plot-boot-{boot}.svg")
 }

@@ -74,6 +74,8 @@ pub struct Host {
     pub load_avg: Option<f64>,
     /// The accelerator the pairs ran on.
     pub accelerator: Option<String>,
+    /// The guests' virtual CPUs (`-smp`).
+    pub vcpus: Option<String>,
 }
 
 impl Host {
@@ -85,14 +87,16 @@ impl Host {
                 .map(|i| format!("{} cores, {}", i.cores, i.host)),
             load_avg: b.invocation.as_ref().and_then(|i| i.load_avg),
             accelerator: super::facts::accelerator(b).map(str::to_string),
+            vcpus: super::facts::vcpus(b).map(str::to_string),
         }
     }
 
     fn describe(&self) -> String {
         format!(
-            "{}; accelerator {}; load average {} at the start",
+            "{}; accelerator {}; {} virtual CPU(s) per guest; load average {} at the start",
             self.host.as_deref().unwrap_or("host not recorded"),
             self.accelerator.as_deref().unwrap_or("not recorded"),
+            self.vcpus.as_deref().unwrap_or("not recorded"),
             self.load_avg
                 .map_or("not recorded".to_string(), |l| format!("{l:.1}"))
         )
@@ -150,6 +154,13 @@ pub fn compare(old: &Bundle, new: &Bundle, t: Thresholds) -> Comparison {
     let mut caveats = Vec::new();
     if old_host.accelerator != new_host.accelerator {
         caveats.push("the accelerators differ: times to active are not comparable".to_string());
+    }
+    if old_host.vcpus != new_host.vcpus {
+        caveats.push(format!(
+            "the guests' virtual CPUs differ ({} against {}; `--jobs` decides them under TCG): times to active are not comparable",
+            old_host.vcpus.as_deref().unwrap_or("not recorded"),
+            new_host.vcpus.as_deref().unwrap_or("not recorded")
+        ));
     }
     if old_host.host != new_host.host {
         caveats.push("the hosts differ".to_string());

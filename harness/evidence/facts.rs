@@ -215,6 +215,15 @@ pub fn accelerator(bundle: &Bundle) -> Option<&str> {
         .map(|v| v.accel.as_str())
 }
 
+/// The guests' virtual CPUs, as the first pair's QEMU command line gives them.
+pub fn vcpus(bundle: &Bundle) -> Option<&str> {
+    bundle
+        .pairs
+        .iter()
+        .find_map(|p| p.vm.as_ref())
+        .and_then(|v| v.vcpus())
+}
+
 /// `2026-01-31T12:34:56Z` for a Unix time.
 pub fn rfc3339(unix: f64) -> String {
     let s = super::utc_stamp(unix.max(0.0) as u64);

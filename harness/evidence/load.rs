@@ -124,6 +124,17 @@ pub struct VmInfo {
     /// The harness version that ran the pair.
     #[serde(default)]
     pub harness_version: String,
+    /// The QEMU command line (for the guest's virtual CPUs).
+    #[serde(default)]
+    pub qemu_argv: Vec<String>,
+}
+
+impl VmInfo {
+    /// The guest's virtual CPUs (`-smp`), when our own QEMU command line says.
+    pub fn vcpus(&self) -> Option<&str> {
+        let at = self.qemu_argv.iter().position(|a| a == "-smp")?;
+        self.qemu_argv.get(at + 1).map(String::as_str)
+    }
 }
 
 impl PairEvidence {

@@ -47,10 +47,13 @@ fn header(s: &mut String, bundle: &Bundle, name: &str) {
         .unwrap_or_else(|| "unknown".to_string());
     let _ = writeln!(
         s,
-        "Harness {}, accelerator {}, finished {date}. {} pairs: {} pass, {} reproduced, {} fail, {} error; \
+        "Harness {}, accelerator {}{}, finished {date}. {} pairs: {} pass, {} reproduced, {} fail, {} error; \
          **{} as planned, {} not**{}.\n",
         facts::harness_version(bundle),
         facts::accelerator(bundle).unwrap_or("unknown"),
+        facts::vcpus(bundle)
+            .map(|n| format!(" ({n} virtual CPU(s) per guest)"))
+            .unwrap_or_default(),
         c.total,
         c.pass,
         c.reproduced,

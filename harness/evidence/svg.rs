@@ -153,7 +153,9 @@ pub fn row(unit: &str, t: Option<&UnitState>, observed_until: f64) -> Row {
     let start = secs(began);
     let result = t.result_str();
     let failed = t.active_state == "failed" || (!result.is_empty() && result != "success");
-    let (end, kind, note) = if let Some(active) = t.active_enter_us {
+    // systemd keeps the last ActiveEnter: a unit restarted since (its new start failed or
+    // still runs) has one from before this start, which does not end it.
+    let (end, kind, note) = if let Some(active) = t.active_enter_us.filter(|a| *a >= began) {
         let kind = if t.active_state == "failed" {
             BarKind::Failed
         } else {
@@ -480,6 +482,19 @@ mod tests {
             (r.kind, r.span),
             (BarKind::StillActivating, Some((20.0, 140.0)))
         );
+
+        // Active once, restarted at 100 s, and that start failed at 160 s.
+        let restarted = times(
+            "p.service",
+            "failed",
+            "exit-code",
+            100_000_000,
+            21_000_000,
+            160_000_000,
+        );
+        let r = row("p.service", Some(&restarted), 200.0);
+        assert_eq!((r.kind, r.span), (BarKind::Failed, Some((100.0, 160.0))));
+        assert!(r.note.contains("Result=exit-code"), "{}", r.note);
 
         let masked = times("d.service", "inactive", "success", 0, 0, 0);
         assert_eq!(row("d.service", Some(&masked), 1.0).span, None);

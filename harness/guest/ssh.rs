@@ -25,13 +25,14 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit for one command; see [`Guest::exec_timeout`] for longer ones.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a first connection attempts waits for the server's banner. Under QEMU's
-/// user networking the host side of a forward connects at once, and while the guest has
-/// no address yet its SYNs go unanswered and are resent on a backoff: an attempt made
-/// then would sit for seconds after sshd is ready. A fresh connection is answered at once.
+/// How long an attempt to reach a booting guest waits for the server's banner. Under
+/// QEMU's user networking the host side of a forward connects at once, and while the
+/// guest has no address yet its SYNs go unanswered and are resent on a backoff: an
+/// attempt made then would sit for seconds after sshd is ready, where a fresh connection
+/// is answered at once. Once the guest has answered (a connection closed, i.e. refused),
+/// attempts wait the whole [`ATTEMPT_TIMEOUT`]: sshd on a busy guest may need it.
 const BANNER_WAIT: Duration = Duration::from_millis(1500);
-/// After this many attempts without a banner the whole [`ATTEMPT_TIMEOUT`] is given:
-/// sshd on a busy guest may take that long to answer.
+/// At most this many short attempts, however the guest answers.
 const SHORT_ATTEMPTS: u32 = 12;
 /// Backoff between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -118,7 +119,7 @@ impl Guest {
         deadline: Duration,
     ) -> anyhow::Result<Guest> {
         let key = key.clone();
-        tokio::task::spawn_blocking(move || connect_blocking(addr, key, deadline))
+        tokio::task::spawn_blocking(move || connect_blocking(addr, key, deadline, true))
             .await
             .context("the SSH connect thread panicked")?
     }
@@ -126,7 +127,11 @@ impl Guest {
     /// A second session to the same guest with the same key, for a watcher that must not
     /// wait behind long commands on this one (each session runs one command at a time).
     pub async fn another_session(&self, deadline: Duration) -> anyhow::Result<Guest> {
-        Guest::connect(self.inner.addr, &self.inner.key, deadline).await
+        let (addr, key) = (self.inner.addr, self.inner.key.clone());
+        // The guest is up: no short attempts, which a busy sshd could fail every time.
+        tokio::task::spawn_blocking(move || connect_blocking(addr, key, deadline, false))
+            .await
+            .context("the SSH connect thread panicked")?
     }
 
     /// The address this guest is reached at (host side of the port forward).
@@ -294,17 +299,24 @@ fn write_file_command(path: &str, mode: u32) -> String {
     )
 }
 
-fn connect_blocking(addr: SocketAddr, key: SshKey, deadline: Duration) -> anyhow::Result<Guest> {
+/// `booting`: the guest may not have an address yet (see [`BANNER_WAIT`]).
+fn connect_blocking(
+    addr: SocketAddr,
+    key: SshKey,
+    deadline: Duration,
+    booting: bool,
+) -> anyhow::Result<Guest> {
     let pem = key.private_openssh()?;
     let started = Instant::now();
     let until = started + deadline;
     let mut backoff = BACKOFF_MIN;
     let mut attempts = 0u32;
+    let mut answered = !booting;
     loop {
         attempts += 1;
         let remaining = until.saturating_duration_since(Instant::now());
         let attempt = ATTEMPT_TIMEOUT.min(remaining.max(Duration::from_millis(100)));
-        let banner = (attempts <= SHORT_ATTEMPTS).then_some(BANNER_WAIT.min(attempt));
+        let banner = (!answered && attempts <= SHORT_ATTEMPTS).then_some(BANNER_WAIT.min(attempt));
         let last_error = match open_session_waiting(addr, &key, &pem, attempt, banner) {
             Ok((session, host_key)) => {
                 if !host_key.pinned {
@@ -324,7 +336,10 @@ fn connect_blocking(addr: SocketAddr, key: SshKey, deadline: Duration) -> anyhow
             Err(e) if e.is::<HostKeyMismatch>() => {
                 return Err(infra(format!("ssh root@{addr}: {e}")));
             }
-            Err(e) => e,
+            Err(e) => {
+                answered |= e.is::<ClosedBeforeBanner>();
+                e
+            }
         };
         tracing::trace!(%addr, attempts, error = format!("{last_error:#}"), "ssh not ready yet");
         if Instant::now() + backoff >= until {
@@ -337,6 +352,12 @@ fn connect_blocking(addr: SocketAddr, key: SshKey, deadline: Duration) -> anyhow
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
+
+/// The connection closed before the server's banner: the guest's network answered (it
+/// refused), so SYNs are no longer lost.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection closed before the SSH banner")]
+struct ClosedBeforeBanner;
 
 /// The guest offered a host key that is not this run's: the harness is not talking to
 /// the guest it started (another VM on a reused port, or something in between).
@@ -406,7 +427,7 @@ fn open_session_waiting(
     if let Some(wait) = banner {
         tcp.set_read_timeout(Some(wait)).ok();
         match tcp.peek(&mut [0u8; 1]) {
-            Ok(0) => anyhow::bail!("the connection closed before the SSH banner"),
+            Ok(0) => return Err(ClosedBeforeBanner.into()),
             Ok(_) => {}
             Err(e)
                 if matches!(

@@ -228,7 +228,7 @@ const ANALYSIS_SESSION: Duration = Duration::from_secs(30);
 /// The critical chain of a boot, read in the background as soon as PID 1 logs that the
 /// start-up finished, so that the end of a pair does not wait for it (it walks every
 /// unit: over a second on a TCG guest). A boot that never finishes starting up (a wait cycle)
-/// has them read at its end, as before. Not in a scenario with actions: the reads load
+/// has it read at its end, as before. Not in a scenario with actions: the reads load
 /// the guest while the system under test is being exercised (a health gate's window),
 /// and what they show would not include what the actions did.
 struct EarlyAnalysis {
@@ -513,8 +513,9 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
             }
         }
     };
-    // Unit states on the main session, the journal (and a chain not read early) on the
-    // wait-cycle watcher's, whose reads are short: neither queues behind the other.
+    // Unit states on the main session, the journal (then a chain not read early) on the
+    // wait-cycle watcher's, whose own reads are short: the states and the journal do not
+    // queue behind each other.
     record::boot_evidence(&guest, &ctx.run_dir, index, focus, early, units).await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
@@ -665,8 +666,11 @@ async fn cycle(
     opts: &crate::scenario::BootOptions,
     key: &SshKey,
 ) -> anyhow::Result<Vm> {
+    let mut up = up;
     for fault in &opts.faults {
         inject_fault(ctx, &up.guest, fault).await?;
+        // The states read before the fault would disagree with the journal read after.
+        up.last_units = None;
     }
     finish_boot(ctx, &up, None).await;
     let Up { mut vm, guest, .. } = up;

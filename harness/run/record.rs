@@ -218,7 +218,9 @@ pub async fn boot_evidence(
     let (journal, analysis, units) = tokio::join!(journal, analysis, units);
     let plot = match units {
         Some(read) => plot_of(boot_index, &read),
-        None => Err(anyhow::anyhow!("no unit states were read in this boot")),
+        None => Err(anyhow::anyhow!(
+            "no unit states to draw it from (their read failed; see above)"
+        )),
     };
     for (file, text) in [
         (bundle::journal_file(boot_index), journal),
@@ -329,11 +331,20 @@ pub async fn every_unit(
         t.elapsed().as_secs_f64()
     );
     match shown {
-        Ok(out) => Some(UnitsRead {
+        // `systemctl show` exits non-zero when one name is unknown, yet prints the rest.
+        Ok(out) if !out.stdout.trim().is_empty() => Some(UnitsRead {
             text: out.stdout,
             at_us,
             when: when.to_string(),
         }),
+        Ok(out) => {
+            tracing::warn!(
+                "cannot read unit states at {when}: systemctl printed nothing (status {}): {}",
+                out.status,
+                out.stderr.trim()
+            );
+            None
+        }
         Err(e) => {
             tracing::warn!("cannot read unit states at {when}: {e:#}");
             None

@@ -125,11 +125,6 @@ pub async fn critical_chain(guest: &Guest, unit: &str) -> anyhow::Result<String>
     Ok(guest.exec(&cmd).await?.stdout)
 }
 
-/// `systemd-analyze plot`: the boot as SVG (empty while the boot has not finished).
-pub async fn plot(guest: &Guest) -> anyhow::Result<String> {
-    Ok(guest.exec("systemd-analyze plot 2>/dev/null").await?.stdout)
-}
-
 /// Ask PID 1 to restart `unit`; returns systemctl's exit status (a failing start is the
 /// system under test's business, not an error).
 pub async fn restart(guest: &Guest, unit: &str, no_block: bool) -> anyhow::Result<i32> {
