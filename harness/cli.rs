@@ -162,6 +162,12 @@ pub struct VmArgs {
     /// Accelerator: auto probes KVM with a tiny boot and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto, env = "COLDBOOT_ACCEL")]
     pub accel: AccelArg,
+
+    /// Virtual CPUs per guest. Default: 2, or under TCG the host's cores shared among
+    /// the guests that run at once (one each for two guests on two cores)
+    #[arg(long, value_name = "N", env = "COLDBOOT_VCPUS",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub vcpus: Option<u32>,
 }
 
 /// `--accel` values.

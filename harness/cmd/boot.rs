@@ -46,7 +46,7 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
         kernel_args: args.kernel_args.clone(),
         ..BootOptions::default()
     };
-    let config = boot::vm_config(
+    let mut config = boot::vm_config(
         &boot_spec,
         &key,
         &boot_opts,
@@ -55,6 +55,9 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
         Vec::new(),
         args.keep,
     )?;
+    if let Some(n) = args.vm.vcpus {
+        config.set_vcpus((n, format!("{n}: asked for (--vcpus or COLDBOOT_VCPUS)")));
+    }
 
     waiting.set("starting QEMU");
     let vm = coldboot::vm::Vm::start(config).await?;

@@ -126,6 +126,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         jobs: usize::from(args.jobs),
         keep: args.keep,
         accel: args.vm.accel.into(),
+        vcpus: args.vm.vcpus,
         ssh_timeout: Duration::from_secs(args.ssh_timeout),
         baseline_poll: args.baseline_poll,
         redact,

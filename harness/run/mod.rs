@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub keep: bool,
     /// The accelerator asked for.
     pub accel: Accel,
+    /// Virtual CPUs per guest when given (`--vcpus`), else decided by `vcpus_for`.
+    pub vcpus: Option<u32>,
     /// How long to wait for SSH after each boot.
     pub ssh_timeout: Duration,
     /// Also time the naive baseline beside the runner (`baseline-boot-N.json`), for
@@ -118,7 +120,10 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
     tracing::info!("accelerator: {} ({})", accel.accel, accel.reason);
     let host_cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let at_once = opts.jobs.max(1).min(pairs.len().max(1));
-    let vcpus = crate::vm::config::vcpus_for(accel.accel, host_cpus, at_once);
+    let vcpus = match opts.vcpus {
+        Some(n) => (n, format!("{n}: asked for (--vcpus or COLDBOOT_VCPUS)")),
+        None => crate::vm::config::vcpus_for(accel.accel, host_cpus, at_once),
+    };
     tracing::info!("virtual CPUs per guest: {}", vcpus.1);
 
     let contexts: Vec<pair::PairContext> = pairs
