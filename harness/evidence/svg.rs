@@ -234,12 +234,16 @@ pub fn boot_plot(title: &str, states: &[UnitState], observed_until: f64) -> Stri
         rows,
         observed_until,
     };
-    render_titled(title, &[group])
+    render_titled(title, &[group], BOOT_LABEL_W)
 }
 
-/// A unit name that fits the label column: long ones (devices) keep both ends.
+/// The boot plot's label column: unit names of every type, up to 41 characters whole.
+const BOOT_LABEL_W: f64 = 270.0;
+
+/// A unit name that fits the boot plot's label column: longer ones (devices) keep both
+/// ends.
 fn short_label(id: &str) -> String {
-    const KEEP: usize = 10;
+    const KEEP: usize = 20;
     let chars: Vec<char> = id.chars().collect();
     if chars.len() <= 2 * KEEP + 1 {
         return id.to_string();
@@ -254,11 +258,14 @@ pub fn render(groups: &[Group]) -> String {
     render_titled(
         "Unit start times on each pair's first boot (guest monotonic clock)",
         groups,
+        LABEL_W,
     )
 }
 
-/// Render the groups under `title`.
-fn render_titled(title: &str, groups: &[Group]) -> String {
+/// Render the groups under `title`, with a label column `label_w` wide (the plot area
+/// keeps its width: the picture grows with the column).
+fn render_titled(title: &str, groups: &[Group], label_w: f64) -> String {
+    let width = WIDTH - LABEL_W + label_w;
     let max_t = groups
         .iter()
         .flat_map(|g| {
@@ -270,8 +277,8 @@ fn render_titled(title: &str, groups: &[Group]) -> String {
         .fold(10.0_f64, f64::max);
     let step = tick_step(max_t);
     let max_t = (max_t / step).ceil() * step;
-    let plot_w = WIDTH - LABEL_W - NOTE_W;
-    let x = |t: f64| LABEL_W + t / max_t * plot_w;
+    let plot_w = width - label_w - NOTE_W;
+    let x = |t: f64| label_w + t / max_t * plot_w;
     let body_h: f64 = groups
         .iter()
         .map(|g| HEAD_H + g.rows.len() as f64 * ROW_H + 8.0)
@@ -281,7 +288,7 @@ fn render_titled(title: &str, groups: &[Group]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH:.0}" height="{height:.0}" viewBox="0 0 {WIDTH:.0} {height:.0}" font-family="DejaVu Sans, Arial, sans-serif" font-size="11">"##
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="DejaVu Sans, Arial, sans-serif" font-size="11">"##
     );
     s.push_str(
         r##"<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#f9a825"/><line x1="0" y1="0" x2="0" y2="6" stroke="#c17900" stroke-width="3"/></pattern></defs>
@@ -310,7 +317,7 @@ fn render_titled(title: &str, groups: &[Group]) -> String {
     let _ = writeln!(
         s,
         r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">seconds since the guest kernel started</text>"##,
-        LABEL_W + plot_w / 2.0,
+        label_w + plot_w / 2.0,
         bottom + 28.0
     );
 
@@ -345,7 +352,7 @@ fn draw_row(s: &mut String, r: &Row, y: f64, x: &dyn Fn(f64) -> f64) {
     let _ = writeln!(
         s,
         r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-        LABEL_W - 6.0,
+        x(0.0) - 6.0,
         y + 12.0,
         esc(&r.label)
     );
@@ -364,7 +371,7 @@ fn draw_row(s: &mut String, r: &Row, y: f64, x: &dyn Fn(f64) -> f64) {
             );
             (x0 + w + 4.0, "#222")
         }
-        None => (LABEL_W + 4.0, "#999"),
+        None => (x(0.0) + 4.0, "#999"),
     };
     let _ = writeln!(
         s,
@@ -530,8 +537,14 @@ mod tests {
         // A long device name keeps both ends, and its full name is in its note.
         let long = "sys-subsystem-net-devices-ens2.device";
         assert!(started.contains(long));
-        assert!(svg.contains(">sys-subsys…ns2.device</text>"));
-        assert!(svg.contains(&format!("{long}: active after")));
+        assert!(
+            svg.contains(&format!(">{long}</text>")),
+            "up to 41 characters fit whole"
+        );
+        let device = "sys-devices-pci0000:00-0000:00:02.0-virtio0-net-ens2.device";
+        assert!(started.contains(device));
+        assert!(svg.contains(">sys-devices-pci0000:…tio0-net-ens2.device</text>"));
+        assert!(svg.contains(&format!("{device}: active after")));
     }
 
     #[test]
