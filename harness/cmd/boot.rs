@@ -31,6 +31,10 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
     let accel = accel::choose(args.vm.accel.into(), probe_kernel, &cache_root).await?;
     tracing::info!("accelerator: {} ({})", accel.accel, accel.reason);
 
+    // One guest: the same choice `coldboot run --jobs 1` makes.
+    let host_cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let vcpus = coldboot::vm::config::vcpus(args.vm.vcpus, accel.accel, host_cpus, 1);
+
     let run_dir = match &args.run_dir {
         Some(d) => d.clone(),
         None => default_run_dir(&cache_root)?,
@@ -55,9 +59,7 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
         Vec::new(),
         args.keep,
     )?;
-    if let Some(n) = args.vm.vcpus {
-        config.set_vcpus((n, format!("{n}: asked for (--vcpus or COLDBOOT_VCPUS)")));
-    }
+    config.set_vcpus(vcpus);
 
     waiting.set("starting QEMU");
     let vm = coldboot::vm::Vm::start(config).await?;

@@ -45,7 +45,7 @@ pub struct RunOptions {
     pub keep: bool,
     /// The accelerator asked for.
     pub accel: Accel,
-    /// Virtual CPUs per guest when given (`--vcpus`), else decided by `vcpus_for`.
+    /// Virtual CPUs per guest when given (`--vcpus`), else decided by `vm::config::vcpus`.
     pub vcpus: Option<u32>,
     /// How long to wait for SSH after each boot.
     pub ssh_timeout: Duration,
@@ -54,6 +54,14 @@ pub struct RunOptions {
     pub baseline_poll: bool,
     /// The plans' `redact:` patterns (the targets' own are added per pair).
     pub redact: Vec<String>,
+}
+
+/// `work`, with how long it took in the debug log (where a pair's time goes).
+pub(crate) async fn timed<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    let began = std::time::Instant::now();
+    let out = work.await;
+    tracing::debug!("{what} took {:.2}s", began.elapsed().as_secs_f64());
+    out
 }
 
 /// Prepare every target the pairs use (building images once each), then run the pairs,
@@ -120,10 +128,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
     tracing::info!("accelerator: {} ({})", accel.accel, accel.reason);
     let host_cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let at_once = opts.jobs.max(1).min(pairs.len().max(1));
-    let vcpus = match opts.vcpus {
-        Some(n) => (n, format!("{n}: asked for (--vcpus or COLDBOOT_VCPUS)")),
-        None => crate::vm::config::vcpus_for(accel.accel, host_cpus, at_once),
-    };
+    let vcpus = crate::vm::config::vcpus(opts.vcpus, accel.accel, host_cpus, at_once);
     tracing::info!("virtual CPUs per guest: {}", vcpus.1);
 
     let contexts: Vec<pair::PairContext> = pairs

@@ -39,7 +39,7 @@ pub struct PairContext {
     pub redactor: crate::evidence::redact::Redactor,
     /// The accelerator for every VM of the run.
     pub accel: AccelChoice,
-    /// Virtual CPUs for each VM, and why (see [`crate::vm::config::vcpus_for`]).
+    /// Virtual CPUs for each VM, and why (see [`crate::vm::config::vcpus`]).
     pub vcpus: (u32, String),
     /// This pair's folder in the evidence bundle.
     pub run_dir: PathBuf,
@@ -213,13 +213,22 @@ struct Up {
     start_done_means_active: std::collections::HashMap<String, bool>,
     /// The boot's analysis, read once PID 1 says the start-up finished.
     analysis: tokio::sync::Mutex<EarlyAnalysis>,
-    /// Whether an action ran on this boot (the unit types read at connect may be stale).
+    /// Whether the harness changed the guest on this boot (see [`Up::touched`]).
     acted: bool,
     /// Whether the timeline says when the journal stream caught up with this boot.
     caught_up_logged: bool,
     /// Every unit's state at the end of this boot's last phase, for its plot; cleared
-    /// by an action (the states are stale then).
+    /// by [`Up::touched`].
     last_units: Option<record::UnitsRead>,
+}
+
+impl Up {
+    /// The harness changed the guest (an action, a fault): what was read of it before
+    /// (the unit types, the last phase's unit states) may be stale.
+    fn touched(&mut self) {
+        self.acted = true;
+        self.last_units = None;
+    }
 }
 
 /// How long the boot analysis's own session may take to connect.
@@ -232,7 +241,7 @@ const ANALYSIS_SESSION: Duration = Duration::from_secs(30);
 /// the guest while the system under test is being exercised (a health gate's window),
 /// and what they show would not include what the actions did.
 struct EarlyAnalysis {
-    task: tokio::task::JoinHandle<record::BootAnalysis>,
+    task: tokio::task::JoinHandle<anyhow::Result<String>>,
     /// Set once the start-up finished and the reads began.
     reading: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -270,14 +279,14 @@ impl EarlyAnalysis {
                     guest
                 }
             };
-            record::boot_analysis(&session, focus.as_deref()).await
+            record::focus_chain(&session, focus.as_deref()).await
         });
         EarlyAnalysis { task, reading }
     }
 
     /// The analysis, if it began (waiting for it to end); `None` if the start-up has not
     /// finished, and the reads are left to the caller.
-    async fn take(&mut self) -> Option<record::BootAnalysis> {
+    async fn take(&mut self) -> Option<anyhow::Result<String>> {
         if !self.reading.load(std::sync::atomic::Ordering::SeqCst) {
             self.task.abort();
             return None;
@@ -594,9 +603,9 @@ async fn connect(
         )
     };
     let (clock, followed, types) = tokio::join!(
-        timed("the clock", GuestClock::sample(&guest)),
-        timed("the journal follow", Journal::follow(&guest)),
-        timed("the unit types", types)
+        super::timed("connect: the clock", GuestClock::sample(&guest)),
+        super::timed("connect: the journal follow", Journal::follow(&guest)),
+        super::timed("connect: the unit types", types)
     );
     let (clock, (journal, follower), start_done_means_active) = (clock?, followed?, types?);
     state.timeline.event(
@@ -649,14 +658,6 @@ async fn connect(
     })
 }
 
-/// `work`, with how long it took in the debug log (where a pair's time goes).
-async fn timed<T>(what: &str, work: impl Future<Output = T>) -> T {
-    let began = Instant::now();
-    let out = work.await;
-    tracing::debug!("{what} took {:.2}s", began.elapsed().as_secs_f64());
-    out
-}
-
 /// Reboot cleanly or cut the power, with the phase's boot options (and boot faults
 /// injected first). Returns the VM on its new boot, not yet connected.
 async fn cycle(
@@ -669,8 +670,7 @@ async fn cycle(
     let mut up = up;
     for fault in &opts.faults {
         inject_fault(ctx, &up.guest, fault).await?;
-        // The states read before the fault would disagree with the journal read after.
-        up.last_units = None;
+        up.touched();
     }
     finish_boot(ctx, &up, None).await;
     let Up { mut vm, guest, .. } = up;
@@ -714,8 +714,7 @@ async fn act(
             let work = run_action(ctx, &up, action, phase, state);
             lost::guarded(&up.vm, &up.journal, &during, work).await?;
             let mut up = up;
-            up.acted = true;
-            up.last_units = None;
+            up.touched();
             return Ok(up);
         }
     };

@@ -153,26 +153,17 @@ pub fn identity_evidence(
     }
 }
 
-/// The focus unit's critical chain: what its start waited for. It can be read as soon
-/// as the start-up has finished, while the expectations are still awaited (see
-/// `run::pair`).
-pub struct BootAnalysis {
-    /// `systemd-analyze critical-chain` of the focus unit (empty without one).
-    pub chain: anyhow::Result<String>,
-}
-
-/// Read the [`BootAnalysis`] of the guest's current boot.
-pub async fn boot_analysis(guest: &Guest, focus: Option<&str>) -> BootAnalysis {
-    let started = std::time::Instant::now();
-    let chain = match focus {
-        Some(unit) => systemd::critical_chain(guest, unit).await,
-        None => Ok(String::new()),
-    };
-    tracing::debug!(
-        "evidence: critical chain took {:.2}s",
-        started.elapsed().as_secs_f64()
-    );
-    BootAnalysis { chain }
+/// `systemd-analyze critical-chain` of the focus unit (empty without one): what its
+/// start waited for. It can be read as soon as the start-up has finished, while the
+/// expectations are still awaited (see `run::pair`).
+pub async fn focus_chain(guest: &Guest, focus: Option<&str>) -> anyhow::Result<String> {
+    super::timed("evidence: the critical chain", async {
+        match focus {
+            Some(unit) => systemd::critical_chain(guest, unit).await,
+            None => Ok(String::new()),
+        }
+    })
+    .await
 }
 
 /// Every unit's state, as read at the end of a phase (or of a boot), with the guest's
@@ -189,33 +180,25 @@ pub struct UnitsRead {
 }
 
 /// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines;
-/// `critical-chain-boot-N.txt` for the focus unit (from `analysis` when it was read
-/// early, else read now on `guest`, which reads the journal too); and
+/// `critical-chain-boot-N.txt` for the focus unit (from `chain` when it was read early,
+/// else read now on `guest`, which reads the journal too); and
 /// `plot-boot-N.svg`, drawn from `units` (awaited beside the reads).
 pub async fn boot_evidence(
     guest: &Guest,
     run_dir: &Path,
     boot_index: u32,
     focus: Option<&str>,
-    analysis: impl std::future::Future<Output = Option<BootAnalysis>>,
+    chain: impl std::future::Future<Output = Option<anyhow::Result<String>>>,
     units: impl std::future::Future<Output = Option<UnitsRead>>,
 ) {
-    let analysis = async {
-        match analysis.await {
-            Some(a) => a,
-            None => boot_analysis(guest, focus).await,
+    let chain = async {
+        match chain.await {
+            Some(read) => read,
+            None => focus_chain(guest, focus).await,
         }
     };
-    let journal = async {
-        let started = std::time::Instant::now();
-        let journal = capped_journal(guest).await;
-        tracing::debug!(
-            "evidence: journal took {:.2}s",
-            started.elapsed().as_secs_f64()
-        );
-        journal
-    };
-    let (journal, analysis, units) = tokio::join!(journal, analysis, units);
+    let journal = super::timed("evidence: the journal", capped_journal(guest));
+    let (journal, chain, units) = tokio::join!(journal, chain, units);
     let plot = match units {
         Some(read) => plot_of(boot_index, &read),
         None => Err(anyhow::anyhow!(
@@ -224,7 +207,7 @@ pub async fn boot_evidence(
     };
     for (file, text) in [
         (bundle::journal_file(boot_index), journal),
-        (bundle::critical_chain_file(boot_index), analysis.chain),
+        (bundle::critical_chain_file(boot_index), chain),
         (bundle::plot_file(boot_index), plot),
     ] {
         match text {
@@ -323,13 +306,8 @@ pub async fn every_unit(
         "{} $(systemctl list-units --all --plain --no-legend | awk '{{print $1}}')",
         systemd::show_command(named)
     );
-    let t = std::time::Instant::now();
-    let at_us = clock.to_guest_us(t);
-    let shown = guest.exec(&cmd).await;
-    tracing::debug!(
-        "evidence: unit states took {:.2}s",
-        t.elapsed().as_secs_f64()
-    );
+    let at_us = clock.to_guest_us(Instant::now());
+    let shown = super::timed("evidence: every unit's state", guest.exec(&cmd)).await;
     match shown {
         // `systemctl show` exits non-zero when one name is unknown, yet prints the rest.
         Ok(out) if !out.stdout.trim().is_empty() => Some(UnitsRead {

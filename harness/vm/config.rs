@@ -10,13 +10,21 @@ pub const DEFAULT_MEMORY_MIB: u32 = 1024;
 /// Virtual CPUs given to a guest unless the caller says otherwise.
 pub const DEFAULT_SMP: u32 = 2;
 
-/// How many virtual CPUs each guest gets when `jobs` guests run at once on a host with
-/// `host_cpus`, and why. Under TCG every virtual CPU is a host thread that emulates
+/// How many virtual CPUs each guest gets, and why: the number `asked` for (`--vcpus`),
+/// else a choice for `jobs` guests running at once on a host with `host_cpus`. Under TCG every virtual CPU is a host thread that emulates
 /// instructions: more of them than host cores only adds contention (on these 2-core
 /// hosts, M1+M2 with two guests of 2 CPUs each took 302 s against 281 s with 1 each,
 /// and QEMU used 555 s of CPU against 477 s). Under KVM a virtual CPU is cheap, so the
 /// default stands. Never fewer than one, never more than [`DEFAULT_SMP`].
-pub fn vcpus_for(accel: super::Accel, host_cpus: usize, jobs: usize) -> (u32, String) {
+pub fn vcpus(
+    asked: Option<u32>,
+    accel: super::Accel,
+    host_cpus: usize,
+    jobs: usize,
+) -> (u32, String) {
+    if let Some(n) = asked {
+        return (n, format!("{n}: asked for (--vcpus or COLDBOOT_VCPUS)"));
+    }
     if accel != super::Accel::Tcg {
         return (
             DEFAULT_SMP,
@@ -140,7 +148,7 @@ impl VmConfig {
         }
     }
 
-    /// Give the guest `(cpus, why)` (see [`vcpus_for`]); a NixOS runner keeps its own.
+    /// Give the guest `(cpus, why)` (see [`vcpus`]); a NixOS runner keeps its own.
     pub fn set_vcpus(&mut self, (cpus, why): (u32, String)) {
         if self.nix_runner.is_none() {
             self.smp = cpus;
@@ -179,26 +187,33 @@ mod tests {
 
     #[test]
     fn tcg_guests_share_the_host_cores() {
-        assert_eq!(vcpus_for(Accel::Tcg, 2, 1).0, 2);
-        assert_eq!(vcpus_for(Accel::Tcg, 2, 2).0, 1);
-        assert_eq!(vcpus_for(Accel::Tcg, 2, 8).0, 1, "never fewer than one");
+        assert_eq!(vcpus(None, Accel::Tcg, 2, 1).0, 2);
+        assert_eq!(vcpus(None, Accel::Tcg, 2, 2).0, 1);
+        assert_eq!(vcpus(None, Accel::Tcg, 2, 8).0, 1, "never fewer than one");
         assert_eq!(
-            vcpus_for(Accel::Tcg, 16, 2).0,
+            vcpus(None, Accel::Tcg, 16, 2).0,
             2,
             "never more than the default"
         );
         assert_eq!(
-            vcpus_for(Accel::Tcg, 4, 0).0,
+            vcpus(None, Accel::Tcg, 4, 0).0,
             2,
             "--jobs 0 runs one at a time"
         );
-        let (n, why) = vcpus_for(Accel::Tcg, 2, 2);
+        let (n, why) = vcpus(None, Accel::Tcg, 2, 2);
         assert_eq!(n, 1);
         assert!(why.contains("2 guests at once share 2 host CPUs"), "{why}");
     }
 
     #[test]
     fn kvm_guests_keep_the_default() {
-        assert_eq!(vcpus_for(Accel::Kvm, 2, 8).0, DEFAULT_SMP);
+        assert_eq!(vcpus(None, Accel::Kvm, 2, 8).0, DEFAULT_SMP);
+    }
+
+    #[test]
+    fn an_asked_number_wins_and_says_so() {
+        let (n, why) = vcpus(Some(3), Accel::Tcg, 2, 2);
+        assert_eq!(n, 3);
+        assert!(why.contains("asked for"), "{why}");
     }
 }
