@@ -3,6 +3,7 @@
 
 use super::outcome::Evaluation;
 use crate::guest::systemd::journal::Entry;
+use crate::guest::systemd::signals::UnitChange;
 use crate::scenario::UnitExpectation;
 
 /// Whether PID 1's journal can decide `expect` alone: a plain "active" wait (result
@@ -42,6 +43,70 @@ pub fn active_in_journal<'a>(
         && latest.job_result.as_deref() == Some("done")
         && latest.mono_us >= floor_us)
         .then_some(latest.mono_us)
+}
+
+/// The `...TimestampMonotonic` property PID 1 sets when a unit enters `state`.
+fn entered_at(state: crate::scenario::UnitState) -> &'static str {
+    use crate::scenario::UnitState;
+    match state {
+        UnitState::Active => "ActiveEnterTimestampMonotonic",
+        UnitState::Failed | UnitState::Inactive => "InactiveEnterTimestampMonotonic",
+        UnitState::Activating => "InactiveExitTimestampMonotonic",
+    }
+}
+
+/// What PID 1's unit signals (in arrival order) say of `expect`: the guest time (µs) the
+/// unit entered the awaited state, and what was seen, when they show it there with the
+/// result and every property the expectation names. `None` leaves the decision to the
+/// journal or systemctl: signals only ever decide that an expectation held, never that
+/// it failed, because a property PID 1 does not send with its changes is simply absent.
+///
+/// Taken only when the unit's latest signal is its `ActiveState` change: PID 1 sends the
+/// type's properties (`Result`, `ExecMainStatus`) just before it, so a later type change
+/// alone means the next state is on its way. The state must have been entered at or
+/// after `floor_us`, as for the journal.
+pub fn held_by_signals<'a>(
+    expect: &UnitExpectation,
+    floor_us: u64,
+    changes: impl IntoIterator<Item = &'a UnitChange>,
+) -> Option<(u64, Evaluation)> {
+    let unit = expect.unit.as_str();
+    let mut known = std::collections::BTreeMap::<&str, &str>::new();
+    let mut latest_is_state = false;
+    for c in changes.into_iter().filter(|c| c.unit == unit) {
+        latest_is_state = c.is_state();
+        known.extend(c.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+    let state = expect.state.as_str();
+    if !latest_is_state || known.get("ActiveState") != Some(&state) {
+        return None;
+    }
+    let at_us: u64 = known.get(entered_at(expect.state))?.parse().ok()?;
+    if at_us == 0 || at_us < floor_us {
+        return None;
+    }
+    let result = known.get("Result").copied();
+    if expect.result.is_some_and(|r| Some(r.as_str()) != result) {
+        return None;
+    }
+    let mut seen = vec![format!(
+        "{unit} is {state} (Result={})",
+        result.unwrap_or("not sent")
+    )];
+    for (name, want) in &expect.properties {
+        if known.get(name.as_str()) != Some(&want.as_str()) {
+            return None;
+        }
+        seen.push(format!("{name}={want}"));
+    }
+    Some((
+        at_us,
+        Evaluation::held(format!(
+            "{} by PID 1's D-Bus signal at {:.3}s",
+            seen.join(", "),
+            at_us as f64 / 1e6
+        )),
+    ))
 }
 
 /// Whether a unit's observed `ActiveState` (and `Result`) is what the expectation wants.
@@ -202,6 +267,78 @@ mod tests {
         // A start before the floor (the phase's actions) is not taken on the journal's word.
         assert_eq!(active_in_journal(&active, true, last + 2, &boot), None);
     }
+    fn recorded_signals() -> Vec<UnitChange> {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/guest/busctl-monitor-systemd1.jsonl"
+        ))
+        .expect("recorded busctl monitor output");
+        text.lines().filter_map(UnitChange::parse).collect()
+    }
+
+    #[test]
+    fn signals_decide_a_start_and_a_failure_with_its_status() {
+        let changes = recorded_signals();
+        let active = expectation("{unit: reports.service, state: active, within: 30s}");
+        let (at, eval) = held_by_signals(&active, 0, &changes).expect("decided");
+        let last_start = changes
+            .iter()
+            .filter(|c| c.unit == "reports.service")
+            .filter_map(|c| c.number("ActiveEnterTimestampMonotonic"))
+            .max()
+            .expect("recorded");
+        assert_eq!(at, last_start);
+        assert!(eval.held && eval.seen.contains("by PID 1's D-Bus signal"));
+        // The restart's start is after the floor only if the floor is before it.
+        assert_eq!(held_by_signals(&active, at + 1, &changes), None);
+
+        let failed = expectation(
+            "{unit: failing-probe.service, state: failed, within: 30s, result: exit-code, properties: {ExecMainStatus: '2'}}",
+        );
+        let (_, eval) = held_by_signals(&failed, 0, &changes).expect("decided");
+        assert!(
+            eval.seen.starts_with(
+                "failing-probe.service is failed (Result=exit-code), ExecMainStatus=2"
+            ),
+            "{}",
+            eval.seen
+        );
+        // Anything not as named, or not sent with the changes, is left to systemctl.
+        for other in [
+            "{unit: failing-probe.service, state: failed, within: 30s, properties: {ExecMainStatus: '1'}}",
+            "{unit: failing-probe.service, state: failed, within: 30s, result: timeout}",
+            "{unit: failing-probe.service, state: failed, within: 30s, properties: {Type: simple}}",
+            "{unit: failing-probe.service, state: active, within: 30s}",
+            "{unit: never-seen.service, state: active, within: 30s}",
+        ] {
+            assert_eq!(
+                held_by_signals(&expectation(other), 0, &changes),
+                None,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn signals_wait_for_the_state_that_follows_a_type_change() {
+        let changes = recorded_signals();
+        let failed_at = changes
+            .iter()
+            .position(|c| {
+                c.unit == "failing-probe.service"
+                    && c.properties.get("ActiveState").map(String::as_str) == Some("failed")
+            })
+            .expect("recorded");
+        // Up to the Service change (Result=exit-code) before the state: still "active"
+        // as far as the signals go, and not yet failed.
+        let before = &changes[..failed_at];
+        let failed = expectation("{unit: failing-probe.service, state: failed, within: 30s}");
+        assert_eq!(held_by_signals(&failed, 0, before), None);
+        let active = expectation("{unit: failing-probe.service, state: active, within: 30s}");
+        assert_eq!(held_by_signals(&active, 0, before), None);
+        assert!(held_by_signals(&failed, 0, &changes[..=failed_at]).is_some());
+    }
+
     use crate::guest::systemd::parse_properties;
 
     /// deploy-proxy's block of a `systemctl show` recorded after the model's rollback.

@@ -56,6 +56,11 @@ pub fn journal_file(boot: u32) -> String {
     format!("journal-boot-{boot}.json")
 }
 
+/// `signals-boot-N.jsonl`: PID 1's unit signals about the scenario's units in a boot.
+pub fn signals_file(boot: u32) -> String {
+    format!("signals-boot-{boot}.jsonl")
+}
+
 /// `critical-chain-boot-N.txt`: the focus unit's critical chain in a boot.
 pub fn critical_chain_file(boot: u32) -> String {
     format!("critical-chain-boot-{boot}.txt")

@@ -77,6 +77,25 @@ impl Guest {
     /// Start `cmd` on a dedicated session and thread and stream its stdout lines.
     /// Returns once the command has been started (or with an infra error if it cannot be).
     pub async fn stream_lines(&self, cmd: &str) -> anyhow::Result<LineStream> {
+        self.stream(cmd, None).await
+    }
+
+    /// Like [`Guest::stream_lines`], and also the stderr lines that start with `{` (a
+    /// second command's JSON, sharing the channel so that it costs no SSH handshake);
+    /// other stderr lines are kept for [`StreamEnd::Exited`] as usual.
+    pub async fn stream_lines_and_json_stderr(
+        &self,
+        cmd: &str,
+    ) -> anyhow::Result<(LineStream, mpsc::Receiver<String>)> {
+        let (tx, rx) = mpsc::channel(LINE_BUFFER);
+        Ok((self.stream(cmd, Some(tx)).await?, rx))
+    }
+
+    async fn stream(
+        &self,
+        cmd: &str,
+        json_stderr: Option<mpsc::Sender<String>>,
+    ) -> anyhow::Result<LineStream> {
         let (tx, rx) = mpsc::channel(LINE_BUFFER);
         let (ready_tx, ready_rx) = oneshot::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -86,6 +105,7 @@ impl Guest {
             key: self.key().clone(),
             cmd: cmd.to_owned(),
             tx,
+            json_stderr,
             stop: stop.clone(),
             end: end.clone(),
         };
@@ -110,6 +130,7 @@ struct StreamJob {
     key: SshKey,
     cmd: String,
     tx: mpsc::Sender<String>,
+    json_stderr: Option<mpsc::Sender<String>>,
     stop: Arc<AtomicBool>,
     end: Arc<Mutex<Option<StreamEnd>>>,
 }
@@ -135,17 +156,33 @@ impl StreamJob {
             }
         };
         let mut lines = LineSplitter::default();
+        let mut err_lines = LineSplitter::default();
         let mut stderr = Vec::new();
         let tx = &self.tx;
-        let mut sink = |which: Stream, bytes: &[u8]| match which {
-            Stream::Stdout => lines
+        let mut keep_stderr = |bytes: &[u8]| {
+            stderr.extend_from_slice(bytes);
+            let excess = stderr.len().saturating_sub(STDERR_TAIL);
+            stderr.drain(..excess);
+        };
+        let mut sink = |which: Stream, bytes: &[u8]| match (which, &self.json_stderr) {
+            (Stream::Stdout, _) => lines
                 .push(bytes)
                 .into_iter()
                 .all(|l| tx.blocking_send(l).is_ok()),
-            Stream::Stderr => {
-                stderr.extend_from_slice(bytes);
-                let excess = stderr.len().saturating_sub(STDERR_TAIL);
-                stderr.drain(..excess);
+            (Stream::Stderr, None) => {
+                keep_stderr(bytes);
+                true
+            }
+            (Stream::Stderr, Some(json)) => {
+                for line in err_lines.push(bytes) {
+                    if line.starts_with('{') {
+                        // The consumer may have stopped reading it: that ends nothing.
+                        let _ = json.blocking_send(line);
+                    } else {
+                        keep_stderr(line.as_bytes());
+                        keep_stderr(b"\n");
+                    }
+                }
                 true
             }
         };

@@ -174,49 +174,70 @@ pub async fn await_expectation(
     })
 }
 
-/// The journal's decision of a plain "active" wait, if it has one now: PID 1's entry's
-/// guest time, and when it was decided (by the phase's watch, ahead of its turn, or now).
-fn journal_decided(
-    live: &Live<'_>,
+/// PID 1's own word on `u`, without asking systemctl: its unit signals first (any
+/// expectation they show held), then its journal (a plain "active" wait whose start
+/// ended `done`, when `by_journal`). The guest time (µs) of the change, and what was seen.
+pub(super) fn pid1_word(
+    journal: &Journal,
     u: &UnitExpectation,
     by_journal: bool,
     floor: u64,
-) -> Option<(u64, Instant)> {
+) -> Option<(u64, Evaluation)> {
+    let signalled = journal
+        .scan_changes(|all| check::units::held_by_signals(u, floor, all.iter().map(|c| &c.change)));
+    if signalled.is_some() {
+        return signalled;
+    }
     if !by_journal {
         return None;
     }
-    let now = live.journal.scan(|all| {
+    let us = journal.scan(|all| {
         check::units::active_in_journal(u, true, floor, all.iter().map(|s| &s.entry))
     })?;
-    // The phase's watch decided it earlier only if that start is still PID 1's latest
-    // word on the unit: a unit that started and then stopped or failed before this
-    // wait's turn is read again, as the file order of the phase says.
-    let early = live.early.get(u.unit.as_str()).filter(|d| d.at_us == now);
-    Some(early.map_or_else(|| (now, Instant::now()), |d| (d.at_us, d.decided)))
+    let eval = check::units::evaluate_unit(u, "active", "success");
+    let seen = format!(
+        "{} by PID 1's journal at {:.3}s",
+        eval.seen,
+        us as f64 / 1e6
+    );
+    Some((us, Evaluation { seen, ..eval }))
 }
 
-/// Wait until the journal decides a plain "active" wait (forever when it cannot).
-async fn journal_decides(
+/// PID 1's decision of `u`, if it has one now, and when it was decided (by the phase's
+/// watch, ahead of its turn, or now).
+fn pid1_decided(
     live: &Live<'_>,
     u: &UnitExpectation,
     by_journal: bool,
     floor: u64,
-) -> (u64, Instant) {
-    if !by_journal {
-        return std::future::pending().await;
-    }
-    let unit = u.unit.as_str();
-    let mut seen = live.journal.len();
+) -> Option<(u64, Instant, Evaluation)> {
+    let (now, eval) = pid1_word(&live.journal, u, by_journal, floor)?;
+    // The phase's watch decided it earlier only if that change is still PID 1's latest
+    // word on the unit: a unit that started and then stopped or failed before this
+    // wait's turn is read again, as the file order of the phase says.
+    let early = live.early.get(u.unit.as_str()).filter(|d| d.at_us == now);
+    Some(early.map_or_else(
+        || (now, Instant::now(), eval.clone()),
+        |d| (d.at_us, d.decided, eval.clone()),
+    ))
+}
+
+/// Wait until PID 1's word decides `u` (forever when it cannot).
+async fn pid1_decides(
+    live: &Live<'_>,
+    u: &UnitExpectation,
+    by_journal: bool,
+    floor: u64,
+) -> (u64, Instant, Evaluation) {
+    let mut journal = live.journal.clone();
     loop {
-        if let Some(hit) = journal_decided(live, u, by_journal, floor) {
+        let seen = journal.arrived();
+        if let Some(hit) = pid1_decided(live, u, by_journal, floor) {
             return hit;
         }
-        let far = Instant::now() + Duration::from_secs(3600);
-        live.journal
-            .wait_for(&mut seen, far, |e| {
-                e.from_manager && e.unit.as_deref() == Some(unit)
-            })
-            .await;
+        if !journal.arrived_after(seen).await {
+            return std::future::pending().await;
+        }
     }
 }
 
@@ -248,7 +269,9 @@ async fn await_unit(
         // otherwise it races the systemctl read below.
         // Entries that arrive during the read below must still wake the wait after it.
         seen_entries = seen_entries.max(live.journal.len());
-        let hit = journal_decided(live, u, by_journal, floor);
+        let seen_arrivals = live.journal.arrived();
+        let seen_changes = live.journal.scan_changes(<[_]>::len);
+        let hit = pid1_decided(live, u, by_journal, floor);
         let read = async {
             match hit {
                 Some(hit) => Ok(Err(hit)),
@@ -256,25 +279,16 @@ async fn await_unit(
                     let read = systemd::unit_state_with(live.guest, unit, &names);
                     tokio::select! {
                         r = read => r.map(Ok),
-                        hit = journal_decides(live, u, by_journal, floor) => Ok(Err(hit)),
+                        hit = pid1_decides(live, u, by_journal, floor) => Ok(Err(hit)),
                     }
                 }
             }
         };
         let (now, shown) = match read.await? {
             Ok(read) => read,
-            Err((us, decided)) => {
+            Err((us, decided, eval)) => {
                 live.journal.tighten(&mut live.clock);
                 let changed = live.clock.to_host(us);
-                let eval = check::units::evaluate_unit(u, "active", "success");
-                let eval = Evaluation {
-                    seen: format!(
-                        "{} by PID 1's journal at {:.3}s",
-                        eval.seen,
-                        us as f64 / 1e6
-                    ),
-                    ..eval
-                };
                 let eval = check::late(eval, Some(changed), deadline, live.clock.uncertainty);
                 return Ok(Awaited {
                     eval,
@@ -352,6 +366,24 @@ async fn await_unit(
         // or the deadline.
         let wake = (Instant::now() + UNIT_RECHECK).min(deadline);
         let mut cycles = live.cycles.clone();
+        let mut arrivals = live.journal.clone();
+        let signalled = async {
+            // Any unit signal wakes the loop, which asks PID 1's word again first.
+            let mut seen = seen_arrivals;
+            loop {
+                if !arrivals.arrived_after(seen).await {
+                    return std::future::pending::<()>().await;
+                }
+                let fresh = arrivals.scan_changes(|all| {
+                    all.get(seen_changes..)
+                        .is_some_and(|new| new.iter().any(|c| c.change.unit == unit))
+                });
+                if fresh {
+                    return;
+                }
+                seen = arrivals.arrived();
+            }
+        };
         let standing = async {
             while cycles.next_read().await {
                 if cycles.standing().is_some() {
@@ -365,6 +397,7 @@ async fn await_unit(
                 e.from_manager && e.unit.as_deref() == Some(unit)
             }) => {}
             _ = standing => {}
+            _ = signalled => {}
         }
     }
 }

@@ -528,6 +528,8 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
     record::boot_evidence(&guest, &ctx.run_dir, index, focus, early, units).await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
+    let named = record::named_units(&ctx.pair.scenario);
+    record::signals_evidence(&ctx.run_dir, index, &up.journal, &up.clock, &named);
     if let Some(b) = &up.baseline {
         let _ = record::write_json(
             &ctx.run_dir.join(format!("baseline-boot-{index}.json")),
@@ -602,9 +604,13 @@ async fn connect(
                 .collect::<std::collections::HashMap<_, _>>(),
         )
     };
+    let named = record::named_units(&ctx.pair.scenario);
     let (clock, followed, types) = tokio::join!(
         super::timed("connect: the clock", GuestClock::sample(&guest)),
-        super::timed("connect: the journal follow", Journal::follow(&guest)),
+        super::timed(
+            "connect: the journal follow",
+            Journal::follow(&guest, &named)
+        ),
         super::timed("connect: the unit types", types)
     );
     let (clock, (journal, follower), start_done_means_active) = (clock?, followed?, types?);

@@ -272,6 +272,17 @@ pub async fn phase_evidence(
     phase: &str,
     scenario: &Scenario,
 ) -> Option<UnitsRead> {
+    let named = named_units(scenario);
+    let path = run_dir.join(bundle::units_file(phase));
+    let read = every_unit(guest, clock, &named, &format!("the end of phase {phase}")).await?;
+    if let Err(e) = write_atomic(&path, read.text.as_bytes()) {
+        tracing::warn!("cannot write {}: {e:#}", path.display());
+    }
+    Some(read)
+}
+
+/// The units a scenario names (its focus, awaited units, ordering), in file order.
+pub fn named_units(scenario: &Scenario) -> Vec<String> {
     let mut named: Vec<String> = scenario
         .focus_unit
         .iter()
@@ -287,12 +298,37 @@ pub async fn phase_evidence(
             _ => {}
         }
     }
-    let path = run_dir.join(bundle::units_file(phase));
-    let read = every_unit(guest, clock, &named, &format!("the end of phase {phase}")).await?;
-    if let Err(e) = write_atomic(&path, read.text.as_bytes()) {
-        tracing::warn!("cannot write {}: {e:#}", path.display());
+    named
+}
+
+/// `signals-boot-N.jsonl`: PID 1's unit signals about the `named` units, as received
+/// (the guest time of arrival, by `clock`), the evidence of waits they decided.
+pub fn signals_evidence(
+    run_dir: &Path,
+    boot_index: u32,
+    journal: &crate::run::watch::Journal,
+    clock: &crate::run::clock::GuestClock,
+    named: &[String],
+) {
+    let mut text = String::new();
+    journal.scan_changes(|all| {
+        for c in all.iter().filter(|c| named.contains(&c.change.unit)) {
+            let line = serde_json::json!({
+                "received_guest_s": (clock.to_guest_us(c.received) as f64 / 1e3).round() / 1e3,
+                "unit": c.change.unit,
+                "interface": c.change.interface,
+                "properties": c.change.properties,
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+    });
+    let file = bundle::signals_file(boot_index);
+    if text.is_empty() {
+        tracing::debug!("no unit signal about the scenario's units: {file} not written");
+    } else if let Err(e) = write_atomic(&run_dir.join(&file), text.as_bytes()) {
+        tracing::warn!("cannot write {file}: {e:#}");
     }
-    Some(read)
 }
 
 /// The `named` units' states, then every loaded unit's, in one `systemctl show`.

@@ -3,6 +3,11 @@
 //! One `journalctl -b -f -o json` per boot streams every entry of the boot, history
 //! first. Each entry is kept (journal expectations search them) and wakes every waiter;
 //! a waiter re-reads the state it cares about only when an entry concerns it.
+//!
+//! On the same SSH channel (its stderr, so no second handshake), `busctl monitor`
+//! streams PID 1's unit signals from the moment the watch begins. They arrive within
+//! milliseconds of a change, well ahead of the journal's entry about it, and are kept
+//! beside the entries: unit waits decide from them first (`check::units::held_by_signals`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -12,6 +17,16 @@ use tokio::sync::watch;
 use crate::guest::{Guest, LineStream};
 
 pub use crate::guest::systemd::journal::{Entry, JOURNAL_FOLLOW};
+use crate::guest::systemd::signals::{UnitChange, follow_command};
+
+/// A unit signal with the host instant it arrived at.
+#[derive(Debug, Clone)]
+pub struct SeenChange {
+    /// The change.
+    pub change: UnitChange,
+    /// When the harness received it.
+    pub received: Instant,
+}
 
 /// An entry with the host instant it arrived at.
 #[derive(Debug, Clone)]
@@ -27,6 +42,9 @@ pub struct Seen {
 pub struct Journal {
     entries: Arc<Mutex<Vec<Seen>>>,
     count: watch::Receiver<usize>,
+    changes: Arc<Mutex<Vec<SeenChange>>>,
+    /// Entries and unit signals together: what wakes a waiter on either.
+    arrivals: watch::Receiver<usize>,
 }
 
 /// Keeps the follower alive; dropping it stops the stream in the guest.
@@ -41,13 +59,40 @@ impl Drop for Follower {
 }
 
 impl Journal {
-    /// Start following the journal of the guest's current boot.
-    pub async fn follow(guest: &Guest) -> anyhow::Result<(Journal, Follower)> {
-        let stream = guest.stream_lines(JOURNAL_FOLLOW).await?;
-        let entries = Arc::new(Mutex::new(Vec::new()));
+    /// Start following the journal of the guest's current boot, and PID 1's signals
+    /// about `units`.
+    pub async fn follow(guest: &Guest, units: &[String]) -> anyhow::Result<(Journal, Follower)> {
+        // busctl's stdout goes to the channel's stderr, its own messages nowhere. A guest
+        // without it (or without --json) sends no signals: the journal decides alone.
+        let cmd = match follow_command(units) {
+            Some(signals) => format!("{signals} 1>&2 2>/dev/null & exec {JOURNAL_FOLLOW}"),
+            None => JOURNAL_FOLLOW.to_string(),
+        };
+        let (stream, signals) = guest.stream_lines_and_json_stderr(&cmd).await?;
+        let journal = Journal::empty();
         let (tx, count) = watch::channel(0usize);
-        let task = tokio::spawn(pump(stream, entries.clone(), tx));
-        Ok((Journal { entries, count }, Follower { task }))
+        let (arrived, arrivals) = watch::channel(0usize);
+        let journal = Journal {
+            count,
+            arrivals,
+            ..journal
+        };
+        let task = tokio::spawn(pump(
+            stream,
+            signals,
+            journal.clone(),
+            Senders { tx, arrived },
+        ));
+        Ok((journal, Follower { task }))
+    }
+
+    fn empty() -> Journal {
+        Journal {
+            entries: Arc::default(),
+            count: watch::channel(0).1,
+            changes: Arc::default(),
+            arrivals: watch::channel(0).1,
+        }
     }
 
     /// A journal with fixed entries (for tests and re-evaluation from recorded data).
@@ -61,18 +106,46 @@ impl Journal {
             })
             .collect();
         let (_tx, count) = watch::channel(seen.len());
+        let (_tx, arrivals) = watch::channel(seen.len());
         Journal {
             entries: Arc::new(Mutex::new(seen)),
             count,
+            arrivals,
+            ..Journal::empty()
         }
     }
 
-    /// Narrow `clock` with every entry that has arrived.
+    /// Narrow `clock` with every entry and unit signal that has arrived: each was
+    /// received after the guest time it carries.
     pub fn tighten(&self, clock: &mut super::clock::GuestClock) {
         let all = self.entries.lock().expect("journal lock");
         for s in all.iter() {
             clock.bound_by(s.entry.mono_us, s.received);
         }
+        drop(all);
+        let changes = self.changes.lock().expect("signals lock");
+        for c in changes.iter() {
+            if let Some(us) = c.change.number("StateChangeTimestampMonotonic") {
+                clock.bound_by(us, c.received);
+            }
+        }
+    }
+
+    /// `f` over every unit signal that has arrived, in order, without copying them.
+    pub fn scan_changes<R>(&self, f: impl FnOnce(&[SeenChange]) -> R) -> R {
+        let all = self.changes.lock().expect("signals lock");
+        f(&all)
+    }
+
+    /// How many entries and unit signals have arrived, together.
+    pub fn arrived(&self) -> usize {
+        *self.arrivals.borrow()
+    }
+
+    /// Wait until more than `seen` entries and signals have arrived together. Returns
+    /// false if the stream ended.
+    pub async fn arrived_after(&mut self, seen: usize) -> bool {
+        self.arrivals.wait_for(|n| *n > seen).await.is_ok()
     }
 
     /// How many entries have arrived.
@@ -156,18 +229,60 @@ impl Journal {
     }
 }
 
-async fn pump(mut stream: LineStream, entries: Arc<Mutex<Vec<Seen>>>, tx: watch::Sender<usize>) {
-    while let Some(line) = stream.next_line().await {
+struct Senders {
+    tx: watch::Sender<usize>,
+    arrived: watch::Sender<usize>,
+}
+
+async fn pump(
+    mut stream: LineStream,
+    mut signals: tokio::sync::mpsc::Receiver<String>,
+    journal: Journal,
+    senders: Senders,
+) {
+    let mut signals_open = true;
+    let mut first_signal = true;
+    loop {
+        let (line, is_signal) = tokio::select! {
+            line = stream.next_line() => match line {
+                Some(line) => (line, false),
+                None => break,
+            },
+            line = signals.recv(), if signals_open => match line {
+                Some(line) => (line, true),
+                None => {
+                    signals_open = false;
+                    tracing::debug!("the unit signals ended");
+                    continue;
+                }
+            },
+        };
         let received = Instant::now();
-        if let Some(entry) = Entry::parse(&line) {
+        if is_signal {
+            let Some(change) = UnitChange::parse(&line) else {
+                continue;
+            };
+            if first_signal {
+                first_signal = false;
+                tracing::debug!("unit signals: the first arrived ({})", change.unit);
+            }
+            journal
+                .changes
+                .lock()
+                .expect("signals lock")
+                .push(SeenChange { change, received });
+        } else if let Some(entry) = Entry::parse(&line) {
             tracing::trace!(mono_us = entry.mono_us, "journal: {}", entry.message);
             let n = {
-                let mut all = entries.lock().expect("journal lock");
+                let mut all = journal.entries.lock().expect("journal lock");
                 all.push(Seen { entry, received });
                 all.len()
             };
-            tx.send_replace(n);
+            senders.tx.send_replace(n);
+        } else {
+            continue;
         }
+        senders.arrived.send_modify(|n| *n += 1);
     }
     tracing::debug!("journal stream ended: {:?}", stream.end());
 }

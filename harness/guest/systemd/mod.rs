@@ -5,6 +5,7 @@
 pub mod analyze;
 pub mod jobs;
 pub mod journal;
+pub mod signals;
 pub mod unitfile;
 pub mod units;
 
