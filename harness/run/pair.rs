@@ -211,8 +211,6 @@ struct Up {
     baseline: Option<super::baseline::Baseline>,
     /// Per unit the scenario awaits: whether its start job ending `done` means active.
     start_done_means_active: std::collections::HashMap<String, bool>,
-    /// The boot's analysis, read once PID 1 says the start-up finished.
-    analysis: tokio::sync::Mutex<EarlyAnalysis>,
     /// Whether the harness changed the guest on this boot (see [`Up::touched`]).
     acted: bool,
     /// Whether the timeline says when the journal stream caught up with this boot.
@@ -228,76 +226,6 @@ impl Up {
     fn touched(&mut self) {
         self.acted = true;
         self.last_units = None;
-    }
-}
-
-/// How long the boot analysis's own session may take to connect.
-const ANALYSIS_SESSION: Duration = Duration::from_secs(30);
-
-/// The critical chain of a boot, read in the background as soon as PID 1 logs that the
-/// start-up finished, so that the end of a pair does not wait for it (it walks every
-/// unit: over a second on a TCG guest). A boot that never finishes starting up (a wait cycle)
-/// has it read at its end, as before. Not in a scenario with actions: the reads load
-/// the guest while the system under test is being exercised (a health gate's window),
-/// and what they show would not include what the actions did.
-struct EarlyAnalysis {
-    task: tokio::task::JoinHandle<anyhow::Result<String>>,
-    /// Set once the start-up finished and the reads began.
-    reading: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl EarlyAnalysis {
-    fn start(
-        enabled: bool,
-        journal: Journal,
-        guest: Guest,
-        focus: Option<String>,
-    ) -> EarlyAnalysis {
-        let reading = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = reading.clone();
-        let task = tokio::spawn(async move {
-            if !enabled {
-                return std::future::pending().await;
-            }
-            let mut seen = 0usize;
-            let far = Instant::now() + Duration::from_secs(24 * 3600);
-            while !journal.scan(|all| all.iter().any(|s| s.entry.finishes_startup())) {
-                if journal.ended() {
-                    return std::future::pending().await;
-                }
-                journal
-                    .wait_for(&mut seen, far, |e| e.finishes_startup())
-                    .await;
-            }
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            // A session of its own: the expectations' would queue their reads behind the
-            // chain, and the wait-cycle watcher's would miss its reads of the job queue.
-            let session = match guest.another_session(ANALYSIS_SESSION).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!("no session for the boot analysis: {e:#}");
-                    guest
-                }
-            };
-            record::focus_chain(&session, focus.as_deref()).await
-        });
-        EarlyAnalysis { task, reading }
-    }
-
-    /// The analysis, if it began (waiting for it to end); `None` if the start-up has not
-    /// finished, and the reads are left to the caller.
-    async fn take(&mut self) -> Option<anyhow::Result<String>> {
-        if !self.reading.load(std::sync::atomic::Ordering::SeqCst) {
-            self.task.abort();
-            return None;
-        }
-        (&mut self.task).await.ok()
-    }
-}
-
-impl Drop for EarlyAnalysis {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -511,21 +439,19 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
     let index = up.vm.boot_index();
     let guest = up.cycles.session().unwrap_or_else(|| up.guest.clone());
     let focus = ctx.pair.scenario.focus_unit.as_ref().map(|u| u.as_str());
-    // Read early when it began (never in a scenario with actions, see EarlyAnalysis).
-    let early = async { up.analysis.lock().await.take().await };
     let units = async {
         match (units, &up.last_units) {
             (Some(reading), _) => reading.await,
             (None, Some(read)) => Some(read.clone()),
             (None, None) => {
-                record::every_unit(&up.guest, &up.clock, &[], "the end of the boot").await
+                let named = record::named_units(&ctx.pair.scenario);
+                record::every_unit(&up.guest, &up.clock, &named, "the end of the boot").await
             }
         }
     };
-    // Unit states on the main session, the journal (then a chain not read early) on the
-    // wait-cycle watcher's, whose own reads are short: the states and the journal do not
-    // queue behind each other.
-    record::boot_evidence(&guest, &ctx.run_dir, index, focus, early, units).await;
+    // Unit states on the main session, the journal on the wait-cycle watcher's, whose own
+    // reads are short: the states and the journal do not queue behind each other.
+    record::boot_evidence(&guest, &ctx.run_dir, index, focus, units).await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
     let named = record::named_units(&ctx.pair.scenario);
@@ -630,23 +556,6 @@ async fn connect(
         persist: persist_of(&ctx.pair.scenario),
         status: ctx.status.clone(),
     });
-    // A scenario that acts on its guest would make an early read stale: read at the end.
-    let quiet = ctx
-        .pair
-        .scenario
-        .phases
-        .iter()
-        .all(|p| p.actions.is_empty());
-    let analysis = EarlyAnalysis::start(
-        quiet,
-        journal.clone(),
-        guest.clone(),
-        ctx.pair
-            .scenario
-            .focus_unit
-            .as_ref()
-            .map(|u| u.as_str().to_string()),
-    );
     Ok(Up {
         vm,
         guest,
@@ -657,7 +566,6 @@ async fn connect(
         _watcher: watcher,
         baseline,
         start_done_means_active,
-        analysis: tokio::sync::Mutex::new(analysis),
         acted: false,
         caught_up_logged: false,
         last_units: None,

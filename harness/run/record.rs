@@ -153,9 +153,8 @@ pub fn identity_evidence(
     }
 }
 
-/// `systemd-analyze critical-chain` of the focus unit (empty without one): what its
-/// start waited for. It can be read as soon as the start-up has finished, while the
-/// expectations are still awaited (see `run::pair`).
+/// `systemd-analyze critical-chain` of the focus unit (empty without one), read in the
+/// guest: only when the chain cannot be drawn from the read of every unit.
 pub async fn focus_chain(guest: &Guest, focus: Option<&str>) -> anyhow::Result<String> {
     super::timed("evidence: the critical chain", async {
         match focus {
@@ -177,28 +176,52 @@ pub struct UnitsRead {
     pub at_us: u64,
     /// What the read was: "the end of phase cold-boot".
     pub when: String,
+    /// The manager's start-up times, read in the same command (for the critical chain).
+    pub boot: Option<systemd::chain::BootTimes>,
 }
 
-/// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines;
-/// `critical-chain-boot-N.txt` for the focus unit (from `chain` when it was read early,
-/// else read now on `guest`, which reads the journal too); and
-/// `plot-boot-N.svg`, drawn from `units` (awaited beside the reads).
+impl UnitsRead {
+    /// `systemd-analyze critical-chain` of `focus`, drawn from this read; `None` when the
+    /// read lacks what it needs (the manager's times, the unit's `After=`).
+    pub fn chain_of(&self, focus: &str) -> Option<String> {
+        let boot = self.boot?;
+        let table = systemd::chain::UnitTable::parse(&self.text);
+        // An alias (default.target) is shown under its unit's Id: the read's first block,
+        // since the scenario's focus is named first.
+        let id = if table.knows_after(focus) {
+            focus.to_string()
+        } else {
+            let first = self.text.split("\n\n").next()?;
+            systemd::parse_properties(first).get("Id")?.clone()
+        };
+        table
+            .knows_after(&id)
+            .then(|| systemd::chain::render(&id, &table, &boot))
+    }
+}
+
+/// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines
+/// (read on `guest`); and, from `units` (awaited beside it), `plot-boot-N.svg` and the
+/// focus unit's `critical-chain-boot-N.txt` (read with `systemd-analyze` on `guest` only
+/// when `units` cannot give it).
 pub async fn boot_evidence(
     guest: &Guest,
     run_dir: &Path,
     boot_index: u32,
     focus: Option<&str>,
-    chain: impl std::future::Future<Output = Option<anyhow::Result<String>>>,
     units: impl std::future::Future<Output = Option<UnitsRead>>,
 ) {
-    let chain = async {
-        match chain.await {
-            Some(read) => read,
-            None => focus_chain(guest, focus).await,
+    let journal = super::timed("evidence: the journal", capped_journal(guest));
+    let (journal, units) = tokio::join!(journal, units);
+    let drawn = focus.and_then(|f| units.as_ref()?.chain_of(f));
+    let chain = match (focus, drawn) {
+        (None, _) => Ok(String::new()),
+        (Some(_), Some(text)) => Ok(text),
+        (Some(_), None) => {
+            tracing::debug!("the critical chain is read with systemd-analyze");
+            focus_chain(guest, focus).await
         }
     };
-    let journal = super::timed("evidence: the journal", capped_journal(guest));
-    let (journal, chain, units) = tokio::join!(journal, chain, units);
     let plot = match units {
         Some(read) => plot_of(boot_index, &read),
         None => Err(anyhow::anyhow!(
@@ -331,6 +354,9 @@ pub fn signals_evidence(
     }
 }
 
+/// Separates the manager's times from the units in [`every_unit`]'s output.
+const UNITS_MARKER: &str = "@@coldboot-units@@";
+
 /// The `named` units' states, then every loaded unit's, in one `systemctl show`.
 pub async fn every_unit(
     guest: &Guest,
@@ -339,15 +365,23 @@ pub async fn every_unit(
     when: &str,
 ) -> Option<UnitsRead> {
     let cmd = format!(
-        "{} $(systemctl list-units --all --plain --no-legend | awk '{{print $1}}')",
-        systemd::show_command(named)
+        "systemctl show --no-pager -p {}; echo {UNITS_MARKER}; {} $(systemctl list-units --all --plain --no-legend | awk '{{print $1}}')",
+        systemd::chain::MANAGER_PROPERTIES,
+        systemd::show_command_with(named, &["After"])
     );
     let at_us = clock.to_guest_us(Instant::now());
     let shown = super::timed("evidence: every unit's state", guest.exec(&cmd)).await;
     match shown {
         // `systemctl show` exits non-zero when one name is unknown, yet prints the rest.
         Ok(out) if !out.stdout.trim().is_empty() => Some(UnitsRead {
-            text: out.stdout,
+            boot: out
+                .stdout
+                .split_once(UNITS_MARKER)
+                .and_then(|(manager, _)| systemd::chain::BootTimes::parse(manager).ok()),
+            text: match out.stdout.split_once(&format!("{UNITS_MARKER}\n")) {
+                Some((_, units)) => units.to_string(),
+                None => out.stdout,
+            },
             at_us,
             when: when.to_string(),
         }),

@@ -3,6 +3,7 @@
 //! tested from text recorded on a Debian 12 guest (systemd 252).
 
 pub mod analyze;
+pub mod chain;
 pub mod jobs;
 pub mod journal;
 pub mod signals;
@@ -23,10 +24,16 @@ const JOBS_MARKER: &str = "@@coldboot-list-jobs@@";
 
 /// The `systemctl show` command for a snapshot of `units`.
 pub fn show_command<S: AsRef<str>>(units: &[S]) -> String {
+    show_command_with(units, &[])
+}
+
+/// [`show_command`] with `extra` properties beside [`PROPERTIES`].
+pub fn show_command_with<S: AsRef<str>>(units: &[S], extra: &[&str]) -> String {
     let names: Vec<String> = units.iter().map(|u| quote(u.as_ref())).collect();
+    let properties: Vec<&str> = PROPERTIES.iter().chain(extra).copied().collect();
     format!(
         "systemctl show --no-pager -p {} -- {}",
-        PROPERTIES.join(","),
+        properties.join(","),
         names.join(" ")
     )
 }
