@@ -45,7 +45,8 @@ fn run_into_bundle(args: &[&str]) -> (tempfile::TempDir, std::process::Output) {
 /// A bundle a real run wrote is complete and self-consistent: every run folder holds the
 /// evidence files, report.json validates against the schema, an independent JUnit
 /// consumer (junitparser) agrees with it, and `coldboot report` renders the same bytes.
-fn check_bundle(bundle: &Path) {
+/// Returns how many outcomes PID 1's D-Bus signals decided.
+fn check_bundle(bundle: &Path) -> usize {
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(bundle.join("report.json")).expect("report.json"),
     )
@@ -63,6 +64,7 @@ fn check_bundle(bundle: &Path) {
         "report.json does not validate: {errors:?}"
     );
 
+    let mut by_signal = 0;
     for pair in report["pairs"].as_array().expect("pairs") {
         let folder = bundle.join(pair["run_dir"].as_str().expect("run_dir"));
         for file in [
@@ -106,6 +108,45 @@ fn check_bundle(bundle: &Path) {
             "{}: deploy-proxy drawn as {bar}",
             folder.display()
         );
+        // The critical chain is drawn on the host from the read of every unit, as
+        // systemd-analyze prints it: its refusal while the boot has not finished (the
+        // deadlock), else the header and the focus unit's start first, then its tree.
+        let chain = std::fs::read_to_string(folder.join("critical-chain-boot-1.txt"))
+            .expect("critical chain");
+        if pair["target_name"] == "before" {
+            assert!(
+                chain.starts_with("Bootup is not yet finished"),
+                "{}: {chain}",
+                folder.display()
+            );
+        } else {
+            let lines: Vec<&str> = chain.lines().collect();
+            assert!(
+                lines.len() > 4
+                    && lines[0].starts_with("The time when unit became active")
+                    && lines[3].starts_with("deploy-proxy.service +")
+                    && lines[4].starts_with("└─"),
+                "{}: {chain}",
+                folder.display()
+            );
+        }
+        // A unit wait PID 1's D-Bus signal decided has the signals in the evidence.
+        let signalled = pair["outcomes"]
+            .as_array()
+            .expect("outcomes")
+            .iter()
+            .filter(|o| {
+                o["seen"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("by PID 1's D-Bus signal"))
+            })
+            .count();
+        by_signal += signalled;
+        if signalled > 0 {
+            let signals = std::fs::read_to_string(folder.join("signals-boot-1.jsonl"))
+                .unwrap_or_else(|e| panic!("{}: signals-boot-1.jsonl: {e}", folder.display()));
+            assert!(signals.contains("\"ActiveState\""), "{}", folder.display());
+        }
         assert!(
             !folder.join("overlay.qcow2").exists(),
             "{}: the overlay was not removed",
@@ -177,6 +218,7 @@ fn check_bundle(bundle: &Path) {
             String::from_utf8_lossy(&out.stderr)
         ),
     }
+    by_signal
 }
 
 #[test]
@@ -275,7 +317,11 @@ fn reference_plans_give_the_planned_verdicts() {
             .starts_with("no wait cycle lasted 10 s: job queue read"),
         "{absent}"
     );
-    check_bundle(bundle.path());
+    // The model guest's busctl follows PID 1's signals: unit waits decide from them.
+    assert!(
+        check_bundle(bundle.path()) > 0,
+        "no unit wait was decided by PID 1's D-Bus signal"
+    );
 }
 
 #[test]
@@ -339,7 +385,11 @@ fn the_model_deadlocks_on_the_old_gate_and_rolls_back_after_a_power_cut() {
     let refused = seen(wrong, "public-roots-only");
     assert!(refused.starts_with("no answer:"), "{refused}");
     assert!(refused.contains("certificate"), "{refused}");
-    check_bundle(bundle.path());
+    // The model guest's busctl follows PID 1's signals: unit waits decide from them.
+    assert!(
+        check_bundle(bundle.path()) > 0,
+        "no unit wait was decided by PID 1's D-Bus signal"
+    );
     for file in ["serial-2.log", "journal-boot-2.json"] {
         assert!(
             bundle
