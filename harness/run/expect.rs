@@ -215,11 +215,12 @@ fn pid1_decided(
     // The phase's watch decided it earlier only if that change is still PID 1's latest
     // word on the unit: a unit that started and then stopped or failed before this
     // wait's turn is read again, as the file order of the phase says.
-    let early = live.early.get(u.unit.as_str()).filter(|d| d.at_us == now);
-    Some(early.map_or_else(
-        || (now, Instant::now(), eval.clone()),
-        |d| (d.at_us, d.decided, eval.clone()),
-    ))
+    let decided = live
+        .early
+        .get(u.unit.as_str())
+        .filter(|d| d.at_us == now)
+        .map_or_else(Instant::now, |d| d.decided);
+    Some((now, decided, eval))
 }
 
 /// Wait until PID 1's word decides `u` (forever when it cannot).
