@@ -267,14 +267,8 @@ mod tests {
         // A start before the floor (the phase's actions) is not taken on the journal's word.
         assert_eq!(active_in_journal(&active, true, last + 2, &boot), None);
     }
-    fn recorded_signals() -> Vec<UnitChange> {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/guest/busctl-monitor-systemd1.jsonl"
-        ))
-        .expect("recorded busctl monitor output");
-        text.lines().filter_map(UnitChange::parse).collect()
-    }
+
+    use crate::guest::systemd::signals::recorded as recorded_signals;
 
     #[test]
     fn signals_decide_a_start_and_a_failure_with_its_status() {

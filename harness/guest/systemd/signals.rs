@@ -126,18 +126,21 @@ fn unescape_label(label: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// PID 1's signals recorded on the model guest (a restart of reports.service, a
+/// transient unit failing with status 2), parsed: the tests' data.
+#[cfg(test)]
+pub(crate) fn recorded() -> Vec<UnitChange> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/guest/busctl-monitor-systemd1.jsonl"
+    ))
+    .expect("recorded busctl monitor output");
+    text.lines().filter_map(UnitChange::parse).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn recorded() -> Vec<UnitChange> {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/guest/busctl-monitor-systemd1.jsonl"
-        ))
-        .expect("recorded busctl monitor output");
-        text.lines().filter_map(UnitChange::parse).collect()
-    }
 
     #[test]
     fn unit_names_come_from_the_escaped_path() {
