@@ -131,21 +131,47 @@ fn check_bundle(bundle: &Path) -> usize {
             );
         }
         // A unit wait PID 1's D-Bus signal decided has the signals in the evidence.
-        let signalled = pair["outcomes"]
+        // Its unit's signal with the state's timestamp it names is in that file.
+        let signalled: Vec<&str> = pair["outcomes"]
             .as_array()
             .expect("outcomes")
             .iter()
-            .filter(|o| {
-                o["seen"]
-                    .as_str()
-                    .is_some_and(|s| s.contains("by PID 1's D-Bus signal"))
-            })
-            .count();
-        by_signal += signalled;
-        if signalled > 0 {
-            let signals = std::fs::read_to_string(folder.join("signals-boot-1.jsonl"))
-                .unwrap_or_else(|e| panic!("{}: signals-boot-1.jsonl: {e}", folder.display()));
-            assert!(signals.contains("\"ActiveState\""), "{}", folder.display());
+            .filter_map(|o| o["seen"].as_str())
+            .filter(|s| s.contains("by PID 1's D-Bus signal at "))
+            .collect();
+        by_signal += signalled.len();
+        let signals: Vec<serde_json::Value> = if signalled.is_empty() {
+            Vec::new()
+        } else {
+            std::fs::read_to_string(folder.join("signals-boot-1.jsonl"))
+                .unwrap_or_else(|e| panic!("{}: signals-boot-1.jsonl: {e}", folder.display()))
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect()
+        };
+        for seen in signalled {
+            let unit = seen.split(' ').next().expect("the unit first");
+            let at = seen
+                .rsplit("by PID 1's D-Bus signal at ")
+                .next()
+                .and_then(|t| t.split('s').next())
+                .expect("the signal's time");
+            let recorded = signals.iter().any(|c| {
+                c["unit"] == unit
+                    && c["properties"].as_object().is_some_and(|p| {
+                        p.iter().any(|(k, v)| {
+                            k.ends_with("TimestampMonotonic")
+                                && v.as_str()
+                                    .and_then(|v| v.parse::<u64>().ok())
+                                    .is_some_and(|us| format!("{:.3}", us as f64 / 1e6) == at)
+                        })
+                    })
+            });
+            assert!(
+                recorded,
+                "{}: no signal of {unit} at {at}s in signals-boot-1.jsonl ({seen})",
+                folder.display()
+            );
         }
         assert!(
             !folder.join("overlay.qcow2").exists(),

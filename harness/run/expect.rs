@@ -230,15 +230,13 @@ async fn pid1_decides(
     by_journal: bool,
     floor: u64,
 ) -> (u64, Instant, Evaluation) {
-    let mut journal = live.journal.clone();
+    let mut at = live.journal.cursor();
     loop {
-        let seen = journal.arrived();
         if let Some(hit) = pid1_decided(live, u, by_journal, floor) {
             return hit;
         }
-        if !journal.arrived_after(seen).await {
-            return std::future::pending().await;
-        }
+        let far = Instant::now() + Duration::from_secs(3600);
+        live.journal.wait_about(u.unit.as_str(), &mut at, far).await;
     }
 }
 
@@ -263,15 +261,13 @@ async fn await_unit(
         .unwrap_or(false);
     let by_journal = means_active && check::units::decidable_by_journal(u);
     let floor = live.journal_floor_us;
-    let mut seen_entries = 0usize;
+
     loop {
         // PID 1's own word, the moment the stream brings it: no round trip. The phase's
         // watch may have decided it already, while an earlier expectation was awaited;
         // otherwise it races the systemctl read below.
-        // Entries that arrive during the read below must still wake the wait after it.
-        seen_entries = seen_entries.max(live.journal.len());
-        let seen_arrivals = live.journal.arrived();
-        let seen_changes = live.journal.scan_changes(<[_]>::len);
+        // What arrives during the read below must still wake the wait after it.
+        let mut at = live.journal.cursor();
         let hit = pid1_decided(live, u, by_journal, floor);
         let read = async {
             match hit {
@@ -363,28 +359,10 @@ async fn await_unit(
             );
             return Ok(Awaited::now(Evaluation::failed(seen)));
         }
-        // Sleep until an entry about this unit arrives, the re-check interval passes,
-        // or the deadline.
+        // Sleep until PID 1 says something about this unit, the re-check interval
+        // passes, or the deadline.
         let wake = (Instant::now() + UNIT_RECHECK).min(deadline);
         let mut cycles = live.cycles.clone();
-        let mut arrivals = live.journal.clone();
-        let signalled = async {
-            // Any unit signal wakes the loop, which asks PID 1's word again first.
-            let mut seen = seen_arrivals;
-            loop {
-                if !arrivals.arrived_after(seen).await {
-                    return std::future::pending::<()>().await;
-                }
-                let fresh = arrivals.scan_changes(|all| {
-                    all.get(seen_changes..)
-                        .is_some_and(|new| new.iter().any(|c| c.change.unit == unit))
-                });
-                if fresh {
-                    return;
-                }
-                seen = arrivals.arrived();
-            }
-        };
         let standing = async {
             while cycles.next_read().await {
                 if cycles.standing().is_some() {
@@ -394,11 +372,8 @@ async fn await_unit(
             std::future::pending::<()>().await
         };
         tokio::select! {
-            _ = live.journal.wait_for(&mut seen_entries, wake, |e| {
-                e.from_manager && e.unit.as_deref() == Some(unit)
-            }) => {}
+            _ = live.journal.wait_about(unit, &mut at, wake) => {}
             _ = standing => {}
-            _ = signalled => {}
         }
     }
 }

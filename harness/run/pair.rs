@@ -454,8 +454,7 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
     record::boot_evidence(&guest, &ctx.run_dir, index, focus, units).await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
-    let named = record::named_units(&ctx.pair.scenario);
-    record::signals_evidence(&ctx.run_dir, index, &up.journal, &up.clock, &named);
+    record::signals_evidence(&ctx.run_dir, index, &up.journal, &up.clock);
     if let Some(b) = &up.baseline {
         let _ = record::write_json(
             &ctx.run_dir.join(format!("baseline-boot-{index}.json")),

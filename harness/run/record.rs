@@ -324,18 +324,18 @@ pub fn named_units(scenario: &Scenario) -> Vec<String> {
     named
 }
 
-/// `signals-boot-N.jsonl`: PID 1's unit signals about the `named` units, as received
-/// (the guest time of arrival, by `clock`), the evidence of waits they decided.
+/// `signals-boot-N.jsonl`: PID 1's unit signals (only ever about the scenario's units,
+/// see [`named_units`]), as received (the guest time of arrival, by `clock`): the
+/// evidence of the waits they decided.
 pub fn signals_evidence(
     run_dir: &Path,
     boot_index: u32,
     journal: &crate::run::watch::Journal,
     clock: &crate::run::clock::GuestClock,
-    named: &[String],
 ) {
     let mut text = String::new();
     journal.scan_changes(|all| {
-        for c in all.iter().filter(|c| named.contains(&c.change.unit)) {
+        for c in all {
             let line = serde_json::json!({
                 "received_guest_s": (clock.to_guest_us(c.received) as f64 / 1e3).round() / 1e3,
                 "unit": c.change.unit,
@@ -348,7 +348,7 @@ pub fn signals_evidence(
     });
     let file = bundle::signals_file(boot_index);
     if text.is_empty() {
-        tracing::debug!("no unit signal about the scenario's units: {file} not written");
+        tracing::debug!("no unit signal arrived: {file} not written");
     } else if let Err(e) = write_atomic(&run_dir.join(&file), text.as_bytes()) {
         tracing::warn!("cannot write {file}: {e:#}");
     }
@@ -371,31 +371,30 @@ pub async fn every_unit(
     );
     let at_us = clock.to_guest_us(Instant::now());
     let shown = super::timed("evidence: every unit's state", guest.exec(&cmd)).await;
-    match shown {
-        // `systemctl show` exits non-zero when one name is unknown, yet prints the rest.
-        Ok(out) if !out.stdout.trim().is_empty() => Some(UnitsRead {
-            boot: out
-                .stdout
-                .split_once(UNITS_MARKER)
-                .and_then(|(manager, _)| systemd::chain::BootTimes::parse(manager).ok()),
-            text: match out.stdout.split_once(&format!("{UNITS_MARKER}\n")) {
-                Some((_, units)) => units.to_string(),
-                None => out.stdout,
-            },
-            at_us,
-            when: when.to_string(),
-        }),
-        Ok(out) => {
-            tracing::warn!(
-                "cannot read unit states at {when}: systemctl printed nothing (status {}): {}",
-                out.status,
-                out.stderr.trim()
-            );
-            None
-        }
+    let out = match shown {
+        Ok(out) => out,
         Err(e) => {
             tracing::warn!("cannot read unit states at {when}: {e:#}");
-            None
+            return None;
         }
+    };
+    let (manager, units) = out
+        .stdout
+        .split_once(&format!("{UNITS_MARKER}\n"))
+        .unwrap_or(("", &out.stdout));
+    // `systemctl show` exits non-zero when one name is unknown, yet prints the rest.
+    if units.trim().is_empty() {
+        tracing::warn!(
+            "cannot read unit states at {when}: systemctl printed nothing (status {}): {}",
+            out.status,
+            out.stderr.trim()
+        );
+        return None;
     }
+    Some(UnitsRead {
+        text: units.to_string(),
+        at_us,
+        when: when.to_string(),
+        boot: systemd::chain::BootTimes::parse(manager).ok(),
+    })
 }

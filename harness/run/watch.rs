@@ -47,6 +47,13 @@ pub struct Journal {
     arrivals: watch::Receiver<usize>,
 }
 
+/// A place in the journal and the unit signals: how many of each were looked at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cursor {
+    entries: usize,
+    changes: usize,
+}
+
 /// Keeps the follower alive; dropping it stops the stream in the guest.
 pub struct Follower {
     task: tokio::task::JoinHandle<()>,
@@ -137,6 +144,47 @@ impl Journal {
         f(&all)
     }
 
+    /// Where the entries and unit signals end now, for [`Journal::wait_about`].
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            entries: self.len(),
+            changes: self.scan_changes(<[_]>::len),
+        }
+    }
+
+    /// Wait until PID 1 says something about `unit` past `at` (a manager entry in the
+    /// journal, or a signal), or until `until`; `at` moves past all that was looked at.
+    /// The one way a unit wait sleeps. A stream that ended waits out `until`.
+    pub async fn wait_about(&self, unit: &str, at: &mut Cursor, until: Instant) {
+        let mut arrivals = self.clone();
+        loop {
+            // Counted before the scan: an arrival during it wakes the next round.
+            let arrived = arrivals.arrived();
+            let (entry, entries) = self.scan(|all| {
+                let fresh = all.get(at.entries..).unwrap_or_default();
+                let about = fresh
+                    .iter()
+                    .any(|s| s.entry.from_manager && s.entry.unit.as_deref() == Some(unit));
+                (about, all.len())
+            });
+            let (change, changes) = self.scan_changes(|all| {
+                let fresh = all.get(at.changes..).unwrap_or_default();
+                (fresh.iter().any(|c| c.change.unit == unit), all.len())
+            });
+            *at = Cursor { entries, changes };
+            if entry || change {
+                return;
+            }
+            tokio::select! {
+                alive = arrivals.arrived_after(arrived) => if !alive {
+                    tokio::time::sleep_until(until.into()).await;
+                    return;
+                },
+                _ = tokio::time::sleep_until(until.into()) => return,
+            }
+        }
+    }
+
     /// How many entries and unit signals have arrived, together.
     pub fn arrived(&self) -> usize {
         *self.arrivals.borrow()
@@ -224,7 +272,7 @@ impl Journal {
 
     /// Wait until more than `seen` entries have arrived. Returns false if the stream
     /// ended (the guest went away), so the caller stops waiting on it.
-    pub async fn changed_after(&mut self, seen: usize) -> bool {
+    async fn changed_after(&mut self, seen: usize) -> bool {
         self.count.wait_for(|n| *n > seen).await.is_ok()
     }
 }
