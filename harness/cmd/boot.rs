@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coldboot::error::usage;
 use coldboot::guest::SshKey;
@@ -62,7 +62,10 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
     config.set_vcpus(vcpus);
 
     waiting.set("starting QEMU");
+    let recording = config.recorder;
     let vm = coldboot::vm::Vm::start(config).await?;
+    // The recorder must be read from the start: its relay's writes wait for a reader.
+    let recorder = recording.then(|| coldboot::guest::recorder::Recorder::start(vm.run_dir()));
     waiting.set(format!(
         "waiting for SSH on {} (accelerator {})",
         vm.ssh_addr(),
@@ -103,6 +106,10 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
     match boot::guest_startup_line(&guest).await {
         Some(line) => eprintln!("boot: guest says: {line}"),
         None => eprintln!("boot: guest's systemd-analyze has no figure (boot not finished)"),
+    }
+    if let Some((recorder, _task)) = &recorder {
+        let qemu_started = Instant::now() - vm.uptime();
+        eprintln!("boot: {}", boot::recorder_summary(recorder, qemu_started));
     }
     eprintln!("serial log: {}", vm.serial_log_path().display());
     if args.keep {

@@ -5,8 +5,10 @@
 //! long-running watchers line by line, and `systemd` reads unit and job state through a
 //! [`Guest`]. Parsers are pure and tested from recorded fixtures.
 
+pub mod dbus;
 pub mod key;
 mod pump;
+pub mod recorder;
 pub mod shell;
 pub mod ssh;
 pub mod stream;

@@ -53,6 +53,7 @@ pub fn vm_config(
     config.keep = keep;
     config.redact = vec![key.kernel_arg()];
     config.fw_cfg.push(host_key_fw_cfg(key)?);
+    config.recorder = has_recorder(spec);
     Ok(config)
 }
 
@@ -67,6 +68,53 @@ pub fn host_key_fw_cfg(key: &SshKey) -> anyhow::Result<FwCfgFile> {
 /// systems always carry the coldboot adapter that installs it; a prebuilt `image:` may
 /// not, and then the key is only recorded as not pinned (see [`crate::guest::HostKey`]).
 pub fn requires_host_key(spec: &BootSpec) -> bool {
+    !matches!(spec.identity, TargetIdentity::Image { .. })
+}
+
+/// One line on what the recorder saw of a boot: when its relay spoke (after QEMU started,
+/// and after userspace began on the guest's clock), how much came, and whether it ended.
+pub fn recorder_summary(
+    recorder: &crate::guest::recorder::Recorder,
+    qemu_started: Instant,
+) -> String {
+    recorder.with(|log| {
+        let Some((at, uptime_us)) = log.hello else {
+            return match &log.ended {
+                Some((_, why)) => format!("recorder: never spoke ({why})"),
+                None => "recorder: never spoke".to_string(),
+            };
+        };
+        let userspace = log
+            .queue
+            .userspace_us
+            .map(|u| {
+                format!(
+                    ", {:.1} s after userspace began",
+                    (uptime_us as f64 - u as f64) / 1e6
+                )
+            })
+            .unwrap_or_default();
+        let ended = match &log.ended {
+            Some((t, why)) => format!(
+                "; ended at {:.1} s: {why}",
+                t.saturating_duration_since(qemu_started).as_secs_f64()
+            ),
+            None => String::new(),
+        };
+        format!(
+            "recorder: relay up at guest uptime {:.2} s ({:.1} s after QEMU started{userspace}); {} events, {} KiB, {} malformed{ended}",
+            uptime_us as f64 / 1e6,
+            at.saturating_duration_since(qemu_started).as_secs_f64(),
+            log.events.len(),
+            log.bytes / 1024,
+            log.malformed,
+        )
+    })
+}
+
+/// Whether a target's guest runs coldboot's recorder: recipe images and NixOS systems
+/// carry the adapter that installs it; a prebuilt `image:` is watched over SSH alone.
+pub fn has_recorder(spec: &BootSpec) -> bool {
     !matches!(spec.identity, TargetIdentity::Image { .. })
 }
 

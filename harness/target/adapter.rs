@@ -3,7 +3,8 @@
 //! Files are embedded in the binary so the builder needs nothing but itself. The adapter
 //! gives the guest DHCP on the user-mode NIC (systemd-networkd), installs the per-run SSH
 //! key from the kernel command line and the run's host key from QEMU fw_cfg before sshd
-//! starts, and keeps boots quiet and quick.
+//! starts, relays PID 1's private D-Bus socket to the harness from early userspace (the
+//! recorder, see [`crate::guest::recorder`]), and keeps boots quiet and quick.
 
 use std::path::Path;
 
@@ -22,10 +23,11 @@ pub struct GuestFile {
 }
 
 /// Units the adapter enables in every image.
-pub const ENABLED_UNITS: [&str; 3] = [
+pub const ENABLED_UNITS: [&str; 4] = [
     "systemd-networkd.service",
     "coldboot-authorized-key.service",
     "coldboot-host-key.service",
+    "coldboot-recorder.service",
 ];
 
 /// Units masked in every image: they reach for the Debian archive on a timer, which a
@@ -58,6 +60,16 @@ pub fn adapter_files() -> Vec<GuestFile> {
         GuestFile {
             path: "/usr/local/lib/coldboot/host-key",
             content: include_str!("adapter/host-key").into(),
+            mode: 0o755,
+        },
+        GuestFile {
+            path: "/etc/systemd/system/coldboot-recorder.service",
+            content: include_str!("adapter/coldboot-recorder.service").into(),
+            mode: 0o644,
+        },
+        GuestFile {
+            path: "/usr/local/lib/coldboot/recorder",
+            content: include_str!("adapter/recorder").into(),
             mode: 0o755,
         },
         GuestFile {

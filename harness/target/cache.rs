@@ -96,8 +96,21 @@ pub fn image_key(
     sorted.sort_by(|a, b| a.rel.cmp(&b.rel));
     // image/2: an entry also keeps the image's unit folders (`units/`).
     // image/3: the adapter installs the run's host key from fw_cfg.
-    let mut h = KeyHasher::new("image/3");
+    // image/4: the adapter's own files and units are in the key, so any change to them
+    // (the recorder, for one) makes a new image instead of reusing a stale one.
+    let mut h = KeyHasher::new("image/4");
     h.field(rootfs.as_bytes());
+    for f in super::adapter::adapter_files() {
+        h.field(f.path.as_bytes());
+        h.field(&f.mode.to_le_bytes());
+        h.field(f.content.as_bytes());
+    }
+    for u in super::adapter::ENABLED_UNITS
+        .iter()
+        .chain(super::adapter::MASKED_UNITS.iter())
+    {
+        h.field(u.as_bytes());
+    }
     h.field(&(sorted.len() as u64).to_le_bytes());
     for e in sorted {
         h.field(e.rel.as_bytes());

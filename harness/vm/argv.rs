@@ -17,6 +17,31 @@ pub const QMP_SOCKET_FILE: &str = "qmp.sock";
 pub const NETDEV_ID: &str = "n0";
 /// The id of the guest NIC (the name `set_link` acts on).
 pub const NIC_ID: &str = "nic0";
+/// The recorder's socket, relative to the run directory: QEMU listens, the harness
+/// connects (see `crate::guest::recorder`).
+pub const RECORDER_SOCKET_FILE: &str = "recorder.sock";
+/// The name of the recorder's virtio-serial port as the guest sees it
+/// (`/sys/class/virtio-ports/*/name`; the adapter's recorder looks it up).
+pub const RECORDER_PORT_NAME: &str = "org.coldboot.bus";
+
+/// The QEMU arguments of the recorder's channel: a virtio-serial bus of our own (ids that
+/// cannot clash with a NixOS runner's), one port on it, and a listening socket behind it.
+/// The guest's writes wait until the harness has connected, so nothing is lost before.
+pub fn recorder_args() -> Vec<String> {
+    [
+        "-device",
+        "virtio-serial-pci,id=coldboot-vser",
+        "-chardev",
+        &format!("socket,id=coldboot-rec,path={RECORDER_SOCKET_FILE},server=on,wait=off"),
+        "-device",
+        &format!(
+            "virtserialport,bus=coldboot-vser.0,chardev=coldboot-rec,name={RECORDER_PORT_NAME}"
+        ),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
 
 /// The QEMU arguments that select an accelerator.
 ///
@@ -73,6 +98,9 @@ pub fn qemu_argv(config: &VmConfig) -> Vec<String> {
     ]);
     for f in &config.fw_cfg {
         argv.extend(["-fw_cfg".into(), f.qemu_arg()]);
+    }
+    if config.recorder {
+        argv.extend(recorder_args());
     }
     argv
 }
@@ -133,6 +161,9 @@ pub fn nix_runner_env(config: &VmConfig) -> Vec<(String, String)> {
     // QEMU_OPTS is word-split by the runner: the temporary path has no spaces.
     for f in &config.fw_cfg {
         opts.extend(["-fw_cfg".into(), f.qemu_arg()]);
+    }
+    if config.recorder {
+        opts.extend(recorder_args());
     }
     let net: Vec<String> = config
         .forwarded_guest_ports()

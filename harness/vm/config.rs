@@ -77,6 +77,9 @@ pub struct VmConfig {
     /// Named blobs QEMU hands to the guest through fw_cfg (`-fw_cfg name=NAME,file=PATH`;
     /// in the guest root alone reads `/sys/firmware/qemu_fw_cfg/by_name/NAME/raw`).
     pub fw_cfg: Vec<FwCfgFile>,
+    /// Give the guest the recorder's virtio-serial port (see [`super::argv::recorder_args`]):
+    /// only for guests whose adapter runs the recorder.
+    pub recorder: bool,
 }
 
 /// One fw_cfg entry: its name (`opt/...`) and the host file QEMU reads at start.
@@ -145,6 +148,7 @@ impl VmConfig {
             redact: Vec::new(),
             nix_runner: None,
             fw_cfg: Vec::new(),
+            recorder: false,
         }
     }
 

@@ -1,0 +1,397 @@
+//! The host's side of the conversation with PID 1 over the recorder. Pure (sans-I/O):
+//! given each decoded message, the [`Event`]s it means and the calls to send next.
+//!
+//! PID 1 sends every direct (private-socket) connection its signals unasked
+//! (`bus_foreach_bus`: "send to all direct buses, unconditionally"): `JobNew`,
+//! `JobRemoved`, and `PropertiesChanged` for jobs (their `State`) and units (`ActiveState`,
+//! `SubState` and the timestamps of each change, on PID 1's monotonic clock). The queue's
+//! "which job waits for which" is not in any signal, so each job is asked once, when it
+//! appears: `GetAfter` and `GetBefore`. systemd works out those relations from the units'
+//! ordering, which only a reload changes, so asking at creation and dropping a job's
+//! relations at its removal keeps them current without re-reading the queue.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::guest::dbus::{self, Kind, Message, Value};
+
+const DEST: &str = "org.freedesktop.systemd1";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const JOB: &str = "org.freedesktop.systemd1.Job";
+const UNIT: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE: &str = "org.freedesktop.systemd1.Service";
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+const JOB_PREFIX: &str = "/org/freedesktop/systemd1/job/";
+
+/// The unit properties kept from PID 1's change signals (and asked for when a running
+/// start job is first seen without them).
+pub const UNIT_PROPERTIES: [&str; 9] = [
+    "ActiveState",
+    "SubState",
+    "Result",
+    "InactiveExitTimestampMonotonic",
+    "ActiveEnterTimestampMonotonic",
+    "ActiveExitTimestampMonotonic",
+    "InactiveEnterTimestampMonotonic",
+    "StateChangeTimestampMonotonic",
+    "TimeoutStartUSec",
+];
+
+/// A property's value, as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Prop {
+    /// A string.
+    Text(String),
+    /// An unsigned integer (timestamps in µs, timeouts in µs).
+    Num(u64),
+}
+
+/// What one message told about the queue and the units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A job exists (from `ListJobs`, `JobNew` or the job's properties).
+    Job {
+        /// Job id.
+        id: u32,
+        /// Its unit.
+        unit: String,
+        /// `start`, `stop`... (absent until asked).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        job_type: Option<String>,
+        /// `waiting` or `running` (absent until asked).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+    },
+    /// A job's state changed.
+    JobState {
+        /// Job id.
+        id: u32,
+        /// `waiting` or `running`.
+        state: String,
+    },
+    /// A job finished or was removed.
+    JobRemoved {
+        /// Job id.
+        id: u32,
+        /// Its unit.
+        unit: String,
+        /// `done`, `failed`, `timeout`, `canceled`, `dependency`, `skipped`...
+        result: String,
+    },
+    /// `GetAfter(id)` answered: the jobs PID 1 says `id` waits for.
+    After {
+        /// Job id.
+        id: u32,
+        /// The other jobs' ids.
+        jobs: Vec<u32>,
+    },
+    /// `GetBefore(id)` answered: the jobs PID 1 says wait for `id`.
+    Before {
+        /// Job id.
+        id: u32,
+        /// The other jobs' ids.
+        jobs: Vec<u32>,
+    },
+    /// Unit properties changed (or were read).
+    Unit {
+        /// The unit.
+        unit: String,
+        /// Its properties among [`UNIT_PROPERTIES`].
+        props: Vec<(String, Prop)>,
+    },
+    /// A property of PID 1 itself (`Version`, `UserspaceTimestampMonotonic`).
+    Manager {
+        /// Property name.
+        name: String,
+        /// Its value.
+        value: Prop,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    ListJobs,
+    JobProps(u32),
+    After(u32),
+    Before(u32),
+    UnitProp(String, &'static str),
+    Manager(&'static str),
+}
+
+/// The conversation's state: the calls awaiting replies.
+#[derive(Debug, Default)]
+pub struct Protocol {
+    serial: u32,
+    pending: HashMap<u32, Pending>,
+    removed: HashSet<u32>,
+    /// Units whose start timestamps or timeouts were asked for.
+    asked: HashSet<(String, &'static str)>,
+    /// Job ids whose unit is known, for the timestamps of running ones.
+    unit_of: HashMap<u32, String>,
+}
+
+impl Protocol {
+    /// The bytes that open the conversation once the relay said hello: authentication as
+    /// uid 0 (the relay's own, which PID 1 checks against the claim), then the first
+    /// calls. sd-bus reads the lines in order, so they need not wait for `OK`.
+    pub fn opening(&mut self) -> Vec<u8> {
+        let mut out = b"\0AUTH EXTERNAL 30\r\nBEGIN\r\n".to_vec();
+        out.extend(self.call(MANAGER_PATH, MANAGER, "ListJobs", &[], Pending::ListJobs));
+        for name in ["Version", "UserspaceTimestampMonotonic"] {
+            out.extend(self.call(
+                MANAGER_PATH,
+                PROPERTIES,
+                "Get",
+                &[MANAGER, name],
+                Pending::Manager(name),
+            ));
+        }
+        out
+    }
+
+    /// Calls awaiting replies.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn call(
+        &mut self,
+        path: &str,
+        interface: &str,
+        member: &str,
+        args: &[&str],
+        pending: Pending,
+    ) -> Vec<u8> {
+        self.serial += 1;
+        self.pending.insert(self.serial, pending);
+        dbus::method_call(self.serial, DEST, path, interface, member, args)
+    }
+
+    /// What `m` means, appended to `events`; the bytes of the calls to send next.
+    pub fn on_message(&mut self, m: &Message, events: &mut Vec<Event>) -> Vec<u8> {
+        let mut out = Vec::new();
+        match m.kind {
+            Kind::Signal => self.on_signal(m, events, &mut out),
+            Kind::Return | Kind::Error => {
+                let Some(pending) = m.reply_serial.and_then(|s| self.pending.remove(&s)) else {
+                    return out;
+                };
+                if m.kind == Kind::Return {
+                    self.on_reply(pending, m, events, &mut out);
+                }
+            }
+            Kind::Call => {}
+        }
+        out
+    }
+
+    fn on_signal(&mut self, m: &Message, events: &mut Vec<Event>, out: &mut Vec<u8>) {
+        let member = m.member.as_deref().unwrap_or_default();
+        match (m.interface.as_deref(), member, m.body.as_slice()) {
+            (Some(MANAGER), "JobNew", [id, path, unit]) => {
+                let (Some(id), Some(path), Some(unit)) =
+                    (id.as_u64(), path.as_str(), unit.as_str())
+                else {
+                    return;
+                };
+                let Ok(id) = u32::try_from(id) else { return };
+                self.unit_of.insert(id, unit.to_string());
+                events.push(Event::Job {
+                    id,
+                    unit: unit.to_string(),
+                    job_type: None,
+                    state: None,
+                });
+                let path = path.to_string();
+                out.extend(self.call(&path, PROPERTIES, "GetAll", &[JOB], Pending::JobProps(id)));
+                out.extend(self.call(&path, JOB, "GetAfter", &[], Pending::After(id)));
+                out.extend(self.call(&path, JOB, "GetBefore", &[], Pending::Before(id)));
+                self.ask_timeout(unit, out);
+            }
+            (Some(MANAGER), "JobRemoved", [id, _, unit, result]) => {
+                let (Some(id), Some(unit), Some(result)) =
+                    (id.as_u64(), unit.as_str(), result.as_str())
+                else {
+                    return;
+                };
+                let Ok(id) = u32::try_from(id) else { return };
+                self.removed.insert(id);
+                self.unit_of.remove(&id);
+                events.push(Event::JobRemoved {
+                    id,
+                    unit: unit.to_string(),
+                    result: result.to_string(),
+                });
+            }
+            (Some(PROPERTIES), "PropertiesChanged", [iface, Value::Dict(changed), ..]) => {
+                let path = m.path.as_deref().unwrap_or_default();
+                if let Some(id) = path
+                    .strip_prefix(JOB_PREFIX)
+                    .and_then(|n| n.parse::<u32>().ok())
+                {
+                    if iface.as_str() == Some(JOB)
+                        && let Some(state) = lookup(changed, "State").and_then(Value::as_str)
+                    {
+                        events.push(Event::JobState {
+                            id,
+                            state: state.to_string(),
+                        });
+                    }
+                } else if let Some(unit) = dbus::unit_of_path(path) {
+                    let props = kept(changed);
+                    if !props.is_empty() {
+                        events.push(Event::Unit { unit, props });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_reply(
+        &mut self,
+        pending: Pending,
+        m: &Message,
+        events: &mut Vec<Event>,
+        out: &mut Vec<u8>,
+    ) {
+        let first = m.body.first();
+        match pending {
+            Pending::ListJobs => {
+                let Some(Value::Array(rows)) = first else {
+                    return;
+                };
+                for row in rows {
+                    let Some((id, unit, job_type, state, path)) = job_row(row) else {
+                        continue;
+                    };
+                    self.unit_of.insert(id, unit.clone());
+                    events.push(Event::Job {
+                        id,
+                        unit: unit.clone(),
+                        job_type: Some(job_type.clone()),
+                        state: Some(state.clone()),
+                    });
+                    out.extend(self.call(&path, JOB, "GetAfter", &[], Pending::After(id)));
+                    self.ask_timeout(&unit, out);
+                    if state == "running" {
+                        // Its start began before the recorder connected: no change signal
+                        // will bring the time, so ask.
+                        self.ask_unit(&unit, UNIT, "InactiveExitTimestampMonotonic", out);
+                    }
+                }
+            }
+            Pending::JobProps(id) => {
+                let Some(Value::Dict(props)) = first else {
+                    return;
+                };
+                if self.removed.contains(&id) {
+                    return;
+                }
+                let text = |k: &str| lookup(props, k).and_then(Value::as_str).map(str::to_string);
+                let unit = lookup(props, "Unit")
+                    .and_then(|v| match v {
+                        Value::Struct(f) => f.first().and_then(Value::as_str),
+                        _ => None,
+                    })
+                    .map(str::to_string)
+                    .or_else(|| self.unit_of.get(&id).cloned());
+                if let Some(unit) = unit {
+                    events.push(Event::Job {
+                        id,
+                        unit,
+                        job_type: text("JobType"),
+                        state: text("State"),
+                    });
+                }
+            }
+            Pending::After(id) | Pending::Before(id) => {
+                let Some(Value::Array(rows)) = first else {
+                    return;
+                };
+                let jobs: Vec<u32> = rows.iter().filter_map(job_row).map(|r| r.0).collect();
+                if self.removed.contains(&id) {
+                    return;
+                }
+                events.push(match pending {
+                    Pending::After(_) => Event::After { id, jobs },
+                    _ => Event::Before { id, jobs },
+                });
+            }
+            Pending::UnitProp(unit, name) => {
+                if let Some(v) = first.map(Value::unwrap_variant).and_then(prop) {
+                    events.push(Event::Unit {
+                        unit,
+                        props: vec![(name.to_string(), v)],
+                    });
+                }
+            }
+            Pending::Manager(name) => {
+                if let Some(value) = first.map(Value::unwrap_variant).and_then(prop) {
+                    events.push(Event::Manager {
+                        name: name.to_string(),
+                        value,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A service's start timeout, once per unit: it says when a cycle can break.
+    fn ask_timeout(&mut self, unit: &str, out: &mut Vec<u8>) {
+        if unit.ends_with(".service") {
+            self.ask_unit(unit, SERVICE, "TimeoutStartUSec", out);
+        }
+    }
+
+    fn ask_unit(&mut self, unit: &str, iface: &'static str, name: &'static str, out: &mut Vec<u8>) {
+        if !self.asked.insert((unit.to_string(), name)) {
+            return;
+        }
+        let path = dbus::unit_path(unit);
+        out.extend(self.call(
+            &path,
+            PROPERTIES,
+            "Get",
+            &[iface, name],
+            Pending::UnitProp(unit.to_string(), name),
+        ));
+    }
+}
+
+/// `(id, unit, type, state, job path)` from a `(usssoo)` row of `ListJobs`/`GetAfter`.
+fn job_row(row: &Value) -> Option<(u32, String, String, String, String)> {
+    let Value::Struct(f) = row else { return None };
+    let id = u32::try_from(f.first()?.as_u64()?).ok()?;
+    let s = |i: usize| f.get(i).and_then(Value::as_str).map(str::to_string);
+    Some((id, s(1)?, s(2)?, s(3)?, s(4)?))
+}
+
+fn lookup<'a>(dict: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
+    dict.iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v.unwrap_variant())
+}
+
+fn prop(v: &Value) -> Option<Prop> {
+    match v {
+        Value::Str(s) => Some(Prop::Text(s.clone())),
+        v => v.as_u64().map(Prop::Num),
+    }
+}
+
+fn kept(changed: &[(Value, Value)]) -> Vec<(String, Prop)> {
+    changed
+        .iter()
+        .filter_map(|(k, v)| {
+            let k = k.as_str()?;
+            UNIT_PROPERTIES
+                .contains(&k)
+                .then(|| Some((k.to_string(), prop(v.unwrap_variant())?)))?
+        })
+        .collect()
+}
