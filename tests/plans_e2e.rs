@@ -336,13 +336,32 @@ fn reference_plans_give_the_planned_verdicts() {
         .iter()
         .find(|o| o["id"] == "wait_cycle=absent")
         .expect("the wait-cycle outcome");
+    // A real check over the whole gated start: the recorder watched from early userspace.
+    let seen = absent["seen"].as_str().unwrap_or_default();
     assert!(
-        absent["seen"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("no wait cycle lasted 10 s: job queue read"),
+        absent["held"] == true && absent.get("not_checked").is_none(),
         "{absent}"
     );
+    assert!(
+        seen.starts_with("no wait cycle lasted 10 s: job queue watched by the recorder from")
+            && seen.contains("covering deploy-proxy.service's whole start job"),
+        "{absent}"
+    );
+    // Both targets' boots were recorded from early userspace, every message decoded.
+    for pair in ["after__old-gate-cold-boot", "before__old-gate-cold-boot"] {
+        let text = std::fs::read_to_string(bundle.path().join(pair).join("recorder-boot-1.jsonl"))
+            .expect("the recorder's evidence");
+        let summary: serde_json::Value =
+            serde_json::from_str(text.lines().last().expect("a summary line")).unwrap();
+        assert_eq!(
+            summary["summary"]["malformed_skipped"], 0,
+            "{pair}: {summary}"
+        );
+        assert!(
+            text.contains(r#""unit":"deploy-proxy.service""#),
+            "{pair}: the recorder saw no deploy-proxy job"
+        );
+    }
     // The model guest's busctl follows PID 1's signals: unit waits decide from them.
     assert!(
         check_bundle(bundle.path()) > 0,

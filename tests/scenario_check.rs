@@ -17,6 +17,7 @@ fn outcome(id: &str, held: bool, seen: &str) -> ExpectationOutcome {
         Evaluation {
             held,
             seen: seen.to_string(),
+            not_checked: false,
         },
     )
 }

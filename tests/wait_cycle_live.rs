@@ -256,3 +256,70 @@ fn wait_cycle_is_never_a_pass_unchecked_and_says_what_it_covered() {
     assert!(!e.held && e.seen.contains(PATH), "{}", e.seen);
     assert!(evaluate_wait_cycle(WaitCycleExpectation::Expected, persist, &cycle).held);
 }
+
+#[test]
+fn a_watch_that_did_not_cover_a_gated_start_is_not_checked_and_says_its_window() {
+    let persist = Duration::from_secs(10);
+    // The SSH watch of session 6's clean cold boot: deploy-proxy's start job ran from
+    // 22.9 s, the first read came at 40.1 s.
+    let ssh = PhaseWatch {
+        source: "ssh".into(),
+        reads: 3,
+        first_read_secs: Some(40.1),
+        last_read_secs: Some(47.1),
+        gates_declared: 1,
+        gate_probes: vec![("deploy-proxy.service".into(), 0)],
+        starts: vec![("deploy-proxy.service".into(), Some(22.9))],
+        ..PhaseWatch::default()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &ssh);
+    assert!(!e.held && e.not_checked, "{}", e.seen);
+    assert!(
+        e.seen
+            .contains("deploy-proxy.service's start job began at 22.9 s, before the watch"),
+        "{}",
+        e.seen
+    );
+    // A gated start never seen running over SSH ran before the watch, or not at all.
+    let unseen = PhaseWatch {
+        starts: vec![("deploy-proxy.service".into(), None)],
+        ..ssh.clone()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &unseen);
+    assert!(
+        e.not_checked && e.seen.contains("never seen running"),
+        "{}",
+        e.seen
+    );
+
+    // The recorder's watch from early userspace covers the whole start: a real check.
+    let recorder = PhaseWatch {
+        source: "recorder".into(),
+        userspace_secs: Some(9.5),
+        first_read_secs: Some(19.1),
+        starts: vec![("deploy-proxy.service".into(), Some(28.1))],
+        ..ssh.clone()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &recorder);
+    assert!(e.held && !e.not_checked, "{}", e.seen);
+    assert!(
+        e.seen
+            .contains("watched by the recorder from 9.6 s after userspace began")
+            && e.seen
+                .contains("covering deploy-proxy.service's whole start job (began 28.1 s)"),
+        "{}",
+        e.seen
+    );
+    // A recorder that stopped mid-boot leaves a window, never a pass.
+    let stopped = PhaseWatch {
+        recorder_ended: Some((30.2, "the guest's end of the channel closed".into())),
+        ..recorder
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &stopped);
+    assert!(e.not_checked, "{}", e.seen);
+    assert!(
+        e.seen.contains("the recorder stopped at 30.2 s") && e.seen.contains("from 9.6 s"),
+        "{}",
+        e.seen
+    );
+}

@@ -106,7 +106,8 @@ impl Snapshot<'_> {
 pub fn graph(s: &Snapshot) -> WaitForGraph {
     let mut g = WaitForGraph::from_jobs(s.jobs);
     for seen in s.gates {
-        if !seen.healthy && s.start_running(&seen.gate.unit) {
+        // A gate not probed yet is not evidence of anything.
+        if !seen.healthy && seen.unhealthy_streak > 0 && s.start_running(&seen.gate.unit) {
             g.add(
                 &seen.gate.unit,
                 &seen.gate.served_by,
@@ -304,8 +305,8 @@ impl CycleTracker {
     }
 }
 
-/// A start job that holds others up for longer than `persist` with no declared gate to
-/// explain it. Never called a cycle.
+/// A start job that holds others up for longer than `persist`, declared gate or not.
+/// Never called a cycle on its own: it says what the start held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stall {
     /// The unit whose start job runs.
@@ -320,12 +321,12 @@ pub struct Stall {
 }
 
 /// The stalls in a read: running start jobs with jobs waiting on them, running longer
-/// than `persist`, for units with no declared gate.
+/// than `persist`, whether or not a gate is declared for the unit (a declared gate is
+/// what pxgate lacked; a declared one can stall all the same).
 pub fn stalls(s: &Snapshot, persist: Duration) -> Vec<Stall> {
     s.jobs
         .iter()
         .filter(|j| j.job_type == "start" && j.state == "running" && !j.blocking.is_empty())
-        .filter(|j| !s.gates.iter().any(|g| g.gate.unit == j.unit))
         .filter_map(|j| {
             let running = s.running_for_us(&j.unit)?;
             (running > persist.as_micros() as u64).then(|| Stall {
@@ -424,6 +425,16 @@ pub fn ordering_cycles<'a>(
 /// What the watcher saw over a phase: the facts `wait_cycle:` is judged on.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PhaseWatch {
+    /// Where the reads came from: `recorder` (PID 1's changes from early userspace) or
+    /// `ssh` (`systemctl list-jobs` once SSH answered).
+    pub source: String,
+    /// Seconds since QEMU started when userspace began, if the guest said.
+    pub userspace_secs: Option<f64>,
+    /// The units whose start the judgement rests on (each declared gate's, each stalled
+    /// one's), with when their latest start job began, if it was seen running.
+    pub starts: Vec<(String, Option<f64>)>,
+    /// When the recorder's stream ended (seconds since QEMU started) and why, if it did.
+    pub recorder_ended: Option<(f64, String)>,
     /// Reads of the job queue during the phase.
     pub reads: u32,
     /// Seconds since QEMU started of the first and last read.
@@ -445,7 +456,9 @@ pub struct PhaseWatch {
     pub error: Option<String>,
 }
 
-/// Judge `wait_cycle:` over a phase. Not having read the queue is never a pass.
+/// Judge `wait_cycle:` over a phase. Not having watched is never a pass: a watch that
+/// began after a gated or stalled start began, or that ended before the phase did, gives
+/// "not checked", counted apart from failures.
 pub fn evaluate_wait_cycle(
     expect: WaitCycleExpectation,
     persist: Duration,
@@ -466,7 +479,7 @@ pub fn evaluate_wait_cycle(
         };
     }
     let (Some(from), Some(to)) = (w.first_read_secs, w.last_read_secs) else {
-        return Evaluation::failed(format!(
+        return Evaluation::not_checked(format!(
             "not checked: the job queue was never read ({})",
             w.error
                 .as_deref()
@@ -475,14 +488,52 @@ pub fn evaluate_wait_cycle(
     };
     // Absence needs the watch to have lasted: two reads at least, the last one good.
     if let Some(e) = &w.error {
-        return Evaluation::failed(format!(
-            "not checked to the end: the last read of the job queue failed ({e}); {} reads from {from:.1} s to {to:.1} s found no cycle",
+        return Evaluation::not_checked(format!(
+            "not checked to the end: the last read failed ({e}); {} reads from {from:.1} s to {to:.1} s found no cycle",
             w.reads
         ));
     }
     if w.reads < 2 {
-        return Evaluation::failed(format!(
+        return Evaluation::not_checked(format!(
             "not checked: the job queue was read only once, at {from:.1} s after QEMU started"
+        ));
+    }
+    let window = match (w.source.as_str(), w.userspace_secs) {
+        ("recorder", Some(u)) => format!(
+            "job queue watched by the recorder from {:.1} s after userspace began ({from:.1} s after QEMU started) to {to:.1} s, {} reads",
+            from - u,
+            w.reads
+        ),
+        ("recorder", None) => format!(
+            "job queue watched by the recorder from {from:.1} s to {to:.1} s after QEMU started, {} reads",
+            w.reads
+        ),
+        _ => format!(
+            "job queue read over SSH {} times from {from:.1} s to {to:.1} s after QEMU started",
+            w.reads
+        ),
+    };
+    let mut gaps = Vec::new();
+    if let Some((at, why)) = &w.recorder_ended {
+        gaps.push(format!("the recorder stopped at {at:.1} s ({why})"));
+    }
+    let mut covered = Vec::new();
+    for (unit, began) in &w.starts {
+        match began {
+            Some(b) if *b >= from => covered.push(format!("{unit}'s whole start job (began {b:.1} s)")),
+            Some(b) => gaps.push(format!("{unit}'s start job began at {b:.1} s, before the watch")),
+            None if w.source == "recorder" => {
+                covered.push(format!("{unit} (no start job of it ran while watched)"))
+            }
+            None => gaps.push(format!(
+                "{unit}'s start job was never seen running: it ran before the watch began, or not at all"
+            )),
+        }
+    }
+    if !gaps.is_empty() {
+        return Evaluation::not_checked(format!(
+            "not checked over the whole boot: {}; {window} found no cycle",
+            gaps.join("; ")
         ));
     }
     let edges = if w.gates_declared == 0 {
@@ -493,7 +544,7 @@ pub fn evaluate_wait_cycle(
             .iter()
             .map(|(unit, n)| match n {
                 0 => {
-                    format!("{unit}'s gate not probed (its start job was not running at any read)")
+                    format!("{unit}'s gate not probed (its start job was not running when probed)")
                 }
                 n => format!("{unit}'s gate probed {n} times"),
             })
@@ -502,6 +553,11 @@ pub fn evaluate_wait_cycle(
             "systemd's job edges and the declared gates ({})",
             probed.join("; ")
         )
+    };
+    let covering = if covered.is_empty() {
+        String::new()
+    } else {
+        format!(", covering {}", covered.join(", "))
     };
     let stalls = if w.stalls.is_empty() {
         String::new()
@@ -520,10 +576,8 @@ pub fn evaluate_wait_cycle(
             .collect();
         format!("; stalls seen (not cycles): {}", list.join("; "))
     };
-    let seen = format!(
-        "no wait cycle lasted {secs:.0} s: job queue read {} times from {from:.1} s to {to:.1} s after QEMU started (not watched before), with {edges}{stalls}",
-        w.reads
-    );
+    let seen =
+        format!("no wait cycle lasted {secs:.0} s: {window}{covering}, with {edges}{stalls}");
     match expect {
         WaitCycleExpectation::Absent => Evaluation::held(seen),
         WaitCycleExpectation::Expected => Evaluation::failed(seen),

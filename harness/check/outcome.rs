@@ -14,6 +14,10 @@ pub struct Evaluation {
     pub held: bool,
     /// What was seen, in words (quoted in failure messages and matched by `reproduced.seen`).
     pub seen: String,
+    /// The harness could not check it (it did not watch what the expectation is about):
+    /// never held, and counted apart from failures in reports.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_checked: bool,
 }
 
 impl Evaluation {
@@ -22,6 +26,7 @@ impl Evaluation {
         Evaluation {
             held: true,
             seen: seen.into(),
+            not_checked: false,
         }
     }
     /// A failed evaluation.
@@ -29,6 +34,15 @@ impl Evaluation {
         Evaluation {
             held: false,
             seen: seen.into(),
+            not_checked: false,
+        }
+    }
+    /// An expectation the harness could not check: not held, and said so.
+    pub fn not_checked(seen: impl Into<String>) -> Evaluation {
+        Evaluation {
+            held: false,
+            seen: seen.into(),
+            not_checked: true,
         }
     }
 }
@@ -73,6 +87,9 @@ pub struct ExpectationOutcome {
     pub expected: String,
     /// What was seen.
     pub seen: String,
+    /// Not checked (see [`Evaluation::not_checked`]): not held, and not a failure seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_checked: bool,
     /// When the guest says the awaited change happened, on the run's clock, if known.
     pub changed_at: Option<Duration>,
     /// When the harness decided, on the run's clock, if recorded.
@@ -94,6 +111,7 @@ impl ExpectationOutcome {
             kind: None,
             expected: expected.into(),
             seen: eval.seen,
+            not_checked: eval.not_checked,
             changed_at: None,
             decided_at: None,
             evidence: None,
@@ -113,6 +131,15 @@ impl ExpectationOutcome {
         self.kind
             .as_ref()
             .map_or_else(|| self.expected.clone(), ExpectationKind::describe)
+    }
+
+    /// Its mark in reports: ✓ held, ✗ failed, or "not checked".
+    pub fn mark(&self) -> &'static str {
+        match (self.held, self.not_checked) {
+            (true, _) => "✓",
+            (false, true) => "not checked",
+            (false, false) => "✗",
+        }
     }
 
     /// Verdict latency: the harness's decision minus the guest's own time of the change.

@@ -117,6 +117,7 @@ pub fn evaluate_unit(expect: &UnitExpectation, active_state: &str, result: &str)
     Evaluation {
         held: state_ok && result_ok,
         seen,
+        not_checked: false,
     }
 }
 

@@ -311,7 +311,7 @@ fn side_by_side(s: &mut String, on: &[&PairEvidence]) {
             .map(|p| match p.report.outcomes.iter().find(|o| o.id == id) {
                 Some(o) => format!(
                     "{} {}{}",
-                    if o.held { "✓" } else { "✗" },
+                    o.mark(),
                     cell_text(&code(&o.seen)),
                     evidence_link(o).unwrap_or_default()
                 ),
@@ -342,7 +342,7 @@ fn outcome_line(s: &mut String, o: &crate::check::ExpectationOutcome) {
     let _ = writeln!(
         s,
         "- {} {}: {} — saw {}{}",
-        if o.held { "✓" } else { "✗" },
+        o.mark(),
         code(&o.id),
         o.expected_words(),
         code(&o.seen),
@@ -454,7 +454,7 @@ fn ordering(s: &mut String, p: &PairEvidence) {
         "**{} · {}**: {} {} — {}{}\n",
         p.report.target_name,
         p.report.scenario,
-        if o.held { "✓" } else { "✗" },
+        o.mark(),
         o.expected_words(),
         code(&o.seen),
         evidence_link(o).unwrap_or_default()

@@ -18,6 +18,7 @@ use crate::check::live::{
     self, Confirmed, CycleTracker, GateSeen, OrderingCycle, PhaseWatch, RecordedRead, Stall,
 };
 use crate::guest::Guest;
+use crate::guest::recorder::{Queue, Recorder};
 use crate::guest::systemd;
 use crate::target::Gate;
 
@@ -35,6 +36,22 @@ const SESSION_CONNECT: Duration = Duration::from_secs(20);
 const GATE_PROBE_SECS: u32 = 2;
 /// Journal lines kept per stalled unit.
 const STALL_LINES: usize = 5;
+/// The shortest gap between two probes of a gate while the recorder drives the reads
+/// (they come at every change of the queue; a probe is an SSH round trip).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long the watcher waits, once SSH is up, for the recorder's first read of the queue.
+const RECORDER_GRACE: Duration = Duration::from_secs(3);
+
+/// Where the watcher's reads of the job queue came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchSource {
+    /// `systemctl list-jobs` over SSH, from when SSH answered.
+    #[default]
+    Ssh,
+    /// The recorder's stream of PID 1's changes, from early userspace.
+    Recorder,
+}
 
 /// What the watcher has seen so far in this boot.
 #[derive(Debug, Default)]
@@ -53,6 +70,15 @@ struct WatchState {
     /// The read that confirmed the cycle.
     confirming_read: Option<RecordedRead>,
     error: Option<String>,
+    source: WatchSource,
+    /// The guest's clock, for dating what the reads saw.
+    clock: Option<GuestClock>,
+    /// When userspace began (PID 1's `UserspaceTimestampMonotonic`), guest µs.
+    userspace_us: Option<u64>,
+    /// Per unit, when its latest start job seen running began (guest µs).
+    starts: std::collections::BTreeMap<String, u64>,
+    /// When the recorder's stream ended, and why, if it did.
+    recorder_ended: Option<(Instant, String)>,
 }
 
 /// A handle on a boot's watcher: what it found, and a way to wait for news.
@@ -96,6 +122,9 @@ pub struct WatchSetup {
     pub persist: Duration,
     /// Where progress lines go.
     pub status: Arc<dyn Fn(&str) + Send + Sync>,
+    /// The boot's recorder, when its guest runs one: reads come from it, from early
+    /// userspace on, and SSH only probes the gates.
+    pub recorder: Option<Recorder>,
 }
 
 /// Start watching the boot.
@@ -187,7 +216,33 @@ impl Cycles {
             .as_ref()
             .filter(|_| s.cycle_last_seen.is_some_and(|l| l >= since))
             .map(|c| c.message.clone());
+        let host_secs = |us: u64| {
+            s.clock.map(|c| {
+                c.to_host(us)
+                    .saturating_duration_since(origin)
+                    .as_secs_f64()
+            })
+        };
+        let began: Vec<(String, Option<f64>)> = self
+            .gates
+            .iter()
+            .chain(s.stalls.iter().map(|st| &st.unit))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|u| (u.clone(), s.starts.get(u).and_then(|us| host_secs(*us))))
+            .collect();
+        let recorder_ended = s
+            .recorder_ended
+            .as_ref()
+            .map(|(at, why)| (secs(at), why.clone()));
         PhaseWatch {
+            source: match s.source {
+                WatchSource::Ssh => "ssh".into(),
+                WatchSource::Recorder => "recorder".into(),
+            },
+            userspace_secs: s.userspace_us.and_then(host_secs),
+            starts: began,
+            recorder_ended,
             reads: reads.len() as u32,
             first_read_secs: reads.first().map(|i| secs(i)),
             last_read_secs: reads.last().map(|i| secs(i)),
@@ -252,6 +307,314 @@ pub fn open_session(guest: &Guest) -> tokio::task::JoinHandle<anyhow::Result<Gue
 }
 
 async fn run(
+    setup: WatchSetup,
+    state: Arc<Mutex<WatchState>>,
+    own_session: Arc<Mutex<Option<Guest>>>,
+    poke: Arc<tokio::sync::Notify>,
+    tx: watch::Sender<u64>,
+) {
+    let mut setup = setup;
+    if let Some(mut rec) = setup.recorder.take() {
+        let until = Instant::now() + RECORDER_GRACE;
+        while rec.with(|l| l.queue_known.is_none() && l.ended.is_none()) && Instant::now() < until {
+            rec.wait_news(until).await;
+        }
+        if rec.with(|l| l.queue_known.is_some()) {
+            state.lock().expect("cycle watch lock").source = WatchSource::Recorder;
+            follow_recorder(&mut setup, rec, &state, &own_session, &poke, &tx).await;
+        } else {
+            let why = rec.with(|l| {
+                l.ended
+                    .as_ref()
+                    .map(|(_, w)| w.clone())
+                    .unwrap_or_else(|| "no read of the queue yet".into())
+            });
+            tracing::info!("the recorder gave no queue ({why}): the watch reads over SSH");
+        }
+    }
+    follow_ssh(setup, state, own_session, poke, tx).await
+}
+
+/// The recorder drives the reads: every change PID 1 sent since early userspace is
+/// replayed in order (each arrival is one read), then each new one as it comes, and a
+/// read every [`READ_EVERY`] while nothing changes, so a cycle that stands still is
+/// confirmed. SSH only probes the declared gates. Returns when the recorder's stream
+/// ends, so the SSH reads take over (and the gap shows in the watch's window).
+async fn follow_recorder(
+    setup: &mut WatchSetup,
+    mut rec: Recorder,
+    state: &Arc<Mutex<WatchState>>,
+    own_session: &Arc<Mutex<Option<Guest>>>,
+    poke: &Arc<tokio::sync::Notify>,
+    tx: &watch::Sender<u64>,
+) {
+    let mut guest = setup.guest.clone();
+    let mut own = setup.session.take();
+    let mut clock = setup.clock;
+    let mut tracker = CycleTracker::new(setup.persist);
+    let mut gates = unprobed(&setup.gates);
+    let mut queue = Queue::default();
+    let mut folded = 0usize;
+    let mut last_probe: Option<Instant> = None;
+    let mut ordering = OrderingWatch::default();
+    let known_from = rec.with(|l| l.queue_known).unwrap_or_else(Instant::now);
+    loop {
+        if let Some(session) = take_session(&mut own, own_session).await {
+            guest = session;
+        }
+        setup.journal.tighten(&mut clock);
+        let fresh = rec.since(folded);
+        folded += fresh.len();
+        let mut i = 0;
+        while i < fresh.len() {
+            let at = fresh[i].0;
+            while i < fresh.len() && fresh[i].0 == at {
+                queue.apply(&fresh[i].1);
+                i += 1;
+            }
+            if at >= known_from {
+                let read = assess(
+                    recorder_read(&queue, &gates, at, &clock),
+                    at,
+                    &clock,
+                    setup.persist,
+                );
+                absorb(state, &mut tracker, read, setup);
+            }
+        }
+        {
+            let mut s = state.lock().expect("cycle watch lock");
+            s.userspace_us = queue.userspace_us;
+            s.clock = Some(clock);
+        }
+        // Probe the gates whose start runs (an SSH round trip each, so not at every change).
+        let due = last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY);
+        let gated_running: Vec<usize> = gates
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| {
+                queue
+                    .jobs()
+                    .iter()
+                    .any(|j| j.unit == g.gate.unit && j.job_type == "start" && j.state == "running")
+            })
+            .map(|(n, _)| n)
+            .collect();
+        let mut probes = Vec::new();
+        if due && !gated_running.is_empty() {
+            last_probe = Some(Instant::now());
+            for n in gated_running {
+                match probe_gate(&guest, &gates[n].gate.url).await {
+                    Ok((answer, status, healthy)) => {
+                        probes.push(ProbeRecord {
+                            at_unix: crate::run::record::unix_now(),
+                            from: "guest".into(),
+                            gate_of: Some(gates[n].gate.unit.clone()),
+                            url: gates[n].gate.url.clone(),
+                            status,
+                            excerpt: answer.clone(),
+                        });
+                        gates[n].record(answer, healthy);
+                    }
+                    Err(e) => {
+                        state.lock().expect("cycle watch lock").error =
+                            Some(format!("probing {}: {e:#}", gates[n].gate.url))
+                    }
+                }
+            }
+        }
+        // A read now: the probes' answers, or the passing of time on a still queue.
+        let at = Instant::now();
+        let mut read = assess(
+            recorder_read(&queue, &gates, at, &clock),
+            at,
+            &clock,
+            setup.persist,
+        );
+        read.probes = probes;
+        absorb(state, &mut tracker, read, setup);
+        tx.send_modify(|n| *n += 1);
+        ordering.update(&setup.journal, state);
+
+        if let Some((at, why)) = rec.with(|l| l.ended.clone()) {
+            // What arrived before the end was folded above.
+            if rec.since(folded).is_empty() {
+                let line = format!("the recorder stopped: {why}; the watch goes on over SSH");
+                (setup.status)(&line);
+                state.lock().expect("cycle watch lock").recorder_ended = Some((at, why));
+                setup.guest = guest;
+                setup.clock = clock;
+                return;
+            }
+        }
+        let wake = Instant::now() + READ_EVERY;
+        tokio::select! {
+            _ = rec.wait_news(wake) => {}
+            _ = poke.notified() => {}
+        }
+    }
+}
+
+fn unprobed(gates: &[Gate]) -> Vec<GateSeen> {
+    gates
+        .iter()
+        .map(|g| GateSeen {
+            gate: g.clone(),
+            last: "not probed yet".into(),
+            healthy: false,
+            unhealthy_streak: 0,
+        })
+        .collect()
+}
+
+/// The watcher's own session once it is open (the main one until then).
+async fn take_session(
+    own: &mut Option<tokio::task::JoinHandle<anyhow::Result<Guest>>>,
+    own_session: &Arc<Mutex<Option<Guest>>>,
+) -> Option<Guest> {
+    if !own.as_ref().is_some_and(|t| t.is_finished()) {
+        return None;
+    }
+    match own.take()?.await {
+        Ok(Ok(session)) => {
+            *own_session.lock().expect("session lock") = Some(session.clone());
+            Some(session)
+        }
+        Ok(Err(e)) => {
+            tracing::info!("the wait-cycle watcher reads on the main session: {e:#}");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("the watcher's session task failed: {e}");
+            None
+        }
+    }
+}
+
+/// A read from the recorder's queue: the jobs, the states of the units whose jobs run.
+fn recorder_read(
+    queue: &Queue,
+    gates: &[GateSeen],
+    at: Instant,
+    clock: &GuestClock,
+) -> RecordedRead {
+    let jobs = queue.jobs();
+    let units = jobs
+        .iter()
+        .filter(|j| j.state == "running")
+        .filter_map(|j| queue.unit_state(&j.unit))
+        .collect();
+    RecordedRead {
+        jobs,
+        units,
+        gates: gates.to_vec(),
+        now_us: clock.to_guest_us(at),
+    }
+}
+
+/// systemd's own ordering cycles, from PID 1's lines so far.
+#[derive(Default)]
+struct OrderingWatch {
+    seen_entries: usize,
+    lines: Vec<(u64, String)>,
+}
+
+impl OrderingWatch {
+    fn update(&mut self, journal: &Journal, state: &Mutex<WatchState>) {
+        let fresh = journal.since(self.seen_entries);
+        self.seen_entries += fresh.len();
+        self.lines.extend(
+            fresh
+                .iter()
+                .filter(|x| {
+                    x.entry.from_manager
+                        && (x.entry.message.contains("ordering cycle")
+                            || x.entry.message.contains("Found dependency on"))
+                })
+                .map(|x| (x.entry.mono_us, x.entry.message.clone())),
+        );
+        let ordering = live::ordering_cycles(self.lines.iter().map(|(t, m)| (*t, m.as_str())));
+        if !ordering.is_empty() {
+            state.lock().expect("cycle watch lock").ordering = ordering;
+        }
+    }
+}
+
+/// Fold one read into what the watcher has seen; a line for the user when a cycle forms
+/// or is confirmed.
+fn absorb(state: &Mutex<WatchState>, tracker: &mut CycleTracker, read: Read, setup: &WatchSetup) {
+    let mut s = state.lock().expect("cycle watch lock");
+    s.reads.push(read.at);
+    s.probes.extend(read.probes.iter().cloned());
+    for u in &read.recorded.units {
+        if read
+            .recorded
+            .jobs
+            .iter()
+            .any(|j| j.unit == u.id && j.job_type == "start" && j.state == "running")
+            && let Some(us) = u.inactive_exit_us
+        {
+            s.starts.insert(u.id.clone(), us);
+        }
+    }
+    s.last_graph = read.graph.clone();
+    s.last_read = read.recorded.clone();
+    for stall in read.stalls.iter().cloned() {
+        let lines = last_lines(&setup.journal, &stall.unit);
+        match s.stalls.iter_mut().find(|x| x.unit == stall.unit) {
+            Some(x) => {
+                *x = Stall {
+                    last_lines: lines,
+                    ..stall
+                }
+            }
+            None => s.stalls.push(Stall {
+                last_lines: lines,
+                ..stall
+            }),
+        }
+    }
+    let mut say = None;
+    match (
+        &read.cycle,
+        tracker.observe(read.at, read.cycle_units(), read.formed),
+    ) {
+        (Some(found), Some(formed)) => match &s.confirmed {
+            None => {
+                tracing::info!("wait cycle confirmed: {}", found.message);
+                say = Some(format!("wait cycle: {}", found.message));
+                s.confirmed = Some(Confirmed {
+                    formed,
+                    confirmed: read.at,
+                    ..found.clone()
+                });
+                s.confirming_read = Some(read.recorded.clone());
+                s.cycle_last_seen = Some(read.at);
+            }
+            Some(c) if c.units == found.units => s.cycle_last_seen = Some(read.at),
+            Some(_) => {}
+        },
+        (Some(found), None) => {
+            if let Some(c) = &s.confirmed
+                && c.units == found.units
+            {
+                s.cycle_last_seen = Some(read.at);
+            }
+            say = Some(format!(
+                "wait cycle forming: {} (confirmed after {:.0} s)",
+                found.cycle.units().join(" → "),
+                setup.persist.as_secs_f64()
+            ));
+        }
+        _ => {}
+    }
+    drop(s);
+    if let Some(line) = say {
+        (setup.status)(&line);
+    }
+}
+
+async fn follow_ssh(
     mut setup: WatchSetup,
     state: Arc<Mutex<WatchState>>,
     own_session: Arc<Mutex<Option<Guest>>>,
@@ -263,33 +626,12 @@ async fn run(
     let mut own = setup.session.take();
     let mut clock = setup.clock;
     let mut tracker = CycleTracker::new(setup.persist);
-    let mut gates: Vec<GateSeen> = setup
-        .gates
-        .iter()
-        .map(|g| GateSeen {
-            gate: g.clone(),
-            last: "not probed yet".into(),
-            healthy: false,
-            unhealthy_streak: 0,
-        })
-        .collect();
-    let mut seen_entries = 0usize;
-    let mut manager_lines: Vec<(u64, String)> = Vec::new();
+    let mut gates = unprobed(&setup.gates);
+    let mut ordering = OrderingWatch::default();
     let mut busy = true;
     loop {
-        if own.as_ref().is_some_and(|t| t.is_finished())
-            && let Some(task) = own.take()
-        {
-            match task.await {
-                Ok(Ok(session)) => {
-                    *own_session.lock().expect("session lock") = Some(session.clone());
-                    guest = session;
-                }
-                Ok(Err(e)) => {
-                    tracing::info!("the wait-cycle watcher reads on the main session: {e:#}")
-                }
-                Err(e) => tracing::warn!("the watcher's session task failed: {e}"),
-            }
+        if let Some(session) = take_session(&mut own, &own_session).await {
+            guest = session;
         }
         match read_once(
             &guest,
@@ -302,69 +644,9 @@ async fn run(
         {
             Ok(read) => {
                 busy = read.busy;
-                let mut s = state.lock().expect("cycle watch lock");
-                s.reads.push(read.at);
-                s.probes.extend(read.probes.iter().cloned());
-                s.last_graph = read.graph.clone();
-                s.last_read = read.recorded.clone();
-                for stall in read.stalls.iter().cloned() {
-                    let lines = last_lines(&setup.journal, &stall.unit);
-                    match s.stalls.iter_mut().find(|x| x.unit == stall.unit) {
-                        Some(x) => {
-                            *x = Stall {
-                                last_lines: lines,
-                                ..stall
-                            }
-                        }
-                        None => s.stalls.push(Stall {
-                            last_lines: lines,
-                            ..stall
-                        }),
-                    }
-                }
-                let mut say = None;
-                match (
-                    &read.cycle,
-                    tracker.observe(read.at, read.cycle_units(), read.formed),
-                ) {
-                    (Some(found), Some(formed)) => {
-                        // The first cycle confirmed is the boot's; it still stands while
-                        // the reads show those same units.
-                        match &s.confirmed {
-                            None => {
-                                tracing::info!("wait cycle confirmed: {}", found.message);
-                                say = Some(format!("wait cycle: {}", found.message));
-                                s.confirmed = Some(Confirmed {
-                                    formed,
-                                    confirmed: read.at,
-                                    ..found.clone()
-                                });
-                                s.confirming_read = Some(read.recorded.clone());
-                                s.cycle_last_seen = Some(read.at);
-                            }
-                            Some(c) if c.units == found.units => s.cycle_last_seen = Some(read.at),
-                            Some(_) => {}
-                        }
-                    }
-                    (Some(found), None) => {
-                        if let Some(c) = &s.confirmed
-                            && c.units == found.units
-                        {
-                            s.cycle_last_seen = Some(read.at);
-                        }
-                        say = Some(format!(
-                            "wait cycle forming: {} (confirmed after {:.0} s)",
-                            found.cycle.units().join(" → "),
-                            setup.persist.as_secs_f64()
-                        ));
-                    }
-                    _ => {}
-                }
-                s.error = None;
-                drop(s);
-                if let Some(line) = say {
-                    (setup.status)(&line);
-                }
+                state.lock().expect("cycle watch lock").clock = Some(clock);
+                absorb(&state, &mut tracker, read, &setup);
+                state.lock().expect("cycle watch lock").error = None;
             }
             Err(e) => {
                 tracing::debug!("wait-for read failed: {e:#}");
@@ -372,30 +654,13 @@ async fn run(
             }
         }
         tx.send_modify(|n| *n += 1);
-
-        // systemd's own ordering cycles, from PID 1's lines so far.
-        let fresh = setup.journal.since(seen_entries);
-        seen_entries += fresh.len();
-        manager_lines.extend(
-            fresh
-                .iter()
-                .filter(|x| {
-                    x.entry.from_manager
-                        && (x.entry.message.contains("ordering cycle")
-                            || x.entry.message.contains("Found dependency on"))
-                })
-                .map(|x| (x.entry.mono_us, x.entry.message.clone())),
-        );
-        let ordering = live::ordering_cycles(manager_lines.iter().map(|(t, m)| (*t, m.as_str())));
-        if !ordering.is_empty() {
-            state.lock().expect("cycle watch lock").ordering = ordering;
-        }
+        ordering.update(&setup.journal, &state);
 
         // Sleep until PID 1 logs about a job, or the read interval passes.
         let wake = Instant::now() + if busy { READ_EVERY } else { IDLE_READ_EVERY };
         // PID 1 logs a job as it starts running and as it ends; queued jobs are not
         // logged, which is what the interval is for.
-        let mut checked = seen_entries;
+        let mut checked = ordering.seen_entries;
         tokio::select! {
             _ = setup.journal.wait_for(&mut checked, wake, |e| e.from_manager && e.unit.is_some()) => {}
             _ = poke.notified() => {}
@@ -421,6 +686,8 @@ impl Read {
     }
 }
 
+/// One read over SSH: the queue, the states of the units whose jobs run, and a probe of
+/// each gate whose start runs.
 async fn read_once(
     guest: &Guest,
     gates: &mut [GateSeen],
@@ -461,8 +728,14 @@ async fn read_once(
         gates: gates.to_vec(),
         now_us: clock.to_guest_us(at),
     };
+    let mut read = assess(recorded, at, clock, persist);
+    read.probes = probes;
+    Ok(read)
+}
+
+/// The wait-for graph of a read, its cycle (dated from the guest's clock) and stalls.
+fn assess(recorded: RecordedRead, at: Instant, clock: &GuestClock, persist: Duration) -> Read {
     let snap = recorded.snapshot();
-    let jobs = &recorded.jobs;
     let graph = live::graph(&snap);
     let cycle = graph.find_cycle().map(|cycle| {
         let units: BTreeSet<String> = cycle.edges.iter().map(|e| e.waiter.clone()).collect();
@@ -487,18 +760,21 @@ async fn read_once(
         .as_ref()
         .and_then(|c| live::formed_us(&c.cycle, &snap))
         .map(|us| clock.to_host(us));
-    Ok(Read {
+    let busy = recorded
+        .jobs
+        .iter()
+        .any(|j| j.job_type == "start" && j.state == "running");
+    let stalls = live::stalls(&snap, persist);
+    Read {
         at,
-        busy: jobs
-            .iter()
-            .any(|j| j.job_type == "start" && j.state == "running"),
-        stalls: live::stalls(&snap, persist),
+        busy,
+        stalls,
         graph,
         cycle,
         formed,
-        probes,
-        recorded: recorded.clone(),
-    })
+        probes: Vec::new(),
+        recorded,
+    }
 }
 
 /// Probe a gate URL from inside the guest: `(answer, status, healthy)`. TLS is not

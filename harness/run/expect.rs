@@ -325,6 +325,7 @@ async fn await_unit(
                 Evaluation {
                     held: props.held,
                     seen: format!("{}, {}", eval.seen, props.seen),
+                    not_checked: false,
                 }
             };
             // Seen late is not the same as reached late: judge by the guest's timestamp.

@@ -208,6 +208,11 @@ struct Up {
     clock: GuestClock,
     cycles: Cycles,
     _watcher: CycleWatcher,
+    /// The boot's recorder, when the guest runs one (dropped last: it ends the stream).
+    recorder: Option<(
+        crate::guest::recorder::Recorder,
+        crate::guest::recorder::RecorderTask,
+    )>,
     baseline: Option<super::baseline::Baseline>,
     /// Per unit the scenario awaits: whether its start job ending `done` means active.
     start_done_means_active: std::collections::HashMap<String, bool>,
@@ -455,6 +460,9 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
     record::signals_evidence(&ctx.run_dir, index, &up.journal, &up.clock);
+    if let Some((recorder, _)) = &up.recorder {
+        record::recorder_evidence(&ctx.run_dir, index, recorder, &up.clock);
+    }
     if let Some(b) = &up.baseline {
         let _ = record::write_json(
             &ctx.run_dir.join(format!("baseline-boot-{index}.json")),
@@ -472,6 +480,9 @@ async fn connect(
     origin: Instant,
     state: &mut PairState,
 ) -> anyhow::Result<Up> {
+    // Read from QEMU's start: the relay's writes wait for a reader.
+    let recorder = boot::has_recorder(&ctx.spec)
+        .then(|| crate::guest::recorder::Recorder::start(vm.run_dir()));
     (ctx.status)(&format!(
         "phase {}: waiting for SSH on {}",
         phase.name,
@@ -554,7 +565,14 @@ async fn connect(
         gates: ctx.spec.gates.clone(),
         persist: persist_of(&ctx.pair.scenario),
         status: ctx.status.clone(),
+        recorder: recorder.as_ref().map(|(r, _)| r.clone()),
     });
+    if let Some((r, _)) = &recorder {
+        state.timeline.event(
+            "recorder",
+            &boot::recorder_summary(r, Instant::now() - vm.uptime()),
+        );
+    }
     Ok(Up {
         vm,
         guest,
@@ -563,6 +581,7 @@ async fn connect(
         clock,
         cycles,
         _watcher: watcher,
+        recorder,
         baseline,
         start_done_means_active,
         acted: false,

@@ -285,6 +285,48 @@ pub fn waitfor_evidence(run_dir: &Path, boot_index: u32, json: &serde_json::Valu
     }
 }
 
+/// `recorder-boot-N.jsonl`: every event the recorder brought from PID 1 (jobs queued,
+/// their state, what they wait for, their end with its result, unit changes with PID 1's
+/// own timestamps), each with the guest time it arrived; then one summary line (when the
+/// relay spoke, bytes, malformed messages skipped, when and why the stream ended).
+pub fn recorder_evidence(
+    run_dir: &Path,
+    boot_index: u32,
+    recorder: &crate::guest::recorder::Recorder,
+    clock: &crate::run::clock::GuestClock,
+) {
+    let guest_s = |at: std::time::Instant| (clock.to_guest_us(at) as f64 / 1e3).round() / 1e3;
+    let text = recorder.with(|log| {
+        let mut text = String::new();
+        for (at, e) in &log.events {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("received_guest_s".into(), guest_s(*at).into());
+            }
+            text.push_str(&v.to_string());
+            text.push('\n');
+        }
+        let summary = serde_json::json!({
+            "summary": {
+                "relay_uptime_s": log.hello.map(|(_, us)| us as f64 / 1e6),
+                "userspace_s": log.queue.userspace_us.map(|us| us as f64 / 1e6),
+                "queue_known_guest_s": log.queue_known.map(guest_s),
+                "events": log.events.len(),
+                "bytes": log.bytes,
+                "malformed_skipped": log.malformed,
+                "ended": log.ended.as_ref().map(|(at, why)| serde_json::json!({"guest_s": guest_s(*at), "why": why})),
+            }
+        });
+        text.push_str(&summary.to_string());
+        text.push('\n');
+        text
+    });
+    let path = run_dir.join(format!("recorder-boot-{boot_index}.jsonl"));
+    if let Err(e) = write_atomic(&path, text.as_bytes()) {
+        tracing::warn!("cannot write {}: {e:#}", path.display());
+    }
+}
+
 /// `units-PHASE.txt`: state, Result and monotonic timestamps of the units the scenario
 /// names, then of every unit systemd has loaded, at the end of a phase. Returned for
 /// the boot's plot.

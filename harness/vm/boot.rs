@@ -84,6 +84,7 @@ impl Boot {
     ) -> Result<Boot> {
         let qmp_socket = run_dir.join(QMP_SOCKET_FILE);
         let _ = std::fs::remove_file(&qmp_socket);
+        let _ = std::fs::remove_file(run_dir.join(super::argv::RECORDER_SOCKET_FILE));
         let serial_log = run_dir.join(format!("serial-{index}.log"));
         let stderr_log = run_dir.join(format!("qemu-stderr-{index}.log"));
 
@@ -185,8 +186,11 @@ impl Boot {
             let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
             process::kill_and_reap(&mut child, Duration::from_secs(5));
         }
-        // QEMU removes its socket only on a clean exit.
+        // QEMU removes its sockets only on a clean exit.
         let _ = std::fs::remove_file(&self.qmp_socket);
+        if let Some(dir) = self.qmp_socket.parent() {
+            let _ = std::fs::remove_file(dir.join(super::argv::RECORDER_SOCKET_FILE));
+        }
     }
 }
 

@@ -125,6 +125,15 @@ async fn record(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64>) {
         }
     };
     let (mut rd, mut wr) = stream.into_split();
+    // For recording fixtures: every byte as it came (`COLDBOOT_RECORDER_RAW=DIR`).
+    let mut raw = std::env::var_os("COLDBOOT_RECORDER_RAW").and_then(|dir| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let name = format!("recorder-{}-{nanos}.bin", std::process::id());
+        std::fs::File::create(Path::new(&dir).join(name)).ok()
+    });
     let mut framer = Framer::default();
     let mut proto = protocol::Protocol::default();
     let mut buf = vec![0u8; 64 * 1024];
@@ -141,6 +150,10 @@ async fn record(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64>) {
             Err(e) => return end(format!("reading the recorder channel: {e}")),
         };
         let at = Instant::now();
+        if let Some(f) = raw.as_mut() {
+            use std::io::Write as _;
+            let _ = f.write_all(&buf[..n]);
+        }
         frames.clear();
         let broken = framer.push(&buf[..n], &mut frames).err();
         let mut events = Vec::new();
