@@ -4,7 +4,8 @@
 # before sshd starts, and the run's SSH host key from QEMU fw_cfg
 # (`opt/coldboot/ssh_host_ed25519_key`, readable by root only), which sshd then uses
 # alone and the harness checks on connect; sshd lets root in by key only; the console is
-# on the serial port; the user-mode NIC gets DHCP. Nothing else in the system under test
+# on the serial port; the user-mode NIC gets DHCP; the recorder relays PID 1's private
+# D-Bus socket to the harness over a virtio-serial port from early userspace. Nothing else in the system under test
 # is changed.
 #
 # `lib.withColdboot` in flake.nix adds it to any NixOS configuration with
@@ -48,7 +49,24 @@
         StandardOutput = "journal+console";
       };
     };
-    boot.kernelModules = [ "qemu_fw_cfg" ];
+    boot.kernelModules = [ "qemu_fw_cfg" "virtio_console" ];
+
+    # The same relay as the recipe images: PID 1's private D-Bus socket to the harness
+    # over the virtio-serial port org.coldboot.bus (QEMU_OPTS from the harness adds it),
+    # from early userspace, before any network, sshd or dbus-daemon.
+    systemd.services.coldboot-recorder = {
+      description = "coldboot: relay PID 1's job queue to the harness";
+      unitConfig.DefaultDependencies = false;
+      before = [ "sysinit.target" "shutdown.target" ];
+      conflicts = [ "shutdown.target" ];
+      wantedBy = [ "sysinit.target" ];
+      path = [ pkgs.kmod ];
+      serviceConfig = {
+        Type = "simple";
+        ExecStart = "${pkgs.perl}/bin/perl ${../../harness/target/adapter/recorder}";
+        StandardOutput = "journal+console";
+      };
+    };
 
     services.openssh = {
       enable = true;
