@@ -37,9 +37,9 @@ fuzz_target!(|data: &[u8]| {
                 Frame::AuthOk | Frame::Malformed(_) => {}
             }
         }
-        let _ = queue.jobs();
         if broken.is_err() {
             break;
         }
     }
+    let _ = queue.jobs();
 });

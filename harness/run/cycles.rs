@@ -392,12 +392,7 @@ async fn follow_recorder(
         let gated_running: Vec<usize> = gates
             .iter()
             .enumerate()
-            .filter(|(_, g)| {
-                queue
-                    .jobs()
-                    .iter()
-                    .any(|j| j.unit == g.gate.unit && j.job_type == "start" && j.state == "running")
-            })
+            .filter(|(_, g)| queue.start_running(&g.gate.unit))
             .map(|(n, _)| n)
             .collect();
         let mut probes = Vec::new();

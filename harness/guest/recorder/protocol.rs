@@ -24,6 +24,8 @@ const UNIT: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE: &str = "org.freedesktop.systemd1.Service";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 const JOB_PREFIX: &str = "/org/freedesktop/systemd1/job/";
+/// The most calls awaiting replies at once (a boot's first `GetAfter`s are a few hundred).
+const MAX_PENDING: usize = 4096;
 
 /// The unit properties kept from PID 1's change signals (and asked for when a running
 /// start job is first seen without them).
@@ -166,6 +168,10 @@ impl Protocol {
         args: &[&str],
         pending: Pending,
     ) -> Vec<u8> {
+        // A guest that floods signals gets no more questions than this outstanding.
+        if self.pending.len() >= MAX_PENDING {
+            return Vec::new();
+        }
         self.serial += 1;
         self.pending.insert(self.serial, pending);
         dbus::method_call(self.serial, DEST, path, interface, member, args)

@@ -104,6 +104,15 @@ impl Queue {
                 job_type: j.job_type.clone(),
             })
         };
+        // One pass over the relations (the stream is untrusted: no quadratic walks).
+        let mut waiting_for: BTreeMap<u32, Vec<JobRef>> = BTreeMap::new();
+        let mut blocking: BTreeMap<u32, Vec<JobRef>> = BTreeMap::new();
+        for (a, b) in &self.waits {
+            if let (Some(ra), Some(rb)) = (reference(a), reference(b)) {
+                waiting_for.entry(*a).or_default().push(rb);
+                blocking.entry(*b).or_default().push(ra);
+            }
+        }
         let list: Vec<Job> = self
             .jobs
             .iter()
@@ -113,21 +122,18 @@ impl Queue {
                 unit: j.unit.clone(),
                 job_type: j.job_type.clone(),
                 state: j.state.clone(),
-                waiting_for: self
-                    .waits
-                    .iter()
-                    .filter(|(a, _)| a == id)
-                    .filter_map(|(_, b)| reference(b))
-                    .collect(),
-                blocking: self
-                    .waits
-                    .iter()
-                    .filter(|(_, b)| b == id)
-                    .filter_map(|(a, _)| reference(a))
-                    .collect(),
+                waiting_for: waiting_for.remove(id).unwrap_or_default(),
+                blocking: blocking.remove(id).unwrap_or_default(),
             })
             .collect();
         jobs::orient(list, self.version.unwrap_or(0))
+    }
+
+    /// Whether `unit` has a start job that is running.
+    pub fn start_running(&self, unit: &str) -> bool {
+        self.jobs
+            .values()
+            .any(|j| j.unit == unit && j.job_type == "start" && j.state == "running")
     }
 
     /// What is known of `unit`'s state, if anything.
