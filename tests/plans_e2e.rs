@@ -542,3 +542,76 @@ fn boot_budget_waits_past_two_minutes_in_one_boot() {
     assert_eq!(four["kind"]["boot_budget"], "4m");
     check_bundle(bundle.path());
 }
+
+/// Undeclared: the model with every `gates:` declaration removed (made here from
+/// vm-images/ccci-model, so it stays a faithful copy) still shows its old gate's wait
+/// cycle. Nobody told the harness that deploy-proxy's gate depends on the dashboard: the
+/// netwatch saw the proxy's connections to the dashboard's port refused while
+/// deploy-proxy's start ran and the dashboard's start waited on it, and the dashboard
+/// listens on that port once it runs (here after a 45 s start timeout, so it does run
+/// within the pair). `wait_cycle: absent` fails through the inferred edge.
+#[test]
+fn an_undeclared_gate_is_found_through_an_inferred_edge_on_its_port() {
+    require_vm!();
+    let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = dir.path().join("ccci-model-undeclared");
+    common::copy_dir(Path::new("vm-images/ccci-model"), &recipe);
+    let yaml = std::fs::read_to_string(recipe.join("recipe.yaml")).unwrap();
+    let start = yaml
+        .find("    gates:\n")
+        .expect("the model declares its gates");
+    let end = start
+        + yaml[start..]
+            .find("\n  timeout:\n")
+            .expect("the timeout variant follows");
+    let stripped = format!("{}{}", &yaml[..start], &yaml[end + 1..]);
+    assert!(!stripped.contains("gates:"), "{stripped}");
+    std::fs::write(recipe.join("recipe.yaml"), stripped).unwrap();
+    let target = format!(
+        "before=recipe:{}?gate=dashboard&timeout=45",
+        recipe.display()
+    );
+    let (bundle, out) = run_into_bundle(&[
+        "run",
+        "--target",
+        &target,
+        "scenarios/old-gate-cold-boot.yaml",
+    ]);
+    let got = pairs(bundle.path());
+    let pair = &got
+        .iter()
+        .find(|(i, ..)| i == "before/old-gate-cold-boot")
+        .unwrap_or_else(|| panic!("no pair; stderr: {}", String::from_utf8_lossy(&out.stderr)))
+        .3;
+    let outcome = pair["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .find(|o| o["id"] == "wait_cycle=absent")
+        .unwrap_or_else(|| panic!("no wait-cycle outcome: {pair}"));
+    let seen = outcome["seen"].as_str().unwrap_or_default();
+    assert!(
+        outcome["held"] == false && outcome.get("not_checked").is_none(),
+        "{outcome}"
+    );
+    assert!(
+        seen.contains(
+            "deploy-proxy.service (start running) waits for deploy-dashboard.service (inferred:"
+        ) && seen.contains("on port 8080")
+            && seen.contains("deploy-dashboard.service listens on 8080"),
+        "{seen}"
+    );
+    assert_eq!(out.status.code(), Some(1), "not the planned pass");
+    // The evidence the inference rests on is in the bundle.
+    let run = bundle.path().join("before__old-gate-cold-boot");
+    let conns = std::fs::read_to_string(run.join("connections-boot-1.jsonl")).unwrap();
+    assert!(conns.contains(r#""dport":8080"#), "{conns}");
+    let listeners = std::fs::read_to_string(run.join("listeners-boot-1.txt")).unwrap();
+    assert!(
+        listeners
+            .lines()
+            .any(|l| l.starts_with("8080 deploy-dashboard.service ")),
+        "{listeners}"
+    );
+}

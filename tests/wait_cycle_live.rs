@@ -323,3 +323,110 @@ fn a_watch_that_did_not_cover_a_gated_start_is_not_checked_and_says_its_window()
         e.seen
     );
 }
+
+/// The inference on a real run's recorded inputs (tests/fixtures/infer/README.md).
+fn recorded_inference_inputs() -> (
+    Vec<coldboot::check::infer::WaitSeen>,
+    Vec<coldboot::guest::recorder::net::Connection>,
+    Vec<coldboot::check::infer::Listener>,
+) {
+    let dir = std::path::Path::new("tests/fixtures/infer");
+    let waits = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("old-gate-undeclared.waits.json")).unwrap(),
+    )
+    .unwrap();
+    let conns = std::fs::read_to_string(dir.join("old-gate-undeclared.connections.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let listeners = coldboot::check::infer::parse_listeners(
+        &std::fs::read_to_string(dir.join("old-gate-undeclared.listeners.txt")).unwrap(),
+    );
+    (waits, conns, listeners)
+}
+
+#[test]
+fn an_undeclared_gate_is_inferred_from_refused_connections_and_who_listens_later() {
+    use coldboot::check::infer::infer;
+    let (waits, conns, listeners) = recorded_inference_inputs();
+    let edges = infer(&waits, &conns, &listeners);
+    assert_eq!(edges.len(), 1, "{edges:#?}");
+    let e = &edges[0];
+    assert_eq!(
+        (e.from.as_str(), e.to.as_str(), e.port),
+        ("deploy-proxy.service", "deploy-dashboard.service", 8080)
+    );
+    // Through the local reverse proxy: traefik's connections to the backend port.
+    assert_eq!(e.who, vec!["traefik.service (caddy)".to_string()]);
+    assert!(e.refused >= 5, "{e:?}");
+    assert!(e.cycle_us() > 20_000_000, "{e:?}");
+    let words = e.describe();
+    assert!(
+        words.contains("deploy-dashboard.service listens on 8080"),
+        "{words}"
+    );
+
+    // Each of the three conditions is needed.
+    let nobody_listens: Vec<_> = listeners
+        .iter()
+        .filter(|l| l.port != 8080)
+        .cloned()
+        .collect();
+    assert!(infer(&waits, &conns, &nobody_listens).is_empty());
+    let nothing_refused: Vec<_> = conns
+        .iter()
+        .filter(|c| c.kind != coldboot::guest::recorder::net::Attempt::Reset)
+        .cloned()
+        .collect();
+    assert!(infer(&waits, &nothing_refused, &listeners).is_empty());
+    let not_queued: Vec<_> = waits
+        .iter()
+        .filter(|w| w.waiter != "deploy-dashboard.service")
+        .cloned()
+        .collect();
+    assert!(infer(&not_queued, &conns, &listeners).is_empty());
+}
+
+#[test]
+fn an_inferred_cycle_that_lasted_fails_wait_cycle_absent_and_a_short_one_is_only_told() {
+    let persist = Duration::from_secs(10);
+    let base = PhaseWatch {
+        source: "recorder".into(),
+        reads: 40,
+        first_read_secs: Some(12.0),
+        last_read_secs: Some(70.0),
+        ..PhaseWatch::default()
+    };
+    let long = PhaseWatch {
+        inferred: vec![("deploy-proxy.service (start running) waits for deploy-dashboard.service (inferred: ...)".into(), 34.0)],
+        ..base.clone()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &long);
+    assert!(
+        !e.held && !e.not_checked && e.seen.contains("inferred"),
+        "{}",
+        e.seen
+    );
+    let short = PhaseWatch {
+        inferred: vec![("a (start running) waits for b (inferred: ...)".into(), 3.0)],
+        ..base.clone()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &short);
+    assert!(
+        e.held && e.seen.contains("inferred waits shorter than 10 s"),
+        "{}",
+        e.seen
+    );
+    let gap = PhaseWatch {
+        inference_gap: Some("the netwatch never spoke".into()),
+        ..base
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, persist, &gap);
+    assert!(
+        e.seen
+            .contains("no waits inferred (the netwatch never spoke)"),
+        "{}",
+        e.seen
+    );
+}

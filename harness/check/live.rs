@@ -435,6 +435,11 @@ pub struct PhaseWatch {
     pub starts: Vec<(String, Option<f64>)>,
     /// When the recorder's stream ended (seconds since QEMU started) and why, if it did.
     pub recorder_ended: Option<(f64, String)>,
+    /// Cycles through an inferred edge (see [`super::infer`]): in words, and how long
+    /// each lasted (seconds).
+    pub inferred: Vec<(String, f64)>,
+    /// Why no inference was made, if none could be.
+    pub inference_gap: Option<String>,
     /// Reads of the job queue during the phase.
     pub reads: u32,
     /// Seconds since QEMU started of the first and last read.
@@ -470,6 +475,12 @@ pub fn evaluate_wait_cycle(
         .iter()
         .cloned()
         .chain(w.ordering.iter().map(OrderingCycle::describe))
+        .chain(
+            w.inferred
+                .iter()
+                .filter(|(_, lasted)| *lasted >= secs)
+                .map(|(text, lasted)| format!("{text}, for {lasted:.0} s")),
+        )
         .collect();
     if !found.is_empty() {
         let seen = format!("wait cycle lasting {secs:.0} s: {}", found.join("; "));
@@ -576,8 +587,21 @@ pub fn evaluate_wait_cycle(
             .collect();
         format!("; stalls seen (not cycles): {}", list.join("; "))
     };
-    let seen =
-        format!("no wait cycle lasted {secs:.0} s: {window}{covering}, with {edges}{stalls}");
+    let inferred = match (&w.inference_gap, w.inferred.is_empty()) {
+        (Some(gap), _) => format!("; no waits inferred ({gap})"),
+        (None, true) => "; no undeclared wait inferred from refused connections".to_string(),
+        (None, false) => format!(
+            "; inferred waits shorter than {secs:.0} s: {}",
+            w.inferred
+                .iter()
+                .map(|(t, l)| format!("{t}, for {l:.1} s"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
+    let seen = format!(
+        "no wait cycle lasted {secs:.0} s: {window}{covering}, with {edges}{stalls}{inferred}"
+    );
     match expect {
         WaitCycleExpectation::Absent => Evaluation::held(seen),
         WaitCycleExpectation::Expected => Evaluation::failed(seen),

@@ -2,6 +2,7 @@
 //! showed, and these functions decide. Everything here is tested from recorded data.
 
 pub mod analyze;
+pub mod infer;
 pub mod live;
 pub mod ordering;
 pub mod outcome;

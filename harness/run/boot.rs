@@ -101,8 +101,23 @@ pub fn recorder_summary(
             ),
             None => String::new(),
         };
+        let resets = log
+            .connections
+            .iter()
+            .filter(|(_, c)| c.kind == crate::guest::recorder::net::Attempt::Reset)
+            .count();
+        let net = match (&log.net_hello, &log.net_ended) {
+            (Some((_, up)), _) => format!(
+                "; netwatch up at {:.2} s: {} connection events ({resets} refused or reset), {} malformed",
+                *up as f64 / 1e6,
+                log.connections.len(),
+                log.net_malformed
+            ),
+            (None, Some((_, why))) => format!("; netwatch never spoke ({why})"),
+            (None, None) => "; netwatch not heard from yet".to_string(),
+        };
         format!(
-            "recorder: relay up at guest uptime {:.2} s ({:.1} s after QEMU started{userspace}); {} events, {} KiB, {} malformed{ended}",
+            "recorder: relay up at guest uptime {:.2} s ({:.1} s after QEMU started{userspace}); {} events, {} KiB, {} malformed{ended}{net}",
             uptime_us as f64 / 1e6,
             at.saturating_duration_since(qemu_started).as_secs_f64(),
             log.events.len(),

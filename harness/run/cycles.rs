@@ -79,6 +79,12 @@ struct WatchState {
     starts: std::collections::BTreeMap<String, u64>,
     /// When the recorder's stream ended, and why, if it did.
     recorder_ended: Option<(Instant, String)>,
+    /// Per (U, W): W's job seen waiting on U's running start job, first and last (guest µs).
+    waits: std::collections::BTreeMap<(String, String), (u64, u64)>,
+    /// Edges inferred at the last judgement (see [`crate::check::infer`]).
+    inferred: Vec<crate::check::infer::InferredEdge>,
+    /// Why inference could not run, if it could not.
+    inference_gap: Option<String>,
 }
 
 /// A handle on a boot's watcher: what it found, and a way to wait for news.
@@ -92,6 +98,7 @@ pub struct Cycles {
     news: watch::Receiver<u64>,
     gates: Vec<String>,
     persist: Duration,
+    recorder: Option<Recorder>,
 }
 
 /// Keeps the watcher running; dropping it stops the task (and its SSH session).
@@ -140,6 +147,7 @@ pub fn start(setup: WatchSetup) -> (Cycles, CycleWatcher) {
         news,
         gates: setup.gates.iter().map(|g| g.unit.clone()).collect(),
         persist: setup.persist,
+        recorder: setup.recorder.clone(),
     };
     let task = tokio::spawn(run(setup, state, own_session, poke, tx));
     (cycles, CycleWatcher { task })
@@ -183,6 +191,42 @@ impl Cycles {
         let seen = *self.news.borrow_and_update();
         self.poke.notify_one();
         let _ = tokio::time::timeout(limit, self.news.wait_for(|n| *n > seen)).await;
+    }
+
+    /// Infer the waits nobody declared from what the boot did so far: which unit listens
+    /// on which port now (one SSH read), the netwatch's refused connections, and the
+    /// waits the queue showed. Needs the recorder (its netwatch); without one, says so.
+    pub async fn infer_now(&self, guest: &Guest) {
+        let Some(rec) = &self.recorder else {
+            self.lock().inference_gap =
+                Some("no recorder in this guest, so no connection attempts to infer from".into());
+            return;
+        };
+        if rec.with(|l| l.net_hello.is_none()) {
+            self.lock().inference_gap = Some("the netwatch never spoke".into());
+            return;
+        }
+        let listeners = match crate::run::record::listeners(guest).await {
+            Ok(text) => crate::check::infer::parse_listeners(&text),
+            Err(e) => {
+                self.lock().inference_gap = Some(format!("the listener read failed: {e:#}"));
+                return;
+            }
+        };
+        let conns: Vec<_> = rec.with(|l| l.connections.iter().map(|(_, c)| c.clone()).collect());
+        let mut s = self.lock();
+        let waits: Vec<crate::check::infer::WaitSeen> = s
+            .waits
+            .iter()
+            .map(|((on, waiter), (from, to))| crate::check::infer::WaitSeen {
+                on: on.clone(),
+                waiter: waiter.clone(),
+                from_us: *from,
+                to_us: *to,
+            })
+            .collect();
+        s.inferred = crate::check::infer::infer(&waits, &conns, &listeners);
+        s.inference_gap = None;
     }
 
     /// Gate probes made since the last call, for the pair's evidence.
@@ -243,6 +287,12 @@ impl Cycles {
             userspace_secs: s.userspace_us.and_then(host_secs),
             starts: began,
             recorder_ended,
+            inferred: s
+                .inferred
+                .iter()
+                .map(|e| (e.describe(), e.cycle_us() as f64 / 1e6))
+                .collect(),
+            inference_gap: s.inference_gap.clone(),
             reads: reads.len() as u32,
             first_read_secs: reads.first().map(|i| secs(i)),
             last_read_secs: reads.last().map(|i| secs(i)),
@@ -271,6 +321,8 @@ impl Cycles {
             stalls: &'a [Stall],
             ordering_cycles: &'a [OrderingCycle],
             gate_probes: &'a [ProbeRecord],
+            inferred: &'a [crate::check::infer::InferredEdge],
+            waits: Vec<crate::check::infer::WaitSeen>,
             error: Option<&'a str>,
         }
         let json = serde_json::to_value(Record {
@@ -284,6 +336,17 @@ impl Cycles {
             stalls: &s.stalls,
             ordering_cycles: &s.ordering,
             gate_probes: &s.probes,
+            inferred: &s.inferred,
+            waits: s
+                .waits
+                .iter()
+                .map(|((on, waiter), (from, to))| crate::check::infer::WaitSeen {
+                    on: on.clone(),
+                    waiter: waiter.clone(),
+                    from_us: *from,
+                    to_us: *to,
+                })
+                .collect(),
             error: s.error.as_deref(),
         })
         .unwrap_or_default();
@@ -550,6 +613,22 @@ fn absorb(state: &Mutex<WatchState>, tracker: &mut CycleTracker, read: Read, set
             && let Some(us) = u.inactive_exit_us
         {
             s.starts.insert(u.id.clone(), us);
+        }
+    }
+    let now_us = read.recorded.now_us;
+    for w in read.recorded.jobs.iter().filter(|j| j.state == "waiting") {
+        for on in &w.waiting_for {
+            let running_start = read
+                .recorded
+                .jobs
+                .iter()
+                .any(|j| j.id == on.id && j.job_type == "start" && j.state == "running");
+            if running_start {
+                s.waits
+                    .entry((on.unit.clone(), w.unit.clone()))
+                    .and_modify(|(_, to)| *to = now_us)
+                    .or_insert((now_us, now_us));
+            }
         }
     }
     s.last_graph = read.graph.clone();

@@ -633,6 +633,8 @@ async fn await_wait_cycle(
     cycles
         .read_now(2 * super::cycles::READ_EVERY + Duration::from_secs(10))
         .await;
+    // Waits nobody declared: from the refused connections and who listens now.
+    live.cycles.infer_now(live.guest).await;
     let watch = live
         .cycles
         .phase_watch(live.phase_started, live.qemu_started);

@@ -462,6 +462,7 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
     record::signals_evidence(&ctx.run_dir, index, &up.journal, &up.clock);
     if let Some((recorder, _)) = &up.recorder {
         record::recorder_evidence(&ctx.run_dir, index, recorder, &up.clock);
+        record::connections_evidence(&ctx.run_dir, index, recorder);
     }
     if let Some(b) = &up.baseline {
         let _ = record::write_json(

@@ -23,6 +23,11 @@ pub const RECORDER_SOCKET_FILE: &str = "recorder.sock";
 /// The name of the recorder's virtio-serial port as the guest sees it
 /// (`/sys/class/virtio-ports/*/name`; the adapter's recorder looks it up).
 pub const RECORDER_PORT_NAME: &str = "org.coldboot.bus";
+/// The socket of the second port, the guest's TCP connection attempts (the adapter's
+/// netwatch), relative to the run directory.
+pub const NETWATCH_SOCKET_FILE: &str = "recorder-net.sock";
+/// That port's name in the guest.
+pub const NETWATCH_PORT_NAME: &str = "org.coldboot.net";
 
 /// The QEMU arguments of the recorder's channel: a virtio-serial bus of our own (ids that
 /// cannot clash with a NixOS runner's), one port on it, and a listening socket behind it.
@@ -36,6 +41,12 @@ pub fn recorder_args() -> Vec<String> {
         "-device",
         &format!(
             "virtserialport,bus=coldboot-vser.0,chardev=coldboot-rec,name={RECORDER_PORT_NAME}"
+        ),
+        "-chardev",
+        &format!("socket,id=coldboot-net,path={NETWATCH_SOCKET_FILE},server=on,wait=off"),
+        "-device",
+        &format!(
+            "virtserialport,bus=coldboot-vser.0,chardev=coldboot-net,name={NETWATCH_PORT_NAME}"
         ),
     ]
     .iter()

@@ -85,6 +85,7 @@ impl Boot {
         let qmp_socket = run_dir.join(QMP_SOCKET_FILE);
         let _ = std::fs::remove_file(&qmp_socket);
         let _ = std::fs::remove_file(run_dir.join(super::argv::RECORDER_SOCKET_FILE));
+        let _ = std::fs::remove_file(run_dir.join(super::argv::NETWATCH_SOCKET_FILE));
         let serial_log = run_dir.join(format!("serial-{index}.log"));
         let stderr_log = run_dir.join(format!("qemu-stderr-{index}.log"));
 
@@ -190,6 +191,7 @@ impl Boot {
         let _ = std::fs::remove_file(&self.qmp_socket);
         if let Some(dir) = self.qmp_socket.parent() {
             let _ = std::fs::remove_file(dir.join(super::argv::RECORDER_SOCKET_FILE));
+            let _ = std::fs::remove_file(dir.join(super::argv::NETWATCH_SOCKET_FILE));
         }
     }
 }

@@ -16,6 +16,7 @@
 //! command on every change would cost the boot more than the 5 % allowed. PID 1 already
 //! sends its changes to every private connection; the relay only copies bytes.
 
+pub mod net;
 pub mod protocol;
 pub mod queue;
 pub mod stream;
@@ -56,6 +57,15 @@ pub struct Log {
     pub bytes: u64,
     /// When and why the stream ended, if it has.
     pub ended: Option<(Instant, String)>,
+    /// The netwatch port: when it said hello (guest uptime µs), its connection events
+    /// with their arrival, lines skipped as malformed, and when and why it ended.
+    pub net_hello: Option<(Instant, u64)>,
+    /// See `net_hello`.
+    pub connections: Vec<(Instant, net::Connection)>,
+    /// See `net_hello`.
+    pub net_malformed: u64,
+    /// See `net_hello`.
+    pub net_ended: Option<(Instant, String)>,
 }
 
 /// A handle on one boot's recorder.
@@ -65,14 +75,16 @@ pub struct Recorder {
     news: watch::Receiver<u64>,
 }
 
-/// Keeps the recorder's task running; dropping it stops the task and closes the socket.
+/// Keeps the recorder's tasks running; dropping it stops them and closes the sockets.
 pub struct RecorderTask {
     task: tokio::task::JoinHandle<()>,
+    net: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for RecorderTask {
     fn drop(&mut self) {
         self.task.abort();
+        self.net.abort();
     }
 }
 
@@ -83,8 +95,10 @@ impl Recorder {
         let log = Arc::new(Mutex::new(Log::default()));
         let (tx, news) = watch::channel(0u64);
         let socket = run_dir.join(crate::vm::argv::RECORDER_SOCKET_FILE);
-        let task = tokio::spawn(record(socket, log.clone(), tx));
-        (Recorder { log, news }, RecorderTask { task })
+        let task = tokio::spawn(record(socket, log.clone(), tx.clone()));
+        let net_socket = run_dir.join(crate::vm::argv::NETWATCH_SOCKET_FILE);
+        let net = tokio::spawn(record_net(net_socket, log.clone(), tx));
+        (Recorder { log, news }, RecorderTask { task, net })
     }
 
     /// Read the log.
@@ -104,6 +118,73 @@ impl Recorder {
     }
 }
 
+/// For recording fixtures: a file for every byte as it came (`COLDBOOT_RECORDER_RAW=DIR`).
+fn raw_file(what: &str, ext: &str) -> Option<std::fs::File> {
+    let dir = std::env::var_os("COLDBOOT_RECORDER_RAW")?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let name = format!("{what}-{}-{nanos}.{ext}", std::process::id());
+    std::fs::File::create(Path::new(&dir).join(name)).ok()
+}
+
+async fn connect(socket: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    let deadline = Instant::now() + SOCKET_WAIT;
+    loop {
+        match tokio::net::UnixStream::connect(socket).await {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The netwatch port: lines, bounded, each connection event kept with its arrival.
+async fn record_net(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64>) {
+    let end = |why: String| {
+        log.lock().expect("recorder log lock").net_ended = Some((Instant::now(), why));
+        tx.send_modify(|n| *n += 1);
+    };
+    let mut stream = match connect(&socket).await {
+        Ok(s) => s,
+        Err(e) => return end(format!("no netwatch channel at {}: {e}", socket.display())),
+    };
+    let mut lines = net::Lines::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0u64;
+    let mut raw = raw_file("netwatch", "txt");
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) => return end("the guest's end of the channel closed".into()),
+            Ok(n) => n,
+            Err(e) => return end(format!("reading the netwatch channel: {e}")),
+        };
+        total += n as u64;
+        let at = Instant::now();
+        if let Some(f) = raw.as_mut() {
+            use std::io::Write as _;
+            let _ = f.write_all(&buf[..n]);
+        }
+        let mut l = log.lock().expect("recorder log lock");
+        for line in lines.push(&buf[..n]) {
+            match line.and_then(|t| net::parse(&t)) {
+                Ok(net::Line::Hello(up)) if l.net_hello.is_none() => l.net_hello = Some((at, up)),
+                Ok(net::Line::Connection(c)) => l.connections.push((at, c)),
+                Ok(net::Line::Hello(_)) | Err(_) => l.net_malformed += 1,
+            }
+        }
+        drop(l);
+        tx.send_modify(|n| *n += 1);
+        if total > RECORD_CAP {
+            return end(format!(
+                "the netwatch stream passed its cap of {} MiB",
+                RECORD_CAP >> 20
+            ));
+        }
+    }
+}
+
 async fn record(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64>) {
     let end = |why: String| {
         let mut l = log.lock().expect("recorder log lock");
@@ -114,26 +195,12 @@ async fn record(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64>) {
         drop(l);
         tx.send_modify(|n| *n += 1);
     };
-    let deadline = Instant::now() + SOCKET_WAIT;
-    let stream = loop {
-        match tokio::net::UnixStream::connect(&socket).await {
-            Ok(s) => break s,
-            Err(e) if Instant::now() >= deadline => {
-                return end(format!("no recorder channel at {}: {e}", socket.display()));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
+    let stream = match connect(&socket).await {
+        Ok(s) => s,
+        Err(e) => return end(format!("no recorder channel at {}: {e}", socket.display())),
     };
     let (mut rd, mut wr) = stream.into_split();
-    // For recording fixtures: every byte as it came (`COLDBOOT_RECORDER_RAW=DIR`).
-    let mut raw = std::env::var_os("COLDBOOT_RECORDER_RAW").and_then(|dir| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let name = format!("recorder-{}-{nanos}.bin", std::process::id());
-        std::fs::File::create(Path::new(&dir).join(name)).ok()
-    });
+    let mut raw = raw_file("recorder", "bin");
     let mut framer = Framer::default();
     let mut proto = protocol::Protocol::default();
     let mut buf = vec![0u8; 64 * 1024];
