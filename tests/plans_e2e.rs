@@ -555,19 +555,7 @@ fn an_undeclared_gate_is_found_through_an_inferred_edge_on_its_port() {
     require_vm!();
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
-    let recipe = dir.path().join("ccci-model-undeclared");
-    common::copy_dir(Path::new("vm-images/ccci-model"), &recipe);
-    let yaml = std::fs::read_to_string(recipe.join("recipe.yaml")).unwrap();
-    let start = yaml
-        .find("    gates:\n")
-        .expect("the model declares its gates");
-    let end = start
-        + yaml[start..]
-            .find("\n  timeout:\n")
-            .expect("the timeout variant follows");
-    let stripped = format!("{}{}", &yaml[..start], &yaml[end + 1..]);
-    assert!(!stripped.contains("gates:"), "{stripped}");
-    std::fs::write(recipe.join("recipe.yaml"), stripped).unwrap();
+    let recipe = model_copy(dir.path(), false);
     let target = format!(
         "before=recipe:{}?gate=dashboard&timeout=45",
         recipe.display()
@@ -614,4 +602,90 @@ fn an_undeclared_gate_is_found_through_an_inferred_edge_on_its_port() {
             .any(|l| l.starts_with("8080 deploy-dashboard.service ")),
         "{listeners}"
     );
+}
+
+/// A copy of vm-images/ccci-model with every `gates:` declaration removed; `bounded`
+/// also makes the old gate give up on the dashboard after 30 s and go on (it then
+/// gates on the proxy's own /ping, and the boot converges).
+fn model_copy(dir: &Path, bounded: bool) -> std::path::PathBuf {
+    let recipe = dir.join("ccci-model-undeclared");
+    common::copy_dir(Path::new("vm-images/ccci-model"), &recipe);
+    let yaml = std::fs::read_to_string(recipe.join("recipe.yaml")).unwrap();
+    let start = yaml
+        .find("    gates:\n")
+        .expect("the model declares its gates");
+    let end = start
+        + yaml[start..]
+            .find("\n  timeout:\n")
+            .expect("the timeout variant follows");
+    let stripped = format!("{}{}", &yaml[..start], &yaml[end + 1..]);
+    assert!(!stripped.contains("gates:"), "{stripped}");
+    std::fs::write(recipe.join("recipe.yaml"), stripped).unwrap();
+    if bounded {
+        let script = recipe.join("overlay/usr/lib/ccci-model/reconcile-proxy");
+        let text = std::fs::read_to_string(&script).unwrap();
+        let patched = text
+            .replace(
+                "dashboard) LIMIT=0 URL=$DASHBOARD_URL POLL_SECONDS=2 ;;",
+                "dashboard) LIMIT=30 URL=$DASHBOARD_URL POLL_SECONDS=2 ;;",
+            )
+            .replace(
+                "if deploy \"$LATEST\" && wait_healthy \"$LATEST\"; then",
+                "if deploy \"$LATEST\" && { wait_healthy \"$LATEST\" || GATE=self; }; then",
+            );
+        assert_eq!(patched.matches("LIMIT=30").count(), 1, "the gate's bound");
+        assert!(
+            patched.contains("|| GATE=self; }"),
+            "the fallback after the bounded wait"
+        );
+        std::fs::write(&script, patched).unwrap();
+    }
+    recipe
+}
+
+/// Bounded: a gate that waits 30 s on the dashboard (served by a unit ordered after it)
+/// and then goes on. The boot converges and every unit check passes, yet every cold
+/// boot pays the wait, on a cycle of the pxgate kind: `wait_cycle: absent` fails
+/// through the inferred edge (nothing is declared), and the stall says what it held.
+/// 30 s rather than 20: the evidence runs from the first refused connection, which
+/// comes only once traefik is up (about 7 s into the wait on this machine), and the
+/// cycle must outlast `persist` (10 s) with a margin for a slower host.
+#[test]
+fn a_bounded_wait_cycle_converges_and_still_fails_wait_cycle_absent() {
+    require_vm!();
+    let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = model_copy(dir.path(), true);
+    let target = format!("before=recipe:{}?gate=dashboard", recipe.display());
+    let (bundle, out) = run_into_bundle(&[
+        "run",
+        "--target",
+        &target,
+        "scenarios/old-gate-cold-boot.yaml",
+    ]);
+    let got = pairs(bundle.path());
+    let pair = &got
+        .iter()
+        .find(|(i, ..)| i == "before/old-gate-cold-boot")
+        .unwrap_or_else(|| panic!("no pair; stderr: {}", String::from_utf8_lossy(&out.stderr)))
+        .3;
+    let outcomes = pair["outcomes"].as_array().expect("outcomes");
+    for o in outcomes.iter().filter(|o| o["id"] != "wait_cycle=absent") {
+        assert!(o["held"] == true, "the boot converges: {o}");
+    }
+    let cycle = outcomes
+        .iter()
+        .find(|o| o["id"] == "wait_cycle=absent")
+        .expect("the wait-cycle outcome");
+    let seen = cycle["seen"].as_str().unwrap_or_default();
+    assert!(
+        cycle["held"] == false && cycle.get("not_checked").is_none(),
+        "{cycle}"
+    );
+    assert!(
+        seen.contains("waits for deploy-dashboard.service (inferred:")
+            && seen.contains("stalls seen (not cycles): deploy-proxy.service ran its start for"),
+        "{seen}"
+    );
+    assert_eq!(out.status.code(), Some(1), "not the planned pass");
 }

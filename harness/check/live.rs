@@ -482,8 +482,28 @@ pub fn evaluate_wait_cycle(
                 .map(|(text, lasted)| format!("{text}, for {lasted:.0} s")),
         )
         .collect();
+    let stalls = if w.stalls.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = w
+            .stalls
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} ran its start for {} s holding up {}",
+                    s.unit,
+                    s.running_secs,
+                    s.blocked.join(", ")
+                )
+            })
+            .collect();
+        format!("; stalls seen (not cycles): {}", list.join("; "))
+    };
     if !found.is_empty() {
-        let seen = format!("wait cycle lasting {secs:.0} s: {}", found.join("; "));
+        let seen = format!(
+            "wait cycle lasting {secs:.0} s: {}{stalls}",
+            found.join("; ")
+        );
         return match expect {
             WaitCycleExpectation::Absent => Evaluation::failed(seen),
             WaitCycleExpectation::Expected => Evaluation::held(seen),
@@ -569,23 +589,6 @@ pub fn evaluate_wait_cycle(
         String::new()
     } else {
         format!(", covering {}", covered.join(", "))
-    };
-    let stalls = if w.stalls.is_empty() {
-        String::new()
-    } else {
-        let list: Vec<String> = w
-            .stalls
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} ran its start for {} s holding up {}",
-                    s.unit,
-                    s.running_secs,
-                    s.blocked.join(", ")
-                )
-            })
-            .collect();
-        format!("; stalls seen (not cycles): {}", list.join("; "))
     };
     let inferred = match (&w.inference_gap, w.inferred.is_empty()) {
         (Some(gap), _) => format!("; no waits inferred ({gap})"),
