@@ -23,12 +23,11 @@ pub struct GuestFile {
 }
 
 /// Units the adapter enables in every image.
-pub const ENABLED_UNITS: [&str; 5] = [
+pub const ENABLED_UNITS: [&str; 4] = [
     "systemd-networkd.service",
     "coldboot-authorized-key.service",
     "coldboot-host-key.service",
     "coldboot-recorder.service",
-    "coldboot-netwatch.service",
 ];
 
 /// Units masked in every image: they reach for the Debian archive on a timer, which a
@@ -71,16 +70,6 @@ pub fn adapter_files() -> Vec<GuestFile> {
         GuestFile {
             path: "/usr/local/lib/coldboot/recorder",
             content: include_str!("adapter/recorder").into(),
-            mode: 0o755,
-        },
-        GuestFile {
-            path: "/etc/systemd/system/coldboot-netwatch.service",
-            content: include_str!("adapter/coldboot-netwatch.service").into(),
-            mode: 0o644,
-        },
-        GuestFile {
-            path: "/usr/local/lib/coldboot/netwatch",
-            content: include_str!("adapter/netwatch").into(),
             mode: 0o755,
         },
         GuestFile {
