@@ -430,3 +430,53 @@ fn an_inferred_cycle_that_lasted_fails_wait_cycle_absent_and_a_short_one_is_only
         e.seen
     );
 }
+
+#[test]
+fn infer_false_is_a_wait_cycle_switch_and_nothing_else_takes_it() {
+    use coldboot::scenario::{ExpectationKind, parse_scenario};
+    let file = std::path::Path::new("/nonexistent/s.yaml");
+    let text = "name: s\nmilestone: M1\nsummary: x\nphases:\n  - name: p\n    expect:\n      - wait_cycle: absent\n        infer: false\n";
+    let s = parse_scenario(file, text).expect("parses");
+    let ExpectationKind::WaitCycle(w) = &s.phases[0].expect[0].kind else {
+        panic!("a wait_cycle")
+    };
+    assert!(!w.infer);
+    assert!(
+        s.phases[0].expect[0]
+            .kind
+            .describe()
+            .contains("inference switched off")
+    );
+    let on = text.replace("        infer: false\n", "");
+    let s = parse_scenario(file, &on).expect("parses");
+    let ExpectationKind::WaitCycle(w) = &s.phases[0].expect[0].kind else {
+        panic!("a wait_cycle")
+    };
+    assert!(w.infer, "inference is on unless switched off");
+    let misplaced = "name: s\nmilestone: M1\nsummary: x\nphases:\n  - name: p\n    expect:\n      - unit: a.service\n        state: active\n        infer: false\n";
+    let diags = parse_scenario(file, misplaced).expect_err("refused");
+    let shown = format!("{diags:?}");
+    assert!(
+        shown.contains("`infer` belongs to a `wait_cycle:` expectation"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_declared_gate_that_disagrees_with_what_was_inferred_is_reported() {
+    let w = PhaseWatch {
+        source: "recorder".into(),
+        reads: 10,
+        first_read_secs: Some(12.0),
+        last_read_secs: Some(40.0),
+        disagreements: vec!["the declared gate says deploy-proxy.service's start waits on http://127.0.0.1:8082/ping (served by traefik.service), but its refused connections point to deploy-dashboard.service (port 8080)".into()],
+        ..PhaseWatch::default()
+    };
+    let e = evaluate_wait_cycle(WaitCycleExpectation::Absent, Duration::from_secs(10), &w);
+    assert!(
+        e.seen
+            .contains("the declared gate says deploy-proxy.service's start waits on"),
+        "{}",
+        e.seen
+    );
+}

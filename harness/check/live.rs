@@ -440,6 +440,8 @@ pub struct PhaseWatch {
     pub inferred: Vec<(String, f64)>,
     /// Why no inference was made, if none could be.
     pub inference_gap: Option<String>,
+    /// Declared gates that disagree with what was inferred, in words.
+    pub disagreements: Vec<String>,
     /// Reads of the job queue during the phase.
     pub reads: u32,
     /// Seconds since QEMU started of the first and last read.
@@ -499,9 +501,14 @@ pub fn evaluate_wait_cycle(
             .collect();
         format!("; stalls seen (not cycles): {}", list.join("; "))
     };
+    let disagree = if w.disagreements.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", w.disagreements.join("; "))
+    };
     if !found.is_empty() {
         let seen = format!(
-            "wait cycle lasting {secs:.0} s: {}{stalls}",
+            "wait cycle lasting {secs:.0} s: {}{stalls}{disagree}",
             found.join("; ")
         );
         return match expect {
@@ -603,7 +610,7 @@ pub fn evaluate_wait_cycle(
         ),
     };
     let seen = format!(
-        "no wait cycle lasted {secs:.0} s: {window}{covering}, with {edges}{stalls}{inferred}"
+        "no wait cycle lasted {secs:.0} s: {window}{covering}, with {edges}{stalls}{inferred}{disagree}"
     );
     match expect {
         WaitCycleExpectation::Absent => Evaluation::held(seen),

@@ -97,6 +97,7 @@ pub struct Cycles {
     own_session: Arc<Mutex<Option<Guest>>>,
     news: watch::Receiver<u64>,
     gates: Vec<String>,
+    declared: Vec<Gate>,
     persist: Duration,
     recorder: Option<Recorder>,
 }
@@ -146,6 +147,7 @@ pub fn start(setup: WatchSetup) -> (Cycles, CycleWatcher) {
         own_session: own_session.clone(),
         news,
         gates: setup.gates.iter().map(|g| g.unit.clone()).collect(),
+        declared: setup.gates.clone(),
         persist: setup.persist,
         recorder: setup.recorder.clone(),
     };
@@ -229,6 +231,13 @@ impl Cycles {
         s.inference_gap = None;
     }
 
+    /// No inference for this judgement, and why (the outcome says so).
+    pub fn no_inference(&self, why: &str) {
+        let mut s = self.lock();
+        s.inferred.clear();
+        s.inference_gap = Some(why.to_string());
+    }
+
     /// Gate probes made since the last call, for the pair's evidence.
     pub fn take_probes(&self) -> Vec<ProbeRecord> {
         let mut s = self.lock();
@@ -293,6 +302,22 @@ impl Cycles {
                 .map(|e| (e.describe(), e.cycle_us() as f64 / 1e6))
                 .collect(),
             inference_gap: s.inference_gap.clone(),
+            disagreements: s
+                .inferred
+                .iter()
+                .flat_map(|e| {
+                    self.declared
+                        .iter()
+                        .filter(|g| g.unit == e.from && g.served_by != e.to)
+                        .map(|g| {
+                            format!(
+                                "the declared gate says {}'s start waits on {} (served by {}), but its refused connections point to {} (port {})",
+                                g.unit, g.url, g.served_by, e.to, e.port
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
             reads: reads.len() as u32,
             first_read_secs: reads.first().map(|i| secs(i)),
             last_read_secs: reads.last().map(|i| secs(i)),

@@ -634,7 +634,12 @@ async fn await_wait_cycle(
         .read_now(2 * super::cycles::READ_EVERY + Duration::from_secs(10))
         .await;
     // Waits nobody declared: from the refused connections and who listens now.
-    live.cycles.infer_now(live.guest).await;
+    if w.infer {
+        live.cycles.infer_now(live.guest).await;
+    } else {
+        live.cycles
+            .no_inference("switched off by the scenario (infer: false)");
+    }
     let watch = live
         .cycles
         .phase_watch(live.phase_started, live.qemu_started);

@@ -293,6 +293,14 @@ pub struct WaitCycleCheck {
     pub expect: WaitCycleExpectation,
     /// How long a cycle must last to count (default [`DEFAULT_PERSIST`]).
     pub persist: ScenarioDuration,
+    /// Whether waits nobody declared are inferred from refused connections (`infer:`,
+    /// default true; see `crate::check::infer`).
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub infer: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How a text (HTTP body, file content, command output) is matched.

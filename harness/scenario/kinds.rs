@@ -294,9 +294,14 @@ impl KindSpec for WaitCycleCheck {
     }
     fn describe(&self) -> String {
         format!(
-            "a wait-for cycle lasting {} is {} during the phase",
+            "a wait-for cycle lasting {} is {} during the phase{}",
             self.persist,
-            wait_word(self.expect)
+            wait_word(self.expect),
+            if self.infer {
+                ""
+            } else {
+                " (declared gates only: inference switched off)"
+            }
         )
     }
     fn wait(&self) -> Wait {

@@ -289,6 +289,23 @@ fn resolve_expectation(
         ));
         return None;
     }
+    // Companions of `wait_cycle:` belong to it alone.
+    for (key, given) in [
+        ("persist", raw.persist.is_some()),
+        ("infer", raw.infer.is_some()),
+    ] {
+        if given && raw.wait_cycle.is_none() {
+            diags.push(Diagnostic::at(
+                path,
+                at,
+                format!(
+                    "`{key}` belongs to a `wait_cycle:` expectation, not to `{}`",
+                    kinds[0]
+                ),
+            ));
+            return None;
+        }
+    }
     let kind = match raw.unit {
         Some(unit) => {
             let (Some(state), Some(within)) = (raw.state, raw.within) else {
@@ -320,17 +337,6 @@ fn resolve_expectation(
             })
         }
         None => {
-            if raw.persist.is_some() && raw.wait_cycle.is_none() {
-                diags.push(Diagnostic::at(
-                    path,
-                    at,
-                    format!(
-                        "`persist` belongs to a `wait_cycle:` expectation, not to `{}`",
-                        kinds[0]
-                    ),
-                ));
-                return None;
-            }
             if raw.state.is_some()
                 || raw.within.is_some()
                 || raw.result.is_some()
@@ -391,6 +397,7 @@ fn resolve_expectation(
                 ExpectationKind::WaitCycle(WaitCycleCheck {
                     expect: raw.wait_cycle?,
                     persist: raw.persist.unwrap_or(ScenarioDuration(DEFAULT_PERSIST)),
+                    infer: raw.infer.unwrap_or(true),
                 })
             }
         }

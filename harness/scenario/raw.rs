@@ -103,6 +103,8 @@ pub(crate) struct RawExpectation {
     pub wait_cycle: Option<WaitCycleExpectation>,
     #[serde(default)]
     pub persist: Option<ScenarioDuration>,
+    #[serde(default)]
+    pub infer: Option<bool>,
 }
 
 /// The kind keys of an expectation, in the order the messages list them.
@@ -139,6 +141,7 @@ impl RawExpectation {
             boot_budget,
             wait_cycle,
             persist: _,
+            infer: _,
         } = self;
         let present = [
             unit.is_some(),
@@ -207,6 +210,9 @@ struct WaitCycleShape {
     wait_cycle: WaitCycleExpectation,
     /// How long a cycle must last to count (default 10s).
     persist: Option<ScenarioDuration>,
+    /// Infer waits nobody declared from refused connections (default true); the
+    /// outcome says when it was switched off.
+    infer: Option<bool>,
 }
 
 impl JsonSchema for RawExpectation {

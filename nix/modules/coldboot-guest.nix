@@ -51,16 +51,18 @@
     };
     boot.kernelModules = [ "qemu_fw_cfg" "virtio_console" ];
 
-    # The same relay as the recipe images: PID 1's private D-Bus socket to the harness
-    # over the virtio-serial port org.coldboot.bus (QEMU_OPTS from the harness adds it),
-    # from early userspace, before any network, sshd or dbus-daemon.
+    # The same recorder as the recipe images: PID 1's private D-Bus socket to the
+    # harness over the virtio-serial port org.coldboot.bus, and the guest's TCP
+    # connection attempts from the kernel's tracepoints over org.coldboot.net (QEMU_OPTS
+    # from the harness adds both), from early userspace, before any network, sshd or
+    # dbus-daemon.
     systemd.services.coldboot-recorder = {
       description = "coldboot: relay PID 1's job queue to the harness";
       unitConfig.DefaultDependencies = false;
       before = [ "sysinit.target" "shutdown.target" ];
       conflicts = [ "shutdown.target" ];
       wantedBy = [ "sysinit.target" ];
-      path = [ pkgs.kmod ];
+      path = [ pkgs.kmod pkgs.util-linux ];
       serviceConfig = {
         Type = "simple";
         ExecStart = "${pkgs.perl}/bin/perl ${../../harness/target/adapter/recorder}";
