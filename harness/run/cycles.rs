@@ -85,6 +85,9 @@ struct WatchState {
     inferred: Vec<crate::check::infer::InferredEdge>,
     /// Why inference could not run, if it could not.
     inference_gap: Option<String>,
+    /// The listener read of the last judgement (`PORT UNIT PID` lines), kept for the
+    /// boot's evidence until the harness changes the guest.
+    listeners: Option<String>,
 }
 
 /// A handle on a boot's watcher: what it found, and a way to wait for news.
@@ -209,7 +212,11 @@ impl Cycles {
             return;
         }
         let listeners = match crate::run::record::listeners(guest).await {
-            Ok(text) => crate::check::infer::parse_listeners(&text),
+            Ok(text) => {
+                let parsed = crate::check::infer::parse_listeners(&text);
+                self.lock().listeners = Some(text);
+                parsed
+            }
             Err(e) => {
                 self.lock().inference_gap = Some(format!("the listener read failed: {e:#}"));
                 return;
@@ -229,6 +236,16 @@ impl Cycles {
             .collect();
         s.inferred = crate::check::infer::infer(&waits, &conns, &listeners);
         s.inference_gap = None;
+    }
+
+    /// The listener read of the last judgement, if nothing changed the guest since.
+    pub fn listeners_read(&self) -> Option<String> {
+        self.lock().listeners.clone()
+    }
+
+    /// The harness changed the guest: the listener read may be stale.
+    pub fn forget_listeners(&self) {
+        self.lock().listeners = None;
     }
 
     /// No inference for this judgement, and why (the outcome says so).

@@ -231,6 +231,7 @@ impl Up {
     fn touched(&mut self) {
         self.acted = true;
         self.last_units = None;
+        self.cycles.forget_listeners();
     }
 }
 
@@ -456,7 +457,8 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
     };
     // Unit states on the main session, the journal on the wait-cycle watcher's, whose own
     // reads are short: the states and the journal do not queue behind each other.
-    record::boot_evidence(&guest, &ctx.run_dir, index, focus, units).await;
+    let listeners = up.cycles.listeners_read();
+    record::boot_evidence(&guest, &ctx.run_dir, index, focus, units, listeners).await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
     record::signals_evidence(&ctx.run_dir, index, &up.journal, &up.clock);

@@ -210,9 +210,16 @@ pub async fn boot_evidence(
     boot_index: u32,
     focus: Option<&str>,
     units: impl std::future::Future<Output = Option<UnitsRead>>,
+    listeners_read: Option<String>,
 ) {
     let journal = super::timed("evidence: the journal", capped_journal(guest));
-    let listeners = super::timed("evidence: the listeners", listeners(guest));
+    // The wait-cycle judgement may have read the listeners already, at the phase's end.
+    let listeners = async {
+        match listeners_read {
+            Some(text) => Ok(text),
+            None => super::timed("evidence: the listeners", listeners(guest)).await,
+        }
+    };
     let (journal, units, listeners) = tokio::join!(journal, units, listeners);
     match listeners {
         Ok(text) => {
