@@ -111,3 +111,67 @@ fn a_stream_cut_anywhere_or_corrupted_never_panics() {
     let mut frames = Vec::new();
     let _ = framer.push(&bad, &mut frames);
 }
+
+/// The same boot at a 45 s start timeout (`?gate=dashboard&timeout=45`): the proxy's
+/// start job ends `failed` (the job's result: `timeout` is for `JobTimeoutSec`), the
+/// unit's own `Result` is `timeout`, and the dashboard's start then runs and is `done`.
+#[test]
+fn a_start_job_that_timed_out_ends_with_its_result() {
+    let bytes = std::fs::read("tests/fixtures/guest/recorder-old-gate-timeout45.bin").unwrap();
+    let (queue, events, framer) = replay(&bytes, 65536);
+    assert_eq!(framer.malformed, 0);
+    assert!(events.iter().any(|e| matches!(e,
+        Event::JobRemoved { unit, result, .. } if unit == "deploy-proxy.service" && result == "failed")));
+    assert!(events.iter().any(|e| matches!(e,
+        Event::JobRemoved { unit, result, .. } if unit == "deploy-dashboard.service" && result == "done")));
+    assert_eq!(
+        queue
+            .unit_state("deploy-proxy.service")
+            .unwrap()
+            .active_state,
+        "failed"
+    );
+}
+
+/// The netwatch lines of that boot, as the guest wrote them (recorded with
+/// `COLDBOOT_RECORDER_RAW`): every line parses, and they show the gate's curl in
+/// deploy-proxy.service and traefik's refused connections to the dashboard's port.
+#[test]
+fn the_recorded_netwatch_lines_parse_with_their_units() {
+    use coldboot::guest::recorder::net::{Attempt, Line, Lines, parse};
+    let bytes = std::fs::read("tests/fixtures/guest/netwatch-old-gate-timeout45.txt").unwrap();
+    let mut lines = Lines::default();
+    let parsed: Vec<Line> = lines
+        .push(&bytes)
+        .into_iter()
+        .map(|l| parse(&l.expect("a whole line")).expect("a netwatch line"))
+        .collect();
+    assert!(matches!(parsed[0], Line::Hello(_)));
+    let conns: Vec<_> = parsed
+        .iter()
+        .filter_map(|l| match l {
+            Line::Connection(c) => Some(c),
+            Line::Hello(_) => None,
+        })
+        .collect();
+    assert!(
+        conns
+            .iter()
+            .any(|c| c.unit.as_deref() == Some("deploy-proxy.service")
+                && c.comm == "curl"
+                && c.dport == 443)
+    );
+    let refused_8080 = conns
+        .iter()
+        .filter(|c| {
+            c.kind == Attempt::Reset
+                && c.dport == 8080
+                && c.unit.as_deref() == Some("traefik.service")
+        })
+        .count();
+    assert!(refused_8080 >= 5, "{refused_8080}");
+    assert!(
+        conns.windows(2).all(|w| w[0].at_us <= w[1].at_us),
+        "in time order"
+    );
+}
