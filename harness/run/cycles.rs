@@ -676,16 +676,21 @@ fn absorb(state: &Mutex<WatchState>, tracker: &mut CycleTracker, read: Read, set
     s.last_graph = read.graph.clone();
     s.last_read = read.recorded.clone();
     for stall in read.stalls.iter().cloned() {
-        let lines = last_lines(&setup.journal, &stall.unit);
+        // The unit's last lines scan the whole journal: at most once every 2 s of the
+        // stall, not at every read (the recorder makes hundreds in a boot).
         match s.stalls.iter_mut().find(|x| x.unit == stall.unit) {
+            Some(x) if stall.running_secs < x.running_secs + 2 => {
+                x.running_secs = x.running_secs.max(stall.running_secs);
+                x.blocked = stall.blocked;
+            }
             Some(x) => {
                 *x = Stall {
-                    last_lines: lines,
+                    last_lines: last_lines(&setup.journal, &stall.unit),
                     ..stall
                 }
             }
             None => s.stalls.push(Stall {
-                last_lines: lines,
+                last_lines: last_lines(&setup.journal, &stall.unit),
                 ..stall
             }),
         }
