@@ -554,24 +554,7 @@ fn boot_budget_waits_past_two_minutes_in_one_boot() {
 fn an_undeclared_gate_is_found_through_an_inferred_edge_on_its_port() {
     require_vm!();
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let recipe = model_copy(dir.path(), false);
-    let target = format!(
-        "before=recipe:{}?gate=dashboard&timeout=45",
-        recipe.display()
-    );
-    let (bundle, out) = run_into_bundle(&[
-        "run",
-        "--target",
-        &target,
-        "scenarios/old-gate-cold-boot.yaml",
-    ]);
-    let got = pairs(bundle.path());
-    let pair = &got
-        .iter()
-        .find(|(i, ..)| i == "before/old-gate-cold-boot")
-        .unwrap_or_else(|| panic!("no pair; stderr: {}", String::from_utf8_lossy(&out.stderr)))
-        .3;
+    let (bundle, out, pair) = old_gate_on_model_copy(false, "gate=dashboard&timeout=45");
     let outcome = pair["outcomes"]
         .as_array()
         .expect("outcomes")
@@ -654,21 +637,7 @@ fn model_copy(dir: &Path, bounded: bool) -> std::path::PathBuf {
 fn a_bounded_wait_cycle_converges_and_still_fails_wait_cycle_absent() {
     require_vm!();
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let recipe = model_copy(dir.path(), true);
-    let target = format!("before=recipe:{}?gate=dashboard", recipe.display());
-    let (bundle, out) = run_into_bundle(&[
-        "run",
-        "--target",
-        &target,
-        "scenarios/old-gate-cold-boot.yaml",
-    ]);
-    let got = pairs(bundle.path());
-    let pair = &got
-        .iter()
-        .find(|(i, ..)| i == "before/old-gate-cold-boot")
-        .unwrap_or_else(|| panic!("no pair; stderr: {}", String::from_utf8_lossy(&out.stderr)))
-        .3;
+    let (_bundle, out, pair) = old_gate_on_model_copy(true, "gate=dashboard");
     let outcomes = pair["outcomes"].as_array().expect("outcomes");
     for o in outcomes.iter().filter(|o| o["id"] != "wait_cycle=absent") {
         assert!(o["held"] == true, "the boot converges: {o}");
@@ -688,4 +657,27 @@ fn a_bounded_wait_cycle_converges_and_still_fails_wait_cycle_absent() {
         "{seen}"
     );
     assert_eq!(out.status.code(), Some(1), "not the planned pass");
+}
+
+/// The old-gate scenario on a [`model_copy`] (`bounded` as there) with the variants in
+/// `query`: the bundle, the run's output and the pair's report.
+fn old_gate_on_model_copy(
+    bounded: bool,
+    query: &str,
+) -> (tempfile::TempDir, std::process::Output, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = model_copy(dir.path(), bounded);
+    let target = format!("before=recipe:{}?{query}", recipe.display());
+    let (bundle, out) = run_into_bundle(&[
+        "run",
+        "--target",
+        &target,
+        "scenarios/old-gate-cold-boot.yaml",
+    ]);
+    let pair = pairs(bundle.path())
+        .into_iter()
+        .find(|(i, ..)| i == "before/old-gate-cold-boot")
+        .unwrap_or_else(|| panic!("no pair; stderr: {}", String::from_utf8_lossy(&out.stderr)))
+        .3;
+    (bundle, out, pair)
 }

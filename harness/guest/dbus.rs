@@ -513,40 +513,21 @@ impl Writer {
     }
 }
 
-/// systemd's object path for a unit (`bus_path_escape`): every byte that is not an ASCII
-/// letter or digit, and a leading digit, becomes `_xx`.
+/// Where systemd's unit objects live.
+const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
+
+/// systemd's object path for a unit (its label escaped as in
+/// [`crate::guest::systemd::signals`]).
 pub fn unit_path(unit: &str) -> String {
-    let mut out = String::from("/org/freedesktop/systemd1/unit/");
-    if unit.is_empty() {
-        out.push('_');
-    }
-    for (i, b) in unit.bytes().enumerate() {
-        if b.is_ascii_alphabetic() || (b.is_ascii_digit() && i > 0) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("_{b:02x}"));
-        }
-    }
-    out
+    format!(
+        "{UNIT_PATH_PREFIX}{}",
+        crate::guest::systemd::signals::escape_label(unit)
+    )
 }
 
 /// The unit a systemd object path names (the inverse of [`unit_path`]), if it is one.
 pub fn unit_of_path(path: &str) -> Option<String> {
-    let escaped = path.strip_prefix("/org/freedesktop/systemd1/unit/")?;
-    let bytes = escaped.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'_' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::guest::systemd::signals::unescape_label(path.strip_prefix(UNIT_PATH_PREFIX)?)
 }
 
 #[cfg(test)]

@@ -90,6 +90,21 @@ struct WatchState {
     listeners: Option<String>,
 }
 
+impl WatchState {
+    /// The waits seen, as the inference takes them.
+    fn waits_seen(&self) -> Vec<crate::check::infer::WaitSeen> {
+        self.waits
+            .iter()
+            .map(|((on, waiter), (from, to))| crate::check::infer::WaitSeen {
+                on: on.clone(),
+                waiter: waiter.clone(),
+                from_us: *from,
+                to_us: *to,
+            })
+            .collect()
+    }
+}
+
 /// A handle on a boot's watcher: what it found, and a way to wait for news.
 #[derive(Clone)]
 pub struct Cycles {
@@ -224,16 +239,7 @@ impl Cycles {
         };
         let conns: Vec<_> = rec.with(|l| l.connections.iter().map(|(_, c)| c.clone()).collect());
         let mut s = self.lock();
-        let waits: Vec<crate::check::infer::WaitSeen> = s
-            .waits
-            .iter()
-            .map(|((on, waiter), (from, to))| crate::check::infer::WaitSeen {
-                on: on.clone(),
-                waiter: waiter.clone(),
-                from_us: *from,
-                to_us: *to,
-            })
-            .collect();
+        let waits = s.waits_seen();
         s.inferred = crate::check::infer::infer(&waits, &conns, &listeners);
         s.inference_gap = None;
     }
@@ -379,16 +385,7 @@ impl Cycles {
             ordering_cycles: &s.ordering,
             gate_probes: &s.probes,
             inferred: &s.inferred,
-            waits: s
-                .waits
-                .iter()
-                .map(|((on, waiter), (from, to))| crate::check::infer::WaitSeen {
-                    on: on.clone(),
-                    waiter: waiter.clone(),
-                    from_us: *from,
-                    to_us: *to,
-                })
-                .collect(),
+            waits: s.waits_seen(),
             error: s.error.as_deref(),
         })
         .unwrap_or_default();

@@ -93,7 +93,7 @@ impl UnitChange {
 
 /// systemd's object-path label escaping (`bus_label_escape`): letters stay, digits stay
 /// unless first, anything else is `_` and two hex digits.
-fn escape_label(name: &str) -> String {
+pub(crate) fn escape_label(name: &str) -> String {
     let mut out = String::with_capacity(name.len() * 3);
     for (i, b) in name.bytes().enumerate() {
         if b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()) {
@@ -109,7 +109,7 @@ fn escape_label(name: &str) -> String {
 }
 
 /// systemd's object-path label escaping undone: `_2d` is `-`, `_2e` is `.`.
-fn unescape_label(label: &str) -> Option<String> {
+pub(crate) fn unescape_label(label: &str) -> Option<String> {
     let bytes = label.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
