@@ -591,8 +591,10 @@ fn an_undeclared_gate_is_found_through_an_inferred_edge_on_its_port() {
 /// also makes the old gate give up on the dashboard after 30 s and go on (it then
 /// gates on the proxy's own /ping, and the boot converges).
 fn model_copy(dir: &Path, bounded: bool) -> std::path::PathBuf {
-    let recipe = dir.join("ccci-model-undeclared");
+    // The recipe's `overlays: [../../nix/model]` keeps its meaning in the copy.
+    let recipe = dir.join("vm-images/ccci-model-undeclared");
     common::copy_dir(Path::new("vm-images/ccci-model"), &recipe);
+    common::copy_dir(Path::new("nix/model"), &dir.join("nix/model"));
     let yaml = std::fs::read_to_string(recipe.join("recipe.yaml")).unwrap();
     let start = yaml
         .find("    gates:\n")
@@ -605,7 +607,7 @@ fn model_copy(dir: &Path, bounded: bool) -> std::path::PathBuf {
     assert!(!stripped.contains("gates:"), "{stripped}");
     std::fs::write(recipe.join("recipe.yaml"), stripped).unwrap();
     if bounded {
-        let script = recipe.join("overlay/usr/lib/ccci-model/reconcile-proxy");
+        let script = dir.join("nix/model/usr/lib/ccci-model/reconcile-proxy");
         let text = std::fs::read_to_string(&script).unwrap();
         let patched = text
             .replace(

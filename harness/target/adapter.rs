@@ -5,6 +5,10 @@
 //! key from the kernel command line and the run's host key from QEMU fw_cfg before sshd
 //! starts, relays PID 1's private D-Bus socket to the harness from early userspace (the
 //! recorder, see [`crate::guest::recorder`]), and keeps boots quiet and quick.
+//!
+//! The three scripts (`authorized-key`, `host-key`, `recorder`) live in `nix/adapter/`:
+//! the NixOS module (`nix/modules/coldboot-guest.nix`) runs the same files, and Nix can
+//! only reach files inside the `nix/` folder it copies.
 
 use std::path::Path;
 
@@ -49,7 +53,7 @@ pub fn adapter_files() -> Vec<GuestFile> {
         },
         GuestFile {
             path: "/usr/local/lib/coldboot/authorized-key",
-            content: include_str!("adapter/authorized-key").into(),
+            content: include_str!("../../nix/adapter/authorized-key").into(),
             mode: 0o755,
         },
         GuestFile {
@@ -59,7 +63,7 @@ pub fn adapter_files() -> Vec<GuestFile> {
         },
         GuestFile {
             path: "/usr/local/lib/coldboot/host-key",
-            content: include_str!("adapter/host-key").into(),
+            content: include_str!("../../nix/adapter/host-key").into(),
             mode: 0o755,
         },
         GuestFile {
@@ -69,7 +73,7 @@ pub fn adapter_files() -> Vec<GuestFile> {
         },
         GuestFile {
             path: "/usr/local/lib/coldboot/recorder",
-            content: include_str!("adapter/recorder").into(),
+            content: include_str!("../../nix/adapter/recorder").into(),
             mode: 0o755,
         },
         GuestFile {
@@ -175,7 +179,7 @@ mod tests {
 
     #[test]
     fn key_script_reads_cmdline_and_sets_mode_600() {
-        let script = include_str!("adapter/authorized-key");
+        let script = include_str!("../../nix/adapter/authorized-key");
         assert!(script.contains("coldboot.authorized_key=") && script.contains("/proc/cmdline"));
         assert!(script.contains("chmod 600"));
     }
@@ -189,7 +193,7 @@ mod tests {
                 .wanted_by
                 .contains(&"ssh.service".to_string())
         );
-        let script = include_str!("adapter/host-key");
+        let script = include_str!("../../nix/adapter/host-key");
         let name = crate::guest::key::HOST_KEY_FW_CFG;
         assert!(
             script.contains(&format!("name={name}\n")),

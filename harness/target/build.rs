@@ -261,6 +261,14 @@ fn customize(
             &format!("overlay: copied {n} files from {}\n", overlay.display()),
         );
     }
+    for extra in &recipe.overlays {
+        let n = rootfs::copy_overlay(extra, dir)
+            .map_err(|e| step(&format!("copying overlays: {}", extra.display()), e))?;
+        tool::append_log(
+            log,
+            &format!("overlays: copied {n} files from {}\n", extra.display()),
+        );
+    }
     let links = adapter::install(dir).map_err(|e| step("installing the harness adapter", e))?;
     tool::append_log(log, &format!("adapter: {} links\n", links.len()));
     for (path, content) in recipe.variant_files(variants) {

@@ -244,6 +244,20 @@ impl BuiltImage {
     }
 }
 
+/// Every file the image is made from: the recipe folder's, then each `overlays:`
+/// folder's under `overlays/N/` (its place in the list, so the same files elsewhere give
+/// the same key, and a change in a shared folder makes a new image).
+pub fn image_entries(recipe: &Recipe) -> anyhow::Result<Vec<cache::RecipeEntry>> {
+    let mut entries = cache::recipe_entries(&recipe.dir)?;
+    for (i, extra) in recipe.overlays.iter().enumerate() {
+        for mut e in cache::recipe_entries(extra)? {
+            e.rel = format!("overlays/{i}/{}", e.rel);
+            entries.push(e);
+        }
+    }
+    Ok(entries)
+}
+
 /// Build (or find in the cache) the image of the recipe in `dir` with the user's variant
 /// choices. A cache hit reads two small files and hashes the recipe folder: no build work.
 pub async fn build_recipe(
@@ -257,7 +271,7 @@ pub async fn build_recipe(
     let mirror = opts.mirror();
     let cache_root = cache::cache_root(opts.cache_dir.as_deref())?;
     let rootfs_key = cache::rootfs_key(&recipe.suite, &recipe.packages, &mirror);
-    let key = cache::image_key(&rootfs_key, &cache::recipe_entries(dir)?, &resolved);
+    let key = cache::image_key(&rootfs_key, &image_entries(&recipe)?, &resolved);
     let (entry, cache_hit) = cache::get_or_fill(&cache_root, cache::Kind::Image, &key, |out| {
         let (recipe, resolved, key, mirror) = (&recipe, &resolved, &key, &mirror);
         let cache_root = &cache_root;

@@ -82,6 +82,9 @@ struct RawRecipe {
     /// file is read, so a bad one is reported at its line and column).
     #[serde(default)]
     redact: Vec<crate::scenario::names::Pattern>,
+    /// More overlay folders, relative to the recipe folder, copied after `overlay/`.
+    #[serde(default)]
+    overlays: Vec<Spanned<String>>,
 }
 
 /// A validated recipe.
@@ -109,6 +112,10 @@ pub struct Recipe {
     pub gates: BTreeMap<String, GateDecl>,
     /// `redact:` patterns: what the evidence of this target's runs must not show.
     pub redact: Vec<String>,
+    /// `overlays:` folders copied onto the image after `overlay/`, in order, resolved
+    /// against the recipe folder. They let files the recipe shares with another
+    /// consumer (the NixOS model in `nix/model/`) live in one place.
+    pub overlays: Vec<PathBuf>,
 }
 
 /// The path of the recipe file inside a recipe folder.
@@ -251,6 +258,27 @@ fn validate(dir: &Path, file: &Path, raw: RawRecipe) -> anyhow::Result<Recipe> {
             g.value
         }
     };
+    let mut overlays = Vec::new();
+    for o in raw.overlays {
+        let rel = Path::new(&o.value);
+        if o.value.is_empty() || rel.is_absolute() {
+            return Err(usage(format!(
+                "{}: field `overlays`: {:?} must be a folder path relative to the recipe folder",
+                at(file, o.referenced),
+                o.value
+            )));
+        }
+        let full = dir.join(rel);
+        if !full.is_dir() {
+            return Err(usage(format!(
+                "{}: field `overlays`: {} is not a folder (the path is relative to the recipe folder {})",
+                at(file, o.referenced),
+                full.display(),
+                dir.display()
+            )));
+        }
+        overlays.push(full);
+    }
     Ok(Recipe {
         dir: dir.to_path_buf(),
         description: raw.description,
@@ -263,6 +291,7 @@ fn validate(dir: &Path, file: &Path, raw: RawRecipe) -> anyhow::Result<Recipe> {
         faults: raw.faults,
         gates,
         redact: raw.redact.into_iter().map(|p| p.0).collect(),
+        overlays,
     })
 }
 

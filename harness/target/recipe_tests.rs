@@ -301,3 +301,74 @@ fn the_model_bounds_its_timeout() {
     r.resolve_variants(&chosen(&[("timeout", "90")])).unwrap();
     r.resolve_variants(&chosen(&[("timeout", "900")])).unwrap();
 }
+
+#[test]
+fn overlays_must_be_folders_relative_to_the_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("vm-images/demo");
+    std::fs::create_dir_all(&recipe).unwrap();
+    let file = recipe.join("recipe.yaml");
+    let with = |overlays: &str| {
+        let text = GOOD.replace("enable:", &format!("overlays: {overlays}\nenable:"));
+        Recipe::parse(&recipe, &file, &text)
+    };
+    let e = with("[../../shared]").unwrap_err().to_string();
+    assert!(
+        e.contains("recipe.yaml:4:")
+            && e.contains("field `overlays`")
+            && e.contains("not a folder"),
+        "{e}"
+    );
+    let e = with("[/etc]").unwrap_err().to_string();
+    assert!(e.contains("relative to the recipe folder"), "{e}");
+    std::fs::create_dir_all(dir.path().join("shared/usr")).unwrap();
+    let r = with("[../../shared]").unwrap();
+    assert_eq!(r.overlays, vec![recipe.join("../../shared")]);
+}
+
+#[test]
+fn a_shared_overlay_is_part_of_the_image_key_under_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("vm-images/demo");
+    let shared = dir.path().join("shared/usr/lib");
+    std::fs::create_dir_all(&recipe).unwrap();
+    std::fs::create_dir_all(&shared).unwrap();
+    let text = GOOD.replace("enable:", "overlays: [../../shared]\nenable:");
+    std::fs::write(recipe.join("recipe.yaml"), &text).unwrap();
+    std::fs::write(shared.join("tool"), "v1").unwrap();
+    let key = || {
+        let r = Recipe::load(&recipe).unwrap();
+        let entries = crate::target::image_entries(&r).unwrap();
+        let rels: Vec<String> = entries.iter().map(|e| e.rel.clone()).collect();
+        (
+            crate::target::cache::image_key("R", &entries, &BTreeMap::new()),
+            rels,
+        )
+    };
+    let (before, rels) = key();
+    assert!(
+        rels.contains(&"overlays/0/usr/lib/tool".to_string()),
+        "{rels:?}"
+    );
+    std::fs::write(shared.join("tool"), "v2").unwrap();
+    assert_ne!(
+        key().0,
+        before,
+        "a change in the shared folder makes a new image"
+    );
+}
+
+#[test]
+fn the_model_takes_its_scripts_from_the_nix_folder() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-images/ccci-model");
+    let recipe = Recipe::load(&dir).unwrap();
+    assert_eq!(recipe.overlays, vec![dir.join("../../nix/model")]);
+    let entries = crate::target::image_entries(&recipe).unwrap();
+    for script in [
+        "overlays/0/usr/lib/ccci-model/reconcile-proxy",
+        "overlays/0/usr/local/bin/ccci-model-set-latest",
+        "overlays/0/usr/share/ccci-model/dashboard/Caddyfile",
+    ] {
+        assert!(entries.iter().any(|e| e.rel == script), "{script}");
+    }
+}

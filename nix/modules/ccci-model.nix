@@ -1,16 +1,17 @@
 # The cc-ci control-plane model as a NixOS module: the same unit names, gate variants,
 # recipe versions, faults and decision lines as vm-images/ccci-model (see its README).
-# The scripts and Caddyfiles are the recipe's own files under
-# vm-images/ccci-model/overlay/, installed at the paths they expect; nothing is copied
-# into this folder.
+# The scripts and Caddyfiles live in ../model/ (the recipe copies the same folder into
+# its image through `overlays:`), installed at the paths they expect. They are inside
+# nix/ because Nix copies only this folder: a path out of it fails in pure evaluation
+# whenever nix/ is not part of a whole git checkout.
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   cfg = config.ccciModel;
   coldboot = import ../lib/coldboot.nix;
-  overlay = ../../vm-images/ccci-model/overlay;
+  overlay = ../model;
 
-  # The recipe's overlay tree, as a store path the units and tmpfiles point at.
+  # The model's file tree, as a store path the units and tmpfiles point at.
   files = pkgs.runCommand "ccci-model-files" { } ''
     mkdir -p $out/lib $out/bin $out/share
     cp -r ${overlay}/usr/share/ccci-model $out/share/ccci-model

@@ -1,5 +1,5 @@
 # The coldboot guest adapter as a NixOS module: the same contract as the recipe adapter
-# (harness/target/adapter/). At boot it installs the per-run key given on the kernel
+# (harness/target/adapter/, whose scripts are the ones in ../adapter/). At boot it installs the per-run key given on the kernel
 # command line (`coldboot.authorized_key=<base64 ed25519 public key blob>`) for root,
 # before sshd starts, and the run's SSH host key from QEMU fw_cfg
 # (`opt/coldboot/ssh_host_ed25519_key`, readable by root only), which sshd then uses
@@ -29,7 +29,7 @@
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
-        ExecStart = "${pkgs.runtimeShell} ${../../harness/target/adapter/authorized-key}";
+        ExecStart = "${pkgs.runtimeShell} ${../adapter/authorized-key}";
         StandardOutput = "journal+console";
       };
     };
@@ -45,7 +45,7 @@
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
-        ExecStart = "${pkgs.runtimeShell} ${../../harness/target/adapter/host-key}";
+        ExecStart = "${pkgs.runtimeShell} ${../adapter/host-key}";
         StandardOutput = "journal+console";
       };
     };
@@ -65,7 +65,7 @@
       path = [ pkgs.kmod pkgs.util-linux ];
       serviceConfig = {
         Type = "simple";
-        ExecStart = "${pkgs.perl}/bin/perl ${../../harness/target/adapter/recorder}";
+        ExecStart = "${pkgs.perl}/bin/perl ${../adapter/recorder}";
         StandardOutput = "journal+console";
       };
     };
