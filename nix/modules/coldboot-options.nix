@@ -2,12 +2,19 @@
 # Declarations only: importing this module changes nothing in the system. Both the guest
 # adapter (coldboot-guest.nix) and a target's own modules (ccci-model.nix) import it, so a
 # target can declare its gates and faults whether or not the adapter is added.
+#
+# `key` makes the module system import it once however many copies are imported: a
+# target flake's own coldboot input and the harness's checkout are different store paths,
+# and two declarations of one option fail ("already declared"). The first copy imported
+# wins, so both should be the same coldboot revision.
 { config, lib, ... }:
 let
   inherit (lib) mkOption types;
   coldboot = import ../lib/coldboot.nix;
 in
 {
+  key = "coldboot-options";
+
   options.coldboot = {
     gates = mkOption {
       default = { };

@@ -1,0 +1,222 @@
+//! The `nix/` modules evaluated with nixpkgs' real module system: `lib.evalModules` from
+//! nixpkgs' own `lib` (the tarball named by `COLDBOOT_NIXPKGS_LIB`, see
+//! `../shared/nixpkgs-lib/README.md`) under the installed Nix 2.8. That makes the modules'
+//! option types, defaults, imports and module deduplication real checks. Without nixpkgs
+//! there is no NixOS: the NixOS options the modules set and the few `pkgs` attributes they
+//! name are stand-ins (`tests/fixtures/nix/module-stubs.nix`), so no unit file or system
+//! is built here.
+//!
+//! Without `COLDBOOT_NIXPKGS_LIB` every test prints SKIP and passes (`.ci/run` sets it
+//! when `../shared/nixpkgs-lib/` is there).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+const LIB_ENV: &str = "COLDBOOT_NIXPKGS_LIB";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// nixpkgs' `lib/` folder, unpacked once from the tarball `COLDBOOT_NIXPKGS_LIB` names
+/// (into cargo's test tmpdir, keyed by the tarball's size and time, so later runs reuse
+/// it); `None` when the variable is unset. A set variable that does not lead to a `lib`
+/// is a failure, not a skip.
+fn nixpkgs_lib() -> Option<&'static Path> {
+    static LIB: OnceLock<Option<PathBuf>> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let tarball = PathBuf::from(std::env::var_os(LIB_ENV)?);
+        let meta = std::fs::metadata(&tarball)
+            .unwrap_or_else(|e| panic!("{LIB_ENV}={}: {e}", tarball.display()));
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("nixpkgs-lib-{}-{mtime}", meta.len()));
+        let lib = dir.join("lib");
+        if !lib.join("default.nix").is_file() {
+            // Unpacked beside it, then renamed: a concurrent run sees all of it or none.
+            let part = dir.with_extension(format!("part-{}", std::process::id()));
+            std::fs::create_dir_all(&part).unwrap();
+            let out = Command::new("tar")
+                .arg("-xzf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(&part)
+                .output()
+                .expect("tar");
+            assert!(
+                out.status.success(),
+                "{LIB_ENV}={}: tar: {}",
+                tarball.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if std::fs::rename(&part, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&part);
+            }
+        }
+        assert!(
+            lib.join("default.nix").is_file(),
+            "{LIB_ENV}={}: the tarball has no lib/default.nix (nixpkgs' lib folder)",
+            tarball.display()
+        );
+        Some(lib)
+    })
+    .as_deref()
+}
+
+macro_rules! require_lib {
+    () => {
+        match nixpkgs_lib() {
+            Some(lib) => lib,
+            None => {
+                eprintln!(
+                    "SKIP: no nixpkgs lib to evaluate the modules with (set {LIB_ENV} to ../shared/nixpkgs-lib/nixpkgs-lib-db873391.tar.gz)"
+                );
+                return;
+            }
+        }
+    };
+}
+
+/// `nix-instantiate --eval --strict --json` of `expr`, in which `lib` (nixpkgs' lib),
+/// `repo` (this checkout), `tmp` (`tmp_dir`, or the checkout) and
+/// `evalWith MODULES` (`lib.evalModules` with the stand-ins, returning `config`) are bound.
+fn eval_in(lib: &Path, tmp_dir: &Path, expr: &str) -> Result<Value, String> {
+    let program = format!(
+        r#"{{ libDir, repoDir, tmpDir }}:
+        let
+          lib = import (/. + libDir);
+          repo = /. + repoDir;
+          tmp = /. + tmpDir;
+          stubs = repo + "/tests/fixtures/nix/module-stubs.nix";
+          evalWith = modules: (lib.evalModules {{ modules = [ stubs ] ++ modules; }}).config;
+        in
+        {expr}"#
+    );
+    let arg = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", &program])
+        .args(["--argstr", "libDir", &arg(lib)])
+        .args(["--argstr", "repoDir", &arg(&root())])
+        .args(["--argstr", "tmpDir", &arg(tmp_dir)])
+        .output()
+        .expect("nix-instantiate (scripts/setup installs nix-bin)");
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+fn eval(lib: &Path, expr: &str) -> Result<Value, String> {
+    eval_in(lib, &root(), expr)
+}
+
+/// Copy the files of `nix/` that the options module needs into `dir` (a coldboot checkout
+/// at another path: another store path, as a target flake's own coldboot input is).
+fn copy_options_module(dir: &Path, edit: impl Fn(String) -> String) {
+    for rel in ["modules/coldboot-options.nix", "lib/coldboot.nix"] {
+        let to = dir.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        let text = std::fs::read_to_string(root().join("nix").join(rel)).unwrap();
+        std::fs::write(to, edit(text)).unwrap();
+    }
+}
+
+#[test]
+fn the_options_module_declares_gates_and_faults() {
+    let lib = require_lib!();
+    let got = eval(
+        lib,
+        r#"(evalWith [
+          (repo + "/nix/modules/coldboot-options.nix")
+          {
+            coldboot.gates."deploy-proxy.service" = { url = "http://127.0.0.1:8082/ping"; servedBy = "traefik.service"; };
+            coldboot.faults.traefik-broken.run = "ccci-model-set-latest broken-crash";
+          }
+        ]).coldboot.harness"#,
+    )
+    .unwrap();
+    assert_eq!(
+        got,
+        json!({
+            "gates": {"deploy-proxy.service": {"url": "http://127.0.0.1:8082/ping", "servedBy": "traefik.service"}},
+            "faults": {"traefik-broken": {"doc": "", "run": "ccci-model-set-latest broken-crash"}}
+        })
+    );
+    // Nothing declared: empty, and the harness reads that.
+    let empty = eval(
+        lib,
+        r#"(evalWith [ (repo + "/nix/modules/coldboot-options.nix") ]).coldboot.harness"#,
+    )
+    .unwrap();
+    assert_eq!(empty, json!({"gates": {}, "faults": {}}));
+    // The types are checked: a gate without its URL, a value of the wrong type, an
+    // option that does not exist, and harness being read-only.
+    for (module, says) in [
+        (
+            r#"{ coldboot.gates."a.service".servedBy = "b.service"; }"#,
+            "coldboot.gates.\"a.service\".url' is used but not defined",
+        ),
+        (
+            r#"{ coldboot.faults.x = { run = 1; }; }"#,
+            "is not of type `string'",
+        ),
+        (
+            r#"{ coldboot.gate."a.service" = { }; }"#,
+            "coldboot.gate' does not exist",
+        ),
+        (r#"{ coldboot.harness = { }; }"#, "read-only"),
+    ] {
+        let err = eval(
+            lib,
+            &format!(
+                r#"(evalWith [ (repo + "/nix/modules/coldboot-options.nix") {module} ]).coldboot.harness"#
+            ),
+        )
+        .unwrap_err();
+        assert!(err.contains(says), "{module}: {err}");
+    }
+}
+
+/// Issue 20, item 1: a target's own coldboot input and the harness's checkout are two
+/// copies of the options module at different paths; both imported, they are one.
+#[test]
+fn two_copies_of_the_options_module_are_one_declaration() {
+    let lib = require_lib!();
+    let tmp = tempfile::tempdir().unwrap();
+    let key_line = "  key = \"coldboot-options\";\n";
+    copy_options_module(&tmp.path().join("a"), |t| t);
+    copy_options_module(&tmp.path().join("b"), |t| t);
+    // The same copies without the key: what the module system does without it.
+    let options = std::fs::read_to_string(root().join("nix/modules/coldboot-options.nix"));
+    assert!(options.unwrap().contains(key_line), "no `key` line");
+    let strip = |t: String| t.replace(key_line, "");
+    copy_options_module(&tmp.path().join("a-nokey"), strip);
+    copy_options_module(&tmp.path().join("b-nokey"), strip);
+    let both = |a: &str, b: &str| {
+        eval_in(
+            lib,
+            tmp.path(),
+            &format!(
+                r#"(evalWith [
+                  (tmp + "/{a}/modules/coldboot-options.nix")
+                  (tmp + "/{b}/modules/coldboot-options.nix")
+                  {{ coldboot.gates."deploy-proxy.service" = {{ url = "http://127.0.0.1:8082/ping"; servedBy = "traefik.service"; }}; }}
+                ]).coldboot.harness"#
+            ),
+        )
+    };
+    assert_eq!(
+        both("a", "b").unwrap()["gates"]["deploy-proxy.service"]["servedBy"],
+        "traefik.service"
+    );
+    let err = both("a-nokey", "b-nokey").unwrap_err();
+    assert!(err.contains("is already declared in"), "{err}");
+}
