@@ -220,3 +220,102 @@ fn two_copies_of_the_options_module_are_one_declaration() {
     let err = both("a-nokey", "b-nokey").unwrap_err();
     assert!(err.contains("is already declared in"), "{err}");
 }
+
+/// The ```nix block of nix/README.md whose first line is `first_line`.
+fn readme_block(first_line: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("nix/README.md")).unwrap();
+    let start = readme
+        .find(&format!("```nix\n{first_line}\n"))
+        .unwrap_or_else(|| panic!("nix/README.md has no nix block starting {first_line:?}"));
+    let body = &readme[start + "```nix\n".len()..];
+    body[..body.find("\n```").unwrap() + 1].to_string()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// Flakes' outputs as the harness evaluates them, without Nix's flake machinery: nixpkgs
+/// is a stand-in whose `lib.nixosSystem` is the real `lib.evalModules` with the stand-ins,
+/// and a flake's `self` is its own outputs.
+const FLAKES: &str = r#"
+  nixosSystem = args: lib.evalModules { modules = args.modules ++ [ stubs ]; };
+  nixpkgs = { lib.nixosSystem = nixosSystem; };
+  outputsOf = dir: inputs:
+    let outputs = (import (dir + "/flake.nix")).outputs (inputs // { self = outputs; });
+    in outputs;
+"#;
+
+/// Issue 20, item 2: nix/README.md's override blocks, written to a cc-ci flake as they
+/// stand, with the coldboot input a copy of `nix/` at another path; the harness's wrapper
+/// (this checkout's `nix/`) adds its adapter, and `config.coldboot.harness` evaluates.
+#[test]
+fn the_readme_override_snippet_evaluates_under_the_wrapper() {
+    let lib = require_lib!();
+    let tmp = tempfile::tempdir().unwrap();
+    let flake = readme_block("# cc-ci/flake.nix");
+    let overrides = readme_block("# cc-ci/nix/coldboot-overrides.nix");
+    std::fs::create_dir_all(tmp.path().join("cc-ci/nix")).unwrap();
+    std::fs::write(tmp.path().join("cc-ci/flake.nix"), &flake).unwrap();
+    std::fs::write(
+        tmp.path().join("cc-ci/nix/coldboot-overrides.nix"),
+        &overrides,
+    )
+    .unwrap();
+    copy_dir(&root().join("nix"), &tmp.path().join("coldboot-input"));
+    let got = eval_in(
+        lib,
+        tmp.path(),
+        &format!(
+            r#"let
+              {FLAKES}
+              # cc-ci's own configuration, as its flake has it (a stand-in: one service).
+              host = nixosSystem {{ modules = [ {{
+                networking.hostName = "cc-ci";
+                systemd.services.backupbot.wantedBy = [ "multi-user.target" ];
+              }} ]; }};
+              coldbootInput = outputsOf (tmp + "/coldboot-input") {{ inherit nixpkgs; target = {{ }}; }};
+              ccci =
+                let outputs = (import (tmp + "/cc-ci/flake.nix")).outputs {{
+                      self = ccci; inherit nixpkgs; coldboot = coldbootInput;
+                    }};
+                in outputs // {{ nixosConfigurations = outputs.nixosConfigurations // {{ cc-ci = host; }}; }};
+              wrapper = outputsOf (repo + "/nix") {{ inherit nixpkgs; target = ccci; }};
+              config = wrapper.coldbootTargets.cc-ci-coldboot.config;
+            in {{
+              inherit (config.coldboot) harness;
+              inherit (config.security) acme;
+              backupbot = config.systemd.services.backupbot;
+              hosts = config.networking.extraHosts;
+            }}"#
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        got["harness"],
+        json!({
+            "gates": {"deploy-proxy.service": {"url": "http://127.0.0.1:8082/ping", "servedBy": "traefik.service"}},
+            "faults": {"traefik-broken": {
+                "doc": "latest traefik recipe version does not start",
+                "run": "warm-reconcile set-latest traefik broken"
+            }}
+        })
+    );
+    // The rest of the snippet is in the same configuration.
+    assert_eq!(got["acme"]["preliminarySelfsigned"], true);
+    assert_eq!(got["backupbot"]["enable"], false);
+    assert!(
+        got["hosts"]
+            .as_str()
+            .unwrap()
+            .contains("ci.commoninternet.net")
+    );
+}
