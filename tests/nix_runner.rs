@@ -71,6 +71,10 @@ impl StandIn {
         std::os::unix::fs::symlink(image.join("initrd.img"), system.join("initrd")).unwrap();
         // The system's own kernel parameters, as NixOS writes them to toplevel/kernel-params.
         std::fs::write(system.join("kernel-params"), "root=LABEL=root rw").unwrap();
+        // qemu-vm.nix: `ln -s ${config.system.build.toplevel} $out/system`, the VM's own
+        // system, which is what coldboot records and probes.
+        std::fs::create_dir_all(&vm).unwrap();
+        std::os::unix::fs::symlink(&system, vm.join("system")).unwrap();
 
         // The runner: the shape of qemu-vm.nix's startVM, with graphics = false and the
         // coldboot adapter's serial console (nix/modules/coldboot-guest.nix).
@@ -113,15 +117,21 @@ exec qemu-system-x86_64 -machine accel=kvm:tcg -cpu max \
         let nix = format!(
             r##"#!/usr/bin/env -S sh \c STAND-IN for nix, not Nix: answers coldboot's nix calls for the contract test (tests/nix_runner.rs)
 echo "$*" >> {log}
+# Every call names local flakes only: the target is a local path and the wrapper's
+# nixpkgs comes from its committed lock, never from a branch name on the network.
+case "$*" in *github:*|*gitlab:*|*sourcehut:*|*http://*|*https://*|*git+ssh:*|*flake:*)
+    echo "stand-in nix: refused, a remote flake reference: $*" >&2; exit 1 ;; esac
+case "$*" in *"#coldbootTargets."*) case "$*" in *"{wrapper}#coldbootTargets."*) ;;
+    *) echo "stand-in nix: not the wrapper copy {wrapper}: $*" >&2; exit 1 ;; esac ;; esac
 [ "$1" = --extra-experimental-features ] && shift 2
 case "$1 $2" in
 "flake metadata")
     echo '{{"description":"stand-in","lastModified":1795951074,"locked":{{"lastModified":1795951074,"narHash":"sha256-STANDINSTANDINSTANDINSTANDINSTANDINSTANDIN00=","rev":"1111111111111111111111111111111111111111","type":"git","url":"file:///standin/cc-ci"}},"path":"/nix/store/standin-source","revision":"1111111111111111111111111111111111111111","url":"git+file:///standin/cc-ci?rev=1111111111111111111111111111111111111111"}}'
     ;;
 "build --json")
-    case "$*" in *"--no-link"*"--override-input target "*"#coldbootTargets.ccci-model.config.system.build.vm "*"#coldbootTargets.ccci-model.config.system.build.toplevel") ;;
-    *) echo "stand-in nix: unexpected build: $*" >&2; exit 1 ;; esac
-    echo '[{{"drvPath":"/nix/store/standin-vm.drv","outputs":{{"out":"{vm}"}}}},{{"drvPath":"/nix/store/standin-system.drv","outputs":{{"out":"{system}"}}}}]'
+    case "$*" in *"--no-link"*"--override-input target "*"#coldbootTargets.ccci-model.config.system.build.vm") ;;
+    *) echo "stand-in nix: unexpected build (only the VM is built): $*" >&2; exit 1 ;; esac
+    echo '[{{"drvPath":"/nix/store/standin-vm.drv","outputs":{{"out":"{vm}"}}}}]'
     ;;
 "eval --json")
     case "$*" in
@@ -136,8 +146,10 @@ esac
 "##,
             log = log.display(),
             vm = vm.display(),
-            system = system.display(),
+            wrapper = dir.path().join("wrapper").display(),
         );
+        // The wrapper flake as a copy of nix/ in a plain folder (no .git above it).
+        common::copy_dir(Path::new("nix"), &dir.path().join("wrapper"));
         write_exec(&dir.path().join("bin/nix"), &nix);
         StandIn { dir }
     }
@@ -300,12 +312,17 @@ fn boot_and_run_through_the_nixos_runner_contract() {
         t["nar_hash"],
         "sha256-STANDINSTANDINSTANDINSTANDINSTANDINSTANDIN00="
     );
-    assert!(
-        t["system"]
-            .as_str()
+    // The system that boots: the runner's own `system` link, not an outer toplevel.
+    let vm_out = t["vm"].as_str().unwrap();
+    assert_eq!(
+        t["system"].as_str().unwrap(),
+        std::fs::canonicalize(Path::new(vm_out).join("system"))
             .unwrap()
-            .ends_with("-nixos-system-ccci-model")
+            .to_str()
+            .unwrap()
     );
+    let calls = standin.calls();
+    assert!(!calls.contains("toplevel"), "{calls}");
     let vm: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pair.join("vm.json")).unwrap()).unwrap();
     let launch: Vec<&str> = vm["qemu_argv"]

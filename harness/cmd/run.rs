@@ -242,10 +242,20 @@ fn print_dry_run(pairs: &[RunPair], evidence: &Path, accel: Accel) -> anyhow::Re
         match TargetSpec::parse(&p.target)? {
             TargetSpec::Nix { flake, attr } => {
                 let t = nix::NixTarget::new(&flake, &attr)?;
-                for argv in nix::prepare_commands(&t, &nix::wrapper_dir()) {
+                let wrapper = nix::wrapper_dir()?;
+                for argv in nix::prepare_commands(&t, &wrapper) {
                     println!("  $ {}", nix::shell_words(&argv));
                 }
-                println!("  (the runner is OUT/bin/run-*-vm of the first `nix build` output)");
+                println!(
+                    "  (the runner is OUT/bin/run-*-vm of the `nix build` output; the wrapper \
+                     flake {} is {})",
+                    wrapper.display(),
+                    if std::env::var_os(nix::NIX_DIR_ENV).is_some_and(|d| !d.is_empty()) {
+                        "$COLDBOOT_NIX_DIR"
+                    } else {
+                        "the copy of nix/ built into coldboot"
+                    }
+                );
             }
             TargetSpec::Recipe { dir, variants } => {
                 let flags: String = variants

@@ -9,6 +9,7 @@ pub mod check;
 pub mod gate;
 pub mod integrity;
 pub mod nix;
+pub mod nix_wrapper;
 pub mod recipe;
 mod rootfs;
 pub mod spec;
@@ -127,7 +128,8 @@ pub enum TargetIdentity {
         nar_hash: Option<String>,
         /// The last commit's time (seconds since the epoch).
         last_modified: Option<u64>,
-        /// The system's store path (`config.system.build.toplevel`).
+        /// The system that boots: the VM's `system` link (`VM/system`, the toplevel of the
+        /// VM's own configuration, not of the outer one).
         system: PathBuf,
         /// The VM's store path (`config.system.build.vm`).
         vm: PathBuf,
@@ -154,7 +156,7 @@ pub enum Launch {
     NixRunner {
         /// The runner script.
         runner: PathBuf,
-        /// The system's kernel (`toplevel/kernel`), for the accelerator probe.
+        /// The system's kernel (`VM/system/kernel`), for the accelerator probe.
         probe_kernel: Option<PathBuf>,
     },
 }

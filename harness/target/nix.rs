@@ -7,8 +7,8 @@
 //! FLAKEREF`), and `coldbootTargets.NAME` is the target's `nixosConfigurations.NAME` with
 //! the guest adapter added through `extendModules` (`nix/flake.nix`, `lib.withColdboot`).
 //!
-//! - build: `config.system.build.vm` (NixOS's runner, `bin/run-HOSTNAME-vm`) and
-//!   `config.system.build.toplevel` (the system's store path, for the evidence);
+//! - build: `config.system.build.vm` (NixOS's runner, `bin/run-HOSTNAME-vm`, and its
+//!   `system` link: the system that boots, for the evidence and the kernel probe);
 //! - eval: `config.coldboot.harness` (gates and faults, `nix/lib/coldboot.nix`);
 //! - eval: `config.systemd.units` with `nix/lib/unit-texts.nix` as `--apply`, for
 //!   `coldboot analyze` ([`unit_texts`]);
@@ -26,8 +26,7 @@ use super::{BootSpec, Fault, GateDecl, Launch, Progress, TargetIdentity, gate};
 use crate::check::analyze::UnitSources;
 use crate::error::{infra, usage};
 
-/// Overrides where the wrapper flake is (default: the `nix/` folder of this checkout).
-pub const NIX_DIR_ENV: &str = "COLDBOOT_NIX_DIR";
+pub use super::nix_wrapper::NIX_DIR_ENV;
 /// The `nix` program (a name looked up on `PATH`).
 pub const NIX: &str = "nix";
 /// The `--apply` function that turns `config.systemd.units` into unit texts: the text of
@@ -92,12 +91,11 @@ impl NixTarget {
     }
 }
 
-/// The wrapper flake: `$COLDBOOT_NIX_DIR`, else this checkout's `nix/` folder.
-pub fn wrapper_dir() -> PathBuf {
-    std::env::var_os(NIX_DIR_ENV)
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/nix")))
+/// The wrapper flake: `$COLDBOOT_NIX_DIR`, else the copy built into this binary
+/// (see [`super::nix_wrapper`]).
+pub fn wrapper_dir() -> anyhow::Result<PathBuf> {
+    let cache = super::cache::cache_root(None)?;
+    Ok(super::nix_wrapper::locate(&cache)?.dir().to_path_buf())
 }
 
 /// Options every `nix` call gets: the two experimental features the commands need
@@ -123,12 +121,14 @@ fn override_args(t: &NixTarget) -> Vec<String> {
     ]
 }
 
-/// `nix build --json --no-link ... VM TOPLEVEL`.
+/// `nix build --json --no-link ... VM`. Only the VM: the outer configuration's
+/// `system.build.toplevel` is another system (the VM's own is `virtualisation.vmVariant`,
+/// with other file systems, consoles and network), and building it too would cost a
+/// second full system build for nothing that boots.
 pub fn build_argv(t: &NixTarget, wrapper: &Path) -> Vec<String> {
     let mut argv = nix_prefix(&["build", "--json", "--no-link"]);
     argv.extend(override_args(t));
     argv.push(t.installable(wrapper, "config.system.build.vm"));
-    argv.push(t.installable(wrapper, "config.system.build.toplevel"));
     argv
 }
 
@@ -166,13 +166,11 @@ pub fn prepare_commands(t: &NixTarget, wrapper: &Path) -> Vec<Vec<String>> {
     ]
 }
 
-/// What `nix build --json` printed for the two installables of [`build_argv`].
+/// What `nix build --json` printed for the installable of [`build_argv`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildOutputs {
-    /// `config.system.build.vm`: holds `bin/run-HOSTNAME-vm`.
+    /// `config.system.build.vm`: holds `bin/run-HOSTNAME-vm` and the `system` link.
     pub vm: PathBuf,
-    /// `config.system.build.toplevel`: the system (holds `kernel`, `initrd`, `init`).
-    pub toplevel: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -181,7 +179,7 @@ struct BuiltEntry {
 }
 
 /// Parse `nix build --json` output: one entry per installable, in order, each with an
-/// `outputs.out` path.
+/// `outputs.out` path; the VM is the first.
 pub fn parse_build(json: &str) -> anyhow::Result<BuildOutputs> {
     let entries: Vec<BuiltEntry> = serde_json::from_str(json)
         .map_err(|e| infra(format!("nix build --json printed unexpected JSON: {e}")))?;
@@ -199,7 +197,21 @@ pub fn parse_build(json: &str) -> anyhow::Result<BuildOutputs> {
     };
     Ok(BuildOutputs {
         vm: out(0, "config.system.build.vm")?,
-        toplevel: out(1, "config.system.build.toplevel")?,
+    })
+}
+
+/// The system a NixOS VM boots: the target of its `system` link (qemu-vm.nix writes
+/// `ln -s ${config.system.build.toplevel} $out/system` for the VM's own configuration).
+pub fn vm_system(vm: &Path) -> anyhow::Result<PathBuf> {
+    let link = vm.join("system");
+    std::fs::canonicalize(&link).map_err(|e| {
+        infra(format!(
+            "the built VM {} has no usable system link ({}: {e}); NixOS's \
+             system.build.vm writes one (nixos/modules/virtualisation/qemu-vm.nix), so this \
+             is not a VM that coldboot knows how to identify",
+            vm.display(),
+            link.display()
+        ))
     })
 }
 
@@ -415,10 +427,11 @@ pub fn shell_quote(a: &str) -> String {
 
 /// Build the target's VM, read its identity, gates and faults.
 pub async fn prepare(t: &NixTarget, progress: &Progress) -> anyhow::Result<BootSpec> {
-    let wrapper = wrapper_dir();
+    let wrapper = wrapper_dir()?;
     let flake = parse_metadata(&run_nix(&metadata_argv(t), progress).await?)?;
     let built = parse_build(&run_nix(&build_argv(t, &wrapper), progress).await?)?;
     let runner = find_runner(&built.vm)?;
+    let system = vm_system(&built.vm)?;
     let info = parse_harness(&run_nix(&harness_argv(t, &wrapper), progress).await?)?;
     for (unit, decl) in &info.gates {
         if let Some(why) = gate::check_decl(unit, decl, super::recipe::is_unit_name) {
@@ -428,8 +441,8 @@ pub async fn prepare(t: &NixTarget, progress: &Progress) -> anyhow::Result<BootS
             )));
         }
     }
-    // NixOS's toplevel holds the kernel the runner boots: the accelerator probe uses it.
-    let kernel = built.toplevel.join("kernel");
+    // The VM's system holds the kernel the runner boots: the accelerator probe uses it.
+    let kernel = system.join("kernel");
     Ok(BootSpec {
         launch: Launch::NixRunner {
             runner: runner.clone(),
@@ -445,7 +458,7 @@ pub async fn prepare(t: &NixTarget, progress: &Progress) -> anyhow::Result<BootS
             revision: flake.revision,
             nar_hash: flake.nar_hash,
             last_modified: flake.last_modified,
-            system: built.toplevel,
+            system,
             vm: built.vm,
             runner,
         },
@@ -464,7 +477,7 @@ pub async fn analyze_inputs(
     progress: &Progress,
 ) -> anyhow::Result<(UnitSources, Vec<gate::Gate>)> {
     let t = NixTarget::new(flake, attr)?;
-    let wrapper = wrapper_dir();
+    let wrapper = wrapper_dir()?;
     let units = parse_unit_texts(&run_nix(&units_argv(&t, &wrapper), progress).await?)?;
     let info = parse_harness(&run_nix(&harness_argv(&t, &wrapper), progress).await?)?;
     Ok((
@@ -540,10 +553,7 @@ mod tests {
             build_argv(&t, w),
             expect(
                 &["build", "--json", "--no-link"],
-                &[
-                    "/src/coldboot/nix#coldbootTargets.cc-ci.config.system.build.vm",
-                    "/src/coldboot/nix#coldbootTargets.cc-ci.config.system.build.toplevel"
-                ]
+                &["/src/coldboot/nix#coldbootTargets.cc-ci.config.system.build.vm"]
             )
         );
         assert_eq!(
@@ -591,14 +601,11 @@ mod tests {
             out.vm,
             PathBuf::from("/nix/store/q2afr2qgx12kwzb9ivbcmfwpnh3x4zqw-coldboot-a")
         );
-        assert_eq!(
-            out.toplevel,
-            PathBuf::from("/nix/store/yl73c25ffv7lgfhy8a9apb52pz5dxz1h-coldboot-b")
-        );
         let one = r#"[{"drvPath":"/nix/store/x.drv","outputs":{"out":"/nix/store/x"}}]"#;
-        let e = parse_build(one).unwrap_err();
+        assert_eq!(parse_build(one).unwrap().vm, PathBuf::from("/nix/store/x"));
+        let e = parse_build("[]").unwrap_err();
         assert_eq!(crate::error::exit_code(&e), crate::error::exit::INFRA);
-        assert!(e.to_string().contains("toplevel"), "{e}");
+        assert!(e.to_string().contains("config.system.build.vm"), "{e}");
         assert!(parse_build("warning: x").is_err());
     }
 
