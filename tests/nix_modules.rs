@@ -319,3 +319,112 @@ fn the_readme_override_snippet_evaluates_under_the_wrapper() {
             .contains("ci.commoninternet.net")
     );
 }
+
+/// The `timeout=` of scenarios/plans/m1.yaml's before-target.
+fn m1_before_timeout() -> u64 {
+    let plan = std::fs::read_to_string(root().join("scenarios/plans/m1.yaml")).unwrap();
+    let before = plan
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("before: "))
+        .expect("m1.yaml has a before target");
+    let at = before
+        .find("timeout=")
+        .expect("m1's before target sets timeout=")
+        + 8;
+    before[at..]
+        .trim_end_matches('"')
+        .split('&')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The wrapper flake's own model configurations through `coldbootTargets` (what the
+/// harness evaluates for `nix:./nix#NAME`): ccci-model.nix with the adapter added by
+/// `lib.withColdboot`'s `extendModules`, for both gate values.
+#[test]
+fn the_model_with_the_adapter_declares_each_gate() {
+    let lib = require_lib!();
+    let got = eval(
+        lib,
+        &format!(
+            r#"let
+              {FLAKES}
+              flake = outputsOf (repo + "/nix") {{ inherit nixpkgs; target = flake; }};
+            in builtins.mapAttrs (name: _:
+              let
+                config = flake.coldbootTargets.${{name}}.config;
+                bare = flake.nixosConfigurations.${{name}}.config;
+              in {{
+                inherit (config.coldboot) harness;
+                bareHarness = bare.coldboot.harness;
+                hostName = config.networking.hostName;
+                gate = config.environment.etc."ccci-model/gate".text;
+                timeout = config.systemd.services.deploy-proxy.serviceConfig.TimeoutStartSec;
+                services = builtins.attrNames config.systemd.services;
+                bareServices = builtins.attrNames bare.systemd.services;
+                hostKeys = config.services.openssh.hostKeys;
+                kernelModules = config.boot.kernelModules;
+              }}) flake.nixosConfigurations"#
+        ),
+    )
+    .unwrap();
+    let gate = |url: &str, by: &str| json!({"deploy-proxy.service": {"url": url, "servedBy": by}});
+    let before = &got["ccci-model-before"];
+    let after = &got["ccci-model-after"];
+    assert_eq!(
+        before["harness"]["gates"],
+        gate("https://ci.commoninternet.net/", "deploy-dashboard.service")
+    );
+    assert_eq!(
+        after["harness"]["gates"],
+        gate("http://127.0.0.1:8082/ping", "traefik.service")
+    );
+    assert_eq!(
+        (before["gate"].as_str(), after["gate"].as_str()),
+        (Some("dashboard\n"), Some("self\n"))
+    );
+    for c in [before, after] {
+        assert_eq!(
+            c["harness"], c["bareHarness"],
+            "the adapter changes no gate"
+        );
+        let faults = c["harness"]["faults"].as_object().unwrap();
+        assert_eq!(
+            faults.keys().collect::<Vec<_>>(),
+            [
+                "traefik-broken",
+                "traefik-broken-crash",
+                "traefik-broken-silent"
+            ]
+        );
+        assert_eq!(
+            c["hostName"], "ccci-model",
+            "the configuration's own modules stay"
+        );
+        let services = c["services"].as_array().unwrap();
+        for unit in [
+            "coldboot-authorized-key",
+            "coldboot-host-key",
+            "coldboot-recorder",
+        ] {
+            assert!(services.contains(&json!(unit)), "{unit}: {services:?}");
+            assert!(!c["bareServices"].as_array().unwrap().contains(&json!(unit)));
+        }
+        assert_eq!(
+            c["hostKeys"],
+            json!([{"path": "/run/coldboot/ssh_host_ed25519_key", "type": "ed25519"}]),
+            "mkForce: the run's host key only"
+        );
+        assert!(
+            c["kernelModules"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("qemu_fw_cfg"))
+        );
+    }
+    // The old gate at cc-ci's real timeout, as M1 gives the recipe's before-target.
+    assert_eq!(before["timeout"], m1_before_timeout());
+    assert_eq!(after["timeout"], 900);
+}
