@@ -284,3 +284,80 @@ fn a_wrapper_folder_without_its_lock_is_refused_early() {
         "{stderr}"
     );
 }
+
+/// A flake whose nixpkgs is newer than the installed Nix: nixpkgs' own version check
+/// stops the evaluation (the stand-in nixpkgs aborts as nixpkgs' default.nix does, with
+/// 2.18 as today's nixpkgs requires). That is a usage error (exit 2) that quotes
+/// nixpkgs and names the installed Nix, not an infrastructure failure. Real Nix, no
+/// network: the wrapper's pinned nixpkgs is never fetched when the target has its own.
+#[test]
+fn a_nixpkgs_too_new_for_the_installed_nix_is_a_usage_error() {
+    if let Some(why) = no_nix() {
+        common::skip(&why);
+        return;
+    }
+    let have = String::from_utf8(nix_cmd().arg("--version").output().unwrap().stdout).unwrap();
+    let have = coldboot::target::nix::parse_nix_version(&have).unwrap();
+    if coldboot::target::nix::version_at_least(&have, &[2, 18]) {
+        eprintln!("SKIPPED: the installed Nix {have:?} is not older than 2.18");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (nixpkgs, target) = (dir.path().join("nixpkgs"), dir.path().join("cc-ci"));
+    std::fs::create_dir_all(&nixpkgs).unwrap();
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(
+        nixpkgs.join("flake.nix"),
+        r#"{
+  outputs = { self }: {
+    lib.nixosSystem = args:
+      let requiredVersion = "2.18"; in
+      if builtins.compareVersions requiredVersion builtins.nixVersion == 1 then
+        abort ''
+
+          This version of Nixpkgs requires Nix >= ${requiredVersion}, please upgrade:
+        ''
+      else throw "not reached";
+  };
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        target.join("flake.nix"),
+        format!(
+            r#"{{
+  inputs.nixpkgs.url = "path:{}";
+  outputs = {{ self, nixpkgs }}: {{
+    nixosConfigurations.cc-ci = nixpkgs.lib.nixosSystem {{ system = "x86_64-linux"; modules = [ ]; }};
+  }};
+}}
+"#,
+            nixpkgs.display()
+        ),
+    )
+    .unwrap();
+    let out = common::coldboot()
+        .env_remove("COLDBOOT_NIX_DIR")
+        .env("COLDBOOT_CACHE_DIR", dir.path().join("cache"))
+        .args([
+            "run",
+            "--target",
+            &format!("after=nix:{}#cc-ci", target.display()),
+            "scenarios/clean-cold-boot.yaml",
+            "--evidence",
+            dir.path().join("evidence").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for said in [
+        "requires Nix >= 2.18",
+        "installed Nix is nix (Nix) ",
+        "\"This version of Nixpkgs requires Nix >= 2.18, please upgrade:\"",
+    ] {
+        assert!(stderr.contains(said), "{said:?} in {stderr}");
+    }
+}

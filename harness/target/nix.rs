@@ -365,6 +365,20 @@ pub fn find_runner(vm: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The first line of `nix --version`, if it runs.
+pub async fn installed_nix_version() -> Option<String> {
+    let out = tokio::process::Command::new(NIX)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?.trim();
+    (out.status.success() && !line.is_empty()).then(|| line.to_string())
+}
+
 /// Run one `nix` command and return its stdout. A failure is an infra error that
 /// quotes the end of nix's stderr.
 async fn run_nix(argv: &[String], progress: &Progress) -> anyhow::Result<String> {
@@ -385,6 +399,14 @@ async fn run_nix(argv: &[String], progress: &Progress) -> anyhow::Result<String>
         })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
+        if nixpkgs_version_check(&stderr).is_some() {
+            let installed = installed_nix_version().await;
+            if let Some(e) =
+                too_old_for_nixpkgs(&short_command(argv), &stderr, installed.as_deref())
+            {
+                return Err(e);
+            }
+        }
         let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Err(infra(format!(
@@ -395,6 +417,78 @@ async fn run_nix(argv: &[String], progress: &Progress) -> anyhow::Result<String>
         )));
     }
     String::from_utf8(out.stdout).map_err(|e| infra(format!("nix printed non-UTF-8: {e}")))
+}
+
+/// The Nix that recent nixpkgs requires: nixpkgs from after August 2025 refuses to
+/// evaluate on older Nix (Debian 12's nix-bin is 2.8).
+pub const RECENT_NIXPKGS_MIN_NIX: &str = "2.18";
+
+/// The version numbers in `nix --version` output (`nix (Nix) 2.8.0` → `[2, 8, 0]`).
+pub fn parse_nix_version(text: &str) -> Option<Vec<u64>> {
+    let word = text
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    let parts: Vec<u64> = word
+        .split(|c: char| !c.is_ascii_digit())
+        .take_while(|p| !p.is_empty())
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    (!parts.is_empty()).then_some(parts)
+}
+
+/// Whether version `have` is at least `need` (missing parts count as 0).
+pub fn version_at_least(have: &[u64], need: &[u64]) -> bool {
+    let n = have.len().max(need.len());
+    let at = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+    (0..n)
+        .map(|i| at(have, i).cmp(&at(need, i)))
+        .find(|o| o.is_ne())
+        .is_none_or(|o| o.is_gt())
+}
+
+/// nixpkgs' own minimum-Nix check, when that is what stopped an evaluation: the
+/// version it requires and the line that says so. nixpkgs aborts with "This version of
+/// Nixpkgs requires Nix >= X, please upgrade" (its default.nix, from lib/minver.nix).
+pub fn nixpkgs_version_check(stderr: &str) -> Option<(Vec<u64>, String)> {
+    let re = regex::Regex::new(
+        r"(?i)requires\s+nix\s*(?:version\s*)?(?:>=|at least)\s*([0-9]+(?:\.[0-9]+)*)",
+    )
+    .expect("a valid pattern");
+    stderr.lines().find_map(|line| {
+        let caps = re.captures(line)?;
+        let need = parse_nix_version(caps.get(1)?.as_str())?;
+        let said = line
+            .trim()
+            .trim_start_matches("error: evaluation aborted with the following error message: '")
+            .trim();
+        Some((need, said.to_string()))
+    })
+}
+
+/// A failed `nix` call that nixpkgs' version check explains, as a usage error: the
+/// flake cannot be evaluated with the installed Nix, whatever coldboot does.
+fn too_old_for_nixpkgs(
+    command: &str,
+    stderr: &str,
+    installed: Option<&str>,
+) -> Option<anyhow::Error> {
+    let (need, said) = nixpkgs_version_check(stderr)?;
+    let have = installed.and_then(parse_nix_version);
+    if have.as_deref().is_some_and(|h| version_at_least(h, &need)) {
+        return None;
+    }
+    let need_text = need
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".");
+    Some(usage(format!(
+        "{command}: the flake's nixpkgs requires Nix >= {need_text}, and the installed Nix is \
+         {} (`nix --version`). nixpkgs says: \"{said}\". Install a newer Nix (Debian 12's \
+         nix-bin is 2.8; see https://nixos.org/download), or give a target whose nixpkgs this \
+         Nix can evaluate",
+        installed.unwrap_or("unknown: `nix --version` printed nothing")
+    )))
 }
 
 /// `nix build` / `nix eval` / `nix flake metadata`, for messages.
@@ -607,6 +701,42 @@ mod tests {
         assert_eq!(crate::error::exit_code(&e), crate::error::exit::INFRA);
         assert!(e.to_string().contains("config.system.build.vm"), "{e}");
         assert!(parse_build("warning: x").is_err());
+    }
+
+    #[test]
+    fn nix_versions() {
+        assert_eq!(parse_nix_version("nix (Nix) 2.8.0"), Some(vec![2, 8, 0]));
+        assert_eq!(
+            parse_nix_version("nix (Nix) 2.24.10pre"),
+            Some(vec![2, 24, 10])
+        );
+        assert_eq!(parse_nix_version("nix (Nix)"), None);
+        assert!(!version_at_least(&[2, 8, 0], &[2, 18]));
+        assert!(version_at_least(&[2, 18], &[2, 18, 0]));
+        assert!(version_at_least(&[2, 24, 1], &[2, 18]));
+        assert!(!version_at_least(&[1, 99], &[2, 3]));
+    }
+
+    /// Nix 2.8's own stderr when nixpkgs' version check aborts (recorded from the flake
+    /// in tests/nix_wrapper.rs, `a_nixpkgs_too_new_for_the_installed_nix_...`).
+    #[test]
+    fn nixpkgs_version_check_recorded_with_nix_2_8() {
+        let stderr = fixture("nixpkgs-requires-newer-nix.stderr");
+        let (need, said) = nixpkgs_version_check(&stderr).unwrap();
+        assert_eq!(need, vec![2, 18]);
+        assert_eq!(
+            said,
+            "This version of Nixpkgs requires Nix >= 2.18, please upgrade:"
+        );
+        let e = too_old_for_nixpkgs("nix build", &stderr, Some("nix (Nix) 2.8.0")).unwrap();
+        assert_eq!(crate::error::exit_code(&e), crate::error::exit::USAGE);
+        assert!(
+            e.to_string().contains("installed Nix is nix (Nix) 2.8.0"),
+            "{e}"
+        );
+        // A Nix new enough is not told to upgrade: the failure is something else.
+        assert!(too_old_for_nixpkgs("nix build", &stderr, Some("nix (Nix) 2.18.1")).is_none());
+        assert!(nixpkgs_version_check("error: attribute 'vm' missing").is_none());
     }
 
     #[test]
