@@ -175,6 +175,7 @@ fn unit_texts_keep_enabled_units_with_text() {
     let got = eval(
         r#"(import ./lib/unit-texts.nix) {
           "deploy-proxy.service" = { enable = true; text = "[Unit]\nDescription=x\n"; wantedBy = [ "multi-user.target" ]; };
+          "traefik.service" = { enable = true; text = "[Unit]\n"; upheldBy = [ "deploy-proxy.service" ]; };
           "off.service" = { enable = false; text = "[Unit]\n"; };
           "upstream.target" = { enable = true; text = null; };
         }"#,
@@ -186,6 +187,13 @@ fn unit_texts_keep_enabled_units_with_text() {
             "text": "[Unit]\nDescription=x\n",
             "wantedBy": ["multi-user.target"],
             "requiredBy": [],
+            "upheldBy": [],
+            "aliases": []
+        }, "traefik.service": {
+            "text": "[Unit]\n",
+            "wantedBy": [],
+            "requiredBy": [],
+            "upheldBy": ["deploy-proxy.service"],
             "aliases": []
         }})
     );

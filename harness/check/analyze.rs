@@ -28,6 +28,8 @@ pub struct UnitSources {
     pub wants: BTreeSet<(String, String)>,
     /// `(unit, required)` from `unit.requires/` folders.
     pub requires: BTreeSet<(String, String)>,
+    /// `(unit, upheld)` from `unit.upholds/` folders (`UpheldBy=`, NixOS's `upheldBy`).
+    pub upholds: BTreeSet<(String, String)>,
     /// Units masked (linked to /dev/null).
     pub masked: BTreeSet<String>,
 }
@@ -99,8 +101,8 @@ pub struct Analysis {
     pub units_in_boot: usize,
     /// Units named by a dependency of the boot but with no unit file (ignored).
     pub missing: Vec<String>,
-    /// Units with no unit file but with `.wants`/`.requires` links (upstream units a
-    /// NixOS evaluation does not carry): followed through their links only.
+    /// Units with no unit file but with `.wants`/`.requires`/`.upholds` links (upstream
+    /// units a NixOS evaluation does not carry): followed through their links only.
     pub linked_only: Vec<String>,
     /// The declared gates, judged.
     pub gates: Vec<GateFinding>,
@@ -154,6 +156,7 @@ pub fn analyze(sources: &UnitSources, gates: &[Gate]) -> Analysis {
             ("Wants", &d.wants),
             ("BindsTo", &d.binds_to),
             ("Requisite", &d.requisite),
+            ("Upholds", &d.upholds),
         ] {
             for u in list.iter().filter(|u| in_boot(u)) {
                 let u = sources.canonical(u);
@@ -166,11 +169,15 @@ pub fn analyze(sources: &UnitSources, gates: &[Gate]) -> Analysis {
             }
         }
     }
-    for (dir_key, links) in [("wants", &sources.wants), ("requires", &sources.requires)] {
+    for (dir_key, install_key, links) in [
+        ("wants", "WantedBy", &sources.wants),
+        ("requires", "RequiredBy", &sources.requires),
+        ("upholds", "UpheldBy", &sources.upholds),
+    ] {
         for (unit, other) in links {
             let (unit, other) = (sources.canonical(unit), sources.canonical(other));
             if boot.contains_key(&unit) && boot.contains_key(&other) {
-                let why = format!("{other} in {unit}.{dir_key}/ (WantedBy=/RequiredBy={unit})");
+                let why = format!("{other} in {unit}.{dir_key}/ ({install_key}={unit})");
                 needs.add(&unit, &other, EdgeKind::Requirement, why);
             }
         }
@@ -239,8 +246,8 @@ pub fn analyze(sources: &UnitSources, gates: &[Gate]) -> Analysis {
     }
 }
 
-/// The units a boot of `start` pulls in (Requires/Wants/BindsTo and the `.wants`/
-/// `.requires` folders, transitively), each with what it declares, and apart from that
+/// The units a boot of `start` pulls in (Requires/Wants/BindsTo/Upholds and the `.wants`/
+/// `.requires`/`.upholds` folders, transitively), each with what it declares, and apart from that
 /// the default dependencies systemd adds.
 type Units = BTreeMap<String, Declared>;
 
@@ -263,6 +270,7 @@ fn boot_transaction(
                 .wants
                 .iter()
                 .chain(&sources.requires)
+                .chain(&sources.upholds)
                 .any(|(unit, _)| sources.canonical(unit) == name)
         };
         let mut d = match sources.declared(&name) {
@@ -284,11 +292,17 @@ fn boot_transaction(
                 d.wants.insert(other.clone());
             }
         }
+        for (unit, other) in &sources.upholds {
+            if sources.canonical(unit) == name {
+                d.upholds.insert(other.clone());
+            }
+        }
         let mut defaults = Declared::new();
         add_default_dependencies(&name, &d, &mut defaults);
         queue.extend(d.requires.iter().cloned());
         queue.extend(d.wants.iter().cloned());
         queue.extend(d.binds_to.iter().cloned());
+        queue.extend(d.upholds.iter().cloned());
         queue.extend(defaults.requires.iter().cloned());
         boot.insert(name.clone(), d);
         implicit.insert(name, defaults);
@@ -383,7 +397,7 @@ impl Analysis {
         if !self.linked_only.is_empty() {
             let _ = writeln!(
                 s,
-                "no unit file, followed through their .wants/.requires links only: {}",
+                "no unit file, followed through their .wants/.requires/.upholds links only: {}",
                 self.linked_only.join(", ")
             );
         }
@@ -460,6 +474,25 @@ mod tests {
             .unwrap()
             .push(("20-clear.conf".into(), "[Unit]\nRequires=\n".into()));
         assert!(analyze(&s, &[]).has_cycle());
+    }
+
+    #[test]
+    fn upheld_units_are_in_the_boot() {
+        // b only through a's Upholds=, c only through a.upholds/ (UpheldBy=a.service).
+        let mut s = sources(&[
+            ("multi-user.target", "[Unit]\nWants=a.service\n"),
+            ("a.service", "[Unit]\nUpholds=b.service\n"),
+            ("b.service", "[Unit]\nAfter=c.service\n"),
+            ("c.service", "[Unit]\nAfter=b.service\n"),
+        ]);
+        s.upholds.insert(("a.service".into(), "c.service".into()));
+        let both = analyze(&s, &[]);
+        assert_eq!(paths(&both), ["wait b.service > c.service > b.service"]);
+        // Without the link, c is not started (b's After= does not pull it in).
+        s.upholds.clear();
+        let a = analyze(&s, &[]);
+        assert!(!a.has_cycle(), "{}", a.render("t"));
+        assert_eq!(a.units_in_boot + 1, both.units_in_boot);
     }
 
     #[test]

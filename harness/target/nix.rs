@@ -289,7 +289,9 @@ pub fn parse_harness(json: &str) -> anyhow::Result<HarnessInfo> {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NixUnit {
-    /// The generated unit file (NixOS writes no `[Install]` section).
+    /// The generated unit file. Recent nixpkgs (PR #266370) ends it with `[Install]`
+    /// `WantedBy=`, the same list as `wanted_by`; systemd does not read [Install] at boot,
+    /// and analyze takes the edges from the links alone.
     pub text: String,
     /// Targets it is linked into as `X.wants/`.
     #[serde(default)]
@@ -297,6 +299,9 @@ pub struct NixUnit {
     /// Targets it is linked into as `X.requires/`.
     #[serde(default)]
     pub required_by: Vec<String>,
+    /// Units it is linked into as `X.upholds/` (absent from older nixpkgs).
+    #[serde(default)]
+    pub upheld_by: Vec<String>,
     /// Other names it is linked under.
     #[serde(default)]
     pub aliases: Vec<String>,
@@ -311,9 +316,10 @@ pub fn parse_unit_texts(json: &str) -> anyhow::Result<BTreeMap<String, NixUnit>>
     })
 }
 
-/// The units as [`UnitSources`] for `coldboot analyze`: texts, the `.wants`/`.requires`
-/// links NixOS makes from `wantedBy`/`requiredBy`, aliases, and `default.target` naming
-/// `default_unit` (NixOS's `systemd.defaultUnit`, `multi-user.target` unless set).
+/// The units as [`UnitSources`] for `coldboot analyze`: texts, the `.wants`/`.requires`/
+/// `.upholds` links NixOS makes from `wantedBy`/`requiredBy`/`upheldBy`, aliases, and
+/// `default.target` naming `default_unit` (NixOS's `systemd.defaultUnit`,
+/// `multi-user.target` unless set).
 pub fn unit_sources(units: &BTreeMap<String, NixUnit>, default_unit: &str) -> UnitSources {
     let mut src = UnitSources::default();
     for (name, u) in units {
@@ -323,6 +329,9 @@ pub fn unit_sources(units: &BTreeMap<String, NixUnit>, default_unit: &str) -> Un
         }
         for t in &u.required_by {
             src.requires.insert((t.clone(), name.clone()));
+        }
+        for t in &u.upheld_by {
+            src.upholds.insert((t.clone(), name.clone()));
         }
         for a in &u.aliases {
             src.aliases.insert(a.clone(), name.clone());
@@ -802,6 +811,84 @@ mod tests {
         let a = crate::check::analyze::analyze(&src, &[gate]);
         assert_eq!(a.cycles.len(), 1, "{}", a.render("nix"));
         assert!(a.gates[0].served_after_gated);
+    }
+
+    /// Texts as current nixpkgs writes them (`[Install]` `WantedBy=`) and an `upheldBy`:
+    /// `eval-units-current.json` is shaped after nixpkgs' systemd-lib.nix, since no NixOS
+    /// evaluation runs here (tests/fixtures/nix/README.md).
+    #[test]
+    fn unit_texts_with_install_sections_and_upheld_by() {
+        use crate::check::analyze::analyze;
+        let units = parse_unit_texts(&fixture("eval-units-current.json")).unwrap();
+        let proxy = &units["deploy-proxy.service"];
+        assert!(
+            proxy
+                .text
+                .ends_with("[Install]\nWantedBy=multi-user.target\n")
+        );
+        assert_eq!(units["traefik.service"].upheld_by, ["deploy-proxy.service"]);
+        let src = unit_sources(&units, "multi-user.target");
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        // One link per list entry; the [Install] lines add none.
+        assert_eq!(
+            src.wants,
+            [
+                pair("multi-user.target", "deploy-dashboard.service"),
+                pair("multi-user.target", "deploy-proxy.service"),
+            ]
+            .into()
+        );
+        assert_eq!(
+            src.upholds,
+            [pair("deploy-proxy.service", "traefik.service")].into()
+        );
+        // The [Install] sections change nothing in the analysis: the same result as the
+        // same texts without them.
+        let mut stripped = src.clone();
+        for text in stripped.files.values_mut() {
+            if let Some(at) = text.find("\n[Install]\n") {
+                text.truncate(at + 1);
+            }
+        }
+        assert_ne!(stripped.files, src.files);
+        let old_gate = crate::target::Gate {
+            unit: "deploy-proxy.service".into(),
+            url: "https://ci.commoninternet.net/".into(),
+            served_by: "deploy-dashboard.service".into(),
+        };
+        let a = analyze(&src, std::slice::from_ref(&old_gate));
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::to_value(analyze(&stripped, &[old_gate])).unwrap()
+        );
+        assert_eq!(
+            a.cycles.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            ["wait"],
+            "{}",
+            a.render("nix")
+        );
+        // traefik reaches the boot only through deploy-proxy.upholds/: a traefik ordered
+        // after deploy-proxy, gating deploy-proxy, is a wait cycle, found through the link.
+        let new_gate = crate::target::Gate {
+            unit: "deploy-proxy.service".into(),
+            url: "http://127.0.0.1:8082/ping".into(),
+            served_by: "traefik.service".into(),
+        };
+        let mut late = src.clone();
+        late.dropins.insert(
+            "traefik.service".into(),
+            vec![(
+                "late.conf".into(),
+                "[Unit]\nAfter=deploy-proxy.service\n".into(),
+            )],
+        );
+        let found = analyze(&late, std::slice::from_ref(&new_gate));
+        assert_eq!(found.cycles.len(), 1, "{}", found.render("nix"));
+        assert!(found.cycles[0].cycle.units().contains(&"traefik.service"));
+        late.upholds.clear();
+        let without = analyze(&late, &[new_gate]);
+        assert!(!without.has_cycle(), "{}", without.render("nix"));
+        assert_eq!(without.units_in_boot + 1, found.units_in_boot);
     }
 
     #[test]

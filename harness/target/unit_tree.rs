@@ -83,7 +83,11 @@ pub fn load(root: &Path) -> anyhow::Result<UnitSources> {
                 }
                 continue;
             }
-            for (suffix, links) in [(".wants", &mut src.wants), (".requires", &mut src.requires)] {
+            for (suffix, links) in [
+                (".wants", &mut src.wants),
+                (".requires", &mut src.requires),
+                (".upholds", &mut src.upholds),
+            ] {
                 if let Some(unit) = name.strip_suffix(suffix)
                     && is_unit_name(unit)
                     && let Some(real) = real_dir
@@ -262,6 +266,12 @@ mod tests {
             r.join("etc/systemd/system/multi-user.target.wants/a.service"),
         )
         .unwrap();
+        std::fs::create_dir_all(r.join("etc/systemd/system/multi-user.target.upholds")).unwrap();
+        symlink(
+            "../a.service",
+            r.join("etc/systemd/system/multi-user.target.upholds/a.service"),
+        )
+        .unwrap();
         // A link that would leave the root is not followed.
         symlink(
             "/../../etc/passwd",
@@ -278,6 +288,10 @@ mod tests {
         assert!(
             src.wants
                 .contains(&("multi-user.target".to_string(), "a.service".to_string()))
+        );
+        assert_eq!(
+            src.upholds,
+            [("multi-user.target".to_string(), "a.service".to_string())].into()
         );
         assert!(!src.files.contains_key("evil.service"));
         assert!(!src.wants.iter().any(|(_, u)| u == "host.service"));

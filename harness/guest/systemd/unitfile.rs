@@ -85,6 +85,8 @@ pub struct Declared {
     pub binds_to: BTreeSet<String>,
     /// `Requisite=`.
     pub requisite: BTreeSet<String>,
+    /// `Upholds=`: pulled in like `Wants=`, and restarted while this unit is up.
+    pub upholds: BTreeSet<String>,
     /// `[Install] WantedBy=` (effective only once enabled; see the `.wants` folders).
     pub wanted_by: BTreeSet<String>,
     /// `[Install] RequiredBy=`.
@@ -114,6 +116,7 @@ impl Declared {
                 ("Unit", "Wants") => &mut self.wants,
                 ("Unit", "BindsTo") => &mut self.binds_to,
                 ("Unit", "Requisite") => &mut self.requisite,
+                ("Unit", "Upholds") => &mut self.upholds,
                 ("Install", "WantedBy") => &mut self.wanted_by,
                 ("Install", "RequiredBy") => &mut self.required_by,
                 ("Install", "Alias") => &mut self.alias,
@@ -144,6 +147,7 @@ impl Declared {
             &mut self.wants,
             &mut self.binds_to,
             &mut self.requisite,
+            &mut self.upholds,
             &mut self.wanted_by,
             &mut self.required_by,
         ] {
