@@ -274,3 +274,105 @@ fn flake_outputs_add_the_adapter_through_extend_modules() {
     .unwrap();
     assert_eq!(empty, serde_json::json!({}));
 }
+
+/// `coldboot.secretStubs`' script, evaluated and run by `sh` on paths under a temporary
+/// folder: each stub written with its content, mode and owner; a file already there kept;
+/// a dangling link replaced.
+#[test]
+fn secret_stub_script_writes_each_stub() {
+    require_nix!();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().display().to_string();
+    let id = |flag: &str| {
+        let out = Command::new("id").arg(flag).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (user, group) = (id("-un"), id("-gn"));
+    std::fs::create_dir_all(tmp.path().join("keep")).unwrap();
+    std::fs::write(tmp.path().join("keep/real"), "real secret").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode_of = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let real_mode = mode_of(&tmp.path().join("keep/real"));
+    std::fs::create_dir_all(tmp.path().join("link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/x", tmp.path().join("link/s")).unwrap();
+    let script = eval(&format!(
+        r#"(import ./lib/coldboot.nix).secretStubScript {{
+          "{t}/run/secrets/a" = {{ content = "it's\n"; mode = "0440"; owner = "{user}"; group = "{group}"; before = [ "a.service" ]; }};
+          "{t}/deep/er/b" = {{ content = "coldboot-stub\n"; mode = "0400"; owner = "{user}"; group = "{group}"; before = [ ]; }};
+          "{t}/keep/real" = {{ content = "stub"; mode = "0400"; owner = "{user}"; group = "{group}"; before = [ ]; }};
+          "{t}/link/s" = {{ content = "stub"; mode = "0600"; owner = "{user}"; group = "{group}"; before = [ ]; }};
+        }}"#
+    ))
+    .unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script.as_str().unwrap())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = |rel: &str| {
+        let p = tmp.path().join(rel);
+        (std::fs::read_to_string(&p).unwrap(), mode_of(&p))
+    };
+    assert_eq!(file("run/secrets/a"), ("it's\n".into(), 0o440));
+    assert_eq!(file("deep/er/b"), ("coldboot-stub\n".into(), 0o400));
+    assert_eq!(file("keep/real"), ("real secret".into(), real_mode));
+    assert_eq!(file("link/s"), ("stub".into(), 0o600));
+    assert!(said.contains("keep/real exists, not stubbed"), "{said}");
+    // Folders it makes are readable by the owner of a secret that is not root.
+    assert_eq!(mode_of(&tmp.path().join("deep/er")), 0o755);
+
+    // Bad declarations stop the evaluation with the option path.
+    for (path, fields, says) in [
+        (
+            "run/x",
+            r#"mode = "0400"; before = [ ];"#,
+            "not a plain absolute path",
+        ),
+        (
+            "/run/../x",
+            r#"mode = "0400"; before = [ ];"#,
+            "not a plain absolute path",
+        ),
+        (
+            "/run/x/",
+            r#"mode = "0400"; before = [ ];"#,
+            "not a plain absolute path",
+        ),
+        (
+            "/run/x",
+            r#"mode = "rw"; before = [ ];"#,
+            "is not an octal mode",
+        ),
+        (
+            "/run/x",
+            r#"mode = "0400"; before = [ "drone" ];"#,
+            "is not a systemd unit",
+        ),
+    ] {
+        let err = eval(&format!(
+            r#"(import ./lib/coldboot.nix).secretStubScript {{
+              "{path}" = {{ content = ""; owner = "root"; group = "root"; {fields} }};
+            }}"#
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("coldboot.secretStubs") && err.contains(says),
+            "{path}: {err}"
+        );
+    }
+    assert_eq!(
+        eval(
+            r#"(import ./lib/coldboot.nix).secretStubUnits {
+              "/a".before = [ "x.service" "y.service" ]; "/b".before = [ "x.service" ];
+            }"#
+        )
+        .unwrap(),
+        serde_json::json!(["x.service", "y.service"])
+    );
+}

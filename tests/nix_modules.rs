@@ -277,10 +277,15 @@ fn the_readme_override_snippet_evaluates_under_the_wrapper() {
         &format!(
             r#"let
               {FLAKES}
-              # cc-ci's own configuration, as its flake has it (a stand-in: one service).
+              # cc-ci's own configuration, as its flake has it (a stand-in: one service and
+              # one sops-nix secret, its fields given as sops-nix's defaults would fill them).
               host = nixosSystem {{ modules = [ {{
                 networking.hostName = "cc-ci";
                 systemd.services.backupbot.wantedBy = [ "multi-user.target" ];
+                sops.secrets.drone-rpc-secret = {{
+                  path = "/run/secrets/drone-rpc-secret"; mode = "0440";
+                  owner = "drone"; group = "drone"; restartUnits = [ "drone.service" ];
+                }};
               }} ]; }};
               coldbootInput = outputsOf (tmp + "/coldboot-input") {{ inherit nixpkgs; target = {{ }}; }};
               ccci =
@@ -291,7 +296,8 @@ fn the_readme_override_snippet_evaluates_under_the_wrapper() {
               wrapper = outputsOf (repo + "/nix") {{ inherit nixpkgs; target = ccci; }};
               config = wrapper.coldbootTargets.cc-ci-coldboot.config;
             in {{
-              inherit (config.coldboot) harness;
+              inherit (config.coldboot) harness secretStubs;
+              stubService = config.systemd.services.coldboot-secret-stubs.before;
               inherit (config.security) acme;
               backupbot = config.systemd.services.backupbot;
               hosts = config.networking.extraHosts;
@@ -308,6 +314,18 @@ fn the_readme_override_snippet_evaluates_under_the_wrapper() {
                 "run": "warm-reconcile set-latest traefik broken"
             }}
         })
+    );
+    // sops-nix's secrets become stubs, written before the units that read them.
+    assert_eq!(
+        got["secretStubs"],
+        json!({"/run/secrets/drone-rpc-secret": {
+            "content": "coldboot-stub\n", "mode": "0440", "owner": "drone", "group": "drone",
+            "before": ["drone.service"]
+        }})
+    );
+    assert_eq!(
+        got["stubService"],
+        json!(["sysinit.target", "drone.service"])
     );
     // The rest of the snippet is in the same configuration.
     assert_eq!(got["acme"]["preliminarySelfsigned"], true);
@@ -427,4 +445,101 @@ fn the_model_with_the_adapter_declares_each_gate() {
     // The old gate at cc-ci's real timeout, as M1 gives the recipe's before-target.
     assert_eq!(before["timeout"], m1_before_timeout());
     assert_eq!(after["timeout"], 900);
+}
+
+/// Issue 20, item 8: the model's drone reads a secret the VM cannot decrypt; the model
+/// declares a stub for it and the adapter writes it in a service ordered before drone.
+#[test]
+fn the_adapter_writes_the_model_secret_stub_before_drone() {
+    let lib = require_lib!();
+    let got = eval(
+        lib,
+        &format!(
+            r#"let
+              {FLAKES}
+              flake = outputsOf (repo + "/nix") {{ inherit nixpkgs; target = flake; }};
+              system = flake.coldbootTargets.ccci-model-after;
+              inherit (system) config;
+              bare = flake.nixosConfigurations.ccci-model-after.config;
+              coldboot = import (repo + "/nix/lib/coldboot.nix");
+            in {{
+              inherit (config.coldboot) secretStubs;
+              service = config.systemd.services.coldboot-secret-stubs;
+              # The script the service should run: the pure function's, through the same
+              # stand-in builder (its path is a hash of the text).
+              script = system._module.args.pkgs.writeShellScript "coldboot-secret-stubs"
+                (coldboot.secretStubScript config.coldboot.secretStubs);
+              drone = config.systemd.services.drone.serviceConfig.ExecStartPre;
+              bareHasIt = bare.systemd.services ? coldboot-secret-stubs;
+            }}"#
+        ),
+    )
+    .unwrap();
+    let path = "/run/secrets/drone-rpc-secret";
+    assert_eq!(
+        got["secretStubs"],
+        json!({path: {
+            "content": "coldboot-stub\n", "mode": "0400", "owner": "root", "group": "root",
+            "before": ["drone.service"]
+        }})
+    );
+    assert!(
+        got["drone"].as_str().unwrap().contains(path),
+        "{}",
+        got["drone"]
+    );
+    let service = &got["service"];
+    assert_eq!(service["unitConfig"]["DefaultDependencies"], false);
+    assert_eq!(
+        service["before"],
+        json!(["sysinit.target", "drone.service"])
+    );
+    assert_eq!(service["wantedBy"], service["before"]);
+    assert_eq!(
+        service["after"],
+        json!(["local-fs.target", "systemd-tmpfiles-setup.service"])
+    );
+    assert_eq!(service["serviceConfig"]["Type"], "oneshot");
+    assert_eq!(service["serviceConfig"]["ExecStart"], got["script"]);
+    assert_eq!(got["bareHasIt"], false, "only the adapter writes stubs");
+}
+
+/// Without stubs the adapter adds no stub service; bad stub declarations are refused by
+/// the option types.
+#[test]
+fn secret_stub_option_types() {
+    let lib = require_lib!();
+    let adapter = r#"(repo + "/nix/modules/coldboot-guest.nix")"#;
+    let none = eval(
+        lib,
+        &format!(r#"(evalWith [ {adapter} ]).systemd.services ? coldboot-secret-stubs"#),
+    )
+    .unwrap();
+    assert_eq!(none, false);
+    for (def, says) in [
+        (r#"mode = "rw";"#, "string matching the pattern [0-7]{3,4}"),
+        (
+            r#"before = "drone.service";"#,
+            "is not of type `list of string'",
+        ),
+        (r#"contents = "x";"#, "contents' does not exist"),
+    ] {
+        let err = eval(
+            lib,
+            &format!(
+                r#"(evalWith [ {adapter} {{ coldboot.secretStubs."/run/secrets/x" = {{ {def} }}; }} ]).coldboot.secretStubs"#
+            ),
+        )
+        .unwrap_err();
+        assert!(err.contains(says), "{def}: {err}");
+    }
+    // A path the option type cannot check is refused when the service is evaluated.
+    let err = eval(
+        lib,
+        &format!(
+            r#"(evalWith [ {adapter} {{ coldboot.secretStubs."run/x" = {{ }}; }} ]).systemd.services.coldboot-secret-stubs.serviceConfig.ExecStart"#
+        ),
+    )
+    .unwrap_err();
+    assert!(err.contains("not a plain absolute path"), "{err}");
 }

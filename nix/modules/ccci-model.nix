@@ -26,6 +26,7 @@ let
   ];
 
   consumers = [ "drone" "warm-keycloak" "reports" "bridge" "backupbot" "nightly-sweep" ];
+  droneSecret = "/run/secrets/drone-rpc-secret";
 in
 {
   imports = [ ./coldboot-options.nix ];
@@ -106,8 +107,16 @@ in
       serviceConfig = {
         Type = "exec";
         ExecStart = "${pkgs.runtimeShell} ${files}/lib/ccci-model/consumer ${name}";
+      } // lib.optionalAttrs (name == "drone") {
+        # A CI server reads its RPC secret, which a real control plane decrypts at boot
+        # (sops-nix, agenix), and does not start without it. NixOS model only: the
+        # Debian recipe has no secret.
+        ExecStartPre = "${pkgs.runtimeShell} -c 'cat ${droneSecret} > /dev/null'";
       };
     });
+
+    # The VM has no key to decrypt it: the adapter writes a stand-in first.
+    coldboot.secretStubs.${droneSecret}.before = [ "drone.service" ];
 
     coldboot.gates = coldboot.ccciModelGates cfg.gate;
     coldboot.faults = {

@@ -5,12 +5,20 @@
 # (`opt/coldboot/ssh_host_ed25519_key`, readable by root only), which sshd then uses
 # alone and the harness checks on connect; sshd lets root in by key only; the console is
 # on the serial port; the user-mode NIC gets DHCP; the recorder relays PID 1's private
-# D-Bus socket to the harness over a virtio-serial port from early userspace. Nothing else in the system under test
-# is changed.
+# D-Bus socket to the harness over a virtio-serial port from early userspace; where the
+# target declares `coldboot.secretStubs`, it writes those stand-in secret files. Nothing
+# else in the system under test is changed.
 #
 # `lib.withColdboot` in flake.nix adds it to any NixOS configuration with
 # `extendModules`, so a flake's own configuration is used unchanged.
 { config, lib, pkgs, ... }:
+let
+  coldboot = import ../lib/coldboot.nix;
+  # `or { }`: a target's own, older copy of the options module (imported first, so the
+  # one used) may not declare it.
+  stubs = config.coldboot.secretStubs or { };
+  stubUnits = coldboot.secretStubUnits stubs;
+in
 {
   imports = [ ./coldboot-options.nix ];
 
@@ -66,6 +74,24 @@
       serviceConfig = {
         Type = "simple";
         ExecStart = "${pkgs.perl}/bin/perl ${../adapter/recorder}";
+        StandardOutput = "journal+console";
+      };
+    };
+
+    # Stand-ins for the secrets the VM cannot decrypt (coldboot.secretStubs): after the
+    # file systems and tmpfiles (whose folders and owners come first), before sysinit.target
+    # (so before every unit with default dependencies) and before the units that read them.
+    systemd.services.coldboot-secret-stubs = lib.mkIf (stubs != { }) {
+      description = "coldboot: stub files for secrets the VM cannot decrypt";
+      unitConfig.DefaultDependencies = false;
+      after = [ "local-fs.target" "systemd-tmpfiles-setup.service" ];
+      before = [ "sysinit.target" ] ++ stubUnits;
+      wantedBy = [ "sysinit.target" ] ++ stubUnits;
+      path = [ pkgs.coreutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = "${pkgs.writeShellScript "coldboot-secret-stubs" (coldboot.secretStubScript stubs)}";
         StandardOutput = "journal+console";
       };
     };

@@ -47,6 +47,32 @@ in
       });
     };
 
+    secretStubs = mkOption {
+      default = { };
+      example = { "/run/secrets/drone-rpc-secret".before = [ "drone.service" ]; };
+      description = ''
+        Stand-ins for secrets the VM cannot decrypt (it has no sops-nix or agenix key):
+        `coldboot.secretStubs."<absolute path>" = { content; mode; owner; group; before; }`.
+        The guest adapter writes each file, unless a file is already there, in a oneshot
+        service that runs before sysinit.target (so before every unit with default
+        dependencies) and before the units in `before`, which also pull it in. Only the
+        adapter acts on it: without the adapter, declaring stubs changes nothing.
+      '';
+      type = types.attrsOf (types.submodule {
+        options = {
+          content = mkOption { type = types.str; default = "coldboot-stub\n"; description = "What the file holds."; };
+          mode = mkOption { type = types.strMatching "[0-7]{3,4}"; default = "0400"; description = "Its octal mode."; };
+          owner = mkOption { type = types.str; default = "root"; description = "The user that owns it (a name or a uid)."; };
+          group = mkOption { type = types.str; default = "root"; description = "Its group (a name or a gid)."; };
+          before = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+            description = "The units that read it: each starts after the stub is written, and pulls it in.";
+          };
+        };
+      });
+    };
+
     harness = mkOption {
       internal = true;
       readOnly = true;
