@@ -12,6 +12,23 @@ pub fn journal_command(cap: usize) -> String {
     format!("journalctl -b -o json --no-pager | head -c {}", cap + 1)
 }
 
+/// The guest command that prints the journal entries logged after `cursor` as JSON
+/// lines, stopping one byte past `cap`.
+pub fn journal_after_command(cursor: &str, cap: usize) -> String {
+    format!(
+        "journalctl -b -o json --no-pager --after-cursor={} | head -c {}",
+        crate::target::nix::shell_quote(cursor),
+        cap + 1
+    )
+}
+
+/// The `__CURSOR` of the last entry of `journalctl -o json` output, if it has one.
+pub fn last_cursor(text: &str) -> Option<String> {
+    let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    let entry: serde_json::Value = serde_json::from_str(last).ok()?;
+    entry.get("__CURSOR")?.as_str().map(str::to_string)
+}
+
 /// Cut `text` (JSON lines) to at most `cap` bytes of whole lines, and when it was cut,
 /// end it with one JSON line that says so (readers of JSON lines still parse every
 /// line). Returns whether it was cut.
@@ -39,6 +56,18 @@ pub fn cut_json_lines(text: &mut String, cap: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_starts_after_the_last_entry_read() {
+        let text = "{\"__CURSOR\":\"s=a;i=1\",\"MESSAGE\":\"x\"}\n{\"__CURSOR\":\"s=a;i=2\",\"MESSAGE\":\"y\"}\n";
+        assert_eq!(last_cursor(text).as_deref(), Some("s=a;i=2"));
+        assert_eq!(last_cursor(""), None);
+        assert_eq!(last_cursor("{\"MESSAGE\":\"no cursor\"}\n"), None);
+        assert_eq!(
+            journal_after_command("s=a;i=2", 10),
+            "journalctl -b -o json --no-pager --after-cursor='s=a;i=2' | head -c 11"
+        );
+    }
 
     #[test]
     fn a_journal_under_the_cap_is_kept_whole() {

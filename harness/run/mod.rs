@@ -13,6 +13,7 @@ pub mod clock;
 pub mod cycles;
 pub mod early;
 pub mod expect;
+pub mod idle;
 pub mod lost;
 pub mod pair;
 pub mod record;

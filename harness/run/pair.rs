@@ -223,6 +223,8 @@ struct Up {
     /// Every unit's state at the end of this boot's last phase, for its plot; cleared
     /// by [`Up::touched`].
     last_units: Option<record::UnitsRead>,
+    /// The end-of-phase reads made at the boot's first idle moment (with a recorder).
+    idle: Option<super::idle::IdleRead>,
 }
 
 impl Up {
@@ -396,28 +398,37 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         state.probes.append(&mut current.cycles.take_probes());
         let stop = failed && !needs_more(&ctx.pair.expected, &state.outcomes);
         let is_last = stop || std::ptr::eq(phase, scenario.phases.last().expect("a phase"));
+        let idle = idle_units(ctx, current, &phase.name, state).await;
         if is_last {
             // The pair ends here: its last evidence on both sessions at once.
             let current = &*current;
-            let units = record::phase_evidence(
-                &current.guest,
-                &current.clock,
-                &ctx.run_dir,
-                &phase.name,
-                scenario,
-            );
-            finish_boot(ctx, current, Some(Box::pin(units))).await;
+            let units: UnitsReading = match idle {
+                Some(read) => Box::pin(async move { Some(read) }),
+                None => Box::pin(record::phase_evidence(
+                    &current.guest,
+                    &current.clock,
+                    &ctx.run_dir,
+                    &phase.name,
+                    scenario,
+                )),
+            };
+            finish_boot(ctx, current, Some(units)).await;
             state.timeline.event("evidence collected", &phase.name);
             finished = true;
         } else {
-            current.last_units = record::phase_evidence(
-                &current.guest,
-                &current.clock,
-                &ctx.run_dir,
-                &phase.name,
-                scenario,
-            )
-            .await;
+            current.last_units = match idle {
+                Some(read) => Some(read),
+                None => {
+                    record::phase_evidence(
+                        &current.guest,
+                        &current.clock,
+                        &ctx.run_dir,
+                        &phase.name,
+                        scenario,
+                    )
+                    .await
+                }
+            };
         }
         if stop {
             state
@@ -433,6 +444,39 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         drop(last);
     }
     Ok(())
+}
+
+/// Every unit's state read at the boot's first idle moment, when PID 1 reported no job
+/// and no unit change from then to this phase's end (so it is the state at that end),
+/// written as the phase's units file; `None` when it must be read now.
+async fn idle_units(
+    ctx: &PairContext,
+    up: &mut Up,
+    phase: &str,
+    state: &mut PairState,
+) -> Option<record::UnitsRead> {
+    let idle = up.idle.as_mut()?.if_unchanged().await;
+    let Some(mut read) = idle.and_then(|i| i.units.clone()) else {
+        state.timeline.event(
+            "units read at the phase's end",
+            "the boot was not idle since an earlier read, or PID 1 reported a change since",
+        );
+        return None;
+    };
+    read.when = format!(
+        "the end of phase {phase} (read at the boot's first idle moment, {:.1} s; PID 1 \
+         reported no job and no unit change from then to the phase's end)",
+        read.at_us as f64 / 1e6
+    );
+    record::write_units(&ctx.run_dir, phase, &read);
+    state.timeline.event(
+        "units read at the idle moment",
+        &format!(
+            "every unit's state read at guest {:.1} s, unchanged to the end of phase {phase}",
+            read.at_us as f64 / 1e6
+        ),
+    );
+    Some(read)
 }
 
 /// The end of phase's read of every unit, running beside a boot's other last reads.
@@ -458,7 +502,21 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
     // Unit states on the main session, the journal on the wait-cycle watcher's, whose own
     // reads are short: the states and the journal do not queue behind each other.
     let listeners = up.cycles.listeners_read();
-    record::boot_evidence(&guest, &ctx.run_dir, index, focus, units, listeners).await;
+    let journal_head = up
+        .idle
+        .as_ref()
+        .and_then(|i| i.journal())
+        .map(str::to_string);
+    record::boot_evidence(
+        &guest,
+        &ctx.run_dir,
+        index,
+        focus,
+        units,
+        listeners,
+        journal_head,
+    )
+    .await;
     let (json, dot) = up.cycles.evidence();
     record::waitfor_evidence(&ctx.run_dir, index, &json, &dot);
     record::signals_evidence(&ctx.run_dir, index, &up.journal, &up.clock);
@@ -570,6 +628,9 @@ async fn connect(
         status: ctx.status.clone(),
         recorder: recorder.as_ref().map(|(r, _)| r.clone()),
     });
+    let idle = recorder
+        .as_ref()
+        .map(|(r, _)| super::idle::IdleRead::start(r.clone(), guest.clone(), clock, named.clone()));
     if let Some((r, _)) = &recorder {
         state.timeline.event(
             "recorder",
@@ -590,6 +651,7 @@ async fn connect(
         acted: false,
         caught_up_logged: false,
         last_units: None,
+        idle,
     })
 }
 

@@ -211,8 +211,9 @@ pub async fn boot_evidence(
     focus: Option<&str>,
     units: impl std::future::Future<Output = Option<UnitsRead>>,
     listeners_read: Option<String>,
+    journal_head: Option<String>,
 ) {
-    let journal = super::timed("evidence: the journal", capped_journal(guest));
+    let journal = super::timed("evidence: the journal", capped_journal(guest, journal_head));
     // The wait-cycle judgement may have read the listeners already, at the phase's end.
     let listeners = async {
         match listeners_read {
@@ -279,10 +280,30 @@ fn plot_of(boot_index: u32, read: &UnitsRead) -> anyhow::Result<String> {
     ))
 }
 
-/// The boot's journal as JSON lines, cut at [`super::cap::JOURNAL_CAP`] (marked).
-async fn capped_journal(guest: &Guest) -> anyhow::Result<String> {
+/// The boot's journal so far as JSON lines, at most one byte past
+/// [`super::cap::JOURNAL_CAP`] (not yet cut: [`capped_journal`] completes and cuts it).
+pub async fn journal_head(guest: &Guest) -> anyhow::Result<String> {
     let cap = super::cap::JOURNAL_CAP;
-    let mut text = guest.exec(&super::cap::journal_command(cap)).await?.stdout;
+    Ok(guest.exec(&super::cap::journal_command(cap)).await?.stdout)
+}
+
+/// The boot's journal as JSON lines, cut at [`super::cap::JOURNAL_CAP`] (marked): the
+/// `head` read earlier (at the boot's idle moment) and the entries logged after its last
+/// cursor, or the whole journal read now.
+async fn capped_journal(guest: &Guest, head: Option<String>) -> anyhow::Result<String> {
+    let cap = super::cap::JOURNAL_CAP;
+    let mut text = match head {
+        Some(mut text) => {
+            if text.len() <= cap
+                && let Some(cursor) = super::cap::last_cursor(&text)
+            {
+                let after = super::cap::journal_after_command(&cursor, cap - text.len());
+                text.push_str(&guest.exec(&after).await?.stdout);
+            }
+            text
+        }
+        None => journal_head(guest).await?,
+    };
     if super::cap::cut_json_lines(&mut text, cap) {
         tracing::warn!("the boot's journal passed the evidence cap of {cap} bytes; cut");
     }
@@ -429,12 +450,18 @@ pub async fn phase_evidence(
     scenario: &Scenario,
 ) -> Option<UnitsRead> {
     let named = named_units(scenario);
-    let path = run_dir.join(bundle::units_file(phase));
     let read = every_unit(guest, clock, &named, &format!("the end of phase {phase}")).await?;
+    write_units(run_dir, phase, &read);
+    Some(read)
+}
+
+/// `units-PHASE.txt` from a read made before the phase's end (at the boot's idle
+/// moment), which PID 1's reports show still holds at that end.
+pub fn write_units(run_dir: &Path, phase: &str, read: &UnitsRead) {
+    let path = run_dir.join(bundle::units_file(phase));
     if let Err(e) = write_atomic(&path, read.text.as_bytes()) {
         tracing::warn!("cannot write {}: {e:#}", path.display());
     }
-    Some(read)
 }
 
 /// The units a scenario names (its focus, awaited units, ordering), in file order.

@@ -111,6 +111,43 @@ impl Recorder {
         self.with(|l| l.events.get(from..).map(<[_]>::to_vec).unwrap_or_default())
     }
 
+    /// How many job and unit events arrived after `t`, or None when the stream has
+    /// ended (then it cannot say that nothing changed). Zero means that PID 1 reported
+    /// no job and no unit change since `t`: a read of every unit made from `t` on still
+    /// holds.
+    pub fn changes_since(&self, t: Instant) -> Option<usize> {
+        self.with(|l| {
+            if l.ended.is_some() || l.connected.is_none() {
+                return None;
+            }
+            let fresh = l.events.iter().rev().take_while(|(at, _)| *at > t);
+            Some(
+                fresh
+                    .filter(|(_, e)| !matches!(e, Event::Manager { .. }))
+                    .count(),
+            )
+        })
+    }
+
+    /// Since when PID 1's job queue has been empty (the latest of the queue's first
+    /// reading and the last job event), or None while it holds jobs or is not known.
+    pub fn queue_empty_since(&self) -> Option<Instant> {
+        self.with(|l| {
+            let known = l.queue_known?;
+            if !l.queue.is_empty() {
+                return None;
+            }
+            let last_job = l.events.iter().rev().find_map(|(at, e)| {
+                matches!(
+                    e,
+                    Event::Job { .. } | Event::JobState { .. } | Event::JobRemoved { .. }
+                )
+                .then_some(*at)
+            });
+            Some(last_job.map_or(known, |t| t.max(known)))
+        })
+    }
+
     /// Wait until something new arrives (an event, or the end), at most until `until`.
     pub async fn wait_news(&mut self, until: Instant) {
         let seen = *self.news.borrow_and_update();

@@ -1,0 +1,157 @@
+//! The end-of-phase evidence, read at the boot's first idle moment instead of after the
+//! last decision.
+//!
+//! Every unit's state and the boot's journal are the two slow reads of a pair's end
+//! (seconds each on a TCG guest). Once the recorder shows PID 1's job queue empty, they
+//! are read in the background while the expectations are judged. At a phase's end the
+//! units read is used only if the recorder reported no job and no unit change since it
+//! began, so it is the state at that end; else the units are read again. The journal
+//! read is completed at the end with the entries logged after its last cursor, so it
+//! is always whole.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::guest::Guest;
+use crate::guest::recorder::Recorder;
+use crate::run::clock::GuestClock;
+
+use super::record::{self, UnitsRead};
+
+/// How long the queue must stay empty before the boot counts as idle: it empties for a
+/// moment between jobs now and then while the boot is still going.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// What was read at the idle moment.
+pub struct IdleEvidence {
+    /// When the reads began (host clock).
+    pub began: Instant,
+    /// Every unit's state (see [`record::every_unit`]).
+    pub units: Option<UnitsRead>,
+    /// The journal so far, as `journalctl -o json` printed it (not yet capped).
+    pub journal: Result<String, String>,
+}
+
+/// The background read of one boot, started once its SSH session is up; read again at
+/// the next idle moment whenever PID 1 reports a change after a read began.
+pub struct IdleRead {
+    recorder: Recorder,
+    guest: Guest,
+    clock: GuestClock,
+    named: Vec<String>,
+    /// When the current reads began, once the boot went idle.
+    began: Arc<Mutex<Option<Instant>>>,
+    task: Option<tokio::task::JoinHandle<Option<IdleEvidence>>>,
+    /// The last reads that completed.
+    done: Option<Arc<IdleEvidence>>,
+}
+
+impl Drop for IdleRead {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+impl IdleRead {
+    /// Wait in the background for the queue to stay empty for [`SETTLE`], then read.
+    /// Nothing is read while the boot is busy, so the reads do not slow it.
+    pub fn start(
+        recorder: Recorder,
+        guest: Guest,
+        clock: GuestClock,
+        named: Vec<String>,
+    ) -> IdleRead {
+        let mut idle = IdleRead {
+            recorder,
+            guest,
+            clock,
+            named,
+            began: Arc::default(),
+            task: None,
+            done: None,
+        };
+        idle.spawn();
+        idle
+    }
+
+    fn spawn(&mut self) {
+        let (mut watch, guest, clock) = (self.recorder.clone(), self.guest.clone(), self.clock);
+        let named = self.named.clone();
+        let began = Arc::new(Mutex::new(None));
+        let mark = began.clone();
+        self.began = began;
+        self.task = Some(tokio::spawn(async move {
+            let at = wait_idle(&mut watch).await?;
+            *mark.lock().expect("idle lock") = Some(at);
+            let units = record::every_unit(&guest, &clock, &named, "the boot's idle moment");
+            let journal = record::journal_head(&guest);
+            let (units, journal) = tokio::join!(units, journal);
+            Some(IdleEvidence {
+                began: at,
+                units,
+                journal: journal.map_err(|e| format!("{e:#}")),
+            })
+        }));
+    }
+
+    /// The reads, when PID 1 reported no job and no unit change since they began (reads
+    /// under way are waited for then); `None` when the boot has not been idle since the
+    /// last change, and the caller reads now.
+    pub async fn if_unchanged(&mut self) -> Option<Arc<IdleEvidence>> {
+        let quiet = |r: &Recorder, t: Instant| r.changes_since(t) == Some(0);
+        if let Some(task) = self.task.take() {
+            let began = *self.began.lock().expect("idle lock");
+            match began {
+                // Still waiting for the boot to go idle: keep waiting, for later phases.
+                None if !task.is_finished() => {
+                    self.task = Some(task);
+                    return None;
+                }
+                // Changed while reading: wait for the next idle moment.
+                Some(t) if !task.is_finished() && !quiet(&self.recorder, t) => {
+                    task.abort();
+                    self.spawn();
+                    return None;
+                }
+                _ => {
+                    if let Some(done) = task.await.ok().flatten() {
+                        self.done = Some(Arc::new(done));
+                    }
+                }
+            }
+        }
+        let done = self.done.clone()?;
+        if quiet(&self.recorder, done.began) {
+            return Some(done);
+        }
+        // Changed since: read again at the next idle moment (the recorder still up).
+        if self.recorder.changes_since(done.began).is_some() {
+            self.spawn();
+        }
+        None
+    }
+
+    /// The journal of the last completed reads, whatever changed since (the caller
+    /// adds what was logged after it).
+    pub fn journal(&self) -> Option<&str> {
+        self.done.as_ref()?.journal.as_deref().ok()
+    }
+}
+
+/// The moment the queue has been empty for [`SETTLE`] (the recorder still up), or
+/// `None` when the stream ends first.
+async fn wait_idle(recorder: &mut Recorder) -> Option<Instant> {
+    loop {
+        if recorder.with(|l| l.ended.is_some()) {
+            return None;
+        }
+        let now = Instant::now();
+        match recorder.queue_empty_since() {
+            Some(t) if now >= t + SETTLE => return Some(now),
+            Some(t) => recorder.wait_news(t + SETTLE).await,
+            None => recorder.wait_news(now + Duration::from_secs(5)).await,
+        }
+    }
+}
