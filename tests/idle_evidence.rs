@@ -62,7 +62,7 @@ fn idle_reads_are_kept_only_while_nothing_changed_and_the_journal_is_completed()
         events
             .iter()
             .any(|(e, d)| e == "units read at the phase's end"
-                && d.contains("PID 1 reported a change")),
+                && d.contains("job or unit changes since the idle read began")),
         "{events:#?}"
     );
     let restarted = std::fs::read_to_string(pair.join("units-restarted.txt")).unwrap();

@@ -20,7 +20,22 @@ use super::record::{self, UnitsRead};
 
 /// How long the queue must stay empty before the boot counts as idle: it empties for a
 /// moment between jobs now and then while the boot is still going.
-pub const SETTLE: Duration = Duration::from_secs(1);
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// Where an idle read is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Stage {
+    /// Opening its own SSH connection.
+    #[default]
+    Connecting,
+    /// Waiting for the queue to stay empty.
+    WaitingForIdle,
+    /// Reading since this moment.
+    Reading(Instant),
+}
+
+/// How long the idle reads' own SSH connection may take to open.
+const SESSION_CONNECT: Duration = Duration::from_secs(20);
 
 /// What was read at the idle moment.
 pub struct IdleEvidence {
@@ -39,8 +54,8 @@ pub struct IdleRead {
     guest: Guest,
     clock: GuestClock,
     named: Vec<String>,
-    /// When the current reads began, once the boot went idle.
-    began: Arc<Mutex<Option<Instant>>>,
+    /// Where the current reads are.
+    stage: Arc<Mutex<Stage>>,
     task: Option<tokio::task::JoinHandle<Option<IdleEvidence>>>,
     /// The last reads that completed.
     done: Option<Arc<IdleEvidence>>,
@@ -68,7 +83,7 @@ impl IdleRead {
             guest,
             clock,
             named,
-            began: Arc::default(),
+            stage: Arc::default(),
             task: None,
             done: None,
         };
@@ -79,12 +94,23 @@ impl IdleRead {
     fn spawn(&mut self) {
         let (mut watch, guest, clock) = (self.recorder.clone(), self.guest.clone(), self.clock);
         let named = self.named.clone();
-        let began = Arc::new(Mutex::new(None));
-        let mark = began.clone();
-        self.began = began;
+        let stage = Arc::new(Mutex::new(Stage::Connecting));
+        let mark = stage.clone();
+        self.stage = stage;
         self.task = Some(tokio::spawn(async move {
+            // A connection of its own: the main one carries the expectations' commands,
+            // and sshd allows ten sessions per connection (MaxSessions). Opened before
+            // the boot is idle, so a login it may cause is not a change after the read.
+            let guest = match guest.another_session(SESSION_CONNECT).await {
+                Ok(own) => own,
+                Err(e) => {
+                    tracing::debug!("the idle reads use the main SSH connection: {e:#}");
+                    guest
+                }
+            };
+            *mark.lock().expect("idle lock") = Stage::WaitingForIdle;
             let at = wait_idle(&mut watch).await?;
-            *mark.lock().expect("idle lock") = Some(at);
+            *mark.lock().expect("idle lock") = Stage::Reading(at);
             let units = record::every_unit(&guest, &clock, &named, "the boot's idle moment");
             let journal = record::journal_head(&guest);
             let (units, journal) = tokio::join!(units, journal);
@@ -97,40 +123,52 @@ impl IdleRead {
     }
 
     /// The reads, when PID 1 reported no job and no unit change since they began (reads
-    /// under way are waited for then); `None` when the boot has not been idle since the
-    /// last change, and the caller reads now.
-    pub async fn if_unchanged(&mut self) -> Option<Arc<IdleEvidence>> {
-        let quiet = |r: &Recorder, t: Instant| r.changes_since(t) == Some(0);
+    /// under way are waited for then); else why not, and the caller reads now.
+    pub async fn if_unchanged(&mut self) -> Result<Arc<IdleEvidence>, String> {
+        let changes = |r: &Recorder, t: Instant| r.changes_since(t);
         if let Some(task) = self.task.take() {
-            let began = *self.began.lock().expect("idle lock");
-            match began {
+            let stage = *self.stage.lock().expect("idle lock");
+            match stage {
                 // Still waiting for the boot to go idle: keep waiting, for later phases.
-                None if !task.is_finished() => {
+                Stage::Connecting | Stage::WaitingForIdle if !task.is_finished() => {
                     self.task = Some(task);
-                    return None;
+                    let jobs = self.recorder.with(|l| l.queue.jobs().len());
+                    return Err(if stage == Stage::Connecting {
+                        "the idle reads' SSH connection was still opening".to_string()
+                    } else {
+                        format!(
+                            "the boot had not been idle for {:.1} s (PID 1's queue holds {jobs} jobs)",
+                            SETTLE.as_secs_f64()
+                        )
+                    });
                 }
                 // Changed while reading: wait for the next idle moment.
-                Some(t) if !task.is_finished() && !quiet(&self.recorder, t) => {
+                Stage::Reading(t)
+                    if !task.is_finished() && changes(&self.recorder, t) != Some(0) =>
+                {
                     task.abort();
                     self.spawn();
-                    return None;
+                    return Err(changed(changes(&self.recorder, t)));
                 }
-                _ => {
-                    if let Some(done) = task.await.ok().flatten() {
-                        self.done = Some(Arc::new(done));
-                    }
-                }
+                _ => match task.await {
+                    Ok(Some(done)) => self.done = Some(Arc::new(done)),
+                    Ok(None) => return Err("the recorder stopped before the boot went idle".into()),
+                    Err(e) => return Err(format!("the idle reads stopped: {e}")),
+                },
             }
         }
-        let done = self.done.clone()?;
-        if quiet(&self.recorder, done.began) {
-            return Some(done);
+        let Some(done) = self.done.clone() else {
+            return Err("no idle read".into());
+        };
+        match changes(&self.recorder, done.began) {
+            Some(0) => Ok(done),
+            Some(n) => {
+                // Read again at the next idle moment.
+                self.spawn();
+                Err(changed(Some(n)))
+            }
+            None => Err(changed(None)),
         }
-        // Changed since: read again at the next idle moment (the recorder still up).
-        if self.recorder.changes_since(done.began).is_some() {
-            self.spawn();
-        }
-        None
     }
 
     /// The journal of the last completed reads, whatever changed since (the caller
@@ -153,5 +191,12 @@ async fn wait_idle(recorder: &mut Recorder) -> Option<Instant> {
             Some(t) => recorder.wait_news(t + SETTLE).await,
             None => recorder.wait_news(now + Duration::from_secs(5)).await,
         }
+    }
+}
+
+fn changed(n: Option<usize>) -> String {
+    match n {
+        Some(n) => format!("PID 1 reported {n} job or unit changes since the idle read began"),
+        None => "the recorder stopped, so no change since the idle read can be ruled out".into(),
     }
 }

@@ -455,13 +455,17 @@ async fn idle_units(
     phase: &str,
     state: &mut PairState,
 ) -> Option<record::UnitsRead> {
-    let idle = up.idle.as_mut()?.if_unchanged().await;
-    let Some(mut read) = idle.and_then(|i| i.units.clone()) else {
-        state.timeline.event(
-            "units read at the phase's end",
-            "the boot was not idle since an earlier read, or PID 1 reported a change since",
-        );
-        return None;
+    let idle = up.idle.as_mut()?.if_unchanged().await.and_then(|i| {
+        i.units
+            .clone()
+            .ok_or_else(|| "the idle read of every unit failed".to_string())
+    });
+    let mut read = match idle {
+        Ok(read) => read,
+        Err(why) => {
+            state.timeline.event("units read at the phase's end", &why);
+            return None;
+        }
     };
     read.when = format!(
         "the end of phase {phase} (read at the boot's first idle moment, {:.1} s; PID 1 \
