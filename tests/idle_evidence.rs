@@ -105,4 +105,18 @@ fn idle_reads_are_kept_only_while_nothing_changed_and_the_journal_is_completed()
         .map(|e| e["__CURSOR"].as_str().unwrap())
         .collect();
     assert_eq!(cursors.len(), entries.len(), "an entry appears twice");
+
+    // A daemon-reload changes no unit's state, yet may change their properties: PID 1's
+    // Reloading signal is recorded, and the last phase's units are read at its end.
+    let recorded = std::fs::read_to_string(pair.join("recorder-boot-1.jsonl")).unwrap();
+    assert!(
+        recorded.contains(r#""event":"reloading""#),
+        "no Reloading signal recorded"
+    );
+    let last_end = events
+        .iter()
+        .rev()
+        .find(|(e, _)| e.starts_with("units read at"))
+        .unwrap();
+    assert_eq!(last_end.0, "units read at the phase's end", "{last_end:?}");
 }

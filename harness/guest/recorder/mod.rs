@@ -111,10 +111,10 @@ impl Recorder {
         self.with(|l| l.events.get(from..).map(<[_]>::to_vec).unwrap_or_default())
     }
 
-    /// How many job and unit events arrived after `t`, or None when the stream has
-    /// ended (then it cannot say that nothing changed). Zero means that PID 1 reported
-    /// no job and no unit change since `t`: a read of every unit made from `t` on still
-    /// holds.
+    /// How many job, unit and reload events arrived after `t`, or None when the stream
+    /// has ended (then it cannot say that nothing changed). Zero means that PID 1
+    /// reported no job, no unit change and no reload since `t`: a read of every unit
+    /// made from `t` on still holds.
     pub fn changes_since(&self, t: Instant) -> Option<usize> {
         self.with(|l| {
             if l.ended.is_some() || l.connected.is_none() {

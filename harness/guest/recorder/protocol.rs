@@ -105,6 +105,12 @@ pub enum Event {
         /// Its properties among [`UNIT_PROPERTIES`].
         props: Vec<(String, Prop)>,
     },
+    /// PID 1 began (`true`) or finished (`false`) reloading its units: any unit's
+    /// properties (its dependencies, for one) may have changed without a state change.
+    Reloading {
+        /// Began, rather than finished.
+        active: bool,
+    },
     /// A property of PID 1 itself (`Version`, `UserspaceTimestampMonotonic`).
     Manager {
         /// Property name.
@@ -232,6 +238,9 @@ impl Protocol {
                     unit: unit.to_string(),
                     result: result.to_string(),
                 });
+            }
+            (Some(MANAGER), "Reloading", [Value::Bool(active)]) => {
+                events.push(Event::Reloading { active: *active });
             }
             (Some(PROPERTIES), "PropertiesChanged", [iface, Value::Dict(changed), ..]) => {
                 let path = m.path.as_deref().unwrap_or_default();

@@ -85,6 +85,7 @@ impl Queue {
                 ("UserspaceTimestampMonotonic", Prop::Num(us)) => self.userspace_us = Some(*us),
                 _ => {}
             },
+            Event::Reloading { .. } => {}
         }
     }
 
