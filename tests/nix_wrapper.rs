@@ -47,25 +47,10 @@ fn nixpkgs_lib() -> Result<PathBuf, String> {
     }
 }
 
-fn copy_tree(src: &Path, dst: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap().flatten() {
-        let to = dst.join(e.file_name());
-        if e.path().is_dir() {
-            copy_tree(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-            let mode = std::fs::metadata(e.path()).unwrap().permissions().mode();
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
-}
-
 /// `nix/` copied into a plain folder (no `.git` anywhere above it).
 fn plain_copy(dir: &Path) -> PathBuf {
     let copy = dir.join("coldboot-nix");
-    copy_tree(&root().join("nix"), &copy);
+    common::copy_dir(&root().join("nix"), &copy);
     assert!(!copy.join(".git").exists());
     copy
 }
@@ -73,7 +58,7 @@ fn plain_copy(dir: &Path) -> PathBuf {
 /// The nixpkgs stand-in: the shim's flake with the real lib unpacked next to it.
 fn shim(dir: &Path, tarball: &Path) -> PathBuf {
     let shim = dir.join("nixpkgs-shim");
-    copy_tree(&root().join("tests/fixtures/nix/nixpkgs-shim"), &shim);
+    common::copy_dir(&root().join("tests/fixtures/nix/nixpkgs-shim"), &shim);
     let out = Command::new("tar")
         .arg("-xzf")
         .arg(tarball)

@@ -17,7 +17,7 @@ pub fn journal_command(cap: usize) -> String {
 pub fn journal_after_command(cursor: &str, cap: usize) -> String {
     format!(
         "journalctl -b -o json --no-pager --after-cursor={} | head -c {}",
-        crate::target::nix::shell_quote(cursor),
+        crate::guest::shell::quote(cursor),
         cap + 1
     )
 }

@@ -54,6 +54,8 @@ pub struct IdleRead {
     guest: Guest,
     clock: GuestClock,
     named: Vec<String>,
+    /// The reads' own SSH connection, once open: kept for the next idle reads.
+    own: Arc<Mutex<Option<Guest>>>,
     /// Where the current reads are.
     stage: Arc<Mutex<Stage>>,
     task: Option<tokio::task::JoinHandle<Option<IdleEvidence>>>,
@@ -83,6 +85,7 @@ impl IdleRead {
             guest,
             clock,
             named,
+            own: Arc::default(),
             stage: Arc::default(),
             task: None,
             done: None,
@@ -94,6 +97,7 @@ impl IdleRead {
     fn spawn(&mut self) {
         let (mut watch, guest, clock) = (self.recorder.clone(), self.guest.clone(), self.clock);
         let named = self.named.clone();
+        let own = self.own.clone();
         let stage = Arc::new(Mutex::new(Stage::Connecting));
         let mark = stage.clone();
         self.stage = stage;
@@ -101,12 +105,19 @@ impl IdleRead {
             // A connection of its own: the main one carries the expectations' commands,
             // and sshd allows ten sessions per connection (MaxSessions). Opened before
             // the boot is idle, so a login it may cause is not a change after the read.
-            let guest = match guest.another_session(SESSION_CONNECT).await {
-                Ok(own) => own,
-                Err(e) => {
-                    tracing::debug!("the idle reads use the main SSH connection: {e:#}");
-                    guest
-                }
+            let kept = own.lock().expect("idle lock").clone();
+            let guest = match kept {
+                Some(g) => g,
+                None => match guest.another_session(SESSION_CONNECT).await {
+                    Ok(g) => {
+                        *own.lock().expect("idle lock") = Some(g.clone());
+                        g
+                    }
+                    Err(e) => {
+                        tracing::debug!("the idle reads use the main SSH connection: {e:#}");
+                        guest
+                    }
+                },
             };
             *mark.lock().expect("idle lock") = Stage::WaitingForIdle;
             let at = wait_idle(&mut watch).await?;

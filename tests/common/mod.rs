@@ -73,6 +73,7 @@ pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
         if e.path().is_dir() {
             copy_dir(&e.path(), &to);
         } else {
+            // std::fs::copy keeps the permission bits (the model's scripts stay executable).
             std::fs::copy(e.path(), &to).unwrap();
         }
     }
