@@ -240,7 +240,7 @@ fn analyze_finds_the_old_gates_cycle_and_none_on_the_fix() {
         out.contains("wait cycle: deploy-proxy.service → deploy-dashboard.service"),
         "{out}"
     );
-    assert!(out.contains("PXGATE"), "{out}");
+    assert!(out.contains("health-gate cycle"), "{out}");
     assert!(
         out.contains("deploy-dashboard.service: After=deploy-proxy.service"),
         "the cycle names the line that orders it: {out}"

@@ -78,7 +78,8 @@ pub struct GateFinding {
     /// Every unit of the boot ordered after the gated unit, directly or through others:
     /// a change to the gate re-orders these.
     pub ordered_after: Vec<String>,
-    /// Whether the unit serving the gate's URL is among them: the pxgate bug.
+    /// Whether the unit serving the gate's URL is among them: a health-gate cycle (the
+    /// model's pxgate bug, `vm-images/ccci-model/README.md`).
     pub served_after_gated: bool,
 }
 
@@ -380,7 +381,7 @@ impl Analysis {
             if g.served_after_gated {
                 let _ = writeln!(
                     s,
-                    "  PXGATE: the gate's URL is served by {}, which is ordered after {}: on a cold boot {} waits for a unit that waits for it, until its start times out",
+                    "  health-gate cycle: the gate's URL is served by {}, which is ordered after {}: on a cold boot {} waits for a unit that waits for it, until its start times out",
                     g.gate.served_by, g.gate.unit, g.gate.unit
                 );
             }
@@ -522,7 +523,7 @@ mod tests {
     }
 
     #[test]
-    fn a_gate_served_by_a_unit_ordered_after_the_gated_one_is_the_pxgate_bug() {
+    fn a_gate_served_by_a_unit_ordered_after_the_gated_one_is_a_health_gate_cycle() {
         let s = sources(&[
             (
                 "multi-user.target",
@@ -538,7 +539,7 @@ mod tests {
             ["wait proxy.service > dash.service > proxy.service"]
         );
         assert!(old.gates[0].served_after_gated);
-        assert!(old.render("t").contains("PXGATE"));
+        assert!(old.render("t").contains("health-gate cycle"));
         let fixed = analyze(&s, &[gate("proxy.service", "traefik.service")]);
         assert!(!fixed.has_cycle());
         assert!(!fixed.gates[0].served_after_gated);

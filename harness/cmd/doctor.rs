@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use coldboot::target::{build, cache};
+use coldboot::target::{build, cache, nix_host};
 use coldboot::vm::accel;
 
 use crate::cli::DoctorArgs;
@@ -84,9 +84,10 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<i32> {
             "no: recipe builds need root to keep file ownership in the image"
         },
     );
-    match coldboot::target::nix::installed_nix_version().await {
-        Some(v) => line("nix", &nix_status(&v)),
-        None => line("nix", "not installed (only needed for nix: targets)"),
+    // Nix is optional: these lines never add to `fatal`.
+    let nix = nix_host::probe().await;
+    for l in nix_host::report(nix.as_ref()) {
+        line(l.label, &l.text);
     }
 
     match super::free_bytes(&cache_root) {
@@ -157,21 +158,4 @@ fn which(program: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| PathBuf::from(d).join(program))
         .find(|p| p.is_file())
-}
-
-/// What the installed Nix can do for `nix:` targets: recent nixpkgs refuses old Nix.
-fn nix_status(version: &str) -> String {
-    use coldboot::target::nix::{RECENT_NIXPKGS_MIN_NIX, parse_nix_version, version_at_least};
-    let need = parse_nix_version(RECENT_NIXPKGS_MIN_NIX).unwrap_or_default();
-    match parse_nix_version(version) {
-        Some(have) if version_at_least(&have, &need) => {
-            format!("{version} (nix: targets: any current nixpkgs)")
-        }
-        Some(_) => format!(
-            "{version}: older than {RECENT_NIXPKGS_MIN_NIX}, which nixpkgs from after \
-             August 2025 requires; nix: targets on such a flake stop with nixpkgs' own message \
-             (the wrapper's pinned nixos-24.05 needs 2.3)"
-        ),
-        None => format!("{version} (version not understood)"),
-    }
 }

@@ -22,7 +22,7 @@ pub const UNIT_SUFFIXES: [&str; 11] = [
     "swap",
 ];
 
-/// A systemd unit name such as `deploy-proxy.service`.
+/// A systemd unit name such as `nginx.service`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(transparent)]
 #[schemars(
@@ -45,7 +45,7 @@ impl UnitName {
             Ok(UnitName(text.to_string()))
         } else {
             Err(format!(
-                "invalid unit name {text:?}: expected a systemd unit name such as deploy-proxy.service (ending in .{})",
+                "invalid unit name {text:?}: expected a systemd unit name such as nginx.service (ending in .{})",
                 UNIT_SUFFIXES.join(", .")
             ))
         }
@@ -153,7 +153,7 @@ mod tests {
             "",
         ] {
             let err = UnitName::parse(bad).unwrap_err();
-            assert!(err.contains("deploy-proxy.service"), "{bad}: {err}");
+            assert!(err.contains("such as nginx.service"), "{bad}: {err}");
         }
     }
 

@@ -508,7 +508,7 @@ pub fn adhoc_pairs(targets: &[TargetFlag], scenarios: &[Scenario]) -> Vec<RunPai
 pub fn parse_target_flag(value: &str) -> anyhow::Result<TargetFlag> {
     let bad = |why: String| {
         crate::error::usage(format!(
-            "--target {value:?}: {why}; expected NAME=TARGET, such as after=recipe:vm-images/ccci-model?gate=self"
+            "--target {value:?}: {why}; expected NAME=TARGET, such as after=recipe:vm-images/debian-stock"
         ))
     };
     let (name, target) = value

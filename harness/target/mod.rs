@@ -9,6 +9,7 @@ pub mod check;
 pub mod gate;
 pub mod integrity;
 pub mod nix;
+pub mod nix_host;
 pub mod nix_wrapper;
 pub mod recipe;
 mod rootfs;

@@ -68,7 +68,7 @@ impl NixTarget {
             return Err(usage(format!(
                 "nix target {flake}#{attr}: {flake:?} is not a local flake; coldboot never \
                  fetches a target from the network. Clone it and give its path, such as \
-                 nix:/srv/cc-ci#{name} or nix:git+file:/srv/cc-ci#{name}"
+                 nix:/srv/flake#{name} or nix:git+file:/srv/flake#{name}"
             )));
         }
         let flake = if flake.starts_with('.') || flake.starts_with('/') {
