@@ -96,6 +96,7 @@ impl IdleRead {
 
     fn spawn(&mut self) {
         let (mut watch, guest, clock) = (self.recorder.clone(), self.guest.clone(), self.clock);
+        let bus = self.recorder.clone();
         let named = self.named.clone();
         let own = self.own.clone();
         let stage = Arc::new(Mutex::new(Stage::Connecting));
@@ -122,7 +123,8 @@ impl IdleRead {
             *mark.lock().expect("idle lock") = Stage::WaitingForIdle;
             let at = wait_idle(&mut watch).await?;
             *mark.lock().expect("idle lock") = Stage::Reading(at);
-            let units = record::every_unit(&guest, &clock, &named, "the boot's idle moment");
+            let when = "the boot's idle moment";
+            let units = record::every_unit(&guest, Some(&bus), &clock, &named, when);
             let journal = record::journal_head(&guest);
             let (units, journal) = tokio::join!(units, journal);
             Some(IdleEvidence {

@@ -406,6 +406,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 Some(read) => Box::pin(async move { Some(read) }),
                 None => Box::pin(record::phase_evidence(
                     &current.guest,
+                    current.recorder.as_ref().map(|(r, _)| r),
                     &current.clock,
                     &ctx.run_dir,
                     &phase.name,
@@ -421,6 +422,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 None => {
                     record::phase_evidence(
                         &current.guest,
+                        current.recorder.as_ref().map(|(r, _)| r),
                         &current.clock,
                         &ctx.run_dir,
                         &phase.name,
@@ -499,7 +501,9 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
             (None, Some(read)) => Some(read.clone()),
             (None, None) => {
                 let named = record::named_units(&ctx.pair.scenario);
-                record::every_unit(&up.guest, &up.clock, &named, "the end of the boot").await
+                let recorder = up.recorder.as_ref().map(|(r, _)| r);
+                let when = "the end of the boot";
+                record::every_unit(&up.guest, recorder, &up.clock, &named, when).await
             }
         }
     };

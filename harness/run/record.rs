@@ -9,11 +9,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::evidence::bundle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::guest::Guest;
+use crate::guest::recorder::Recorder;
 use crate::guest::systemd;
 use crate::scenario::{ExpectationKind, Scenario};
 
@@ -176,8 +177,29 @@ pub struct UnitsRead {
     pub at_us: u64,
     /// What the read was: "the end of phase cold-boot".
     pub when: String,
+    /// How it was read.
+    pub by: ReadBy,
     /// The manager's start-up times, read in the same command (for the critical chain).
     pub boot: Option<systemd::chain::BootTimes>,
+}
+
+/// How every unit's state was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBy {
+    /// Property reads through the recorder's connection to PID 1.
+    Recorder,
+    /// `systemctl show` over SSH.
+    Systemctl,
+}
+
+impl ReadBy {
+    /// In words, for titles.
+    pub fn words(self) -> &'static str {
+        match self {
+            ReadBy::Recorder => "PID 1's properties (read through the recorder)",
+            ReadBy::Systemctl => "systemctl show",
+        }
+    }
 }
 
 impl UnitsRead {
@@ -271,7 +293,8 @@ fn plot_of(boot_index: u32, read: &UnitsRead) -> anyhow::Result<String> {
     let states = systemd::parse_show(&read.text)?;
     Ok(crate::evidence::svg::boot_plot(
         &format!(
-            "Boot {boot_index}: every unit that started, from systemctl show at {} ({:.1} s)",
+            "Boot {boot_index}: every unit that started, from {} at {} ({:.1} s)",
+            read.by.words(),
             read.when,
             read.at_us as f64 / 1e6
         ),
@@ -444,13 +467,15 @@ pub fn recorder_evidence(
 /// the boot's plot.
 pub async fn phase_evidence(
     guest: &Guest,
+    recorder: Option<&Recorder>,
     clock: &crate::run::clock::GuestClock,
     run_dir: &Path,
     phase: &str,
     scenario: &Scenario,
 ) -> Option<UnitsRead> {
     let named = named_units(scenario);
-    let read = every_unit(guest, clock, &named, &format!("the end of phase {phase}")).await?;
+    let when = format!("the end of phase {phase}");
+    let read = every_unit(guest, recorder, clock, &named, &when).await?;
     write_units(run_dir, phase, &read);
     Some(read)
 }
@@ -517,8 +542,66 @@ pub fn signals_evidence(
 /// Separates the manager's times from the units in [`every_unit`]'s output.
 const UNITS_MARKER: &str = "@@coldboot-units@@";
 
-/// The `named` units' states, then every loaded unit's, in one `systemctl show`.
+/// How long a read of every unit through the recorder may take before it falls back to
+/// `systemctl show` (a model boot's read takes about a second).
+const BUS_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `named` units' states, then every loaded unit's: through the `recorder`'s
+/// connection to PID 1 when there is one (plain property reads, see
+/// [`crate::guest::recorder::units`]), else (or when that fails) in one `systemctl show`
+/// on `guest`.
 pub async fn every_unit(
+    guest: &Guest,
+    recorder: Option<&Recorder>,
+    clock: &crate::run::clock::GuestClock,
+    named: &[String],
+    when: &str,
+) -> Option<UnitsRead> {
+    let at_us = clock.to_guest_us(Instant::now());
+    if let Some(recorder) = recorder {
+        let read = super::timed(
+            "evidence: every unit's state, through the recorder",
+            recorder.read_units(named, BUS_READ_TIMEOUT),
+        )
+        .await;
+        match read {
+            Ok(read) if read.count > 0 => {
+                tracing::debug!(
+                    "{} units read with {} property reads",
+                    read.count,
+                    read.calls
+                );
+                if let Some(mut f) = crate::guest::recorder::raw_file("units-by-recorder", "txt") {
+                    // Recording a fixture: the same read by systemctl, just after, to compare.
+                    let _ = write!(f, "{}{UNITS_MARKER}\n{}", read.manager, read.units);
+                    if let (Some(again), Some(mut g)) = (
+                        by_systemctl(guest, clock, named, when).await,
+                        crate::guest::recorder::raw_file("units-by-systemctl", "txt"),
+                    ) {
+                        let _ = g.write_all(again.text.as_bytes());
+                    }
+                }
+                return Some(UnitsRead {
+                    text: read.units,
+                    at_us,
+                    when: when.to_string(),
+                    by: ReadBy::Recorder,
+                    boot: systemd::chain::BootTimes::parse(&read.manager).ok(),
+                });
+            }
+            Ok(_) => tracing::info!(
+                "the units read through the recorder gave no unit; read with systemctl"
+            ),
+            Err(e) => tracing::info!(
+                "cannot read the units through the recorder ({e}); read with systemctl"
+            ),
+        }
+    }
+    by_systemctl(guest, clock, named, when).await
+}
+
+/// [`every_unit`] in one `systemctl show` on `guest`.
+async fn by_systemctl(
     guest: &Guest,
     clock: &crate::run::clock::GuestClock,
     named: &[String],
@@ -555,6 +638,7 @@ pub async fn every_unit(
         text: units.to_string(),
         at_us,
         when: when.to_string(),
+        by: ReadBy::Systemctl,
         boot: systemd::chain::BootTimes::parse(manager).ok(),
     })
 }

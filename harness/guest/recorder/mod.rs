@@ -20,13 +20,14 @@ pub mod net;
 pub mod protocol;
 pub mod queue;
 pub mod stream;
+pub mod units;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use protocol::{Event, Prop};
 pub use queue::Queue;
@@ -73,6 +74,16 @@ pub struct Log {
 pub struct Recorder {
     log: Arc<Mutex<Log>>,
     news: watch::Receiver<u64>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// What the harness asks PID 1 through the recorder's connection.
+enum Command {
+    /// Every unit's state (see [`protocol::Protocol::read_units`]).
+    ReadUnits {
+        named: Vec<String>,
+        reply: oneshot::Sender<Result<units::UnitsText, String>>,
+    },
 }
 
 /// Keeps the recorder's tasks running; dropping it stops them and closes the sockets.
@@ -94,11 +105,45 @@ impl Recorder {
     pub fn start(run_dir: &Path) -> (Recorder, RecorderTask) {
         let log = Arc::new(Mutex::new(Log::default()));
         let (tx, news) = watch::channel(0u64);
+        let (commands, asked) = mpsc::unbounded_channel();
         let socket = run_dir.join(crate::vm::argv::RECORDER_SOCKET_FILE);
-        let task = tokio::spawn(record(socket, log.clone(), tx.clone()));
+        let task = tokio::spawn(record(socket, log.clone(), tx.clone(), asked));
         let net_socket = run_dir.join(crate::vm::argv::NETWATCH_SOCKET_FILE);
         let net = tokio::spawn(record_net(net_socket, log.clone(), tx));
-        (Recorder { log, news }, RecorderTask { task, net })
+        (
+            Recorder {
+                log,
+                news,
+                commands,
+            },
+            RecorderTask { task, net },
+        )
+    }
+
+    /// Every unit's state, read from PID 1 through the recorder's connection: the
+    /// `named` units, then every loaded unit, as `systemctl show` prints them. Fails when
+    /// the recorder is not connected, stops, or PID 1 does not answer within `timeout`.
+    pub async fn read_units(
+        &self,
+        named: &[String],
+        timeout: Duration,
+    ) -> Result<units::UnitsText, String> {
+        if self.with(|l| l.connected.is_none() || l.ended.is_some()) {
+            return Err("the recorder is not connected to PID 1".into());
+        }
+        let (reply, answer) = oneshot::channel();
+        let named = named.to_vec();
+        self.commands
+            .send(Command::ReadUnits { named, reply })
+            .map_err(|_| "the recorder has stopped".to_string())?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the recorder stopped during the read".into()),
+            Err(_) => Err(format!(
+                "PID 1 did not answer the read within {:.0} s",
+                timeout.as_secs_f64()
+            )),
+        }
     }
 
     /// Read the log.
@@ -156,7 +201,7 @@ impl Recorder {
 }
 
 /// For recording fixtures: a file for every byte as it came (`COLDBOOT_RECORDER_RAW=DIR`).
-fn raw_file(what: &str, ext: &str) -> Option<std::fs::File> {
+pub fn raw_file(what: &str, ext: &str) -> Option<std::fs::File> {
     let dir = std::env::var_os("COLDBOOT_RECORDER_RAW")?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -222,7 +267,12 @@ async fn record_net(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64
     }
 }
 
-async fn record(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64>) {
+async fn record(
+    socket: PathBuf,
+    log: Arc<Mutex<Log>>,
+    tx: watch::Sender<u64>,
+    mut asked: mpsc::UnboundedReceiver<Command>,
+) {
     let end = |why: String| {
         let mut l = log.lock().expect("recorder log lock");
         if l.ended.is_none() {
@@ -236,14 +286,48 @@ async fn record(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64>) {
         Ok(s) => s,
         Err(e) => return end(format!("no recorder channel at {}: {e}", socket.display())),
     };
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, wr) = stream.into_split();
+    // Writes go through a task of their own: a read's calls can fill the channel, and
+    // the relay in the guest only drains it between its own writes of PID 1's replies,
+    // which this loop must keep reading.
+    let (to_guest, outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(write_all(wr, outgoing));
+    let _writer = AbortOnDrop(writer);
     let mut raw = raw_file("recorder", "bin");
+    let mut reads_log = raw.as_ref().and(raw_file("recorder-reads", "txt"));
     let mut framer = Framer::default();
     let mut proto = protocol::Protocol::default();
     let mut buf = vec![0u8; 64 * 1024];
     let mut frames = Vec::new();
+    let mut waiting: std::collections::HashMap<u64, oneshot::Sender<_>> = Default::default();
+    let mut next_read = 0u64;
     loop {
-        let n = match rd.read(&mut buf).await {
+        let got = tokio::select! {
+            got = rd.read(&mut buf) => got,
+            Some(command) = asked.recv() => {
+                match command {
+                    Command::ReadUnits { named, reply } => {
+                        next_read += 1;
+                        if let Some(f) = reads_log.as_mut() {
+                            use std::io::Write as _;
+                            let _ = writeln!(f, "{}\t{}", framer.bytes, named.join(" "));
+                        }
+                        waiting.insert(next_read, reply);
+                        let send = proto.read_units(next_read, &named);
+                        for (id, result) in proto.take_reads() {
+                            if let Some(tx) = waiting.remove(&id) {
+                                let _ = tx.send(result);
+                            }
+                        }
+                        if !send.is_empty() && to_guest.send(send).is_err() {
+                            return end("the recorder channel stopped taking writes".into());
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let n = match got {
             Ok(0) => {
                 return end(
                     "the guest's end of the channel closed (QEMU exited, or the relay stopped)"
@@ -307,10 +391,34 @@ async fn record(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64>) {
                 RECORD_CAP >> 20
             ));
         }
-        if !send.is_empty()
-            && let Err(e) = wr.write_all(&send).await
-        {
-            return end(format!("writing to the recorder channel: {e}"));
+        for (id, result) in proto.take_reads() {
+            if let Some(tx) = waiting.remove(&id) {
+                let _ = tx.send(result);
+            }
         }
+        if !send.is_empty() && to_guest.send(send).is_err() {
+            return end("the recorder channel stopped taking writes".into());
+        }
+    }
+}
+
+async fn write_all(
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+    mut outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    while let Some(bytes) = outgoing.recv().await {
+        if let Err(e) = wr.write_all(&bytes).await {
+            tracing::info!("recorder: writing to the channel: {e}");
+            return;
+        }
+    }
+}
+
+/// Aborts a task when dropped (the recorder's writer, with the recorder).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -40,7 +40,7 @@ impl BootTimes {
 }
 
 /// One unit's start, as `systemd-analyze` keeps it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Times {
     activating: u64,
     activated: u64,
@@ -49,6 +49,7 @@ struct Times {
 }
 
 /// The units of a `systemctl show` read (with `After`), by `Id`.
+#[derive(Debug, PartialEq, Eq)]
 pub struct UnitTable {
     times: HashMap<String, Times>,
     after: HashMap<String, Vec<String>>,
@@ -82,7 +83,7 @@ impl UnitTable {
             if let Some(a) = props.get("After") {
                 after
                     .entry(id.clone())
-                    .or_insert_with(|| a.split_whitespace().map(str::to_string).collect());
+                    .or_insert_with(|| a.split_whitespace().map(unquote).collect());
             }
             if activating > 0 {
                 times.entry(id.clone()).or_insert(Times {
@@ -219,9 +220,27 @@ fn print(
     out.push('\n');
 }
 
+/// A unit name as `systemctl show` lists it: names with a backslash come shell-quoted
+/// (`"system-serial\\x2dgetty.slice"`).
+fn unquote(word: &str) -> String {
+    match word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+        Some(inner) => inner.replace("\\\\", "\\"),
+        None => word.to_string(),
+    }
+}
+
 /// systemd's `format_timespan(t, USEC_PER_MSEC)`: `1min 9.454s`, `32.674s`, `814ms`.
 pub fn timespan(t: u64) -> String {
-    const ACCURACY: u64 = 1_000;
+    timespan_to(t, 1_000)
+}
+
+/// systemd's `format_timespan(t, 0)`, exact to the microsecond, as `systemctl show`
+/// prints `...USec` properties: `15min`, `1min 30.500001s`.
+pub fn timespan_exact(t: u64) -> String {
+    timespan_to(t, 1)
+}
+
+fn timespan_to(t: u64, accuracy: u64) -> String {
     const TABLE: [(&str, u64); 9] = [
         ("y", 31_557_600_000_000),
         ("month", 2_629_800_000_000),
@@ -240,7 +259,7 @@ pub fn timespan(t: u64) -> String {
     let mut t = t;
     let mut something = false;
     for (suffix, unit) in TABLE {
-        if t == 0 || (t < ACCURACY && something) {
+        if t == 0 || (t < accuracy && something) {
             break;
         }
         if t < unit {
@@ -257,7 +276,7 @@ pub fn timespan(t: u64) -> String {
                 j += 1;
                 cc /= 10;
             }
-            let mut cc = ACCURACY;
+            let mut cc = accuracy;
             while cc > 1 {
                 b /= 10;
                 j -= 1;
