@@ -544,7 +544,16 @@ async fn follow_recorder(
                 return;
             }
         }
-        let wake = Instant::now() + READ_EVERY;
+        // A gate that just failed is probed and read again as soon as allowed: a cycle
+        // through it counts from the second read that shows it, and waiting the whole
+        // read interval for that read only delays the verdict.
+        let confirming = gates
+            .iter()
+            .any(|g| g.unhealthy_streak == 1 && queue.start_running(&g.gate.unit));
+        let wake = match (confirming, last_probe) {
+            (true, Some(t)) => t + PROBE_EVERY,
+            _ => Instant::now() + READ_EVERY,
+        };
         tokio::select! {
             _ = rec.wait_news(wake) => {}
             _ = poke.notified() => {}
