@@ -75,6 +75,19 @@ fn idle_reads_are_kept_only_while_nothing_changed_and_the_journal_is_completed()
     let read_at = idle_read_at(&events, "logged").expect("the last phase kept an idle read");
     let logged = std::fs::read_to_string(pair.join("units-logged.txt")).unwrap();
     assert!(logged.contains("Id=coldboot-idle-probe.service"));
+    // Read through the recorder's connection to PID 1, not with systemctl over SSH.
+    assert!(
+        events
+            .iter()
+            .any(|(e, d)| e == "units read at the idle moment"
+                && d.contains("PID 1's properties (read through the recorder)")),
+        "{events:#?}"
+    );
+    let plot = std::fs::read_to_string(pair.join("plot-boot-1.svg")).unwrap();
+    assert!(
+        plot.contains("read through the recorder"),
+        "the plot's read"
+    );
 
     // ...and the line logged after it is in the journal, once, in order.
     let journal = std::fs::read_to_string(pair.join("journal-boot-1.json")).unwrap();

@@ -478,8 +478,9 @@ async fn idle_units(
     state.timeline.event(
         "units read at the idle moment",
         &format!(
-            "every unit's state read at guest {:.1} s, unchanged to the end of phase {phase}",
-            read.at_us as f64 / 1e6
+            "every unit's state read at guest {:.1} s from {}, unchanged to the end of phase {phase}",
+            read.at_us as f64 / 1e6,
+            read.by.words()
         ),
     );
     Some(read)
