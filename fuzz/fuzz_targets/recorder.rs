@@ -2,6 +2,9 @@
 //! port (the relay's hello, PID 1's auth reply, D-Bus messages). Every input, cut into
 //! chunks as the first byte says, must end in frames, counted malformed messages or a
 //! broken stream, never a panic; what decodes goes through the protocol and the queue.
+//! A read of every unit is asked at the hello, as the harness asks one, so replies
+//! (the recorded `tests/fixtures/guest/recorder-units-read.bin` as a seed) reach the
+//! read's bookkeeping and rendering too.
 
 #![no_main]
 
@@ -26,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             match f {
                 Frame::Hello { .. } => {
                     let _ = proto.opening();
+                    let _ = proto.read_units(1, &["deploy-proxy.service".to_string()]);
                 }
                 Frame::Message(m) => {
                     let mut events = Vec::new();
@@ -42,4 +46,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = queue.jobs();
+    for (_, read) in proto.take_reads() {
+        if let Ok(read) = read {
+            let _ = coldboot::guest::systemd::parse_show(&read.units);
+        }
+    }
 });
