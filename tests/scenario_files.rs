@@ -280,7 +280,10 @@ fn schema_covers_both_formats_and_every_kind() {
         );
     }
     let kinds = defs["Expectation"]["oneOf"].as_array().unwrap();
-    assert_eq!(kinds.len(), 9);
+    assert_eq!(
+        kinds.len(),
+        coldboot::scenario::kinds::EXPECTATION_KINDS.len()
+    );
     assert_eq!(defs["Scenario"]["additionalProperties"], false);
     let scenario_keys: Vec<&String> = defs["Scenario"]["properties"]
         .as_object()
