@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::expectation::{
@@ -144,6 +145,9 @@ kinds! {
     /// `wait_cycle: absent|expected[, persist: D]` — whether a wait-for cycle (job queue
     /// plus declared gates) persists for D during the phase; an invariant over the phase.
     WaitCycle(WaitCycleCheck) = "wait_cycle",
+    /// `path: {path, exists}` — a path in the guest exists, or does not, when its turn
+    /// comes.
+    Path(PathExpectation) = "path",
 }
 
 impl ExpectationKind {
@@ -475,5 +479,130 @@ fn wait_word(w: WaitCycleExpectation) -> &'static str {
     match w {
         WaitCycleExpectation::Absent => "absent",
         WaitCycleExpectation::Expected => "expected",
+    }
+}
+
+/// `path:` expectation: a path in the guest exists (or does not) when its turn comes, as
+/// the harness's own `test -e` over SSH finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathExpectation {
+    /// Absolute path in the guest.
+    pub path: String,
+    /// Whether it must exist (default true) or must not.
+    #[serde(default = "exists_by_default")]
+    pub exists: bool,
+}
+
+fn exists_by_default() -> bool {
+    true
+}
+
+impl PathExpectation {
+    /// Judge the exit status of `test -e PATH` in the guest (and its standard error, for a failed test): whether
+    /// the expectation held, and what was seen.
+    pub fn judge(&self, status: i32, stderr: &str) -> (bool, String) {
+        let found = match status {
+            0 => true,
+            1 => false,
+            // `test` itself failed: neither answer is known.
+            _ => {
+                return (
+                    false,
+                    format!(
+                        "cannot test {}: exit {status}: {}",
+                        self.path,
+                        stderr.trim()
+                    ),
+                );
+            }
+        };
+        (found == self.exists, exists_word(&self.path, found))
+    }
+}
+
+fn exists_word(path: &str, exists: bool) -> String {
+    if exists {
+        format!("{path} exists")
+    } else {
+        format!("{path} does not exist")
+    }
+}
+
+impl KindSpec for PathExpectation {
+    fn derived_id(&self) -> String {
+        let word = if self.exists { "exists" } else { "absent" };
+        format!("path:{}={word}", self.path)
+    }
+    fn describe(&self) -> String {
+        exists_word(&self.path, self.exists)
+    }
+    fn wait(&self) -> Wait {
+        Wait::Once
+    }
+    fn evidence(&self) -> Evidence {
+        // What `test -e` found is the outcome's `seen`, recorded in verdict.json.
+        Evidence::Verdict
+    }
+    fn source(&self) -> Source {
+        Source::Read
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        vec![]
+    }
+    fn problems(&self) -> Vec<String> {
+        if self.path.starts_with('/') {
+            vec![]
+        } else {
+            vec![format!(
+                "`path: {}`: expected an absolute path in the guest",
+                self.path
+            )]
+        }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    fn path(p: &str, exists: bool) -> PathExpectation {
+        PathExpectation {
+            path: p.to_string(),
+            exists,
+        }
+    }
+
+    #[test]
+    fn judges_tests_status() {
+        let must = path("/run/x", true);
+        assert_eq!(must.judge(0, ""), (true, "/run/x exists".to_string()));
+        assert_eq!(
+            must.judge(1, ""),
+            (false, "/run/x does not exist".to_string())
+        );
+        let must_not = path("/run/x", false);
+        assert_eq!(
+            must_not.judge(1, ""),
+            (true, "/run/x does not exist".to_string())
+        );
+        assert_eq!(must_not.judge(0, ""), (false, "/run/x exists".to_string()));
+        // A test that could not run holds neither way.
+        let (held, seen) = must_not.judge(2, "test: bad\n");
+        assert!(!held);
+        assert_eq!(seen, "cannot test /run/x: exit 2: test: bad");
+    }
+
+    #[test]
+    fn names_itself() {
+        let k = ExpectationKind::Path(path("/run/x", false));
+        assert_eq!(k.key(), "path");
+        assert_eq!(k.derived_id(), "path:/run/x=absent");
+        assert_eq!(k.describe(), "/run/x does not exist");
+        assert!(EXPECTATION_KINDS.contains(&"path"));
+        assert_eq!(
+            serde_json::to_value(&k).unwrap(),
+            serde_json::json!({"path": {"path": "/run/x", "exists": false}})
+        );
     }
 }

@@ -15,7 +15,7 @@ use super::expectation::{
     JournalExpectation, NoFailedUnits, OrderExpectation, UnitResult, UnitState, WaitCycleCheck,
     WaitCycleExpectation,
 };
-use super::kinds::{EXPECTATION_KINDS, ExpectationKind};
+use super::kinds::{EXPECTATION_KINDS, ExpectationKind, PathExpectation};
 use super::model::{BootOptions, Milestones, PhaseStart, ReportHints};
 use super::names::{Pattern, UnitName};
 
@@ -104,6 +104,8 @@ pub(crate) struct RawExpectation {
     #[serde(default)]
     pub wait_cycle: Option<WaitCycleExpectation>,
     #[serde(default)]
+    pub path: Option<PathExpectation>,
+    #[serde(default)]
     pub persist: Option<ScenarioDuration>,
     #[serde(default)]
     pub infer: Option<bool>,
@@ -129,6 +131,7 @@ impl RawExpectation {
             no_failed_units,
             boot_budget,
             wait_cycle,
+            path,
             persist: _,
             infer: _,
         } = self;
@@ -142,6 +145,7 @@ impl RawExpectation {
             no_failed_units.is_some(),
             boot_budget.is_some(),
             wait_cycle.is_some(),
+            path.is_some(),
         ];
         EXPECTATION_KINDS
             .iter()
@@ -175,6 +179,7 @@ impl RawExpectation {
                     infer,
                 })
             }),
+            self.path.take().map(ExpectationKind::Path),
         ]
         .into_iter()
         .flatten()
@@ -219,6 +224,7 @@ shape!(FileShape, file, FileExpectation);
 shape!(CommandShape, command, CommandExpectation);
 shape!(NoFailedShape, no_failed_units, NoFailedUnits);
 shape!(BootBudgetShape, boot_budget, ScenarioDuration);
+shape!(PathShape, path, PathExpectation);
 
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -249,6 +255,7 @@ impl JsonSchema for RawExpectation {
             g.subschema_for::<NoFailedShape>(),
             g.subschema_for::<BootBudgetShape>(),
             g.subschema_for::<WaitCycleShape>(),
+            g.subschema_for::<PathShape>(),
         ];
         let description = format!(
             "one expectation: an optional id and exactly one of {}",
