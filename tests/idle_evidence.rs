@@ -55,6 +55,13 @@ fn idle_reads_are_kept_only_while_nothing_changed_and_the_journal_is_completed()
     ]);
     assert_eq!(out.status.code(), Some(0));
     let pair = evidence.path().join("stock__idle-evidence");
+    // Both `path:` expectations were judged (and held: the run passed).
+    let verdict = std::fs::read_to_string(pair.join("verdict.json")).unwrap();
+    assert!(
+        verdict.contains("/run/coldboot-idle-path exists"),
+        "{verdict}"
+    );
+    assert!(verdict.contains("/run/coldboot-idle-no-such-path does not exist"));
     let events = timeline(&pair);
 
     // The transient unit came after any idle read: read again at that phase's end.

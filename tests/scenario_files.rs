@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coldboot::scenario::{
     Action, ExpectationKind, Expected, FileKind, Milestone, PhaseStart, ProbeFrom, UnitState,
-    check_file, check_files, json_schema, load_plan, load_scenario,
+    check_file, check_files, json_schema, load_plan, load_scenario, parse_scenario,
 };
 
 fn yaml_files(dir: &str) -> Vec<PathBuf> {
@@ -205,6 +205,18 @@ fn fixture_plan_resolves_scenarios_beside_and_above_plans() {
     assert_eq!(ids, ["before/minimal", "after/minimal", "after/every-kind"]);
 }
 
+#[test]
+fn path_kind_parses_with_exists_by_default() {
+    let yaml = "name: t\nmilestone: M1\nsummary: s\nphases:\n  - name: p\n    expect:\n      - path: {path: /run/ready}\n      - path: {path: /run/gone, exists: false}\n";
+    let s = parse_scenario(Path::new("t.yaml"), yaml).unwrap();
+    let ids: Vec<&str> = s.phases[0].expect.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["path:/run/ready=exists", "path:/run/gone=absent"]);
+    let ExpectationKind::Path(p) = &s.phases[0].expect[1].kind else {
+        panic!()
+    };
+    assert_eq!((p.path.as_str(), p.exists), ("/run/gone", false));
+}
+
 /// The golden messages: each bad file's diagnostics, one per line, in `NAME.err`.
 #[test]
 fn malformed_files_give_golden_located_errors() {
@@ -280,7 +292,10 @@ fn schema_covers_both_formats_and_every_kind() {
         );
     }
     let kinds = defs["Expectation"]["oneOf"].as_array().unwrap();
-    assert_eq!(kinds.len(), 9);
+    assert_eq!(
+        kinds.len(),
+        coldboot::scenario::kinds::EXPECTATION_KINDS.len()
+    );
     assert_eq!(defs["Scenario"]["additionalProperties"], false);
     let scenario_keys: Vec<&String> = defs["Scenario"]["properties"]
         .as_object()

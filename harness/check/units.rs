@@ -361,10 +361,8 @@ mod tests {
         );
         let s =
             crate::scenario::parse_scenario(std::path::Path::new("t.yaml"), &yaml).expect("parses");
-        match &s.phases[0].expect[0].kind {
-            crate::scenario::ExpectationKind::Unit(u) => u.clone(),
-            k => panic!("{k:?}"),
-        }
+        let kind = &s.phases[0].expect[0].kind;
+        kind.awaited().unwrap_or_else(|| panic!("{kind:?}")).clone()
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::load::Bundle;
 use super::timing::Stats;
 use crate::check::ExpectationOutcome;
+use crate::scenario::Source;
 
 /// One row of the benchmark's table.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -32,10 +33,10 @@ fn latency(o: &ExpectationOutcome) -> Option<f64> {
     o.latency().map(|d| d.as_secs_f64())
 }
 
-/// The kind of an outcome (`unit`, `journal`, `http`, `order`, `wait_cycle`...), from
-/// the kind data it records; `None` for outcomes recorded before schema 3.
-fn kind(o: &ExpectationOutcome) -> Option<&'static str> {
-    o.kind.as_ref().map(|k| k.spec().key())
+/// Where an outcome's decision came from, as its kind declares; `None` for outcomes
+/// recorded before schema 3.
+fn source(o: &ExpectationOutcome) -> Option<Source> {
+    o.kind.as_ref().map(|k| k.spec().source())
 }
 
 /// Verdict latency of unit and journal decisions, and of HTTP probes apart.
@@ -45,10 +46,10 @@ pub fn latencies(bundle: &Bundle) -> (Vec<f64>, Vec<f64>) {
     for p in &bundle.pairs {
         for o in &p.report.outcomes {
             let Some(l) = latency(o) else { continue };
-            match kind(o) {
-                Some("http") => http.push(l),
-                Some("unit" | "journal" | "order") => systemd.push(l),
-                _ => {}
+            match source(o) {
+                Some(Source::Probe) => http.push(l),
+                Some(Source::Pid1) => systemd.push(l),
+                Some(Source::WaitFor | Source::Read) | None => {}
             }
         }
     }
@@ -86,7 +87,7 @@ pub fn latencies_live(dir: &std::path::Path, bundle: &Bundle) -> (Vec<f64>, Vec<
             let (Some(l), Some(changed)) = (latency(o), o.changed_at) else {
                 continue;
             };
-            if !matches!(kind(o), Some("unit" | "journal" | "order")) {
+            if source(o) != Some(Source::Pid1) {
                 continue;
             }
             let changed = changed.as_secs_f64();
@@ -149,17 +150,14 @@ pub fn cycle_named(bundle: &Bundle) -> Vec<f64> {
         .pairs
         .iter()
         .flat_map(|p| p.report.outcomes.iter())
-        .filter(|o| kind(o) == Some("wait_cycle") && !o.held)
+        .filter(|o| source(o) == Some(Source::WaitFor) && !o.held)
         .filter_map(latency)
         .collect()
 }
 
 /// The unit a unit outcome awaited.
 fn awaited_unit(o: &ExpectationOutcome) -> Option<&str> {
-    match &o.kind {
-        Some(crate::scenario::ExpectationKind::Unit(u)) => Some(u.unit.as_str()),
-        _ => None,
-    }
+    o.kind.as_ref()?.awaited().map(|u| u.unit.as_str())
 }
 
 /// The same changes timed twice: for every unit outcome whose change the guest dated,

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::scenario::Evidence;
+
 /// Version of `report.json`'s shape; bump on any incompatible change.
 /// 3: outcomes carry `kind` (the expectation as data), `focus_unit` may be null, pairs
 /// carry the scenario's `report` hints, and an error verdict its `class`.
@@ -86,31 +88,15 @@ pub fn pair_folder(id: &str) -> String {
     file_safe(&id.replace('/', "__"))
 }
 
-/// The run folder's file that shows an expectation's evidence, as its kind declares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvidenceFile {
-    /// `units-PHASE.txt` of the phase it was checked in.
-    PhaseUnits,
-    /// `journal-boot-N.json` of the boot it was checked on.
-    BootJournal,
-    /// `waitfor-boot-N.json` of the boot it was checked on.
-    BootWaitFor,
-    /// `verdict.json` (the probes the harness made are recorded there).
-    Verdict,
-    /// `timeline.jsonl` (the harness's own record of what it saw).
-    Timeline,
-}
-
-impl EvidenceFile {
-    /// The file's name for a phase on a boot.
-    pub fn name(self, phase: &str, boot: u32) -> String {
-        match self {
-            EvidenceFile::PhaseUnits => units_file(phase),
-            EvidenceFile::BootJournal => journal_file(boot),
-            EvidenceFile::BootWaitFor => waitfor_json(boot),
-            EvidenceFile::Verdict => VERDICT.to_string(),
-            EvidenceFile::Timeline => TIMELINE.to_string(),
-        }
+/// The run folder's file that shows an expectation's evidence, as its kind declares it
+/// (`KindSpec::evidence`), for a phase on a boot.
+pub fn evidence_file(tag: Evidence, phase: &str, boot: u32) -> String {
+    match tag {
+        Evidence::PhaseUnits => units_file(phase),
+        Evidence::BootJournal => journal_file(boot),
+        Evidence::BootWaitFor => waitfor_json(boot),
+        Evidence::Verdict => VERDICT.to_string(),
+        Evidence::Timeline => TIMELINE.to_string(),
     }
 }
 
@@ -159,9 +145,9 @@ mod tests {
         assert!(!is_units_file(VERDICT));
         assert_eq!(pair_folder("before/old-gate"), "before__old-gate");
         assert_eq!(
-            EvidenceFile::BootWaitFor.name("p", 2),
+            evidence_file(Evidence::BootWaitFor, "p", 2),
             "waitfor-boot-2.json"
         );
-        assert_eq!(EvidenceFile::PhaseUnits.name("p", 2), "units-p.txt");
+        assert_eq!(evidence_file(Evidence::PhaseUnits, "p", 2), "units-p.txt");
     }
 }

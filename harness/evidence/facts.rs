@@ -63,9 +63,12 @@ pub fn focus_outcome(pair: &PairEvidence) -> Option<&ExpectationOutcome> {
 
 /// The first outcome of an `order:` expectation, with its anchor and units.
 pub fn order_outcome(pair: &PairEvidence) -> Option<(&ExpectationOutcome, &OrderExpectation)> {
-    pair.report.outcomes.iter().find_map(|o| match &o.kind {
-        Some(ExpectationKind::Order(order)) => Some((o, order)),
-        _ => None,
+    pair.report.outcomes.iter().find_map(|o| {
+        if let Some(ExpectationKind::Order(order)) = &o.kind {
+            Some((o, order))
+        } else {
+            None
+        }
     })
 }
 

@@ -171,6 +171,17 @@ pub async fn await_expectation(
             await_boot_budget(live, budget.0.0, deadline).await?
         }
         ExpectationKind::WaitCycle(w) => await_wait_cycle(live, w, deadline).await,
+        ExpectationKind::Path(p) => {
+            // The harness's own check: `test -e` exits 0 when the path exists, 1 when not.
+            let quoted = crate::guest::shell::quote(&p.path);
+            let out = live.guest.exec(&format!("test -e {quoted}")).await?;
+            let (held, seen) = p.judge(out.status, &out.stderr);
+            Awaited::now(if held {
+                Evaluation::held(seen)
+            } else {
+                Evaluation::failed(seen)
+            })
+        }
     })
 }
 

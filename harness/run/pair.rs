@@ -324,12 +324,9 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 phase
                     .expect
                     .iter()
-                    .filter_map(|e| match &e.kind {
-                        ExpectationKind::Unit(u) if check::units::decidable_by_journal(u) => {
-                            Some(u.clone())
-                        }
-                        _ => None,
-                    })
+                    .filter_map(|e| e.kind.awaited())
+                    .filter(|u| check::units::decidable_by_journal(u))
+                    .cloned()
                     .collect(),
                 means_active,
                 journal_floor_us,
@@ -581,10 +578,7 @@ async fn connect(
         .phases
         .iter()
         .flat_map(|p| p.expect.iter())
-        .filter_map(|e| match &e.kind {
-            ExpectationKind::Unit(u) => Some(u.unit.as_str().to_string()),
-            _ => None,
-        })
+        .filter_map(|e| e.kind.awaited().map(|u| u.unit.as_str().to_string()))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -852,7 +846,11 @@ fn outcome(
     let mut o = ExpectationOutcome::of(exp, a.eval.clone());
     o.changed_at = a.changed.map(|c| c.saturating_duration_since(origin));
     o.decided_at = Some(a.decided.saturating_duration_since(origin));
-    o.evidence = Some(run_dir.join(exp.kind.spec().evidence().name(phase, boot_index)));
+    o.evidence = Some(run_dir.join(crate::evidence::bundle::evidence_file(
+        exp.kind.spec().evidence(),
+        phase,
+        boot_index,
+    )));
     o
 }
 
@@ -861,9 +859,12 @@ fn outcome(
 fn persist_of(scenario: &crate::scenario::Scenario) -> Duration {
     scenario
         .expectations()
-        .find_map(|e| match &e.kind {
-            ExpectationKind::WaitCycle(w) => Some(w.persist.0),
-            _ => None,
+        .find_map(|e| {
+            if let ExpectationKind::WaitCycle(w) = &e.kind {
+                Some(w.persist.0)
+            } else {
+                None
+            }
         })
         .unwrap_or(crate::scenario::DEFAULT_PERSIST)
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::guest::Guest;
 use crate::guest::recorder::Recorder;
 use crate::guest::systemd;
-use crate::scenario::{ExpectationKind, Scenario};
+use crate::scenario::Scenario;
 
 use crate::target::BootSpec;
 use crate::vm::Vm;
@@ -497,14 +497,7 @@ pub fn named_units(scenario: &Scenario) -> Vec<String> {
         .map(|u| u.as_str().to_string())
         .collect();
     for e in scenario.expectations() {
-        match &e.kind {
-            ExpectationKind::Unit(u) => named.push(u.unit.as_str().to_string()),
-            ExpectationKind::Order(o) => {
-                named.push(o.after.as_str().to_string());
-                named.extend(o.units.iter().map(|u| u.as_str().to_string()));
-            }
-            _ => {}
-        }
+        named.extend(e.kind.spec().units().iter().map(|u| u.as_str().to_string()));
     }
     named
 }

@@ -6,8 +6,8 @@
 //! from the phase's start (QEMU start for a cold boot or power-cycle, the reboot request
 //! for a reboot, the end of the last action for `continue`). So `unit: A, within: 120s`
 //! followed by `http: {..., within: 10s}` means "A by 120 s, then the probe answers
-//! within 10 s of that". Checks without `within` (order, file, command,
-//! no_failed_units, boot_budget, wait_cycle) are decided once, when their turn comes.
+//! within 10 s of that". How each kind waits is its descriptor's `wait()`
+//! (`scenario/kinds.rs`).
 
 use std::fmt;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::ScenarioDuration;
+use super::kinds::ExpectationKind;
 use super::names::{Pattern, UnitName};
 
 /// One checked expectation with its stable id.
@@ -25,32 +26,6 @@ pub struct Expectation {
     pub id: String,
     /// What is checked.
     pub kind: ExpectationKind,
-}
-
-/// The kinds of expectation a scenario can state. Serialized (in `verdict.json` and
-/// report.json) as `{KIND: PARAMETERS}`, so reports can read what was checked as data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExpectationKind {
-    /// `unit: U, state: S, within: D[, result: R]` — U reaches S within D (see Timing).
-    Unit(UnitExpectation),
-    /// `order: {after: A, units: [..]}` — each unit left `inactive` only after A finished starting.
-    Order(OrderExpectation),
-    /// `http: {...}` — a probe made by the harness itself.
-    Http(HttpExpectation),
-    /// `journal: {unit?, pattern, within}` — a journal line of this boot matches.
-    Journal(JournalExpectation),
-    /// `file: {path, content}` — a guest file's content.
-    File(FileExpectation),
-    /// `command: {run, status, stdout?, stderr?}` — a command's status and output.
-    Command(CommandExpectation),
-    /// `no_failed_units: {except: [..]}` — no unit is `failed` but the listed ones.
-    NoFailedUnits(NoFailedUnits),
-    /// `boot_budget: 5m` — systemd reported `Startup finished` within this time.
-    BootBudget(BootBudget),
-    /// `wait_cycle: absent|expected[, persist: D]` — whether a wait-for cycle (job queue
-    /// plus declared gates) persists for D during the phase; an invariant over the phase.
-    WaitCycle(WaitCycleCheck),
 }
 
 /// A unit's `ActiveState` as systemd reports it.

@@ -1,19 +1,52 @@
 //! One descriptor per expectation kind: what the kind needs from the rest of the harness
-//! (its scenario key, its id, its sentence, how it waits, where its evidence is), in
-//! one place. [`ExpectationKind::spec`] is the one match over every kind; everything
-//! else asks the descriptor, so a new kind that forgets a piece does not compile.
+//! (its id, its sentence, how it waits, its evidence, where its decision comes from, the
+//! units it follows), in one place. The `kinds!` list below names every kind once and
+//! generates [`ExpectationKind::spec`], the one match over every kind, and
+//! `EXPECTATION_KINDS`; everything else asks the descriptor, so a new kind that forgets a
+//! piece does not compile.
 //!
 //! The recipe for a new kind is in docs/internals.md ("Adding an expectation kind").
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use super::expectation::{
-    BootBudget, CommandExpectation, ExpectationKind, FileExpectation, HttpExpectation,
-    JournalExpectation, NoFailedUnits, OrderExpectation, UnitExpectation, WaitCycleCheck,
-    WaitCycleExpectation,
+    BootBudget, CommandExpectation, FileExpectation, HttpExpectation, JournalExpectation,
+    NoFailedUnits, OrderExpectation, UnitExpectation, WaitCycleCheck, WaitCycleExpectation,
 };
 use super::names::UnitName;
-use crate::evidence::bundle::EvidenceFile;
+
+/// Which of a run folder's files shows a kind's evidence. The scenario names it;
+/// `evidence::bundle` maps it to a file name, so the scenario language does not depend on
+/// the bundle's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// The units file of the phase it was checked in.
+    PhaseUnits,
+    /// The journal of the boot it was checked on.
+    BootJournal,
+    /// The wait-for graph of the boot it was checked on.
+    BootWaitFor,
+    /// The pair's verdict (the probes the harness made are recorded there).
+    Verdict,
+    /// The timeline (the harness's own record of what it saw).
+    Timeline,
+}
+
+/// Where a kind's decision comes from: `bench` times the sources apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// PID 1's word: its unit signals and journal.
+    Pid1,
+    /// A probe the harness makes itself.
+    Probe,
+    /// The wait-for graph of the phase.
+    WaitFor,
+    /// A read when its turn comes, or the boot's end (not timed by `bench`).
+    Read,
+}
 
 /// How a kind is awaited within its phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +64,6 @@ pub enum Wait {
 
 /// What one expectation kind declares.
 pub trait KindSpec {
-    /// Its key in the scenario language (`unit`, `http`...).
-    fn key(&self) -> &'static str;
     /// The id used when the file gives none, such as `unit:deploy-proxy.service=active`.
     fn derived_id(&self) -> String;
     /// What must hold, in words, for people (reports never parse it).
@@ -40,25 +71,86 @@ pub trait KindSpec {
     /// How it waits.
     fn wait(&self) -> Wait;
     /// The run folder's file that shows its evidence.
-    fn evidence(&self) -> EvidenceFile;
+    fn evidence(&self) -> Evidence;
+    /// Where its decision comes from.
+    fn source(&self) -> Source;
+    /// The units whose state it follows, in file order: their signals are recorded and
+    /// the timeline draws them. Empty for kinds that judge no unit in particular.
+    fn units(&self) -> Vec<&UnitName>;
+    /// The unit wait it is, if it is one: the focus unit defaults to the first, and the
+    /// phase's watch may decide it before its turn.
+    fn awaited(&self) -> Option<&UnitExpectation> {
+        None
+    }
+    /// What is wrong with it beyond its shape (which serde checks), in words; the loader
+    /// points each at the expectation's line.
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The one list of kinds: each variant of [`ExpectationKind`] with its doc, its
+/// descriptor's type and its key in the scenario language. It generates the enum, the one
+/// match over every kind ([`ExpectationKind::spec`]) and `EXPECTATION_KINDS`.
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty) = $key:literal),* $(,)?) => {
+        /// The kinds of expectation a scenario can state. Serialized (in `verdict.json`
+        /// and report.json) as `{KIND: PARAMETERS}`, so reports can read what was checked
+        /// as data.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum ExpectationKind {
+            $($(#[$doc])* #[serde(rename = $key)] $variant($ty),)*
+        }
+
+        /// The kind keys of an expectation, in the order the messages list them.
+        pub const EXPECTATION_KINDS: &[&str] = &[$($key),*];
+
+        impl ExpectationKind {
+            /// This kind's descriptor: the one match that lists every kind.
+            pub fn spec(&self) -> &dyn KindSpec {
+                match self {
+                    $(ExpectationKind::$variant(k) => k as &$ty,)*
+                }
+            }
+
+            /// Its key in the scenario language (`unit`, `http`...).
+            pub fn key(&self) -> &'static str {
+                match self {
+                    $(ExpectationKind::$variant(_) => $key,)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    /// `unit: U, state: S, within: D[, result: R]` — U reaches S within D (see Timing in
+    /// `scenario::expectation`).
+    Unit(UnitExpectation) = "unit",
+    /// `order: {after: A, units: [..]}` — each unit left `inactive` only after A finished
+    /// starting.
+    Order(OrderExpectation) = "order",
+    /// `http: {...}` — a probe made by the harness itself.
+    Http(HttpExpectation) = "http",
+    /// `journal: {unit?, pattern, within}` — a journal line of this boot matches.
+    Journal(JournalExpectation) = "journal",
+    /// `file: {path, content}` — a guest file's content.
+    File(FileExpectation) = "file",
+    /// `command: {run, status, stdout?, stderr?}` — a command's status and output.
+    Command(CommandExpectation) = "command",
+    /// `no_failed_units: {except: [..]}` — no unit is `failed` but the listed ones.
+    NoFailedUnits(NoFailedUnits) = "no_failed_units",
+    /// `boot_budget: 5m` — systemd reported `Startup finished` within this time.
+    BootBudget(BootBudget) = "boot_budget",
+    /// `wait_cycle: absent|expected[, persist: D]` — whether a wait-for cycle (job queue
+    /// plus declared gates) persists for D during the phase; an invariant over the phase.
+    WaitCycle(WaitCycleCheck) = "wait_cycle",
+    /// `path: {path, exists}` — a path in the guest exists, or does not, when its turn
+    /// comes.
+    Path(PathExpectation) = "path",
 }
 
 impl ExpectationKind {
-    /// This kind's descriptor: the one match that lists every kind.
-    pub fn spec(&self) -> &dyn KindSpec {
-        match self {
-            ExpectationKind::Unit(k) => k,
-            ExpectationKind::Order(k) => k,
-            ExpectationKind::Http(k) => k,
-            ExpectationKind::Journal(k) => k,
-            ExpectationKind::File(k) => k,
-            ExpectationKind::Command(k) => k,
-            ExpectationKind::NoFailedUnits(k) => k,
-            ExpectationKind::BootBudget(k) => k,
-            ExpectationKind::WaitCycle(k) => k,
-        }
-    }
-
     /// The id used when the file gives none, such as `unit:deploy-proxy.service=active`.
     pub fn derived_id(&self) -> String {
         self.spec().derived_id()
@@ -67,6 +159,11 @@ impl ExpectationKind {
     /// What must hold, in words, for reports and failure messages.
     pub fn describe(&self) -> String {
         self.spec().describe()
+    }
+
+    /// The unit wait it is, if it is one (see [`KindSpec::awaited`]).
+    pub fn awaited(&self) -> Option<&UnitExpectation> {
+        self.spec().awaited()
     }
 }
 
@@ -79,9 +176,6 @@ fn names(units: &[UnitName]) -> String {
 }
 
 impl KindSpec for UnitExpectation {
-    fn key(&self) -> &'static str {
-        "unit"
-    }
     fn derived_id(&self) -> String {
         format!("unit:{}={}", self.unit, self.state.as_str())
     }
@@ -105,15 +199,21 @@ impl KindSpec for UnitExpectation {
     fn wait(&self) -> Wait {
         Wait::Within(self.within.0)
     }
-    fn evidence(&self) -> EvidenceFile {
-        EvidenceFile::PhaseUnits
+    fn evidence(&self) -> Evidence {
+        Evidence::PhaseUnits
+    }
+    fn source(&self) -> Source {
+        Source::Pid1
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        vec![&self.unit]
+    }
+    fn awaited(&self) -> Option<&UnitExpectation> {
+        Some(self)
     }
 }
 
 impl KindSpec for OrderExpectation {
-    fn key(&self) -> &'static str {
-        "order"
-    }
     fn derived_id(&self) -> String {
         format!("order:after={}", self.after)
     }
@@ -132,15 +232,28 @@ impl KindSpec for OrderExpectation {
     fn wait(&self) -> Wait {
         Wait::Once
     }
-    fn evidence(&self) -> EvidenceFile {
-        EvidenceFile::PhaseUnits
+    fn evidence(&self) -> Evidence {
+        Evidence::PhaseUnits
+    }
+    fn source(&self) -> Source {
+        Source::Pid1
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        std::iter::once(&self.after).chain(&self.units).collect()
+    }
+    fn problems(&self) -> Vec<String> {
+        if self.units.is_empty() {
+            vec![
+                "`order.units` is empty: list the units that must start after `order.after`"
+                    .to_string(),
+            ]
+        } else {
+            vec![]
+        }
     }
 }
 
 impl KindSpec for HttpExpectation {
-    fn key(&self) -> &'static str {
-        "http"
-    }
     fn derived_id(&self) -> String {
         format!("http:{}:{}", self.from.as_str(), self.url)
     }
@@ -166,16 +279,42 @@ impl KindSpec for HttpExpectation {
     fn wait(&self) -> Wait {
         Wait::Within(self.within.0)
     }
-    fn evidence(&self) -> EvidenceFile {
+    fn evidence(&self) -> Evidence {
         // The probes are recorded in the pair's verdict.json.
-        EvidenceFile::Verdict
+        Evidence::Verdict
+    }
+    fn source(&self) -> Source {
+        Source::Probe
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        vec![]
+    }
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let https = self.url.starts_with("https://");
+        if !(self.url.starts_with("http://") || https) {
+            problems.push(format!(
+                "invalid url {:?}: expected http://HOST[:PORT]/PATH",
+                self.url
+            ));
+        }
+        if let Some(ca) = &self.ca {
+            if !https {
+                problems.push(format!(
+                    "`ca: {ca}` verifies TLS, but {:?} is not an https:// URL",
+                    self.url
+                ));
+            } else if !ca.starts_with('/') {
+                problems.push(format!(
+                    "`ca: {ca}`: expected an absolute path of a PEM file in the guest"
+                ));
+            }
+        }
+        problems
     }
 }
 
 impl KindSpec for JournalExpectation {
-    fn key(&self) -> &'static str {
-        "journal"
-    }
     fn derived_id(&self) -> String {
         match &self.unit {
             Some(u) => format!("journal:{u}:{}", self.pattern),
@@ -196,15 +335,19 @@ impl KindSpec for JournalExpectation {
     fn wait(&self) -> Wait {
         Wait::Within(self.within.0)
     }
-    fn evidence(&self) -> EvidenceFile {
-        EvidenceFile::BootJournal
+    fn evidence(&self) -> Evidence {
+        Evidence::BootJournal
+    }
+    fn source(&self) -> Source {
+        Source::Pid1
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        // Its unit is matched in the journal, not followed.
+        vec![]
     }
 }
 
 impl KindSpec for FileExpectation {
-    fn key(&self) -> &'static str {
-        "file"
-    }
     fn derived_id(&self) -> String {
         format!("file:{}", self.path)
     }
@@ -214,15 +357,18 @@ impl KindSpec for FileExpectation {
     fn wait(&self) -> Wait {
         Wait::Once
     }
-    fn evidence(&self) -> EvidenceFile {
-        EvidenceFile::Timeline
+    fn evidence(&self) -> Evidence {
+        Evidence::Timeline
+    }
+    fn source(&self) -> Source {
+        Source::Read
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        vec![]
     }
 }
 
 impl KindSpec for CommandExpectation {
-    fn key(&self) -> &'static str {
-        "command"
-    }
     fn derived_id(&self) -> String {
         format!("command:{}", self.run)
     }
@@ -239,15 +385,18 @@ impl KindSpec for CommandExpectation {
     fn wait(&self) -> Wait {
         Wait::Once
     }
-    fn evidence(&self) -> EvidenceFile {
-        EvidenceFile::Timeline
+    fn evidence(&self) -> Evidence {
+        Evidence::Timeline
+    }
+    fn source(&self) -> Source {
+        Source::Read
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        vec![]
     }
 }
 
 impl KindSpec for NoFailedUnits {
-    fn key(&self) -> &'static str {
-        "no_failed_units"
-    }
     fn derived_id(&self) -> String {
         "no_failed_units".to_string()
     }
@@ -261,15 +410,19 @@ impl KindSpec for NoFailedUnits {
     fn wait(&self) -> Wait {
         Wait::Once
     }
-    fn evidence(&self) -> EvidenceFile {
-        EvidenceFile::PhaseUnits
+    fn evidence(&self) -> Evidence {
+        Evidence::PhaseUnits
+    }
+    fn source(&self) -> Source {
+        Source::Read
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        // Judges every unit; the exceptions are not followed.
+        vec![]
     }
 }
 
 impl KindSpec for BootBudget {
-    fn key(&self) -> &'static str {
-        "boot_budget"
-    }
     fn derived_id(&self) -> String {
         "boot_budget".to_string()
     }
@@ -280,15 +433,18 @@ impl KindSpec for BootBudget {
         // The boot may still be finishing: wait for it, up to the budget.
         Wait::Within(self.0.0)
     }
-    fn evidence(&self) -> EvidenceFile {
-        EvidenceFile::Timeline
+    fn evidence(&self) -> Evidence {
+        Evidence::Timeline
+    }
+    fn source(&self) -> Source {
+        Source::Read
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        vec![]
     }
 }
 
 impl KindSpec for WaitCycleCheck {
-    fn key(&self) -> &'static str {
-        "wait_cycle"
-    }
     fn derived_id(&self) -> String {
         format!("wait_cycle={}", wait_word(self.expect))
     }
@@ -308,8 +464,14 @@ impl KindSpec for WaitCycleCheck {
         // An expected cycle may still be forming when the rest of the phase is done.
         Wait::PhaseEnd(self.persist.0)
     }
-    fn evidence(&self) -> EvidenceFile {
-        EvidenceFile::BootWaitFor
+    fn evidence(&self) -> Evidence {
+        Evidence::BootWaitFor
+    }
+    fn source(&self) -> Source {
+        Source::WaitFor
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        vec![]
     }
 }
 
@@ -317,5 +479,130 @@ fn wait_word(w: WaitCycleExpectation) -> &'static str {
     match w {
         WaitCycleExpectation::Absent => "absent",
         WaitCycleExpectation::Expected => "expected",
+    }
+}
+
+/// `path:` expectation: a path in the guest exists (or does not) when its turn comes, as
+/// the harness's own `test -e` over SSH finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathExpectation {
+    /// Absolute path in the guest.
+    pub path: String,
+    /// Whether it must exist (default true) or must not.
+    #[serde(default = "exists_by_default")]
+    pub exists: bool,
+}
+
+fn exists_by_default() -> bool {
+    true
+}
+
+impl PathExpectation {
+    /// Judge the exit status of `test -e PATH` in the guest (and its standard error, for a failed test): whether
+    /// the expectation held, and what was seen.
+    pub fn judge(&self, status: i32, stderr: &str) -> (bool, String) {
+        let found = match status {
+            0 => true,
+            1 => false,
+            // `test` itself failed: neither answer is known.
+            _ => {
+                return (
+                    false,
+                    format!(
+                        "cannot test {}: exit {status}: {}",
+                        self.path,
+                        stderr.trim()
+                    ),
+                );
+            }
+        };
+        (found == self.exists, exists_word(&self.path, found))
+    }
+}
+
+fn exists_word(path: &str, exists: bool) -> String {
+    if exists {
+        format!("{path} exists")
+    } else {
+        format!("{path} does not exist")
+    }
+}
+
+impl KindSpec for PathExpectation {
+    fn derived_id(&self) -> String {
+        let word = if self.exists { "exists" } else { "absent" };
+        format!("path:{}={word}", self.path)
+    }
+    fn describe(&self) -> String {
+        exists_word(&self.path, self.exists)
+    }
+    fn wait(&self) -> Wait {
+        Wait::Once
+    }
+    fn evidence(&self) -> Evidence {
+        // What `test -e` found is the outcome's `seen`, recorded in verdict.json.
+        Evidence::Verdict
+    }
+    fn source(&self) -> Source {
+        Source::Read
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        vec![]
+    }
+    fn problems(&self) -> Vec<String> {
+        if self.path.starts_with('/') {
+            vec![]
+        } else {
+            vec![format!(
+                "`path: {}`: expected an absolute path in the guest",
+                self.path
+            )]
+        }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    fn path(p: &str, exists: bool) -> PathExpectation {
+        PathExpectation {
+            path: p.to_string(),
+            exists,
+        }
+    }
+
+    #[test]
+    fn judges_tests_status() {
+        let must = path("/run/x", true);
+        assert_eq!(must.judge(0, ""), (true, "/run/x exists".to_string()));
+        assert_eq!(
+            must.judge(1, ""),
+            (false, "/run/x does not exist".to_string())
+        );
+        let must_not = path("/run/x", false);
+        assert_eq!(
+            must_not.judge(1, ""),
+            (true, "/run/x does not exist".to_string())
+        );
+        assert_eq!(must_not.judge(0, ""), (false, "/run/x exists".to_string()));
+        // A test that could not run holds neither way.
+        let (held, seen) = must_not.judge(2, "test: bad\n");
+        assert!(!held);
+        assert_eq!(seen, "cannot test /run/x: exit 2: test: bad");
+    }
+
+    #[test]
+    fn names_itself() {
+        let k = ExpectationKind::Path(path("/run/x", false));
+        assert_eq!(k.key(), "path");
+        assert_eq!(k.derived_id(), "path:/run/x=absent");
+        assert_eq!(k.describe(), "/run/x does not exist");
+        assert!(EXPECTATION_KINDS.contains(&"path"));
+        assert_eq!(
+            serde_json::to_value(&k).unwrap(),
+            serde_json::json!({"path": {"path": "/run/x", "exists": false}})
+        );
     }
 }

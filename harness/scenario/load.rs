@@ -8,13 +8,11 @@ use serde_saphyr::Spanned;
 
 use super::action::Action;
 use super::diag::{Diagnostic, into_usage_error};
-use super::duration::ScenarioDuration;
-use super::expectation::{
-    BootBudget, DEFAULT_PERSIST, Expectation, ExpectationKind, UnitExpectation, WaitCycleCheck,
-};
+use super::expectation::{Expectation, UnitExpectation};
+use super::kinds::{EXPECTATION_KINDS, ExpectationKind};
 use super::model::{BootOptions, FaultRef, Phase, PhaseStart, Scenario};
 use super::names::is_plain_name;
-use super::raw::{EXPECTATION_KINDS, RawExpectation, RawPhase, RawScenario};
+use super::raw::{RawExpectation, RawPhase, RawScenario};
 
 /// Read and validate a scenario file. Errors are usage errors naming `file:line:col`.
 pub fn load_scenario(path: &Path) -> anyhow::Result<Scenario> {
@@ -105,10 +103,7 @@ fn resolve(path: &Path, raw: RawScenario, diags: &mut Vec<Diagnostic>) -> Scenar
         phases
             .iter()
             .flat_map(|p: &Phase| p.expect.iter())
-            .find_map(|e| match &e.kind {
-                ExpectationKind::Unit(u) => Some(u.unit.clone()),
-                _ => None,
-            })
+            .find_map(|e| e.kind.awaited().map(|u| u.unit.clone()))
     });
     Scenario {
         name,
@@ -268,7 +263,7 @@ fn resolve_expectation(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Expectation> {
     let Spanned {
-        value: raw,
+        value: mut raw,
         referenced: at,
         ..
     } = e;
@@ -306,7 +301,7 @@ fn resolve_expectation(
             return None;
         }
     }
-    let kind = match raw.unit {
+    let kind = match raw.unit.take() {
         Some(unit) => {
             let (Some(state), Some(within)) = (raw.state, raw.within) else {
                 diags.push(Diagnostic::at(
@@ -349,57 +344,11 @@ fn resolve_expectation(
                 ));
                 return None;
             }
-            if let Some(v) = raw.order {
-                if v.units.is_empty() {
-                    diags.push(Diagnostic::at(path, at, "`order.units` is empty: list the units that must start after `order.after`"));
-                }
-                ExpectationKind::Order(v)
-            } else if let Some(v) = raw.http {
-                if !(v.url.starts_with("http://") || v.url.starts_with("https://")) {
-                    diags.push(Diagnostic::at(
-                        path,
-                        at,
-                        format!("invalid url {:?}: expected http://HOST[:PORT]/PATH", v.url),
-                    ));
-                }
-                if let Some(ca) = &v.ca {
-                    if !v.url.starts_with("https://") {
-                        diags.push(Diagnostic::at(
-                            path,
-                            at,
-                            format!(
-                                "`ca: {ca}` verifies TLS, but {:?} is not an https:// URL",
-                                v.url
-                            ),
-                        ));
-                    } else if !ca.starts_with('/') {
-                        diags.push(Diagnostic::at(
-                            path,
-                            at,
-                            format!(
-                                "`ca: {ca}`: expected an absolute path of a PEM file in the guest"
-                            ),
-                        ));
-                    }
-                }
-                ExpectationKind::Http(v)
-            } else if let Some(v) = raw.journal {
-                ExpectationKind::Journal(v)
-            } else if let Some(v) = raw.file {
-                ExpectationKind::File(v)
-            } else if let Some(v) = raw.command {
-                ExpectationKind::Command(v)
-            } else if let Some(v) = raw.no_failed_units {
-                ExpectationKind::NoFailedUnits(v)
-            } else if let Some(v) = raw.boot_budget {
-                ExpectationKind::BootBudget(BootBudget(v))
-            } else {
-                ExpectationKind::WaitCycle(WaitCycleCheck {
-                    expect: raw.wait_cycle?,
-                    persist: raw.persist.unwrap_or(ScenarioDuration(DEFAULT_PERSIST)),
-                    infer: raw.infer.unwrap_or(true),
-                })
+            let kind = raw.take_kind()?;
+            for problem in kind.spec().problems() {
+                diags.push(Diagnostic::at(path, at, problem));
             }
+            kind
         }
     };
     let (id, id_at) = match raw.id {

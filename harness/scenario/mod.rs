@@ -22,12 +22,12 @@ pub use action::{Action, LinkState, RestartAction, RunAction, WriteAction};
 pub use diag::Diagnostic;
 pub use duration::{ScenarioDuration, format_duration, parse_duration};
 pub use expectation::{
-    BootBudget, CommandExpectation, DEFAULT_PERSIST, Expectation, ExpectationKind, FileExpectation,
-    HttpExpectation, JournalExpectation, NoFailedUnits, OrderAnchor, OrderExpectation, ProbeFrom,
-    TextMatch, UnitExpectation, UnitResult, UnitState, WaitCycleCheck, WaitCycleExpectation,
+    BootBudget, CommandExpectation, DEFAULT_PERSIST, Expectation, FileExpectation, HttpExpectation,
+    JournalExpectation, NoFailedUnits, OrderAnchor, OrderExpectation, ProbeFrom, TextMatch,
+    UnitExpectation, UnitResult, UnitState, WaitCycleCheck, WaitCycleExpectation,
 };
 pub use files::{FileCheck, FileKind, check_file, check_files, json_schema};
-pub use kinds::{KindSpec, Wait};
+pub use kinds::{Evidence, ExpectationKind, KindSpec, Source, Wait};
 pub use load::{load_scenario, parse_scenario};
 pub use model::{BootOptions, Highlight, Milestone, Phase, PhaseStart, ReportHints, Scenario};
 pub use names::{Pattern, UnitName};

@@ -11,9 +11,11 @@ use serde_saphyr::Spanned;
 use super::action::Action;
 use super::duration::ScenarioDuration;
 use super::expectation::{
-    CommandExpectation, FileExpectation, HttpExpectation, JournalExpectation, NoFailedUnits,
-    OrderExpectation, UnitResult, UnitState, WaitCycleExpectation,
+    BootBudget, CommandExpectation, DEFAULT_PERSIST, FileExpectation, HttpExpectation,
+    JournalExpectation, NoFailedUnits, OrderExpectation, UnitResult, UnitState, WaitCycleCheck,
+    WaitCycleExpectation,
 };
+use super::kinds::{EXPECTATION_KINDS, ExpectationKind, PathExpectation};
 use super::model::{BootOptions, Milestones, PhaseStart, ReportHints};
 use super::names::{Pattern, UnitName};
 
@@ -102,23 +104,12 @@ pub(crate) struct RawExpectation {
     #[serde(default)]
     pub wait_cycle: Option<WaitCycleExpectation>,
     #[serde(default)]
+    pub path: Option<PathExpectation>,
+    #[serde(default)]
     pub persist: Option<ScenarioDuration>,
     #[serde(default)]
     pub infer: Option<bool>,
 }
-
-/// The kind keys of an expectation, in the order the messages list them.
-pub(crate) const EXPECTATION_KINDS: [&str; 9] = [
-    "unit",
-    "order",
-    "http",
-    "journal",
-    "file",
-    "command",
-    "no_failed_units",
-    "boot_budget",
-    "wait_cycle",
-];
 
 impl RawExpectation {
     /// The kind keys present, in [`EXPECTATION_KINDS`] order.
@@ -140,6 +131,7 @@ impl RawExpectation {
             no_failed_units,
             boot_budget,
             wait_cycle,
+            path,
             persist: _,
             infer: _,
         } = self;
@@ -153,6 +145,7 @@ impl RawExpectation {
             no_failed_units.is_some(),
             boot_budget.is_some(),
             wait_cycle.is_some(),
+            path.is_some(),
         ];
         EXPECTATION_KINDS
             .iter()
@@ -160,6 +153,37 @@ impl RawExpectation {
             .filter(|(_, p)| *p)
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    /// The kind of an expectation that is not `unit:` (which needs its companions, see
+    /// `load`), taken out of its field; `None` when no such kind key is present.
+    pub fn take_kind(&mut self) -> Option<ExpectationKind> {
+        let persist = self.persist.unwrap_or(ScenarioDuration(DEFAULT_PERSIST));
+        let infer = self.infer.unwrap_or(true);
+        [
+            self.order.take().map(ExpectationKind::Order),
+            self.http.take().map(ExpectationKind::Http),
+            self.journal.take().map(ExpectationKind::Journal),
+            self.file.take().map(ExpectationKind::File),
+            self.command.take().map(ExpectationKind::Command),
+            self.no_failed_units
+                .take()
+                .map(ExpectationKind::NoFailedUnits),
+            self.boot_budget
+                .take()
+                .map(|v| ExpectationKind::BootBudget(BootBudget(v))),
+            self.wait_cycle.take().map(|expect| {
+                ExpectationKind::WaitCycle(WaitCycleCheck {
+                    expect,
+                    persist,
+                    infer,
+                })
+            }),
+            self.path.take().map(ExpectationKind::Path),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
     }
 }
 
@@ -200,6 +224,7 @@ shape!(FileShape, file, FileExpectation);
 shape!(CommandShape, command, CommandExpectation);
 shape!(NoFailedShape, no_failed_units, NoFailedUnits);
 shape!(BootBudgetShape, boot_budget, ScenarioDuration);
+shape!(PathShape, path, PathExpectation);
 
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -230,9 +255,14 @@ impl JsonSchema for RawExpectation {
             g.subschema_for::<NoFailedShape>(),
             g.subschema_for::<BootBudgetShape>(),
             g.subschema_for::<WaitCycleShape>(),
+            g.subschema_for::<PathShape>(),
         ];
+        let description = format!(
+            "one expectation: an optional id and exactly one of {}",
+            EXPECTATION_KINDS.join(", ")
+        );
         schemars::json_schema!({
-            "description": "one expectation: an optional id and exactly one of unit, order, http, journal, file, command, no_failed_units, boot_budget, wait_cycle",
+            "description": description,
             "oneOf": shapes,
         })
     }
