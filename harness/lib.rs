@@ -13,6 +13,6 @@ pub mod guest;
 pub mod progress;
 pub mod run;
 pub mod scenario;
-pub mod target;
+pub mod targets;
 pub mod unix;
 pub mod vm;

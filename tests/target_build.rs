@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use coldboot::target::{self, PrepareOptions, Progress, TargetIdentity, TargetSpec};
+use coldboot::targets::{self, PrepareOptions, Progress, TargetIdentity, TargetSpec};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -45,7 +45,7 @@ async fn debian_stock_builds_then_hits_the_cache() {
         return;
     }
     let dir = repo("vm-images/debian-stock");
-    let first = target::build_recipe(&dir, &BTreeMap::new(), &opts())
+    let first = targets::build_recipe(&dir, &BTreeMap::new(), &opts())
         .await
         .unwrap();
     eprintln!(
@@ -70,7 +70,7 @@ async fn debian_stock_builds_then_hits_the_cache() {
         .unwrap();
     assert!(String::from_utf8_lossy(&info.stdout).contains("file format: qcow2"));
 
-    let second = target::build_recipe(&dir, &BTreeMap::new(), &opts())
+    let second = targets::build_recipe(&dir, &BTreeMap::new(), &opts())
         .await
         .unwrap();
     assert!(second.cache_hit, "second build must come from the cache");
@@ -84,7 +84,7 @@ async fn debian_stock_builds_then_hits_the_cache() {
 
     let spec = TargetSpec::parse(&format!("recipe:{}", dir.display())).unwrap();
     let started = Instant::now();
-    let boot = target::prepare(&spec, &opts()).await.unwrap();
+    let boot = targets::prepare(&spec, &opts()).await.unwrap();
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(boot.cmdline, ["root=LABEL=root", "rw", "console=ttyS0"]);
     assert_eq!(boot.base_disk(), Some(first.disk.as_path()));
@@ -112,7 +112,7 @@ async fn concurrent_builds_of_a_tiny_recipe() {
     }
     // A fresh image cache (so stage 2 really runs) that shares the real stage-1 tarballs
     // and their locks.
-    let shared = target::cache::cache_root(None).unwrap();
+    let shared = targets::cache::cache_root(None).unwrap();
     std::fs::create_dir_all(shared.join("rootfs")).unwrap();
     let cache = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(shared.join("locks")).unwrap();
@@ -127,9 +127,9 @@ async fn concurrent_builds_of_a_tiny_recipe() {
     let choose = |v: &str| BTreeMap::from([("mark".to_string(), v.to_string())]);
     let (a, b, default) = (choose("alpha"), choose("beta"), BTreeMap::new());
     let (alpha, beta, alpha2) = tokio::join!(
-        target::build_recipe(&dir, &a, &opts),
-        target::build_recipe(&dir, &b, &opts),
-        target::build_recipe(&dir, &default, &opts),
+        targets::build_recipe(&dir, &a, &opts),
+        targets::build_recipe(&dir, &b, &opts),
+        targets::build_recipe(&dir, &default, &opts),
     );
     let (alpha, beta, alpha2) = (alpha.unwrap(), beta.unwrap(), alpha2.unwrap());
     assert_ne!(alpha.id, beta.id);
@@ -151,7 +151,7 @@ async fn concurrent_builds_of_a_tiny_recipe() {
             String::from_utf8_lossy(&check.stderr)
         );
         assert_eq!(
-            target::cache::sha256_file(&img.disk).unwrap(),
+            targets::cache::sha256_file(&img.disk).unwrap(),
             img.meta.disk_sha256
         );
     }
@@ -186,7 +186,7 @@ async fn concurrent_builds_of_a_tiny_recipe() {
 async fn unknown_variant_and_nix_are_usage_errors() {
     let dir = repo("tests/fixtures/target/tiny");
     let bad = BTreeMap::from([("colour".to_string(), "red".to_string())]);
-    let err = target::build_recipe(&dir, &bad, &PrepareOptions::default())
+    let err = targets::build_recipe(&dir, &bad, &PrepareOptions::default())
         .await
         .unwrap_err();
     assert_eq!(
@@ -196,7 +196,7 @@ async fn unknown_variant_and_nix_are_usage_errors() {
     assert!(err.to_string().contains("known variants: mark"), "{err}");
     // A nix target that names something other than a NixOS configuration.
     let nix = TargetSpec::parse("nix:.#packages.x86_64-linux.vm").unwrap();
-    let err = target::prepare(&nix, &PrepareOptions::default())
+    let err = targets::prepare(&nix, &PrepareOptions::default())
         .await
         .unwrap_err();
     assert!(

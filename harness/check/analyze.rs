@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::waitfor::{Cycle, EdgeKind, WaitForGraph};
 use crate::guest::systemd::unitfile::{Declared, template_of};
-use crate::target::Gate;
+use crate::targets::Gate;
 
 /// How many cycles of each kind are listed at most.
 const CYCLE_LIMIT: usize = 50;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use coldboot::error::{exit, infra, usage};
 use coldboot::evidence::bench::{self, Figure};
 use coldboot::evidence::load_bundle;
-use coldboot::target::{self, PrepareOptions, TargetSpec};
+use coldboot::targets::{self, PrepareOptions, TargetSpec};
 
 /// `coldboot bench` arguments.
 #[derive(Debug, clap::Args)]
@@ -136,7 +136,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         targets.len()
     );
     for t in &targets {
-        target::prepare(&TargetSpec::parse(t)?, &PrepareOptions::default()).await?;
+        targets::prepare(&TargetSpec::parse(t)?, &PrepareOptions::default()).await?;
     }
 
     let exe = std::env::current_exe()?;
@@ -200,7 +200,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         let spec = TargetSpec::parse(t)?;
         for _ in 0..args.resolves {
             let t0 = Instant::now();
-            target::prepare(&spec, &PrepareOptions::default()).await?;
+            targets::prepare(&spec, &PrepareOptions::default()).await?;
             resolves.push(t0.elapsed().as_secs_f64());
         }
     }

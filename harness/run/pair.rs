@@ -14,7 +14,7 @@ use crate::guest::{Guest, SshKey};
 use crate::scenario::{
     Action, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom, RunPair, Wait,
 };
-use crate::target::BootSpec;
+use crate::targets::BootSpec;
 use crate::vm::{AccelChoice, Vm};
 
 use super::boot;

@@ -18,7 +18,7 @@ use crate::guest::recorder::Recorder;
 use crate::guest::systemd;
 use crate::scenario::{ExpectationKind, Scenario};
 
-use crate::target::BootSpec;
+use crate::targets::BootSpec;
 use crate::vm::Vm;
 
 pub use crate::evidence::bundle::{file_safe, write_atomic, write_json};
@@ -109,7 +109,7 @@ pub async fn base_checksum(disk: Option<PathBuf>) -> Result<String, String> {
     let Some(disk) = disk else {
         return Err("no base image: the NixOS runner makes a fresh disk for each run".into());
     };
-    tokio::task::spawn_blocking(move || crate::target::cache::sha256_file(&disk))
+    tokio::task::spawn_blocking(move || crate::targets::cache::sha256_file(&disk))
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| format!("{e:#}")))
@@ -117,7 +117,7 @@ pub async fn base_checksum(disk: Option<PathBuf>) -> Result<String, String> {
 
 #[derive(Serialize)]
 struct IdentityRecord<'a> {
-    target: &'a crate::target::TargetIdentity,
+    target: &'a crate::targets::TargetIdentity,
     base_image: Option<&'a Path>,
     base_sha256_before: Option<&'a str>,
     base_sha256_after: Option<&'a str>,

@@ -435,7 +435,7 @@ fn check_target_string(target: &str) -> Result<(), String> {
     if ok {
         // The whole syntax (query keys, `#ATTR`); whether the files are there and the
         // variants resolve is checked before a run (`target::check`).
-        crate::target::TargetSpec::parse(target)
+        crate::targets::TargetSpec::parse(target)
             .map(drop)
             .map_err(|e| e.to_string())
     } else {

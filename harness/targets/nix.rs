@@ -803,7 +803,7 @@ mod tests {
             src.canonical("dashboard.service"),
             "deploy-dashboard.service"
         );
-        let gate = crate::target::Gate {
+        let gate = crate::targets::Gate {
             unit: "deploy-proxy.service".into(),
             url: "https://ci.commoninternet.net/".into(),
             served_by: "deploy-dashboard.service".into(),
@@ -851,7 +851,7 @@ mod tests {
             }
         }
         assert_ne!(stripped.files, src.files);
-        let old_gate = crate::target::Gate {
+        let old_gate = crate::targets::Gate {
             unit: "deploy-proxy.service".into(),
             url: "https://ci.commoninternet.net/".into(),
             served_by: "deploy-dashboard.service".into(),
@@ -869,7 +869,7 @@ mod tests {
         );
         // traefik reaches the boot only through deploy-proxy.upholds/: a traefik ordered
         // after deploy-proxy, gating deploy-proxy, is a wait cycle, found through the link.
-        let new_gate = crate::target::Gate {
+        let new_gate = crate::targets::Gate {
             unit: "deploy-proxy.service".into(),
             url: "http://127.0.0.1:8082/ping".into(),
             served_by: "traefik.service".into(),

@@ -50,7 +50,7 @@ impl Progress {
     }
     /// Report one step.
     pub fn report(&self, msg: &str) {
-        tracing::info!(target: "coldboot::target", "{msg}");
+        tracing::info!(target: "coldboot::targets", "{msg}");
         if let Some(f) = &self.0 {
             f(msg);
         }
