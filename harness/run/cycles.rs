@@ -23,8 +23,8 @@ use crate::guest::systemd;
 use crate::targets::Gate;
 
 use super::clock::GuestClock;
-use super::expect::ProbeRecord;
 use super::watch::Journal;
+use crate::check::ProbeRecord;
 
 /// The longest gap between two reads while a start job runs.
 pub const READ_EVERY: Duration = Duration::from_secs(2);

@@ -33,7 +33,8 @@ use crate::scenario::RunPair;
 use crate::targets::{self, BootSpec, PrepareOptions, Progress, TargetSpec};
 use crate::vm::{Accel, accel};
 
-pub use pair::{PairReport, run_pair};
+use crate::check::PairReport;
+pub use pair::run_pair;
 
 /// How to run a set of pairs.
 #[derive(Debug, Clone)]
