@@ -20,7 +20,7 @@ use crate::check::live::{
 use crate::guest::Guest;
 use crate::guest::recorder::{Queue, Recorder};
 use crate::guest::systemd;
-use crate::targets::Gate;
+use crate::guest::systemd::sources::Gate;
 
 use super::clock::GuestClock;
 use super::watch::Journal;

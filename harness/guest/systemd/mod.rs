@@ -7,6 +7,7 @@ pub mod chain;
 pub mod jobs;
 pub mod journal;
 pub mod signals;
+pub mod sources;
 pub mod unitfile;
 pub mod units;
 
