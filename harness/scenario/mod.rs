@@ -17,6 +17,7 @@ pub mod names;
 pub mod plan;
 mod raw;
 pub mod shard;
+pub mod target_spec;
 
 pub use action::{Action, LinkState, RestartAction, RunAction, WriteAction};
 pub use diag::Diagnostic;
@@ -36,3 +37,4 @@ pub use plan::{
     TargetFlag, adhoc_pairs, load_plan, parse_plan, parse_target_flag,
 };
 pub use shard::{Shard, parse_shard, shard};
+pub use target_spec::TargetSpec;

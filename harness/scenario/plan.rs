@@ -434,8 +434,8 @@ fn check_target_string(target: &str) -> Result<(), String> {
         .any(|k| target.strip_prefix(k).is_some_and(|rest| !rest.is_empty()));
     if ok {
         // The whole syntax (query keys, `#ATTR`); whether the files are there and the
-        // variants resolve is checked before a run (`target::check`).
-        crate::targets::TargetSpec::parse(target)
+        // variants resolve is checked before a run (`targets::check`).
+        super::TargetSpec::parse(target)
             .map(drop)
             .map_err(|e| e.to_string())
     } else {
