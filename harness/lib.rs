@@ -7,6 +7,7 @@
 //! process, so it can be tested from recorded fixtures without a VM.
 
 pub mod check;
+pub mod dirs;
 pub mod error;
 pub mod evidence;
 pub mod guest;

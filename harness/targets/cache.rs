@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::infra;
 
+// The cache root is also where vm/ keeps its owner index, so it is found below both.
+pub use crate::dirs::cache_root;
+
 /// Bumped whenever the builder changes what it puts in an image; part of every key.
 pub const BUILDER_VERSION: &str = "coldboot-debian-builder/1";
 
@@ -158,19 +161,6 @@ pub fn recipe_entries(dir: &Path) -> anyhow::Result<Vec<RecipeEntry>> {
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
-}
-
-/// The cache root: an explicit override, else `$COLDBOOT_CACHE_DIR`, else the user cache dir.
-pub fn cache_root(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os("COLDBOOT_CACHE_DIR").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    directories::BaseDirs::new()
-        .map(|d| d.cache_dir().join("coldboot"))
-        .ok_or_else(|| infra("no cache directory: set COLDBOOT_CACHE_DIR or HOME"))
 }
 
 /// The folder of one entry.
