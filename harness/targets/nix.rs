@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BootSpec, Fault, GateDecl, Launch, Progress, TargetIdentity, gate};
 use crate::error::{infra, usage};
+use crate::guest::quote::quote;
 use crate::guest::systemd::sources::UnitSources;
 
 pub use super::nix_wrapper::NIX_DIR_ENV;
@@ -510,22 +511,7 @@ fn short_command(argv: &[String]) -> String {
 
 /// `argv` as one shell-quoted line, as a user would paste it.
 pub fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| shell_quote(a))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Quote one word for a POSIX shell when it needs it.
-pub fn shell_quote(a: &str) -> String {
-    let plain = !a.is_empty()
-        && a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%#".contains(c));
-    if plain {
-        a.to_string()
-    } else {
-        format!("'{}'", a.replace('\'', r"'\''"))
-    }
+    argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
 }
 
 /// Build the target's VM, read its identity, gates and faults.
