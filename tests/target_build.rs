@@ -5,6 +5,8 @@
 //! skips with a printed reason otherwise. Uses the normal cache (`$COLDBOOT_CACHE_DIR` or
 //! `~/.cache/coldboot`) so the slow stage 1 runs once per machine, not once per test run.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,7 +43,7 @@ fn opts() -> PrepareOptions {
 #[tokio::test]
 async fn debian_stock_builds_then_hits_the_cache() {
     if let Some(why) = skip_reason() {
-        skip(&format!("debian_stock_builds_then_hits_the_cache: {why}"));
+        common::skip(&format!("debian_stock_builds_then_hits_the_cache: {why}"));
         return;
     }
     let dir = repo("vm-images/debian-stock");
@@ -107,7 +109,7 @@ async fn debian_stock_builds_then_hits_the_cache() {
 #[tokio::test]
 async fn concurrent_builds_of_a_tiny_recipe() {
     if let Some(why) = skip_reason() {
-        skip(&format!("concurrent_builds_of_a_tiny_recipe: {why}"));
+        common::skip(&format!("concurrent_builds_of_a_tiny_recipe: {why}"));
         return;
     }
     // A fresh image cache (so stage 2 really runs) that shares the real stage-1 tarballs
@@ -215,7 +217,7 @@ async fn unknown_variant_and_nix_are_usage_errors() {
 #[test]
 fn analyze_finds_the_old_gates_cycle_and_none_on_the_fix() {
     if let Some(why) = skip_reason() {
-        skip(&format!(
+        common::skip(&format!(
             "analyze_finds_the_old_gates_cycle_and_none_on_the_fix: {why}"
         ));
         return;
@@ -272,14 +274,4 @@ fn analyze_finds_the_old_gates_cycle_and_none_on_the_fix() {
 
     let (code, _, err) = analyze("image:/nonexistent.qcow2", false);
     assert_eq!(code, Some(2), "{err}");
-}
-
-/// A VM or guest test that cannot run here: fails when `COLDBOOT_REQUIRE_VM=1` (as
-/// scripts/test sets it), so a missing image is never a silent pass; else says why.
-fn skip(why: &str) {
-    assert!(
-        std::env::var("COLDBOOT_REQUIRE_VM").as_deref() != Ok("1"),
-        "COLDBOOT_REQUIRE_VM=1, but this test cannot run: {why}"
-    );
-    eprintln!("SKIP: {why}");
 }
