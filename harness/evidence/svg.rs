@@ -14,23 +14,16 @@ use crate::guest::systemd::UnitState;
 /// scenario's order. Taken from the outcomes' kind data, so the timeline draws what the
 /// scenario is about, not a fixed list.
 pub fn units_of(p: &crate::evidence::PairEvidence) -> Vec<String> {
-    use crate::scenario::ExpectationKind;
     let mut names: Vec<String> = p.report.focus_unit.iter().cloned().collect();
-    let mut add = |n: &str| {
-        if !names.iter().any(|x| x == n) {
-            names.push(n.to_string());
-        }
-    };
-    for o in &p.report.outcomes {
-        match &o.kind {
-            Some(ExpectationKind::Unit(u)) => add(u.unit.as_str()),
-            Some(ExpectationKind::Order(ord)) => {
-                add(ord.after.as_str());
-                for u in &ord.units {
-                    add(u.as_str());
-                }
-            }
-            _ => {}
+    let named = p
+        .report
+        .outcomes
+        .iter()
+        .flat_map(|o| o.kind.iter())
+        .flat_map(|k| k.named_units());
+    for n in named {
+        if !names.iter().any(|x| x == n.as_str()) {
+            names.push(n.as_str().to_string());
         }
     }
     names

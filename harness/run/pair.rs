@@ -439,7 +439,7 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
             (Some(reading), _) => reading.await,
             (None, Some(read)) => Some(read.clone()),
             (None, None) => {
-                let named = record::named_units(&ctx.pair.scenario);
+                let named = ctx.pair.scenario.named_units();
                 let recorder = up.recorder.as_ref().map(|(r, _)| r);
                 let when = "the end of the boot";
                 record::every_unit(&up.guest, recorder, &up.clock, &named, when).await
@@ -548,7 +548,7 @@ async fn connect(
                 .collect::<std::collections::HashMap<_, _>>(),
         )
     };
-    let named = record::named_units(&ctx.pair.scenario);
+    let named = ctx.pair.scenario.named_units();
     let (clock, followed, types) = tokio::join!(
         super::timed("connect: the clock", GuestClock::sample(&guest)),
         super::timed(

@@ -53,6 +53,25 @@ pub enum ExpectationKind {
     WaitCycle(WaitCycleCheck),
 }
 
+impl ExpectationKind {
+    /// The units this expectation is about: a `unit:`'s unit, an `order:`'s anchor and
+    /// then its units. None for the other kinds (a journal's `unit:` only filters lines,
+    /// `no_failed_units`' `except:` only excuses). Every kind answers, so a new kind must.
+    pub fn named_units(&self) -> Vec<&UnitName> {
+        match self {
+            ExpectationKind::Unit(u) => vec![&u.unit],
+            ExpectationKind::Order(o) => std::iter::once(&o.after).chain(&o.units).collect(),
+            ExpectationKind::Http(_)
+            | ExpectationKind::Journal(_)
+            | ExpectationKind::File(_)
+            | ExpectationKind::Command(_)
+            | ExpectationKind::NoFailedUnits(_)
+            | ExpectationKind::BootBudget(_)
+            | ExpectationKind::WaitCycle(_) => Vec::new(),
+        }
+    }
+}
+
 /// A unit's `ActiveState` as systemd reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

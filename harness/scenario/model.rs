@@ -40,6 +40,17 @@ impl Scenario {
     pub fn expectation(&self, id: &str) -> Option<&Expectation> {
         self.expectations().find(|e| e.id == id)
     }
+
+    /// The units the scenario names (its focus, then each expectation's
+    /// [`named_units`](super::ExpectationKind::named_units)), in file order.
+    pub fn named_units(&self) -> Vec<String> {
+        let expected = self.expectations().flat_map(|e| e.kind.named_units());
+        self.focus_unit
+            .iter()
+            .chain(expected)
+            .map(|u| u.as_str().to_string())
+            .collect()
+    }
 }
 
 /// A milestone a scenario belongs to, such as `M1` or `nightly`: a plain name that
@@ -302,5 +313,24 @@ impl Section {
             order_title: None,
             groups: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn named_units_are_the_focus_then_each_expectations_units_in_file_order() {
+        let yaml = "name: t\nmilestone: nightly\nfocus_unit: a.service\nsummary: s\nphases:\n  - name: p\n    expect:\n      - unit: b.service\n        state: active\n        within: 5s\n      - journal: {unit: j.service, pattern: x, within: 5s}\n      - order: {after: a.service, units: [c.service, d.service]}\n      - no_failed_units: {except: [e.service]}\n";
+        let s = super::super::parse_scenario(std::path::Path::new("t.yaml"), yaml).expect("parses");
+        assert_eq!(
+            s.named_units(),
+            [
+                "a.service",
+                "b.service",
+                "a.service",
+                "c.service",
+                "d.service"
+            ]
+        );
     }
 }
