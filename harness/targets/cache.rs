@@ -16,15 +16,15 @@ use crate::error::infra;
 
 // The cache root is also where vm/ keeps its owner index, so it is found below both.
 pub use crate::dirs::cache_root;
+// Integrity checks an entry below the cache, so the entry's file names and the file
+// checksum live there.
+pub use super::integrity::{META_FILE, sha256_file};
 
 /// Bumped whenever the builder changes what it puts in an image; part of every key.
 pub const BUILDER_VERSION: &str = "coldboot-debian-builder/1";
 
 /// The Debian mirror used when `COLDBOOT_DEBIAN_MIRROR` is not set.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
-
-/// The file whose presence marks a complete entry.
-pub const META_FILE: &str = "meta.json";
 
 /// The two kinds of cache entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,15 +275,6 @@ fn remove_stale(kind_dir: &Path, entry: &Path, key: &str) {
     if entry.exists() {
         let _ = std::fs::remove_dir_all(entry);
     }
-}
-
-/// SHA-256 of a file, streamed (used once per build, never on a cache hit).
-pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| infra(format!("cannot open {}: {e}", path.display())))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut file, &mut h)?;
-    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]
