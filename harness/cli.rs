@@ -63,7 +63,7 @@ pub enum Command {
     /// Benchmark: run plans (default M1+M2) in a watched child process and print one table
     /// of figures (verdict latency, deadlock verdict, overhead, resolve, wall, memory)
     /// with their targets; writes bench.md and bench.json. Exit 1 when a target is missed.
-    Bench(crate::cmd::bench::BenchArgs),
+    Bench(BenchArgs),
     /// Print the JSON Schema of scenario and plan files, for editors.
     Schema,
     /// Render report.md, report.json and junit.xml again from an evidence bundle, or
@@ -218,4 +218,25 @@ impl From<AccelArg> for coldboot::vm::Accel {
             AccelArg::Tcg => coldboot::vm::Accel::Tcg,
         }
     }
+}
+
+/// `coldboot bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Plans to run (default: the M1 and M2 plans).
+    #[arg(long = "plan", value_name = "PLAN")]
+    pub plans: Vec<PathBuf>,
+    /// VMs at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Where the bundle, bench.md and bench.json go (default: a new folder under
+    /// evidence/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// How many times to resolve each cached target for the warm-resolve figure.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub resolves: u32,
+    /// Accelerator, passed on to `coldboot run`.
+    #[arg(long, default_value = "auto", env = "COLDBOOT_ACCEL")]
+    pub accel: String,
 }

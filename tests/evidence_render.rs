@@ -436,7 +436,7 @@ fn upgrade_the_bundle_named_by_coldboot_upgrade() {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let mut report: coldboot::run::PairReport = serde_json::from_str(&text).unwrap();
+        let mut report: coldboot::check::PairReport = serde_json::from_str(&text).unwrap();
         let file = std::env::var_os("COLDBOOT_UPGRADE_SCENARIO")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join(format!("scenarios/{}.yaml", report.scenario)));

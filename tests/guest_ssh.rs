@@ -7,6 +7,8 @@
 //!
 //! One VM for the whole file (the machine has two cores): every check runs in one test.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,11 +17,6 @@ use coldboot::guest::systemd::journal::Entry;
 use coldboot::guest::systemd::{self, UnitState};
 use coldboot::guest::{Guest, SshKey, StreamEnd};
 use coldboot::vm::{Accel, AccelChoice, Vm, VmConfig};
-
-fn image_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var_os("COLDBOOT_TEST_IMAGE_DIR")?);
-    dir.join("disk.qcow2").is_file().then_some(dir)
-}
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guest")
@@ -50,8 +47,8 @@ const FAIL_UNIT: &str = "[Unit]\nDescription=coldboot test: fails\n\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_channel_on_a_real_debian_guest() {
-    let Some(image) = image_dir() else {
-        skip(
+    let Ok(image) = common::image_dir(&["disk.qcow2"]) else {
+        common::skip(
             "set COLDBOOT_TEST_IMAGE_DIR to a built image folder (disk.qcow2, vmlinuz, initrd.img)",
         );
         return;
@@ -410,14 +407,4 @@ async fn guest_channel_on_a_real_debian_guest() {
         "QEMU {pid} gone"
     );
     println!("whole test took {:?}", started.elapsed());
-}
-
-/// A VM or guest test that cannot run here: fails when `COLDBOOT_REQUIRE_VM=1` (as
-/// scripts/test sets it), so a missing image is never a silent pass; else says why.
-fn skip(why: &str) {
-    assert!(
-        std::env::var("COLDBOOT_REQUIRE_VM").as_deref() != Ok("1"),
-        "COLDBOOT_REQUIRE_VM=1, but this test cannot run: {why}"
-    );
-    eprintln!("SKIP: {why}");
 }

@@ -96,10 +96,10 @@ fn harness_info_is_the_json_the_harness_reads() {
         })
     );
     // The harness's own types read it (deny_unknown_fields on both sides).
-    let gates: std::collections::BTreeMap<String, coldboot::target::GateDecl> =
+    let gates: std::collections::BTreeMap<String, coldboot::targets::GateDecl> =
         serde_json::from_value(got["gates"].clone()).unwrap();
     assert_eq!(gates["deploy-proxy.service"].served_by, "traefik.service");
-    let faults: std::collections::BTreeMap<String, coldboot::target::Fault> =
+    let faults: std::collections::BTreeMap<String, coldboot::targets::Fault> =
         serde_json::from_value(got["faults"].clone()).unwrap();
     assert_eq!(faults.len(), 1);
     assert_eq!(
@@ -199,7 +199,7 @@ fn unit_texts_keep_enabled_units_with_text() {
     );
     // The harness passes the same file's text as --apply.
     assert_eq!(
-        coldboot::target::nix::UNIT_TEXTS_APPLY,
+        coldboot::targets::nix::UNIT_TEXTS_APPLY,
         std::fs::read_to_string(root().join("nix/lib/unit-texts.nix")).unwrap()
     );
 }

@@ -18,27 +18,13 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use common::coldboot;
 
 /// VM tests in this binary run one at a time: the machines have 2 cores.
 static VM: Mutex<()> = Mutex::new(());
-
-fn image_dir() -> Result<PathBuf, String> {
-    let dir = std::env::var_os("COLDBOOT_TEST_IMAGE_DIR")
-        .map(PathBuf::from)
-        .ok_or(
-            "COLDBOOT_TEST_IMAGE_DIR is not set (scripts/test sets it to the debian-stock image)",
-        )?;
-    for f in ["disk.qcow2", "vmlinuz", "initrd.img"] {
-        if !dir.join(f).is_file() {
-            return Err(format!("{} has no {f}", dir.display()));
-        }
-    }
-    Ok(dir)
-}
 
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
@@ -206,7 +192,7 @@ const TARGET_FLAKE: &str = "git+file:/standin/cc-ci?rev=111111111111111111111111
 
 #[test]
 fn boot_and_run_through_the_nixos_runner_contract() {
-    let image = match image_dir() {
+    let image = match common::image_dir(&["disk.qcow2", "vmlinuz", "initrd.img"]) {
         Ok(d) => d,
         Err(why) => {
             eprintln!("SKIPPED: {why}");

@@ -143,7 +143,7 @@ fn the_wrapper_in_a_plain_folder_evaluates_with_the_real_module_system() {
     check_wrapper(&plain_copy(dir.path()), &shim);
     // The copy that an installed coldboot uses: written from the binary into the cache.
     let cache = dir.path().join("cache");
-    let built_in = coldboot::target::nix_wrapper::materialize(&cache).unwrap();
+    let built_in = coldboot::targets::nix_wrapper::materialize(&cache).unwrap();
     check_wrapper(&built_in, &shim);
 }
 
@@ -159,7 +159,7 @@ fn the_lock_file_pins_the_inputs_offline() {
     let dir = tempfile::tempdir().unwrap();
     for wrapper in [
         plain_copy(dir.path()),
-        coldboot::target::nix_wrapper::materialize(&dir.path().join("cache")).unwrap(),
+        coldboot::targets::nix_wrapper::materialize(&dir.path().join("cache")).unwrap(),
     ] {
         let out = nix_cmd()
             .args(["flake", "metadata", "--json", "--no-update-lock-file"])
@@ -213,7 +213,7 @@ fn dry_run_against_a_plain_copy_names_no_remote_flake_and_no_toplevel() {
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
-    let built_in = coldboot::target::nix_wrapper::materialize(&cache).unwrap();
+    let built_in = coldboot::targets::nix_wrapper::materialize(&cache).unwrap();
     let nix_lines: Vec<&str> = text
         .lines()
         .filter(|l| l.trim_start().starts_with("$ nix "))
@@ -282,8 +282,8 @@ fn a_nixpkgs_too_new_for_the_installed_nix_is_a_usage_error() {
         return;
     }
     let have = String::from_utf8(nix_cmd().arg("--version").output().unwrap().stdout).unwrap();
-    let have = coldboot::target::nix::parse_nix_version(&have).unwrap();
-    if coldboot::target::nix::version_at_least(&have, &[2, 18]) {
+    let have = coldboot::targets::nix::parse_nix_version(&have).unwrap();
+    if coldboot::targets::nix::version_at_least(&have, &[2, 18]) {
         eprintln!("SKIPPED: the installed Nix {have:?} is not older than 2.18");
         return;
     }

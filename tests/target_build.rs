@@ -5,11 +5,13 @@
 //! skips with a printed reason otherwise. Uses the normal cache (`$COLDBOOT_CACHE_DIR` or
 //! `~/.cache/coldboot`) so the slow stage 1 runs once per machine, not once per test run.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use coldboot::target::{self, PrepareOptions, Progress, TargetIdentity, TargetSpec};
+use coldboot::targets::{self, PrepareOptions, Progress, TargetIdentity, TargetSpec};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -41,11 +43,11 @@ fn opts() -> PrepareOptions {
 #[tokio::test]
 async fn debian_stock_builds_then_hits_the_cache() {
     if let Some(why) = skip_reason() {
-        skip(&format!("debian_stock_builds_then_hits_the_cache: {why}"));
+        common::skip(&format!("debian_stock_builds_then_hits_the_cache: {why}"));
         return;
     }
     let dir = repo("vm-images/debian-stock");
-    let first = target::build_recipe(&dir, &BTreeMap::new(), &opts())
+    let first = targets::build_recipe(&dir, &BTreeMap::new(), &opts())
         .await
         .unwrap();
     eprintln!(
@@ -70,7 +72,7 @@ async fn debian_stock_builds_then_hits_the_cache() {
         .unwrap();
     assert!(String::from_utf8_lossy(&info.stdout).contains("file format: qcow2"));
 
-    let second = target::build_recipe(&dir, &BTreeMap::new(), &opts())
+    let second = targets::build_recipe(&dir, &BTreeMap::new(), &opts())
         .await
         .unwrap();
     assert!(second.cache_hit, "second build must come from the cache");
@@ -84,7 +86,7 @@ async fn debian_stock_builds_then_hits_the_cache() {
 
     let spec = TargetSpec::parse(&format!("recipe:{}", dir.display())).unwrap();
     let started = Instant::now();
-    let boot = target::prepare(&spec, &opts()).await.unwrap();
+    let boot = targets::prepare(&spec, &opts()).await.unwrap();
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(boot.cmdline, ["root=LABEL=root", "rw", "console=ttyS0"]);
     assert_eq!(boot.base_disk(), Some(first.disk.as_path()));
@@ -107,12 +109,12 @@ async fn debian_stock_builds_then_hits_the_cache() {
 #[tokio::test]
 async fn concurrent_builds_of_a_tiny_recipe() {
     if let Some(why) = skip_reason() {
-        skip(&format!("concurrent_builds_of_a_tiny_recipe: {why}"));
+        common::skip(&format!("concurrent_builds_of_a_tiny_recipe: {why}"));
         return;
     }
     // A fresh image cache (so stage 2 really runs) that shares the real stage-1 tarballs
     // and their locks.
-    let shared = target::cache::cache_root(None).unwrap();
+    let shared = targets::cache::cache_root(None).unwrap();
     std::fs::create_dir_all(shared.join("rootfs")).unwrap();
     let cache = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(shared.join("locks")).unwrap();
@@ -127,9 +129,9 @@ async fn concurrent_builds_of_a_tiny_recipe() {
     let choose = |v: &str| BTreeMap::from([("mark".to_string(), v.to_string())]);
     let (a, b, default) = (choose("alpha"), choose("beta"), BTreeMap::new());
     let (alpha, beta, alpha2) = tokio::join!(
-        target::build_recipe(&dir, &a, &opts),
-        target::build_recipe(&dir, &b, &opts),
-        target::build_recipe(&dir, &default, &opts),
+        targets::build_recipe(&dir, &a, &opts),
+        targets::build_recipe(&dir, &b, &opts),
+        targets::build_recipe(&dir, &default, &opts),
     );
     let (alpha, beta, alpha2) = (alpha.unwrap(), beta.unwrap(), alpha2.unwrap());
     assert_ne!(alpha.id, beta.id);
@@ -151,7 +153,7 @@ async fn concurrent_builds_of_a_tiny_recipe() {
             String::from_utf8_lossy(&check.stderr)
         );
         assert_eq!(
-            target::cache::sha256_file(&img.disk).unwrap(),
+            targets::cache::sha256_file(&img.disk).unwrap(),
             img.meta.disk_sha256
         );
     }
@@ -186,7 +188,7 @@ async fn concurrent_builds_of_a_tiny_recipe() {
 async fn unknown_variant_and_nix_are_usage_errors() {
     let dir = repo("tests/fixtures/target/tiny");
     let bad = BTreeMap::from([("colour".to_string(), "red".to_string())]);
-    let err = target::build_recipe(&dir, &bad, &PrepareOptions::default())
+    let err = targets::build_recipe(&dir, &bad, &PrepareOptions::default())
         .await
         .unwrap_err();
     assert_eq!(
@@ -196,7 +198,7 @@ async fn unknown_variant_and_nix_are_usage_errors() {
     assert!(err.to_string().contains("known variants: mark"), "{err}");
     // A nix target that names something other than a NixOS configuration.
     let nix = TargetSpec::parse("nix:.#packages.x86_64-linux.vm").unwrap();
-    let err = target::prepare(&nix, &PrepareOptions::default())
+    let err = targets::prepare(&nix, &PrepareOptions::default())
         .await
         .unwrap_err();
     assert!(
@@ -215,7 +217,7 @@ async fn unknown_variant_and_nix_are_usage_errors() {
 #[test]
 fn analyze_finds_the_old_gates_cycle_and_none_on_the_fix() {
     if let Some(why) = skip_reason() {
-        skip(&format!(
+        common::skip(&format!(
             "analyze_finds_the_old_gates_cycle_and_none_on_the_fix: {why}"
         ));
         return;
@@ -272,14 +274,4 @@ fn analyze_finds_the_old_gates_cycle_and_none_on_the_fix() {
 
     let (code, _, err) = analyze("image:/nonexistent.qcow2", false);
     assert_eq!(code, Some(2), "{err}");
-}
-
-/// A VM or guest test that cannot run here: fails when `COLDBOOT_REQUIRE_VM=1` (as
-/// scripts/test sets it), so a missing image is never a silent pass; else says why.
-fn skip(why: &str) {
-    assert!(
-        std::env::var("COLDBOOT_REQUIRE_VM").as_deref() != Ok("1"),
-        "COLDBOOT_REQUIRE_VM=1, but this test cannot run: {why}"
-    );
-    eprintln!("SKIP: {why}");
 }

@@ -6,6 +6,8 @@
 //! - `COLDBOOT_TEST_KERNEL`: any x86_64 kernel (else the image's `vmlinuz`), for the
 //!   kernel-only boots that exercise the panic detector and the KVM probe.
 
+mod common;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,15 +18,14 @@ use coldboot::vm::{Accel, AccelChoice, ConsoleFailureKind, Vm, VmConfig, accel};
 /// Held by each test for its whole run. A tokio mutex: the guard lives across awaits.
 static ONE_VM_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn image_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var_os("COLDBOOT_TEST_IMAGE_DIR")?);
-    dir.join("disk.qcow2").is_file().then_some(dir)
-}
-
 fn test_kernel() -> Option<PathBuf> {
     std::env::var_os("COLDBOOT_TEST_KERNEL")
         .map(PathBuf::from)
-        .or_else(|| image_dir().map(|d| d.join("vmlinuz")))
+        .or_else(|| {
+            common::image_dir(&["disk.qcow2"])
+                .ok()
+                .map(|d| d.join("vmlinuz"))
+        })
         .filter(|k| k.is_file())
 }
 
@@ -90,7 +91,7 @@ async fn wait_for_ssh(vm: &Vm, deadline: Duration) -> String {
 async fn kernel_without_root_fs_panics_and_teardown_is_complete() {
     let _one = ONE_VM_AT_A_TIME.lock().await;
     let Some(kernel) = test_kernel() else {
-        skip("set COLDBOOT_TEST_KERNEL or COLDBOOT_TEST_IMAGE_DIR to boot a kernel");
+        common::skip("set COLDBOOT_TEST_KERNEL or COLDBOOT_TEST_IMAGE_DIR to boot a kernel");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -213,7 +214,7 @@ async fn qemu_that_cannot_start_is_an_infra_error_quoting_stderr() {
 async fn auto_accel_probes_once_then_uses_the_cache() {
     let _one = ONE_VM_AT_A_TIME.lock().await;
     let Some(kernel) = test_kernel() else {
-        skip("set COLDBOOT_TEST_KERNEL or COLDBOOT_TEST_IMAGE_DIR for the KVM probe");
+        common::skip("set COLDBOOT_TEST_KERNEL or COLDBOOT_TEST_IMAGE_DIR for the KVM probe");
         return;
     };
     let cache = tempfile::tempdir().unwrap();
@@ -242,8 +243,10 @@ async fn auto_accel_probes_once_then_uses_the_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debian_image_boots_to_ssh_and_link_and_power_cycle_work() {
     let _one = ONE_VM_AT_A_TIME.lock().await;
-    let Some(dir) = image_dir() else {
-        skip("set COLDBOOT_TEST_IMAGE_DIR to a built image (disk.qcow2, vmlinuz, initrd.img)");
+    let Ok(dir) = common::image_dir(&["disk.qcow2"]) else {
+        common::skip(
+            "set COLDBOOT_TEST_IMAGE_DIR to a built image (disk.qcow2, vmlinuz, initrd.img)",
+        );
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -371,14 +374,4 @@ fn qemu_dies_with_the_thread_that_started_it() {
     let alive = process_alive(pid);
     coldboot::vm::registry::cleanup_all(); // the forgotten VM's overlay, and QEMU if it survived
     assert!(!alive, "QEMU {pid} outlived the thread that spawned it");
-}
-
-/// A VM or guest test that cannot run here: fails when `COLDBOOT_REQUIRE_VM=1` (as
-/// scripts/test sets it), so a missing image is never a silent pass; else says why.
-fn skip(why: &str) {
-    assert!(
-        std::env::var("COLDBOOT_REQUIRE_VM").as_deref() != Ok("1"),
-        "COLDBOOT_REQUIRE_VM=1, but this test cannot run: {why}"
-    );
-    eprintln!("SKIP: {why}");
 }

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             let file = dir.join("recipe.yaml");
-            match coldboot::target::Recipe::parse(dir, &file, text) {
+            match coldboot::targets::Recipe::parse(dir, &file, text) {
                 // A valid recipe must also resolve its defaults and give its gates.
                 Ok(recipe) => {
                     if let Ok(resolved) = recipe.resolve_variants(&Default::default()) {

@@ -9,66 +9,11 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::waitfor::{Cycle, EdgeKind, WaitForGraph};
-use crate::guest::systemd::unitfile::{Declared, template_of};
-use crate::target::Gate;
+pub use crate::guest::systemd::sources::{Gate, UnitSources};
+use crate::guest::systemd::unitfile::Declared;
 
 /// How many cycles of each kind are listed at most.
 const CYCLE_LIMIT: usize = 50;
-
-/// A target's unit files, as found: what systemd would load, before resolution.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnitSources {
-    /// Unit name → the text of its unit file (the one that wins by precedence).
-    pub files: BTreeMap<String, String>,
-    /// Unit name → its drop-ins `(file name, text)`, in the order systemd applies them.
-    pub dropins: BTreeMap<String, Vec<(String, String)>>,
-    /// Alias → the unit it names (symlinks in the unit folders, `default.target`).
-    pub aliases: BTreeMap<String, String>,
-    /// `(unit, wanted)` from `unit.wants/` folders.
-    pub wants: BTreeSet<(String, String)>,
-    /// `(unit, required)` from `unit.requires/` folders.
-    pub requires: BTreeSet<(String, String)>,
-    /// `(unit, upheld)` from `unit.upholds/` folders (`UpheldBy=`, NixOS's `upheldBy`).
-    pub upholds: BTreeSet<(String, String)>,
-    /// Units masked (linked to /dev/null).
-    pub masked: BTreeSet<String>,
-}
-
-impl UnitSources {
-    /// The name a unit is loaded under (aliases followed).
-    pub fn canonical(&self, name: &str) -> String {
-        let mut n = name.to_string();
-        for _ in 0..8 {
-            match self.aliases.get(&n) {
-                Some(t) if *t != n => n = t.clone(),
-                _ => break,
-            }
-        }
-        n
-    }
-
-    /// What `name` declares: its file (or its template's, specialised), then its
-    /// drop-ins. `None` for a unit with no file (or a masked one).
-    pub fn declared(&self, name: &str) -> Option<Declared> {
-        if self.masked.contains(name) {
-            return None;
-        }
-        let template = template_of(name);
-        let text = self
-            .files
-            .get(name)
-            .or_else(|| template.as_ref().and_then(|t| self.files.get(t)))?;
-        let mut d = Declared::new();
-        d.apply(text);
-        for key in template.iter().chain(std::iter::once(&name.to_string())) {
-            for (_, dropin) in self.dropins.get(key).into_iter().flatten() {
-                d.apply(dropin);
-            }
-        }
-        d.specialize(name);
-        Some(d)
-    }
-}
 
 /// One gate and what is ordered after its unit.
 #[derive(Debug, Clone, Serialize)]

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::outcome::Evaluation;
 use super::waitfor::{Cycle, EdgeKind, WaitForGraph};
+use crate::guest::systemd::sources::Gate;
 use crate::guest::systemd::{Job, UnitState};
 use crate::scenario::WaitCycleExpectation;
-use crate::target::Gate;
 
 /// What the harness's own probes of one gate URL saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

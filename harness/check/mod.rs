@@ -1,17 +1,20 @@
 //! Expectations and verdicts, with no processes: the runner collects what the guest
 //! showed, and these functions decide. Everything here is tested from recorded data.
+//! `report` is the schema of `verdict.json`, which the runner writes and the renderers read.
 
 pub mod analyze;
 pub mod infer;
 pub mod live;
 pub mod ordering;
 pub mod outcome;
+pub mod report;
 pub mod units;
 pub mod verdict;
 pub mod waitfor;
 
 pub use ordering::evaluate_order;
 pub use outcome::{Evaluation, ExpectationOutcome, late};
+pub use report::{BootRecord, PairReport, ProbeRecord};
 pub use units::{evaluate_no_failed, evaluate_unit};
 pub use verdict::{Verdict, verdict};
 pub use waitfor::{Cycle, EdgeKind, WaitEdge, WaitForGraph};

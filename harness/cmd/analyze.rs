@@ -4,7 +4,7 @@
 use coldboot::check::analyze;
 use coldboot::error::usage;
 use coldboot::progress::Waiting;
-use coldboot::target::{self, PrepareOptions, Progress, TargetSpec};
+use coldboot::targets::{self, PrepareOptions, Progress, TargetSpec};
 
 /// Analyse `target`; print the report (or JSON) and return the exit code.
 pub async fn run(target: &str, json: bool) -> anyhow::Result<i32> {
@@ -16,10 +16,10 @@ pub async fn run(target: &str, json: bool) -> anyhow::Result<i32> {
                 progress: Progress::new(waiting.reporter()),
                 ..PrepareOptions::default()
             };
-            let image = target::build_recipe(dir, variants, &opts).await?;
+            let image = targets::build_recipe(dir, variants, &opts).await?;
             drop(waiting);
-            let tree = image.dir.join(target::build::UNITS_DIR);
-            (target::unit_tree::load(&tree)?, image.boot_spec().gates)
+            let tree = image.dir.join(targets::build::UNITS_DIR);
+            (targets::unit_tree::load(&tree)?, image.boot_spec().gates)
         }
         TargetSpec::Image { path, .. } => {
             return Err(usage(format!(
@@ -31,7 +31,7 @@ pub async fn run(target: &str, json: bool) -> anyhow::Result<i32> {
         TargetSpec::Nix { flake, attr } => {
             let waiting = Waiting::new(format!("evaluating {flake}#{attr}"));
             let inputs =
-                target::nix::analyze_inputs(flake, attr, &Progress::new(waiting.reporter()))
+                targets::nix::analyze_inputs(flake, attr, &Progress::new(waiting.reporter()))
                     .await?;
             drop(waiting);
             inputs

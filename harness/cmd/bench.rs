@@ -12,28 +12,9 @@ use std::time::{Duration, Instant};
 use coldboot::error::{exit, infra, usage};
 use coldboot::evidence::bench::{self, Figure};
 use coldboot::evidence::load_bundle;
-use coldboot::target::{self, PrepareOptions, TargetSpec};
+use coldboot::targets::{self, PrepareOptions, TargetSpec};
 
-/// `coldboot bench` arguments.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    /// Plans to run (default: the M1 and M2 plans).
-    #[arg(long = "plan", value_name = "PLAN")]
-    pub plans: Vec<PathBuf>,
-    /// VMs at once.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
-    /// Where the bundle, bench.md and bench.json go (default: a new folder under
-    /// evidence/).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// How many times to resolve each cached target for the warm-resolve figure.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub resolves: u32,
-    /// Accelerator, passed on to `coldboot run`.
-    #[arg(long, default_value = "auto", env = "COLDBOOT_ACCEL")]
-    pub accel: String,
-}
+use crate::cli::BenchArgs;
 
 /// What /proc said about one process, at its last sample.
 #[derive(Debug, Default, Clone, Copy)]
@@ -136,7 +117,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         targets.len()
     );
     for t in &targets {
-        target::prepare(&TargetSpec::parse(t)?, &PrepareOptions::default()).await?;
+        targets::prepare(&TargetSpec::parse(t)?, &PrepareOptions::default()).await?;
     }
 
     let exe = std::env::current_exe()?;
@@ -200,7 +181,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         let spec = TargetSpec::parse(t)?;
         for _ in 0..args.resolves {
             let t0 = Instant::now();
-            target::prepare(&spec, &PrepareOptions::default()).await?;
+            targets::prepare(&spec, &PrepareOptions::default()).await?;
             resolves.push(t0.elapsed().as_secs_f64());
         }
     }

@@ -9,7 +9,7 @@ use coldboot::guest::SshKey;
 use coldboot::progress::Waiting;
 use coldboot::run::boot;
 use coldboot::scenario::{BootOptions, UnitName};
-use coldboot::target::{self, PrepareOptions, Progress, cache};
+use coldboot::targets::{self, PrepareOptions, Progress, cache};
 use coldboot::vm::accel;
 
 use crate::cli::BootArgs;
@@ -17,13 +17,13 @@ use crate::cli::BootArgs;
 /// Boot, run, report timings; the exit code is the guest command's own.
 pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
     // Bad input is exit 2 naming the target, before anything is built or started.
-    let spec = target::check::check_str("boot target", &args.target)?;
+    let spec = targets::check::check_str("boot target", &args.target)?;
     let waiting = Waiting::new(format!("preparing {}", args.target));
     let opts = PrepareOptions {
         progress: Progress::new(waiting.reporter()),
         ..PrepareOptions::default()
     };
-    let boot_spec = target::prepare(&spec, &opts).await?;
+    let boot_spec = targets::prepare(&spec, &opts).await?;
 
     let cache_root = cache::cache_root(None)?;
     waiting.set("choosing the accelerator");

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use coldboot::target::{build, cache, nix_host};
+use coldboot::targets::{build, cache, nix_host};
 use coldboot::vm::accel;
 
 use crate::cli::DoctorArgs;

@@ -1,6 +1,6 @@
 //! `coldboot gc`: remove what killed runs left behind.
 
-use coldboot::target::cache;
+use coldboot::targets::cache;
 use coldboot::vm::owner;
 
 /// Remove the leftovers of runs whose process is gone and say what was removed.

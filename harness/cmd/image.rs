@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use coldboot::progress::Waiting;
-use coldboot::target::{self, PrepareOptions, Progress};
+use coldboot::targets::{self, PrepareOptions, Progress};
 
 /// Build `recipe_dir` with the given `K=V` variants; print the image id and paths.
 pub async fn build(recipe_dir: &Path, variants: &[String]) -> anyhow::Result<i32> {
     let mut chosen = BTreeMap::new();
     for v in variants {
-        let (k, val) = target::parse_variant_arg(v)?;
+        let (k, val) = targets::parse_variant_arg(v)?;
         chosen.insert(k, val);
     }
     let waiting = Waiting::new(format!("building {}", recipe_dir.display()));
@@ -18,7 +18,7 @@ pub async fn build(recipe_dir: &Path, variants: &[String]) -> anyhow::Result<i32
         progress: Progress::new(waiting.reporter()),
         ..PrepareOptions::default()
     };
-    let image = target::build_recipe(recipe_dir, &chosen, &opts).await?;
+    let image = targets::build_recipe(recipe_dir, &chosen, &opts).await?;
     drop(waiting);
     let how = if image.cache_hit { "cached" } else { "built" };
     println!("id:      {}", image.id);

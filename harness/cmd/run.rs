@@ -8,7 +8,7 @@ use std::time::Duration;
 use coldboot::error::{exit, infra, usage};
 use coldboot::run::{RunOptions, run_pairs};
 use coldboot::scenario::{self, RunPair};
-use coldboot::target::{BASE_CMDLINE, Recipe, TargetSpec, nix};
+use coldboot::targets::{BASE_CMDLINE, Recipe, TargetSpec, nix};
 use coldboot::vm::{Accel, AccelChoice, VmConfig, argv};
 
 use crate::cli::RunArgs;
@@ -109,7 +109,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut checked: Vec<&str> = Vec::new();
     for p in &pairs {
         if !checked.contains(&p.target.as_str()) {
-            coldboot::target::check::check_str(&format!("target {}", p.target_name), &p.target)?;
+            coldboot::targets::check::check_str(&format!("target {}", p.target_name), &p.target)?;
             checked.push(&p.target);
         }
     }
@@ -132,7 +132,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         redact,
     };
     // What killed runs left behind goes first (never what a live run owns).
-    if let Ok(root) = coldboot::target::cache::cache_root(None) {
+    if let Ok(root) = coldboot::targets::cache::cache_root(None) {
         for line in coldboot::vm::owner::collect_stale(&root) {
             eprintln!("{line}");
         }

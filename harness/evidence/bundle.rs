@@ -150,4 +150,33 @@ mod tests {
         );
         assert_eq!(evidence_file(Evidence::PhaseUnits, "p", 2), "units-p.txt");
     }
+
+    #[test]
+    fn the_registry_filters_by_the_longest_folder_and_counts() {
+        use super::super::redact::{Redactor, finish_folder, read_counts, register, unregister};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let pair = root.join("t__s");
+        register(&root, Redactor::new(&["TOP-[0-9]+"]).unwrap());
+        register(&pair, Redactor::new(&["PAIR-[0-9]+"]).unwrap());
+        write_atomic(&pair.join("a.txt"), b"PAIR-1 PAIR-2 TOP-1").unwrap();
+        std::fs::write(pair.join("serial-1.log"), "x PAIR-3 y").unwrap();
+        std::fs::write(pair.join("overlay.qcow2"), "PAIR-4").unwrap();
+        let counts = finish_folder(&pair).unwrap();
+        assert_eq!(counts["a.txt"], 2);
+        assert_eq!(counts["serial-1.log"], 1);
+        assert!(!counts.contains_key("overlay.qcow2"));
+        assert_eq!(
+            std::fs::read_to_string(pair.join("serial-1.log")).unwrap(),
+            "x [REDACTED] y"
+        );
+        assert_eq!(read_counts(&pair), counts);
+        // The pair's redactor is gone; the root's still applies.
+        write_atomic(&pair.join("b.txt"), b"PAIR-5 TOP-2").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(pair.join("b.txt")).unwrap(),
+            "PAIR-5 [REDACTED]"
+        );
+        unregister(&root);
+    }
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::facts::{self, Counts};
 use super::load::{Bundle, PairEvidence};
-use crate::run::PairReport;
+use crate::check::PairReport;
 
 #[derive(Serialize)]
 struct ReportJson<'a> {

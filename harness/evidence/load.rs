@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::check::PairReport;
 use crate::check::Verdict;
 use crate::error::usage;
 use crate::guest::systemd::journal::{last_monotonic_us, start_jobs_done};
 use crate::guest::systemd::{UnitState, parse_show};
-use crate::run::PairReport;
 use crate::scenario::Expected;
 
 use super::bundle;

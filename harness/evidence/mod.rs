@@ -19,7 +19,7 @@ pub mod timing;
 
 use std::path::Path;
 
-use crate::run::PairReport;
+use crate::check::PairReport;
 use bundle::{write_atomic, write_json};
 
 pub use load::{Bundle, PairEvidence, load_bundle};

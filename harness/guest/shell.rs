@@ -13,19 +13,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use base64::Engine as _;
 
+pub use super::quote::quote;
 use super::ssh::Guest;
 use crate::error::infra;
-
-/// Quote `s` for a POSIX shell: one word, no expansion.
-pub fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b))
-    {
-        return s.to_owned();
-    }
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
 
 /// Words of the shell grammar that are special as a command's first word.
 const RESERVED: [&str; 16] = [
@@ -222,21 +212,6 @@ mod tests {
             .unwrap();
         let expected: String = typed[2..].iter().map(|w| format!("[{w}]\n")).collect();
         assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{line}");
-    }
-
-    #[test]
-    fn quote_leaves_plain_words_alone() {
-        assert_eq!(quote("ssh.service"), "ssh.service");
-        assert_eq!(quote("/etc/a-b_c"), "/etc/a-b_c");
-    }
-
-    #[test]
-    fn quote_wraps_everything_else() {
-        assert_eq!(quote(""), "''");
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's"), "'it'\\''s'");
-        assert_eq!(quote("$(reboot)"), "'$(reboot)'");
-        assert_eq!(quote("dev-x\\x2dy.swap"), "'dev-x\\x2dy.swap'");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use ssh2::Session;
 
 use super::key::SshKey;
 use super::pump::{PumpEnd, Stream, pump};
-use super::shell::quote;
+use super::quote::quote;
 use crate::error::infra;
 
 /// Longest a single connection attempt (TCP, handshake, auth) may take.

@@ -12,7 +12,7 @@ use crate::error::infra;
 use crate::guest::key::HOST_KEY_FW_CFG;
 use crate::guest::{Guest, SshKey};
 use crate::scenario::BootOptions;
-use crate::target::{BootSpec, Launch, TargetIdentity};
+use crate::targets::{BootSpec, Launch, TargetIdentity};
 use crate::vm::{AccelChoice, FwCfgFile, Vm, VmConfig};
 
 /// The full kernel command line: the target's base, the SSH key, then the boot options

@@ -20,11 +20,11 @@ use crate::check::live::{
 use crate::guest::Guest;
 use crate::guest::recorder::{Queue, Recorder};
 use crate::guest::systemd;
-use crate::target::Gate;
+use crate::guest::systemd::sources::Gate;
 
 use super::clock::GuestClock;
-use super::expect::ProbeRecord;
 use super::watch::Journal;
+use crate::check::ProbeRecord;
 
 /// The longest gap between two reads while a start job runs.
 pub const READ_EVERY: Duration = Duration::from_secs(2);

@@ -6,9 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use crate::check::{self, Evaluation};
+use crate::check::{self, Evaluation, ProbeRecord};
 use crate::guest::Guest;
 use crate::guest::systemd;
 use crate::scenario::{
@@ -55,24 +53,6 @@ pub struct Live<'a> {
     pub start_done_means_active: std::collections::HashMap<String, bool>,
     /// The phase's watch that decides plain "active" waits ahead of their turn.
     pub early: super::early::EarlyDecisions,
-}
-
-/// One probe made by the harness.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProbeRecord {
-    /// Seconds since the Unix epoch.
-    pub at_unix: f64,
-    /// guest or host.
-    pub from: String,
-    /// For a probe of a declared health gate, the gated unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gate_of: Option<String>,
-    /// The URL as written in the scenario.
-    pub url: String,
-    /// The HTTP status, if one came back.
-    pub status: Option<u16>,
-    /// The start of the body, or the error.
-    pub excerpt: String,
 }
 
 /// The result of awaiting one expectation: the evaluation, and the host instants of the

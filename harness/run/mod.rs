@@ -30,10 +30,11 @@ use indicatif::{MultiProgress, ProgressBar};
 
 use crate::evidence::redact;
 use crate::scenario::RunPair;
-use crate::target::{self, BootSpec, PrepareOptions, Progress, TargetSpec};
+use crate::targets::{self, BootSpec, PrepareOptions, Progress, TargetSpec};
 use crate::vm::{Accel, accel};
 
-pub use pair::{PairReport, run_pair};
+use crate::check::PairReport;
+pub use pair::run_pair;
 
 /// How to run a set of pairs.
 #[derive(Debug, Clone)]
@@ -88,7 +89,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
             ..PrepareOptions::default()
         };
         let spec = TargetSpec::parse(&pair.target)?;
-        let boot_spec = target::prepare(&spec, &prep).await?;
+        let boot_spec = targets::prepare(&spec, &prep).await?;
         bar.finish_and_clear();
         specs.insert(pair.target.clone(), Arc::new(boot_spec));
     }
@@ -118,7 +119,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         redactors.insert(target.clone(), redact::Redactor::new(&patterns)?);
     }
 
-    let cache_root = target::cache::cache_root(None)?;
+    let cache_root = targets::cache::cache_root(None)?;
     let probe_kernel = specs
         .values()
         .find_map(|s| s.probe_kernel().map(std::path::Path::to_path_buf))

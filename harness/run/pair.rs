@@ -6,21 +6,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
-use crate::check::{self, ExpectationOutcome, Verdict};
+use crate::check::{self, BootRecord, ExpectationOutcome, PairReport, ProbeRecord, Verdict};
 use crate::error::{infra, usage};
 use crate::guest::{Guest, SshKey};
 use crate::scenario::{
     Action, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom, RunPair, Wait,
 };
-use crate::target::BootSpec;
+use crate::targets::BootSpec;
 use crate::vm::{AccelChoice, Vm};
 
 use super::boot;
 use super::clock::GuestClock;
 use super::cycles::{self, CycleWatcher, Cycles};
-use super::expect::{self, Live, ProbeRecord};
+use super::expect::{self, Live};
 use super::lost;
 use super::record;
 use super::watch::{Follower, Journal};
@@ -51,66 +50,6 @@ pub struct PairContext {
     pub baseline_poll: bool,
     /// Where the progress line goes.
     pub status: Arc<dyn Fn(&str) + Send + Sync>,
-}
-
-/// What one pair produced: written as `verdict.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PairReport {
-    /// `target/scenario`, with `/rep-K` under `--repeat`.
-    pub id: String,
-    /// Which repetition this was under `--repeat N` (1-based); absent when run once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repetition: Option<u32>,
-    /// The plan's name for the target.
-    pub target_name: String,
-    /// The target string.
-    pub target: String,
-    /// The scenario's name.
-    pub scenario: String,
-    /// The scenario file.
-    pub scenario_path: PathBuf,
-    /// The scenario's milestones, so reports can group pairs without the scenario file.
-    #[serde(default)]
-    pub milestones: Vec<crate::scenario::Milestone>,
-    /// The unit the scenario follows most closely; reports time the run by it.
-    #[serde(default)]
-    pub focus_unit: Option<String>,
-    /// How reports present the pair (the scenario's `report:`).
-    #[serde(default)]
-    pub report: crate::scenario::ReportHints,
-    /// When the pair started, in seconds since the Unix epoch (reports date themselves
-    /// from this, so a re-render gives the same bytes).
-    #[serde(default)]
-    pub started_unix: f64,
-    /// What the plan expected.
-    pub expected: Expected,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Whether the verdict is what the plan expected.
-    pub matches_plan: bool,
-    /// Every expectation evaluated, in order.
-    pub outcomes: Vec<ExpectationOutcome>,
-    /// Every probe the harness made.
-    pub probes: Vec<ProbeRecord>,
-    /// Per boot: seconds from QEMU start to SSH.
-    pub boots: Vec<BootRecord>,
-    /// Wall time of the whole pair, in seconds.
-    pub duration_secs: f64,
-    /// The run folder.
-    pub run_dir: PathBuf,
-}
-
-/// One boot within a pair.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BootRecord {
-    /// 1 for the first boot.
-    pub index: u32,
-    /// The phase that started it.
-    pub phase: String,
-    /// Seconds from QEMU start to SSH.
-    pub to_ssh_secs: f64,
-    /// Seconds from the pair's start to QEMU start.
-    pub at_secs: f64,
 }
 
 /// Run one pair to its verdict. Never returns an error: infrastructure failures become
@@ -498,7 +437,7 @@ async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsReading<'_>>
             (Some(reading), _) => reading.await,
             (None, Some(read)) => Some(read.clone()),
             (None, None) => {
-                let named = record::named_units(&ctx.pair.scenario);
+                let named = ctx.pair.scenario.named_units();
                 let recorder = up.recorder.as_ref().map(|(r, _)| r);
                 let when = "the end of the boot";
                 record::every_unit(&up.guest, recorder, &up.clock, &named, when).await
@@ -604,7 +543,7 @@ async fn connect(
                 .collect::<std::collections::HashMap<_, _>>(),
         )
     };
-    let named = record::named_units(&ctx.pair.scenario);
+    let named = ctx.pair.scenario.named_units();
     let (clock, followed, types) = tokio::join!(
         super::timed("connect: the clock", GuestClock::sample(&guest)),
         super::timed(

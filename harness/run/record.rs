@@ -18,7 +18,7 @@ use crate::guest::recorder::Recorder;
 use crate::guest::systemd;
 use crate::scenario::Scenario;
 
-use crate::target::BootSpec;
+use crate::targets::BootSpec;
 use crate::vm::Vm;
 
 pub use crate::evidence::bundle::{file_safe, write_atomic, write_json};
@@ -109,7 +109,7 @@ pub async fn base_checksum(disk: Option<PathBuf>) -> Result<String, String> {
     let Some(disk) = disk else {
         return Err("no base image: the NixOS runner makes a fresh disk for each run".into());
     };
-    tokio::task::spawn_blocking(move || crate::target::cache::sha256_file(&disk))
+    tokio::task::spawn_blocking(move || crate::targets::cache::sha256_file(&disk))
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| format!("{e:#}")))
@@ -117,7 +117,7 @@ pub async fn base_checksum(disk: Option<PathBuf>) -> Result<String, String> {
 
 #[derive(Serialize)]
 struct IdentityRecord<'a> {
-    target: &'a crate::target::TargetIdentity,
+    target: &'a crate::targets::TargetIdentity,
     base_image: Option<&'a Path>,
     base_sha256_before: Option<&'a str>,
     base_sha256_after: Option<&'a str>,
@@ -473,7 +473,7 @@ pub async fn phase_evidence(
     phase: &str,
     scenario: &Scenario,
 ) -> Option<UnitsRead> {
-    let named = named_units(scenario);
+    let named = scenario.named_units();
     let when = format!("the end of phase {phase}");
     let read = every_unit(guest, recorder, clock, &named, &when).await?;
     write_units(run_dir, phase, &read);
@@ -487,19 +487,6 @@ pub fn write_units(run_dir: &Path, phase: &str, read: &UnitsRead) {
     if let Err(e) = write_atomic(&path, read.text.as_bytes()) {
         tracing::warn!("cannot write {}: {e:#}", path.display());
     }
-}
-
-/// The units a scenario names (its focus, awaited units, ordering), in file order.
-pub fn named_units(scenario: &Scenario) -> Vec<String> {
-    let mut named: Vec<String> = scenario
-        .focus_unit
-        .iter()
-        .map(|u| u.as_str().to_string())
-        .collect();
-    for e in scenario.expectations() {
-        named.extend(e.kind.spec().units().iter().map(|u| u.as_str().to_string()));
-    }
-    named
 }
 
 /// `signals-boot-N.jsonl`: PID 1's unit signals (only ever about the scenario's units,

@@ -17,6 +17,7 @@ pub mod names;
 pub mod plan;
 mod raw;
 pub mod shard;
+pub mod target_spec;
 
 pub use action::{Action, LinkState, RestartAction, RunAction, WriteAction};
 pub use diag::Diagnostic;
@@ -29,10 +30,14 @@ pub use expectation::{
 pub use files::{FileCheck, FileKind, check_file, check_files, json_schema};
 pub use kinds::{Evidence, ExpectationKind, KindSpec, Source, Wait};
 pub use load::{load_scenario, parse_scenario};
-pub use model::{BootOptions, Highlight, Milestone, Phase, PhaseStart, ReportHints, Scenario};
+pub use model::{
+    BootOptions, Highlight, Layout, Milestone, Phase, PhaseStart, PlanReport, ReportHints,
+    Scenario, Section,
+};
 pub use names::{Pattern, UnitName};
 pub use plan::{
-    Expected, Layout, LoadedPlan, Plan, PlanReport, PlanRun, Reproduction, RunPair, Section,
-    TargetFlag, adhoc_pairs, load_plan, parse_plan, parse_target_flag,
+    Expected, LoadedPlan, Plan, PlanRun, Reproduction, RunPair, TargetFlag, adhoc_pairs, load_plan,
+    parse_plan, parse_target_flag,
 };
 pub use shard::{Shard, parse_shard, shard};
+pub use target_spec::TargetSpec;

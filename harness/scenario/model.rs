@@ -40,6 +40,17 @@ impl Scenario {
     pub fn expectation(&self, id: &str) -> Option<&Expectation> {
         self.expectations().find(|e| e.id == id)
     }
+
+    /// The units the scenario names (its focus, then each expectation's
+    /// units, as its kind's descriptor names them), in file order.
+    pub fn named_units(&self) -> Vec<String> {
+        let expected = self.expectations().flat_map(|e| e.kind.spec().units());
+        self.focus_unit
+            .iter()
+            .chain(expected)
+            .map(|u| u.as_str().to_string())
+            .collect()
+    }
 }
 
 /// A milestone a scenario belongs to, such as `M1` or `nightly`: a plain name that
@@ -247,5 +258,79 @@ impl BootOptions {
         );
         args.extend(self.kernel_args.iter().cloned());
         args
+    }
+}
+
+/// `report:` in a plan file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanReport {
+    /// The milestone sections of report.md, in order. Without them, each milestone of the
+    /// plan's scenarios gets a section titled with its name, laid out to compare targets.
+    #[serde(default)]
+    pub sections: Vec<Section>,
+}
+
+/// One milestone section of report.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// The milestone whose pairs the section shows (a scenario's `milestone:`).
+    pub milestone: Milestone,
+    /// The section's heading, such as "M1: reproduction and fix".
+    pub title: String,
+    /// How its pairs are laid out.
+    #[serde(default)]
+    pub layout: Layout,
+    /// For `groups`: the heading above the ordering tables (default "Ordering").
+    #[serde(default)]
+    pub order_title: Option<String>,
+    /// For `groups`: the groups that come first, in this order (the others follow as
+    /// their pairs come).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// How a milestone section lays out its pairs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// One subsection per scenario, its targets side by side (before and after a fix).
+    #[default]
+    Compare,
+    /// One subsection per scenario group (`report.group:` in the scenario), then the
+    /// ordering tables and the base image's checksums.
+    Groups,
+}
+
+impl Section {
+    /// The section a milestone gets when no plan describes it.
+    pub fn default_for(m: &Milestone) -> Section {
+        Section {
+            milestone: m.clone(),
+            title: m.to_string(),
+            layout: Layout::Compare,
+            order_title: None,
+            groups: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn named_units_are_the_focus_then_each_expectations_units_in_file_order() {
+        let yaml = "name: t\nmilestone: nightly\nfocus_unit: a.service\nsummary: s\nphases:\n  - name: p\n    expect:\n      - unit: b.service\n        state: active\n        within: 5s\n      - journal: {unit: j.service, pattern: x, within: 5s}\n      - order: {after: a.service, units: [c.service, d.service]}\n      - no_failed_units: {except: [e.service]}\n";
+        let s = super::super::parse_scenario(std::path::Path::new("t.yaml"), yaml).expect("parses");
+        assert_eq!(
+            s.named_units(),
+            [
+                "a.service",
+                "b.service",
+                "a.service",
+                "c.service",
+                "d.service"
+            ]
+        );
     }
 }

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::diag::{Diagnostic, into_usage_error};
 use super::load::parse_scenario;
-use super::model::{Milestone, Scenario};
+use super::model::{Milestone, PlanReport, Scenario, Section};
 use super::names::{Pattern, is_plain_name};
 use super::raw::{RawExpected, RawPlan};
 
@@ -49,61 +48,6 @@ pub struct Plan {
     pub sections: Vec<Section>,
     /// `redact:` patterns: what no file of the evidence may show.
     pub redact: Vec<String>,
-}
-
-/// `report:` in a plan file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PlanReport {
-    /// The milestone sections of report.md, in order. Without them, each milestone of the
-    /// plan's scenarios gets a section titled with its name, laid out to compare targets.
-    #[serde(default)]
-    pub sections: Vec<Section>,
-}
-
-/// One milestone section of report.md.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Section {
-    /// The milestone whose pairs the section shows (a scenario's `milestone:`).
-    pub milestone: Milestone,
-    /// The section's heading, such as "M1: reproduction and fix".
-    pub title: String,
-    /// How its pairs are laid out.
-    #[serde(default)]
-    pub layout: Layout,
-    /// For `groups`: the heading above the ordering tables (default "Ordering").
-    #[serde(default)]
-    pub order_title: Option<String>,
-    /// For `groups`: the groups that come first, in this order (the others follow as
-    /// their pairs come).
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-/// How a milestone section lays out its pairs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Layout {
-    /// One subsection per scenario, its targets side by side (before and after a fix).
-    #[default]
-    Compare,
-    /// One subsection per scenario group (`report.group:` in the scenario), then the
-    /// ordering tables and the base image's checksums.
-    Groups,
-}
-
-impl Section {
-    /// The section a milestone gets when no plan describes it.
-    pub fn default_for(m: &Milestone) -> Section {
-        Section {
-            milestone: m.clone(),
-            title: m.to_string(),
-            layout: Layout::Compare,
-            order_title: None,
-            groups: Vec::new(),
-        }
-    }
 }
 
 /// One entry of a plan.
@@ -434,8 +378,8 @@ fn check_target_string(target: &str) -> Result<(), String> {
         .any(|k| target.strip_prefix(k).is_some_and(|rest| !rest.is_empty()));
     if ok {
         // The whole syntax (query keys, `#ATTR`); whether the files are there and the
-        // variants resolve is checked before a run (`target::check`).
-        crate::target::TargetSpec::parse(target)
+        // variants resolve is checked before a run (`targets::check`).
+        super::TargetSpec::parse(target)
             .map(drop)
             .map_err(|e| e.to_string())
     } else {

@@ -286,8 +286,8 @@ pub(crate) struct RawPlan {
     pub runs: Spanned<Vec<Spanned<RawRun>>>,
     /// How report.md presents the milestones.
     #[serde(default)]
-    #[schemars(with = "Option<super::plan::PlanReport>")]
-    pub report: Option<Spanned<super::plan::PlanReport>>,
+    #[schemars(with = "Option<super::model::PlanReport>")]
+    pub report: Option<Spanned<super::model::PlanReport>>,
     /// Regular expressions whose matches are replaced with `[REDACTED]` in every file of
     /// the evidence bundle (the harness's own keys always are).
     #[serde(default)]

@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use super::argv::QEMU_SYSTEM;
 use super::console::{self, ConsoleState};
 use super::process;
+
+/// The QEMU system emulator that runs every VM.
+pub const QEMU_SYSTEM: &str = "qemu-system-x86_64";
 
 /// How long the KVM probe may take to show the kernel running.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(8);

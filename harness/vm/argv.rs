@@ -4,11 +4,9 @@
 //! are named relatively (short socket paths stay under the 108-byte limit of unix
 //! sockets). The caller makes `disk`, `kernel` and `initrd` absolute first.
 
-use super::accel::Accel;
+use super::accel::{Accel, QEMU_SYSTEM};
 use super::config::VmConfig;
 
-/// The QEMU system emulator that runs every VM.
-pub const QEMU_SYSTEM: &str = "qemu-system-x86_64";
 /// The overlay disk file, relative to the run directory.
 pub const OVERLAY_FILE: &str = "overlay.qcow2";
 /// The QMP socket, relative to the run directory.

@@ -116,7 +116,7 @@ pub fn claim(run_dir: &Path, keep: bool) {
         keep,
         dirs,
     };
-    let result = crate::target::cache::cache_root(None)
+    let result = crate::dirs::cache_root(None)
         .map(|root| owners_dir(&root).join(me.index_name()))
         .and_then(|path| write(&path, &index).map(|()| path));
     if let Err(e) = result {
@@ -135,7 +135,7 @@ pub fn disown(run_dir: &Path) {
 
 /// Remove this process's index (at a normal exit, once every VM is gone).
 pub fn release() {
-    if let (Some(me), Ok(root)) = (Owner::me(), crate::target::cache::cache_root(None)) {
+    if let (Some(me), Ok(root)) = (Owner::me(), crate::dirs::cache_root(None)) {
         let _ = std::fs::remove_file(owners_dir(&root).join(me.index_name()));
     }
 }

@@ -111,7 +111,7 @@ in
 
   # The authorized_keys line the guest adapter writes for a `coldboot.authorized_key=`
   # value, or null when the value is not base64 (the same rule as the recipe adapter's
-  # harness/target/adapter/authorized-key).
+  # harness/targets/adapter/authorized-key).
   authorizedKeyLine = blob:
     if blob != "" && builtins.match "[A-Za-z0-9+/=]+" blob != null
     then "ssh-ed25519 ${blob} coldboot-harness"

@@ -2,7 +2,7 @@
 #   { "<unit name>" = { text; wantedBy; requiredBy; upheldBy; aliases; }; }
 #
 # The harness passes this file's text verbatim as `nix eval --json --apply` on
-# `config.systemd.units` (harness/target/nix.rs, UNIT_TEXTS_APPLY), so it may use only
+# `config.systemd.units` (harness/targets/nix.rs, UNIT_TEXTS_APPLY), so it may use only
 # builtins. What the boot pulls in is the links NixOS makes (systemd-lib.nix,
 # generateUnits): `X.wants/` for each `wantedBy`, `X.requires/` for each `requiredBy`,
 # `X.upholds/` for each `upheldBy`, so those lists come along for `coldboot analyze`.

@@ -1,5 +1,5 @@
 # The coldboot guest adapter as a NixOS module: the same contract as the recipe adapter
-# (harness/target/adapter/, whose scripts are the ones in ../adapter/). At boot it installs the per-run key given on the kernel
+# (harness/targets/adapter/, whose scripts are the ones in ../adapter/). At boot it installs the per-run key given on the kernel
 # command line (`coldboot.authorized_key=<base64 ed25519 public key blob>`) for root,
 # before sshd starts, and the run's SSH host key from QEMU fw_cfg
 # (`opt/coldboot/ssh_host_ed25519_key`, readable by root only), which sshd then uses

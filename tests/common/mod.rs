@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that drive the real `coldboot` binary.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 /// The binary, run from the repository root with no stdin.
@@ -77,4 +78,20 @@ pub fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
             std::fs::copy(e.path(), &to).unwrap();
         }
     }
+}
+
+/// The built test image (`COLDBOOT_TEST_IMAGE_DIR`) when it holds every file in `files`,
+/// else why not.
+pub fn image_dir(files: &[&str]) -> Result<PathBuf, String> {
+    let dir = std::env::var_os("COLDBOOT_TEST_IMAGE_DIR")
+        .map(PathBuf::from)
+        .ok_or(
+            "COLDBOOT_TEST_IMAGE_DIR is not set (scripts/test sets it to the debian-stock image)",
+        )?;
+    for f in files {
+        if !dir.join(f).is_file() {
+            return Err(format!("{} has no {f}", dir.display()));
+        }
+    }
+    Ok(dir)
 }

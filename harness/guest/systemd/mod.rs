@@ -7,6 +7,7 @@ pub mod chain;
 pub mod jobs;
 pub mod journal;
 pub mod signals;
+pub mod sources;
 pub mod unitfile;
 pub mod units;
 
@@ -16,7 +17,7 @@ pub use analyze::{BootTime, TargetReached, parse_boot_time};
 pub use jobs::{Job, JobRef, parse_jobs};
 pub use units::{PROPERTIES, UnitState, parse_list_units, parse_show};
 
-use super::shell::quote;
+use super::quote::quote;
 use super::ssh::Guest;
 
 /// Separates the version from the job list in [`list_jobs`]' single command.

@@ -338,10 +338,10 @@ fn a_shared_overlay_is_part_of_the_image_key_under_its_place() {
     std::fs::write(shared.join("tool"), "v1").unwrap();
     let key = || {
         let r = Recipe::load(&recipe).unwrap();
-        let entries = crate::target::image_entries(&r).unwrap();
+        let entries = crate::targets::image_entries(&r).unwrap();
         let rels: Vec<String> = entries.iter().map(|e| e.rel.clone()).collect();
         (
-            crate::target::cache::image_key("R", &entries, &BTreeMap::new()),
+            crate::targets::cache::image_key("R", &entries, &BTreeMap::new()),
             rels,
         )
     };
@@ -363,7 +363,7 @@ fn the_model_takes_its_scripts_from_the_nix_folder() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-images/ccci-model");
     let recipe = Recipe::load(&dir).unwrap();
     assert_eq!(recipe.overlays, vec![dir.join("../../nix/model")]);
-    let entries = crate::target::image_entries(&recipe).unwrap();
+    let entries = crate::targets::image_entries(&recipe).unwrap();
     for script in [
         "overlays/0/usr/lib/ccci-model/reconcile-proxy",
         "overlays/0/usr/local/bin/ccci-model-set-latest",

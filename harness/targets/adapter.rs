@@ -12,8 +12,8 @@
 
 use std::path::Path;
 
-use crate::target::rootfs::guest_path;
-use crate::target::units::{self, Link};
+use crate::targets::rootfs::guest_path;
+use crate::targets::units::{self, Link};
 
 /// A file to write into the rootfs: guest path, content, mode.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::error::infra;
-use crate::target::cache::{self, Kind, META_FILE};
-use crate::target::recipe::Recipe;
-use crate::target::{Progress, adapter, rootfs, tool, units};
+use crate::targets::cache::{self, Kind, META_FILE};
+use crate::targets::recipe::Recipe;
+use crate::targets::{Progress, adapter, rootfs, tool, units};
 
 /// File names inside an image entry.
 pub const DISK_FILE: &str = "disk.qcow2";

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::check::analyze::UnitSources;
 use crate::error::usage;
+use crate::guest::systemd::sources::UnitSources;
 
 /// The unit folders, highest precedence first, relative to the root.
 pub const UNIT_DIRS: [&str; 4] = [

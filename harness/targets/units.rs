@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::error::usage;
 use crate::guest::systemd::unitfile;
-use crate::target::rootfs::guest_path;
+use crate::targets::rootfs::guest_path;
 
 /// Where unit files live in the guest, most specific first.
 const UNIT_DIRS: [&str; 3] = [

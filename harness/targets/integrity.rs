@@ -12,12 +12,18 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::infra;
+
+/// The file whose presence marks a complete entry.
+pub const META_FILE: &str = "meta.json";
 
 /// The record beside `meta.json`.
 pub const CHECKSUMS_FILE: &str = "checksums.json";
 
 /// Files that describe the entry rather than make it up.
-const NOT_CONTENT: &[&str] = &[super::cache::META_FILE, CHECKSUMS_FILE, "build.log"];
+const NOT_CONTENT: &[&str] = &[META_FILE, CHECKSUMS_FILE, "build.log"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct FileSum {
@@ -43,7 +49,7 @@ fn sum(path: &Path) -> anyhow::Result<FileSum> {
     Ok(FileSum {
         size,
         mtime_ns,
-        sha256: super::cache::sha256_file(path)?,
+        sha256: sha256_file(path)?,
     })
 }
 
@@ -110,7 +116,7 @@ pub fn verify(entry: &Path) -> Result<(), String> {
                 want.size
             ));
         }
-        let got = super::cache::sha256_file(&file).map_err(|e| format!("{e:#}"))?;
+        let got = sha256_file(&file).map_err(|e| format!("{e:#}"))?;
         if got != want.sha256 {
             return Err(format!(
                 "{} has sha256 {got}, {} when it was built",
@@ -133,6 +139,15 @@ pub fn verify(entry: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// SHA-256 of a file, streamed (used once per build, never on a cache hit).
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| infra(format!("cannot open {}: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut file, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,7 +156,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("disk.qcow2"), vec![7u8; 4096]).unwrap();
         std::fs::write(dir.path().join("vmlinuz"), b"kernel").unwrap();
-        std::fs::write(dir.path().join(super::super::cache::META_FILE), b"{}").unwrap();
+        std::fs::write(dir.path().join(super::META_FILE), b"{}").unwrap();
         dir
     }
 

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::guest::systemd::sources::Gate;
+
 /// One gate as written under a unit name: `{ url, served_by }`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -19,17 +21,6 @@ pub struct GateDecl {
     pub url: String,
     /// The unit that serves `url` (`servedBy` in the NixOS option).
     #[serde(alias = "servedBy")]
-    pub served_by: String,
-}
-
-/// A resolved gate: `unit`'s start waits on `url`, which `served_by` serves.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Gate {
-    /// The gated unit (its start job waits on the URL).
-    pub unit: String,
-    /// The URL polled.
-    pub url: String,
-    /// The unit that serves the URL.
     pub served_by: String,
 }
 

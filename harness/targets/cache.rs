@@ -14,14 +14,17 @@ use sha2::{Digest, Sha256};
 
 use crate::error::infra;
 
+// The cache root is also where vm/ keeps its owner index, so it is found below both.
+pub use crate::dirs::cache_root;
+// Integrity checks an entry below the cache, so the entry's file names and the file
+// checksum live there.
+pub use super::integrity::{META_FILE, sha256_file};
+
 /// Bumped whenever the builder changes what it puts in an image; part of every key.
 pub const BUILDER_VERSION: &str = "coldboot-debian-builder/1";
 
 /// The Debian mirror used when `COLDBOOT_DEBIAN_MIRROR` is not set.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
-
-/// The file whose presence marks a complete entry.
-pub const META_FILE: &str = "meta.json";
 
 /// The two kinds of cache entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,19 +163,6 @@ pub fn recipe_entries(dir: &Path) -> anyhow::Result<Vec<RecipeEntry>> {
     Ok(out)
 }
 
-/// The cache root: an explicit override, else `$COLDBOOT_CACHE_DIR`, else the user cache dir.
-pub fn cache_root(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os("COLDBOOT_CACHE_DIR").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    directories::BaseDirs::new()
-        .map(|d| d.cache_dir().join("coldboot"))
-        .ok_or_else(|| infra("no cache directory: set COLDBOOT_CACHE_DIR or HOME"))
-}
-
 /// The folder of one entry.
 pub fn entry_dir(root: &Path, kind: Kind, key: &str) -> PathBuf {
     root.join(kind.dir_name()).join(key)
@@ -285,15 +275,6 @@ fn remove_stale(kind_dir: &Path, entry: &Path, key: &str) {
     if entry.exists() {
         let _ = std::fs::remove_dir_all(entry);
     }
-}
-
-/// SHA-256 of a file, streamed (used once per build, never on a cache hit).
-pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| infra(format!("cannot open {}: {e}", path.display())))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut file, &mut h)?;
-    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ pub mod nix_host;
 pub mod nix_wrapper;
 pub mod recipe;
 mod rootfs;
-pub mod spec;
 mod tool;
 pub mod unit_tree;
 mod units;
@@ -30,7 +29,9 @@ use crate::error::{infra, usage};
 pub use build::ImageMeta;
 pub use gate::{Gate, GateDecl};
 pub use recipe::{Fault, Recipe};
-pub use spec::{TargetSpec, parse_variant_arg};
+// Target strings are part of the plan language (plans name targets), so they are parsed
+// in scenario/; they are re-exported here, where they are resolved.
+pub use crate::scenario::target_spec::{TargetSpec, parse_variant_arg};
 
 /// The base kernel command line of a recipe image (its root filesystem is labelled `root`).
 pub const BASE_CMDLINE: [&str; 3] = ["root=LABEL=root", "rw", "console=ttyS0"];
@@ -50,7 +51,7 @@ impl Progress {
     }
     /// Report one step.
     pub fn report(&self, msg: &str) {
-        tracing::info!(target: "coldboot::target", "{msg}");
+        tracing::info!(target: "coldboot::targets", "{msg}");
         if let Some(f) = &self.0 {
             f(msg);
         }
