@@ -1,6 +1,18 @@
 //! Expectations and verdicts, with no processes: the runner collects what the guest
 //! showed, and these functions decide. Everything here is tested from recorded data.
 //! `report` is the schema of `verdict.json`, which the runner writes and the renderers read.
+//!
+//! Files:
+//! - `analyze`: static wait-cycle analysis
+//! - `infer`: waits nobody declared, inferred from what the guest did
+//! - `live`: live wait-cycle detection, pure
+//! - `ordering`: ordering from the guest's monotonic timestamps
+//! - `outcome`: what the runner learnt about one expectation
+//! - `report`: the schema of `verdict.json`
+//! - `units`: unit-state checks that need no process
+//! - `verdict`: from outcomes to one verdict per run, and whether it is the one the
+//!   plan expects
+//! - `waitfor`: the wait-for graph
 
 pub mod analyze;
 pub mod infer;

@@ -1,4 +1,15 @@
 //! One module per subcommand. Each returns the process exit code or an error.
+//!
+//! Files:
+//! - `analyze`: `coldboot analyze TARGET`
+//! - `bench`: `coldboot bench`
+//! - `boot`: `coldboot boot`
+//! - `check`: `coldboot check`
+//! - `compare`: `coldboot compare OLD NEW`
+//! - `doctor`: `coldboot doctor`
+//! - `gc`: `coldboot gc`
+//! - `image`: `coldboot image build`
+//! - `run`: `coldboot run`
 
 pub mod analyze;
 pub mod bench;

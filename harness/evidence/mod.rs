@@ -3,6 +3,21 @@
 //! `load` reads a bundle back from disk; `json`, `junit`, `markdown` and `svg` render it
 //! without touching files. `coldboot run` and `coldboot report DIR` both render from
 //! what `load` reads, so their output is byte-identical.
+//!
+//! Files:
+//! - `bench`: `coldboot bench`'s figures, computed from the bundle the benchmark wrote
+//! - `bundle`: the evidence bundle's layout, in one place
+//! - `compare`: `coldboot compare OLD NEW`: what got worse between two bundles
+//! - `facts`: facts the renderers share, computed from a loaded bundle
+//! - `json`: `report.json`, the machine-readable report
+//! - `junit`: `junit.xml`
+//! - `load`: reading a bundle back from disk
+//! - `markdown`: `report.md`
+//! - `merge`: `coldboot report SHARD_DIR... --into DIR`: one plan's shards as one
+//!   bundle
+//! - `redact`: redaction of secrets in the evidence bundle
+//! - `svg`: `timeline.svg` and the boot plot
+//! - `timing`: repetitions and boot timing
 
 pub mod bench;
 pub mod bundle;

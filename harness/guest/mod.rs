@@ -5,6 +5,19 @@
 //! (ssh2 is blocking, so every call runs on a blocking thread), `stream` follows
 //! long-running watchers line by line, and `systemd` reads unit and job state through a
 //! [`Guest`]. Parsers are pure and tested from recorded fixtures.
+//!
+//! Files:
+//! - `dbus`: the D-Bus wire format, as much as the recorder needs to talk to PID 1
+//! - `key`: the per-run SSH keys
+//! - `pump`: reading a channel's stdout and stderr together without deadlock
+//! - `quote`: quoting one word for a POSIX shell
+//! - `shell`: a command line from words, and the interactive shell of `coldboot boot
+//!   TARGET` (the quoter is `quote`'s)
+//! - `ssh`: one SSH connection to a guest, as root, with the per-run key
+//! - `stream`: long-lived commands whose stdout is read line by line as it arrives
+//! - `recorder/`: the recorder's stream: PID 1's job queue and unit changes from early
+//!   userspace
+//! - `systemd/`: reading systemd state, and parsing what systemd prints
 
 pub mod dbus;
 pub mod key;

@@ -5,6 +5,21 @@
 //! `clock` maps guest time onto host time, `expect` awaits one expectation (`early`
 //! decides unit waits from the journal ahead of their turn), `pair` runs
 //! one (target, scenario) pair, and `record` writes what a pair leaves behind.
+//!
+//! Files:
+//! - `baseline`: the naive baseline `coldboot bench` measures the runner against
+//! - `boot`: bringing a target up
+//! - `cap`: size caps on evidence files a guest can make arbitrarily large
+//! - `clock`: one clock for a run
+//! - `cycles`: watching for wait cycles while a boot runs
+//! - `early`: unit waits decided ahead of their turn
+//! - `expect`: awaiting and evaluating one expectation against a live guest
+//! - `idle`: the end-of-phase evidence, read at the boot's first idle moment
+//! - `lost`: a VM lost in the middle of a phase
+//! - `pair`: running one (target, scenario) pair on its own overlay
+//! - `record`: what a pair leaves in its run folder while it runs
+//! - `watch`: following the guest's journal while a boot happens, so waits end on
+//!   events
 
 pub mod baseline;
 pub mod boot;

@@ -4,6 +4,21 @@
 //! serde-saphyr checks the shape (unknown keys, bad values, durations, unit names,
 //! regular expressions) and reports where; `load` then checks what needs several fields
 //! at once, pointing at the spans it kept.
+//!
+//! Files:
+//! - `action`: what a phase does after its boot
+//! - `diag`: located diagnostics
+//! - `duration`: durations as scenario authors write them
+//! - `expectation`: what must hold in a phase
+//! - `files`: `coldboot check FILE...` and `coldboot schema`
+//! - `kinds`: one descriptor per expectation kind
+//! - `load`: reading a scenario file
+//! - `model`: a loaded, validated scenario
+//! - `names`: validated strings
+//! - `plan`: plans
+//! - `raw`: the file formats exactly as serde-saphyr reads them, spans kept
+//! - `shard`: `--shard I/N`
+//! - `target_spec`: the target string a user writes
 
 pub mod action;
 pub mod diag;

@@ -1,6 +1,27 @@
 //! Where a bootable system comes from: a Debian recipe built into a cached image, a
 //! prebuilt image, or a NixOS flake ([`nix`]). Everything ends as a [`BootSpec`], which
 //! is all the VM layer needs to know about a target.
+//!
+//! Files:
+//! - `adapter`: the harness adapter every recipe image gets, and the neutral defaults
+//!   it starts from
+//! - `build`: the two-stage image build
+//! - `cache`: the build cache
+//! - `cache_tests`: tests of `cache`
+//! - `check`: targets checked before anything runs
+//! - `gate`: health gates a target declares
+//! - `integrity`: checksums of a cache entry's files, checked before the entry is used
+//! - `nix`: nixOS flake targets
+//! - `nix_host`: what this host can do with `nix:` targets, for `coldboot doctor`
+//! - `nix_wrapper`: where the wrapper flake (the repository's `nix/` folder) is at run
+//!   time
+//! - `recipe`: the recipe file (`vm-images/NAME/recipe.yaml`)
+//! - `recipe_tests`: tests of `recipe`
+//! - `rootfs`: writing into an unpacked guest root filesystem from the host without
+//!   escaping it
+//! - `tool`: running the external build tools, their output kept in the build log
+//! - `unit_tree`: reading a root filesystem's unit folders into `UnitSources`
+//! - `units`: enabling systemd units inside an unpacked root filesystem
 
 mod adapter;
 pub mod build;

@@ -5,6 +5,19 @@
 //! `argv` (command line), `accel` (probe decision), `console` (failure matcher) and the
 //! `info usernet` parser in `qmp` are pure and unit-tested; `boot` and `process` run
 //! QEMU; `registry` lets a Ctrl-C handler or panic hook clean up every live VM.
+//!
+//! Files:
+//! - `accel`: choosing the accelerator
+//! - `argv`: the QEMU command line for a [`VmConfig`]
+//! - `boot`: one boot of a VM
+//! - `config`: what one VM is made of
+//! - `console`: the serial console
+//! - `owner`: who owns a run folder, so what a killed harness left behind can be
+//!   removed
+//! - `process`: starting and ending QEMU processes
+//! - `qmp`: the QMP connection to one QEMU, and the parser for `info usernet`
+//! - `registry`: the process-wide list of live VMs, for the Ctrl-C handler and the
+//!   panic hook
 
 pub mod accel;
 pub mod argv;

@@ -15,6 +15,15 @@
 //! and a `systemctl show` 190 ms, against a 13.6 s userspace boot; reading the queue by
 //! command on every change would cost the boot more than the 5 % allowed. PID 1 already
 //! sends its changes to every private connection; the relay only copies bytes.
+//!
+//! Files:
+//! - `net`: the netwatch port's lines
+//! - `protocol`: the host's side of the conversation with PID 1 over the recorder
+//! - `queue`: PID 1's job queue and the units' states, folded from the recorder's
+//!   [`Event`]s
+//! - `stream`: the recorder's byte stream, framed
+//! - `units`: a read of every unit's state through the recorder, rendered as `systemctl
+//!   show` prints it
 
 pub mod net;
 pub mod protocol;

@@ -1,6 +1,20 @@
 //! Reading systemd state through a [`Guest`]: unit snapshots, the job queue, the version
 //! and the boot time. Each function is one command; the parsers beside it are pure and
 //! tested from text recorded on a Debian 12 guest (systemd 252).
+//!
+//! Files:
+//! - `analyze`: boot time as `systemd-analyze` (verb `time`) prints it
+//! - `chain`: `systemd-analyze critical-chain`, rendered on the host from one read of
+//!   every unit
+//! - `jobs`: the job queue as `systemctl list-jobs --after --before --no-legend` prints
+//!   it
+//! - `journal`: PID 1's and the services' journal, as `journalctl -o json` prints it
+//! - `signals`: PID 1's unit signals on the system bus, as `busctl monitor
+//!   --json=short` prints them
+//! - `sources`: a target's units as read without booting it
+//! - `unitfile`: unit files as systemd reads them (`systemd.syntax(7)`,
+//!   `systemd.unit(5)`)
+//! - `units`: unit state as `systemctl show -p ...` prints it
 
 pub mod analyze;
 pub mod chain;
