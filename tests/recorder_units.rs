@@ -9,6 +9,7 @@
 
 use coldboot::guest::recorder::protocol::Protocol;
 use coldboot::guest::recorder::stream::{Frame, Framer};
+use coldboot::guest::recorder::units::Scope;
 use coldboot::guest::systemd::{UnitState, parse_show};
 
 const FIXTURE: &str = "tests/fixtures/guest/recorder-units-read";
@@ -44,7 +45,7 @@ fn replay(chunk: usize) -> coldboot::guest::recorder::units::UnitsText {
         }
     };
     feed(&bytes[..offset], &mut proto);
-    let calls = proto.read_units(1, &named);
+    let calls = proto.read_units(1, &named, Scope::Every);
     assert!(!calls.is_empty());
     assert!(proto.take_reads().is_empty(), "nothing answered yet");
     feed(&bytes[offset..], &mut proto);

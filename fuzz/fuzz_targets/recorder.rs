@@ -10,6 +10,7 @@
 
 use coldboot::guest::recorder::protocol::Protocol;
 use coldboot::guest::recorder::stream::{Frame, Framer};
+use coldboot::guest::recorder::units::Scope;
 use coldboot::guest::recorder::Queue;
 use libfuzzer_sys::fuzz_target;
 
@@ -29,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
             match f {
                 Frame::Hello { .. } => {
                     let _ = proto.opening();
-                    let _ = proto.read_units(1, &["deploy-proxy.service".to_string()]);
+                    let _ = proto.read_units(
+                        1,
+                        &["deploy-proxy.service".to_string()],
+                        Scope::Every,
+                    );
                 }
                 Frame::Message(m) => {
                     let mut events = Vec::new();

@@ -53,6 +53,63 @@ pub struct Live<'a> {
     pub start_done_means_active: std::collections::HashMap<String, bool>,
     /// The phase's watch that decides plain "active" waits ahead of their turn.
     pub early: super::early::EarlyDecisions,
+    /// The boot's recorder, when it has one: unit states read through it, not over SSH.
+    pub recorder: Option<crate::guest::recorder::Recorder>,
+}
+
+/// How long a read through the recorder may take before the check asks over SSH.
+const RECORDER_READ: Duration = Duration::from_secs(10);
+
+/// The unit types `no_failed_units` looks at.
+const NO_FAILED_TYPES: [&str; 6] = ["service", "socket", "mount", "target", "timer", "path"];
+
+/// The states of `names`, in order: through the recorder's connection to PID 1 (about
+/// 20 property reads per unit, no process in the guest), else `systemctl show` over SSH.
+async fn snapshot(live: &Live<'_>, names: &[String]) -> anyhow::Result<Vec<systemd::UnitState>> {
+    use crate::guest::recorder::units::Scope;
+    if let Some(r) = &live.recorder {
+        match r.read_units(names, Scope::Named, RECORDER_READ).await {
+            Ok(read) => match systemd::parse_show(&read.units) {
+                Ok(states) if states.len() == names.len() => return Ok(states),
+                Ok(states) => tracing::debug!(
+                    "the recorder read {} of {} units; asking systemctl",
+                    states.len(),
+                    names.len()
+                ),
+                Err(e) => {
+                    tracing::debug!("the recorder's read does not parse ({e:#}); asking systemctl")
+                }
+            },
+            Err(e) => {
+                tracing::debug!("no unit states through the recorder ({e}); asking systemctl")
+            }
+        }
+    }
+    systemd::unit_snapshot(live.guest, names).await
+}
+
+/// Every loaded unit of [`NO_FAILED_TYPES`] with its `ActiveState`: PID 1's `ListUnits`
+/// through the recorder (one call), else `systemctl list-units` over SSH.
+async fn failed_candidates(live: &Live<'_>) -> anyhow::Result<Vec<(String, String)>> {
+    use crate::guest::recorder::units::Scope;
+    if let Some(r) = &live.recorder {
+        match r.read_units(&[], Scope::States, RECORDER_READ).await {
+            Ok(read) if read.count > 0 => {
+                let states = systemd::parse_show(&read.units)?;
+                return Ok(states
+                    .into_iter()
+                    .filter(|u| {
+                        u.id.rsplit_once('.')
+                            .is_some_and(|(_, t)| NO_FAILED_TYPES.contains(&t))
+                    })
+                    .map(|u| (u.id, u.active_state))
+                    .collect());
+            }
+            Ok(_) => tracing::debug!("the recorder listed no unit; asking systemctl"),
+            Err(e) => tracing::debug!("no unit list through the recorder ({e}); asking systemctl"),
+        }
+    }
+    systemd::list_units(live.guest, &NO_FAILED_TYPES.join(",")).await
 }
 
 /// The result of awaiting one expectation: the evaluation, and the host instants of the
@@ -87,7 +144,7 @@ pub async fn await_expectation(
         ExpectationKind::Order(o) => {
             let mut names: Vec<String> = vec![o.after.as_str().to_string()];
             names.extend(o.units.iter().map(|u| u.as_str().to_string()));
-            let times = systemd::unit_snapshot(live.guest, &names).await?;
+            let times = snapshot(live, &names).await?;
             let after = o.after.as_str();
             let mut eval = match &o.anchor {
                 None => check::evaluate_order(after, &names[1..], &times),
@@ -142,8 +199,7 @@ pub async fn await_expectation(
         ExpectationKind::File(f) => Awaited::now(evaluate_file(live.guest, f).await?),
         ExpectationKind::Command(c) => Awaited::now(evaluate_command(live.guest, c).await?),
         ExpectationKind::NoFailedUnits(n) => {
-            let units =
-                systemd::list_units(live.guest, "service,socket,mount,target,timer,path").await?;
+            let units = failed_candidates(live).await?;
             let except: Vec<String> = n.except.iter().map(|u| u.as_str().to_string()).collect();
             Awaited::now(check::evaluate_no_failed(&units, &except))
         }

@@ -247,6 +247,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             current.start_done_means_active.clone()
         };
         let mut live = Live {
+            recorder: current.recorder.as_ref().map(|(r, _)| r.clone()),
             vm: &current.vm,
             guest: &current.guest,
             journal: current.journal.clone(),

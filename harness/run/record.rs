@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::guest::Guest;
 use crate::guest::recorder::Recorder;
+use crate::guest::recorder::units::Scope;
 use crate::guest::systemd;
 use crate::scenario::Scenario;
 
@@ -559,7 +560,7 @@ pub async fn by_recorder(
     let at_us = clock.to_guest_us(Instant::now());
     let read = super::timed(
         "evidence: every unit's state, through the recorder",
-        recorder.read_units(named, BUS_READ_TIMEOUT),
+        recorder.read_units(named, Scope::Every, BUS_READ_TIMEOUT),
     )
     .await?;
     if read.count == 0 {

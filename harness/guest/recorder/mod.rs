@@ -91,6 +91,7 @@ enum Command {
     /// Every unit's state (see [`protocol::Protocol::read_units`]).
     ReadUnits {
         named: Vec<String>,
+        scope: units::Scope,
         reply: oneshot::Sender<Result<units::UnitsText, String>>,
     },
 }
@@ -129,12 +130,13 @@ impl Recorder {
         )
     }
 
-    /// Every unit's state, read from PID 1 through the recorder's connection: the
-    /// `named` units, then every loaded unit, as `systemctl show` prints them. Fails when
+    /// Units' states, read from PID 1 through the recorder's connection (the `named`
+    /// ones, then what `scope` adds), as `systemctl show` prints them. Fails when
     /// the recorder is not connected, stops, or PID 1 does not answer within `timeout`.
     pub async fn read_units(
         &self,
         named: &[String],
+        scope: units::Scope,
         timeout: Duration,
     ) -> Result<units::UnitsText, String> {
         if self.with(|l| l.connected.is_none() || l.ended.is_some()) {
@@ -143,7 +145,11 @@ impl Recorder {
         let (reply, answer) = oneshot::channel();
         let named = named.to_vec();
         self.commands
-            .send(Command::ReadUnits { named, reply })
+            .send(Command::ReadUnits {
+                named,
+                scope,
+                reply,
+            })
             .map_err(|_| "the recorder has stopped".to_string())?;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result,
@@ -315,14 +321,14 @@ async fn record(
             got = rd.read(&mut buf) => got,
             Some(command) = asked.recv() => {
                 match command {
-                    Command::ReadUnits { named, reply } => {
+                    Command::ReadUnits { named, scope, reply } => {
                         next_read += 1;
                         if let Some(f) = reads_log.as_mut() {
                             use std::io::Write as _;
                             let _ = writeln!(f, "{}\t{}", framer.bytes, named.join(" "));
                         }
                         waiting.insert(next_read, reply);
-                        let send = proto.read_units(next_read, &named);
+                        let send = proto.read_units(next_read, &named, scope);
                         for (id, result) in proto.take_reads() {
                             if let Some(tx) = waiting.remove(&id) {
                                 let _ = tx.send(result);

@@ -152,6 +152,8 @@ pub struct Protocol {
     reads: HashMap<u64, units::Read>,
     /// Units reads complete and not yet taken.
     done: Vec<(u64, Result<units::UnitsText, String>)>,
+    /// The scope of each read awaiting its `ListUnits`.
+    scopes: HashMap<u64, units::Scope>,
 }
 
 impl Protocol {
@@ -373,19 +375,28 @@ impl Protocol {
         }
     }
 
-    /// Begin read `id` of every unit's state: the `named` units first (each named
-    /// block as often as it is named, like `systemctl show`), then every unit PID 1 has
-    /// loaded, sorted by name, and PID 1's start-up times. Plain `Get`s of the properties
+    /// Begin read `id` of units' states, as `scope` says: the `named` units first (each
+    /// named block as often as it is named, like `systemctl show`), then (for
+    /// [`units::Scope::Every`]) every unit PID 1 has loaded, sorted by name, and PID 1's
+    /// start-up times. Plain `Get`s of the properties
     /// the evidence keeps, never `GetAll`: the Unit interface's `GetAll` computes each
     /// unit's file state, which costs PID 1 a walk of the unit paths per unit the first
     /// time (measured: about 12 ms per unit on a TCG guest, 5 s for a model boot's
     /// units). The result is taken with [`Protocol::take_reads`].
-    pub fn read_units(&mut self, id: u64, named: &[String]) -> Vec<u8> {
+    pub fn read_units(&mut self, id: u64, named: &[String], scope: units::Scope) -> Vec<u8> {
         let mut read = units::Read::default();
         for unit in named {
             read.add(unit, &dbus::unit_path(unit));
         }
+        if scope == units::Scope::Named {
+            read.no_list();
+            self.reads.insert(id, read);
+            let mut out = Vec::new();
+            self.pump(id, &mut out);
+            return out;
+        }
         self.reads.insert(id, read);
+        self.scopes.insert(id, scope);
         let mut out = self.call(
             MANAGER_PATH,
             MANAGER,
@@ -399,7 +410,12 @@ impl Protocol {
                 .push((id, Err("too many calls awaiting PID 1's replies".into())));
             return out;
         }
-        for name in units::MANAGER_READ {
+        let manager = if scope == units::Scope::Every {
+            &units::MANAGER_READ[..]
+        } else {
+            &[]
+        };
+        for &name in manager {
             out.extend(self.call(
                 MANAGER_PATH,
                 PROPERTIES,
@@ -433,7 +449,8 @@ impl Protocol {
                 };
                 match value {
                     Some(Value::Array(rows)) => {
-                        if let Err(e) = read.listed(rows) {
+                        let ask = self.scopes.remove(&id) != Some(units::Scope::States);
+                        if let Err(e) = read.listed(rows, ask) {
                             self.reads.remove(&id);
                             self.done.push((id, Err(e)));
                             return;
@@ -441,6 +458,7 @@ impl Protocol {
                     }
                     _ => {
                         self.reads.remove(&id);
+                        self.scopes.remove(&id);
                         let why = m
                             .error_name
                             .clone()

@@ -63,6 +63,19 @@ fn type_read(unit: &str) -> (&'static str, &'static [&'static str]) {
     }
 }
 
+/// Which units a read covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The named units, then every unit PID 1 has loaded, each with every property the
+    /// evidence keeps, and PID 1's start-up times: the evidence of a phase's end.
+    Every,
+    /// Only the named units, each with every property: a check's snapshot.
+    Named,
+    /// Every loaded unit's id, load, active and sub state, from `ListUnits` alone (one
+    /// call): which units failed.
+    States,
+}
+
 /// One unit's block: where it lives, and each property with its interface, whether it
 /// must be asked (`ListUnits` already gave some), and its value once known.
 #[derive(Debug)]
@@ -125,11 +138,17 @@ const LISTED: [(&str, usize); 4] = [
 impl Read {
     /// Show `unit`'s block (at `path`), reading it unless it is already read.
     pub fn add(&mut self, unit: &str, path: &str) {
-        let index = self.block(unit, path, &[]);
+        let index = self.block(unit, path, &[], true);
         self.order.push(index);
     }
 
-    fn block(&mut self, unit: &str, path: &str, known: &[(&'static str, String)]) -> usize {
+    fn block(
+        &mut self,
+        unit: &str,
+        path: &str,
+        known: &[(&'static str, String)],
+        ask: bool,
+    ) -> usize {
         if let Some(&i) = self.by_name.get(unit) {
             return i;
         }
@@ -146,7 +165,7 @@ impl Read {
                 Field {
                     iface,
                     name,
-                    ask: value.is_none(),
+                    ask: ask && value.is_none(),
                     value,
                 }
             })
@@ -160,8 +179,9 @@ impl Read {
     }
 
     /// `ListUnits`' rows: a block for each unit, sorted as `systemctl list-units` sorts
-    /// them (by type, then name), with the states the row gives.
-    pub fn listed(&mut self, rows: &[Value]) -> Result<(), String> {
+    /// them (by type, then name), with the states the row gives; the other properties
+    /// are asked when `ask`.
+    pub fn listed(&mut self, rows: &[Value], ask: bool) -> Result<(), String> {
         if rows.len() > MAX_UNITS {
             return Err(format!(
                 "PID 1 listed {} units, more than the {MAX_UNITS} a read takes",
@@ -184,7 +204,7 @@ impl Read {
             let name = known[0].1.clone();
             // The path from the name, not the row: an object path PID 1 did not make
             // must not reach it.
-            let index = self.block(&name, &crate::guest::dbus::unit_path(&name), &known);
+            let index = self.block(&name, &crate::guest::dbus::unit_path(&name), &known, ask);
             self.order.push(index);
         }
         self.listed = true;
@@ -215,6 +235,11 @@ impl Read {
         {
             field.value = Some(text);
         }
+    }
+
+    /// Mark the list as given (a read that asks for no list).
+    pub fn no_list(&mut self) {
+        self.listed = true;
     }
 
     /// Every answer is in: the list, the manager's times and every property.
@@ -345,7 +370,10 @@ mod tests {
             Value::Struct(vec![s(n), s(""), s("loaded"), s("active"), s("running")])
         };
         let mut read = Read::default();
-        assert!(read.listed(&vec![row("x.service"); MAX_UNITS + 1]).is_err());
+        assert!(
+            read.listed(&vec![row("x.service"); MAX_UNITS + 1], true)
+                .is_err()
+        );
         let mut read = Read::default();
         read.add("b.service", "/b");
         read.add("b.service", "/b");
