@@ -377,7 +377,7 @@ mod tests {
         let mut read = Read::default();
         read.add("b.service", "/b");
         read.add("b.service", "/b");
-        read.listed(&[row("b.service"), row("a.target"), row("a.service")])
+        read.listed(&[row("b.service"), row("a.target"), row("a.service")], true)
             .unwrap();
         // Sorted by type then name: a.service, b.service, a.target.
         assert_eq!(
