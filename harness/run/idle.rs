@@ -197,6 +197,23 @@ impl IdleRead {
     }
 }
 
+/// Wait, at most `limit`, for PID 1's job queue to be empty (the recorder still up);
+/// whether it is. A pair that ends while its boot still starts units waits here so
+/// that its last evidence (the plot, the critical chain) is of the boot's end, not of a
+/// moment in its middle.
+pub async fn queue_empty(recorder: &mut Recorder, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if recorder.queue_empty_since().is_some() {
+            return true;
+        }
+        if recorder.with(|l| l.ended.is_some()) || Instant::now() >= until {
+            return false;
+        }
+        recorder.wait_news(until).await;
+    }
+}
+
 /// The moment the queue has been empty for [`SETTLE`] (the recorder still up), or
 /// `None` when the stream ends first.
 async fn wait_idle(recorder: &mut Recorder) -> Option<Instant> {

@@ -338,6 +338,28 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         let idle = idle_units(ctx, current, &phase.name, state).await;
         if is_last {
             // The pair ends here: its last evidence on both sessions at once.
+            // The boot still starts units (and no wait cycle holds it): let it finish
+            // first, so the boot's last evidence is of its end.
+            if idle.is_none()
+                && current.cycles.standing().is_none()
+                && let Some((recorder, _)) = &current.recorder
+            {
+                let mut recorder = recorder.clone();
+                if !recorder.with(|l| l.queue.is_empty()) {
+                    let settled = super::idle::queue_empty(&mut recorder, BOOT_SETTLE).await;
+                    state.timeline.event(
+                        "boot settled",
+                        &if settled {
+                            "PID 1's job queue emptied; the boot's evidence is read now".to_string()
+                        } else {
+                            format!(
+                                "PID 1's job queue still held jobs after {} s; the boot's evidence is read anyway",
+                                BOOT_SETTLE.as_secs()
+                            )
+                        },
+                    );
+                }
+            }
             let current = &*current;
             let units: UnitsReading = match idle {
                 Some(read) => Box::pin(async move { Some(read) }),
@@ -422,6 +444,10 @@ async fn idle_units(
     );
     Some(read)
 }
+
+/// How long a pair that ends while its boot still starts units waits for the boot to
+/// finish before its last evidence is read.
+const BOOT_SETTLE: Duration = Duration::from_secs(10);
 
 /// The end of phase's read of every unit, running beside a boot's other last reads.
 type UnitsReading<'a> = std::pin::Pin<Box<dyn Future<Output = Option<record::UnitsRead>> + 'a>>;
