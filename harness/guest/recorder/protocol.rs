@@ -152,8 +152,6 @@ pub struct Protocol {
     reads: HashMap<u64, units::Read>,
     /// Units reads complete and not yet taken.
     done: Vec<(u64, Result<units::UnitsText, String>)>,
-    /// The scope of each read awaiting its `ListUnits`.
-    scopes: HashMap<u64, units::Scope>,
 }
 
 impl Protocol {
@@ -384,19 +382,17 @@ impl Protocol {
     /// time (measured: about 12 ms per unit on a TCG guest, 5 s for a model boot's
     /// units). The result is taken with [`Protocol::take_reads`].
     pub fn read_units(&mut self, id: u64, named: &[String], scope: units::Scope) -> Vec<u8> {
-        let mut read = units::Read::default();
+        let mut read = units::Read::new(scope);
         for unit in named {
             read.add(unit, &dbus::unit_path(unit));
         }
-        if scope == units::Scope::Named {
-            read.no_list();
+        if !read.lists() {
             self.reads.insert(id, read);
             let mut out = Vec::new();
             self.pump(id, &mut out);
             return out;
         }
         self.reads.insert(id, read);
-        self.scopes.insert(id, scope);
         let mut out = self.call(
             MANAGER_PATH,
             MANAGER,
@@ -449,8 +445,7 @@ impl Protocol {
                 };
                 match value {
                     Some(Value::Array(rows)) => {
-                        let ask = self.scopes.remove(&id) != Some(units::Scope::States);
-                        if let Err(e) = read.listed(rows, ask) {
+                        if let Err(e) = read.listed(rows) {
                             self.reads.remove(&id);
                             self.done.push((id, Err(e)));
                             return;
@@ -458,7 +453,6 @@ impl Protocol {
                     }
                     _ => {
                         self.reads.remove(&id);
-                        self.scopes.remove(&id);
                         let why = m
                             .error_name
                             .clone()

@@ -64,10 +64,11 @@ fn type_read(unit: &str) -> (&'static str, &'static [&'static str]) {
 }
 
 /// Which units a read covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Scope {
     /// The named units, then every unit PID 1 has loaded, each with every property the
     /// evidence keeps, and PID 1's start-up times: the evidence of a phase's end.
+    #[default]
     Every,
     /// Only the named units, each with every property: a check's snapshot.
     Named,
@@ -95,6 +96,7 @@ struct Field {
 /// A read under way.
 #[derive(Debug, Default)]
 pub struct Read {
+    scope: Scope,
     blocks: Vec<Block>,
     /// Each unit's block, read once however often it is shown.
     by_name: std::collections::HashMap<String, usize>,
@@ -136,6 +138,20 @@ const LISTED: [(&str, usize); 4] = [
 ];
 
 impl Read {
+    /// A read of `scope` (one without a list has its list already).
+    pub fn new(scope: Scope) -> Read {
+        Read {
+            scope,
+            listed: scope == Scope::Named,
+            ..Read::default()
+        }
+    }
+
+    /// Whether the read asks PID 1 for its list of units.
+    pub fn lists(&self) -> bool {
+        self.scope != Scope::Named
+    }
+
     /// Show `unit`'s block (at `path`), reading it unless it is already read.
     pub fn add(&mut self, unit: &str, path: &str) {
         let index = self.block(unit, path, &[], true);
@@ -180,8 +196,9 @@ impl Read {
 
     /// `ListUnits`' rows: a block for each unit, sorted as `systemctl list-units` sorts
     /// them (by type, then name), with the states the row gives; the other properties
-    /// are asked when `ask`.
-    pub fn listed(&mut self, rows: &[Value], ask: bool) -> Result<(), String> {
+    /// are asked unless the read is of [`Scope::States`].
+    pub fn listed(&mut self, rows: &[Value]) -> Result<(), String> {
+        let ask = self.scope != Scope::States;
         if rows.len() > MAX_UNITS {
             return Err(format!(
                 "PID 1 listed {} units, more than the {MAX_UNITS} a read takes",
@@ -235,11 +252,6 @@ impl Read {
         {
             field.value = Some(text);
         }
-    }
-
-    /// Mark the list as given (a read that asks for no list).
-    pub fn no_list(&mut self) {
-        self.listed = true;
     }
 
     /// Every answer is in: the list, the manager's times and every property.
@@ -370,14 +382,11 @@ mod tests {
             Value::Struct(vec![s(n), s(""), s("loaded"), s("active"), s("running")])
         };
         let mut read = Read::default();
-        assert!(
-            read.listed(&vec![row("x.service"); MAX_UNITS + 1], true)
-                .is_err()
-        );
+        assert!(read.listed(&vec![row("x.service"); MAX_UNITS + 1]).is_err());
         let mut read = Read::default();
         read.add("b.service", "/b");
         read.add("b.service", "/b");
-        read.listed(&[row("b.service"), row("a.target"), row("a.service")], true)
+        read.listed(&[row("b.service"), row("a.target"), row("a.service")])
             .unwrap();
         // Sorted by type then name: a.service, b.service, a.target.
         assert_eq!(
