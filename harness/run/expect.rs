@@ -33,12 +33,13 @@ pub struct Live<'a> {
     pub guest: &'a Guest,
     /// The journal of the current boot, streaming.
     pub journal: Journal,
-    /// Guest monotonic time on the host clock.
-    pub clock: GuestClock,
+    /// Guest monotonic time on the host clock, narrowed by what the stream brings
+    /// (behind a lock: the phase's observations run side by side).
+    pub clock: std::sync::Mutex<GuestClock>,
     /// Where the progress line goes.
     pub status: &'a (dyn Fn(&str) + Send + Sync),
     /// Every probe the harness made, for the evidence.
-    pub probes: Vec<ProbeRecord>,
+    pub probes: std::sync::Mutex<Vec<ProbeRecord>>,
     /// The boot's wait-cycle watcher.
     pub cycles: Cycles,
     /// When the phase began (its wait-cycle invariant covers reads from then on).
@@ -55,6 +56,20 @@ pub struct Live<'a> {
     pub early: super::early::EarlyDecisions,
     /// The boot's recorder, when it has one: unit states read through it, not over SSH.
     pub recorder: Option<crate::guest::recorder::Recorder>,
+}
+
+impl Live<'_> {
+    /// The clock, narrowed first by every entry and signal that has arrived.
+    fn tightened(&self) -> GuestClock {
+        let mut clock = self.clock.lock().expect("clock lock");
+        self.journal.tighten(&mut clock);
+        *clock
+    }
+
+    /// The probes made so far, taken for the pair's evidence.
+    pub fn take_probes(&self) -> Vec<ProbeRecord> {
+        std::mem::take(&mut *self.probes.lock().expect("probes lock"))
+    }
 }
 
 /// How long a read through the recorder may take before the check asks over SSH.
@@ -135,7 +150,7 @@ impl Awaited {
 
 /// Await `kind` until `deadline` (for kinds that wait) and evaluate it.
 pub async fn await_expectation(
-    live: &mut Live<'_>,
+    live: &Live<'_>,
     kind: &ExpectationKind,
     deadline: Instant,
 ) -> anyhow::Result<Awaited> {
@@ -288,7 +303,7 @@ async fn pid1_decides(
 }
 
 async fn await_unit(
-    live: &mut Live<'_>,
+    live: &Live<'_>,
     u: &UnitExpectation,
     deadline: Instant,
 ) -> anyhow::Result<Awaited> {
@@ -331,9 +346,9 @@ async fn await_unit(
         let (now, shown) = match read.await? {
             Ok(read) => read,
             Err((us, decided, eval)) => {
-                live.journal.tighten(&mut live.clock);
-                let changed = live.clock.to_host(us);
-                let eval = check::late(eval, Some(changed), deadline, live.clock.uncertainty);
+                let clock = live.tightened();
+                let changed = clock.to_host(us);
+                let eval = check::late(eval, Some(changed), deadline, clock.uncertainty);
                 return Ok(Awaited {
                     eval,
                     changed: Some(changed),
@@ -360,8 +375,8 @@ async fn await_unit(
             now.sub_state
         ));
         if eval.held {
-            live.journal.tighten(&mut live.clock);
-            let changed = now.state_change_us.map(|us| live.clock.to_host(us));
+            let clock = live.tightened();
+            let changed = now.state_change_us.map(|us| clock.to_host(us));
             // The state is there; the properties the scenario names must be too, read in
             // the same call (a property that is not as named will not become so by
             // waiting: ExecMainStatus is set when the state is).
@@ -376,7 +391,7 @@ async fn await_unit(
                 }
             };
             // Seen late is not the same as reached late: judge by the guest's timestamp.
-            let eval = check::late(eval, changed, deadline, live.clock.uncertainty);
+            let eval = check::late(eval, changed, deadline, clock.uncertainty);
             return Ok(Awaited {
                 eval,
                 changed,
@@ -427,7 +442,7 @@ async fn await_unit(
 }
 
 async fn await_http(
-    live: &mut Live<'_>,
+    live: &Live<'_>,
     h: &HttpExpectation,
     deadline: Instant,
 ) -> anyhow::Result<Awaited> {
@@ -448,7 +463,7 @@ async fn await_http(
                 Err(e) => e.clone(),
             },
         };
-        live.probes.push(record);
+        live.probes.lock().expect("probes lock").push(record);
         let eval = match &attempt {
             Ok((status, body)) => {
                 let body_ok = h.body.as_ref().is_none_or(|m| m.matches(body));
@@ -564,7 +579,7 @@ async fn probe_from_host(
     Ok((status, body))
 }
 
-async fn await_journal(live: &mut Live<'_>, j: &JournalExpectation, deadline: Instant) -> Awaited {
+async fn await_journal(live: &Live<'_>, j: &JournalExpectation, deadline: Instant) -> Awaited {
     let wanted = |e: &crate::guest::systemd::journal::Entry| {
         j.unit
             .as_ref()
@@ -575,11 +590,11 @@ async fn await_journal(live: &mut Live<'_>, j: &JournalExpectation, deadline: In
     loop {
         let fresh = live.journal.since(checked);
         if let Some(hit) = fresh.iter().find(|s| wanted(&s.entry)) {
-            live.journal.tighten(&mut live.clock);
-            let at = live.clock.to_host(hit.entry.mono_us);
+            let clock = live.tightened();
+            let at = clock.to_host(hit.entry.mono_us);
             let seen = Evaluation::held(format!("{:?}", hit.entry.message));
             return Awaited {
-                eval: check::late(seen, Some(at), deadline, live.clock.uncertainty),
+                eval: check::late(seen, Some(at), deadline, clock.uncertainty),
                 changed: Some(at),
                 decided: Instant::now(),
             };
@@ -639,7 +654,7 @@ async fn evaluate_command(guest: &Guest, c: &CommandExpectation) -> anyhow::Resu
 }
 
 async fn await_boot_budget(
-    live: &mut Live<'_>,
+    live: &Live<'_>,
     budget: Duration,
     deadline: Instant,
 ) -> anyhow::Result<Awaited> {
@@ -647,7 +662,31 @@ async fn await_boot_budget(
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .max(budget);
-    let (boot, line) = systemd::boot_time_after(live.guest, wait).await?;
+    // PID 1's own "Startup finished" entry, the moment the stream brings it.
+    let until = Instant::now() + wait;
+    let finished = |e: &systemd::journal::Entry| e.finishes_startup();
+    let mut from = 0;
+    let found = loop {
+        let hit = live.journal.scan(|all| {
+            all.iter()
+                .find(|s| finished(&s.entry))
+                .map(|s| s.entry.clone())
+        });
+        if hit.is_some() || Instant::now() >= until {
+            break hit;
+        }
+        (live.status)("waiting for the boot to finish");
+        live.journal.wait_for(&mut from, until, finished).await;
+    };
+    // The journal's sentence ends with a full stop; systemd-analyze's does not.
+    let (boot, line) = match found {
+        Some(entry) => {
+            let line = entry.message.trim_end_matches('.').to_string();
+            (systemd::parse_boot_time(&line).ok().flatten(), line)
+        }
+        // Not in the stream (a journal that lost it): ask systemd-analyze.
+        None => systemd::boot_time_after(live.guest, Duration::from_secs(1)).await?,
+    };
     Ok(Awaited::now(match boot {
         Some(b) if Duration::from_micros(b.total_us) <= budget => Evaluation::held(line),
         Some(_) => Evaluation::failed(line),
@@ -661,7 +700,7 @@ async fn await_boot_budget(
 /// `wait_cycle:` over the phase so far. An expected cycle may still be forming when the
 /// phase's other expectations are done: wait for it until `deadline`.
 async fn await_wait_cycle(
-    live: &mut Live<'_>,
+    live: &Live<'_>,
     w: &crate::scenario::WaitCycleCheck,
     deadline: Instant,
 ) -> Awaited {

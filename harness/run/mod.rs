@@ -18,6 +18,7 @@
 //! - `lost`: a VM lost in the middle of a phase
 //! - `pair`: running one (target, scenario) pair on its own overlay
 //! - `record`: what a pair leaves in its run folder while it runs
+//! - `turns`: a phase's expectations, checked in turns (observations side by side)
 //! - `watch`: following the guest's journal while a boot happens, so waits end on
 //!   events
 
@@ -32,6 +33,7 @@ pub mod idle;
 pub mod lost;
 pub mod pair;
 pub mod record;
+pub mod turns;
 pub mod watch;
 
 use std::collections::BTreeMap;

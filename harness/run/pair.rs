@@ -5,13 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use crate::check::{self, BootRecord, ExpectationOutcome, PairReport, ProbeRecord, Verdict};
 use crate::error::{infra, usage};
 use crate::guest::{Guest, SshKey};
 use crate::scenario::{
-    Action, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom, RunPair, Wait,
+    Action, Expectation, ExpectationKind, Expected, Phase, PhaseStart, ProbeFrom, RunPair,
 };
 use crate::targets::BootSpec;
 use crate::vm::{AccelChoice, Vm};
@@ -246,14 +244,14 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         } else {
             current.start_done_means_active.clone()
         };
-        let mut live = Live {
+        let live = Live {
             recorder: current.recorder.as_ref().map(|(r, _)| r.clone()),
             vm: &current.vm,
             guest: &current.guest,
             journal: current.journal.clone(),
-            clock: current.clock,
+            clock: std::sync::Mutex::new(current.clock),
             status: ctx.status.as_ref(),
-            probes: Vec::new(),
+            probes: Default::default(),
             cycles: current.cycles.clone(),
             phase_started: start,
             qemu_started: Instant::now() - current.vm.uptime(),
@@ -272,51 +270,22 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 journal_floor_us,
             ),
         };
-        let mut t = phase_t0;
         let mut failed = false;
-        // `wait_cycle:` is an invariant over the whole phase: judged once the phase's
-        // other expectations are done, in its place in the file's order.
-        type Numbered<'a> = Vec<(usize, &'a Expectation)>;
-        let (invariants, waits): (Numbered, Numbered) = phase
-            .expect
-            .iter()
-            .enumerate()
-            .partition(|(_, e)| matches!(e.kind.spec().wait(), Wait::PhaseEnd(_)));
         let mut decided: Vec<(usize, ExpectationOutcome)> = Vec::new();
-        for (index, exp) in waits.into_iter().chain(invariants) {
-            // The descriptor says how the kind waits (see scenario/expectation.rs, Timing).
-            let deadline = match exp.kind.spec().wait() {
-                Wait::Once => t,
-                Wait::Within(d) => t + d,
-                // Plus two of the watcher's reads: it confirms a cycle on its second.
-                Wait::PhaseEnd(d) => Instant::now() + d + 2 * cycles::READ_EVERY,
-            };
-            let during = format!("phase {}, while checking {}", phase.name, exp.id);
-            let awaited = lost::guarded(
-                &current.vm,
-                &current.journal,
-                &during,
-                expect::await_expectation(&mut live, &exp.kind, deadline),
-            )
-            .await
-            .with_context(|| format!("while checking {}", exp.id))?;
-            let outcome = outcome(
-                exp,
-                &awaited,
-                origin,
-                &ctx.run_dir,
-                &phase.name,
-                current.vm.boot_index(),
-            );
-            state.timeline.event(
+        let boot_index = current.vm.boot_index();
+        let timeline = &mut state.timeline;
+        super::turns::check_phase(&live, phase, phase_t0, &mut |index, awaited| {
+            let exp = &phase.expect[index];
+            let outcome = outcome(exp, awaited, origin, &ctx.run_dir, &phase.name, boot_index);
+            timeline.event_at(
+                awaited.decided,
                 if outcome.held { "held" } else { "failed" },
                 &format!("{}: {}", outcome.id, outcome.seen),
             );
             failed |= !outcome.held;
             decided.push((index, outcome));
-            // A wait decided ahead of its turn does not move the next one's start back.
-            t = t.max(awaited.decided);
-        }
+        })
+        .await?;
         if !current.caught_up_logged
             && let Some(at) = current
                 .journal
@@ -331,7 +300,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
         }
         decided.sort_by_key(|(i, _)| *i);
         state.outcomes.extend(decided.into_iter().map(|(_, o)| o));
-        state.probes.append(&mut live.probes);
+        state.probes.append(&mut live.take_probes());
         state.probes.append(&mut current.cycles.take_probes());
         let stop = failed && !needs_more(&ctx.pair.expected, &state.outcomes);
         let is_last = stop || std::ptr::eq(phase, scenario.phases.last().expect("a phase"));

@@ -70,6 +70,11 @@ pub trait KindSpec {
     fn describe(&self) -> String;
     /// How it waits.
     fn wait(&self) -> Wait;
+    /// Whether it only observes: it neither acts on the guest nor waits for an event of
+    /// PID 1, so what it sees does not depend on its neighbours in the file having been
+    /// decided. The runner checks a run of such expectations side by side, all from the
+    /// same turn (the decision before them).
+    fn observes(&self) -> bool;
     /// The run folder's file that shows its evidence.
     fn evidence(&self) -> Evidence;
     /// Where its decision comes from.
@@ -199,6 +204,9 @@ impl KindSpec for UnitExpectation {
     fn wait(&self) -> Wait {
         Wait::Within(self.within.0)
     }
+    fn observes(&self) -> bool {
+        false
+    }
     fn evidence(&self) -> Evidence {
         Evidence::PhaseUnits
     }
@@ -231,6 +239,9 @@ impl KindSpec for OrderExpectation {
     }
     fn wait(&self) -> Wait {
         Wait::Once
+    }
+    fn observes(&self) -> bool {
+        true
     }
     fn evidence(&self) -> Evidence {
         Evidence::PhaseUnits
@@ -278,6 +289,9 @@ impl KindSpec for HttpExpectation {
     }
     fn wait(&self) -> Wait {
         Wait::Within(self.within.0)
+    }
+    fn observes(&self) -> bool {
+        true
     }
     fn evidence(&self) -> Evidence {
         // The probes are recorded in the pair's verdict.json.
@@ -335,6 +349,9 @@ impl KindSpec for JournalExpectation {
     fn wait(&self) -> Wait {
         Wait::Within(self.within.0)
     }
+    fn observes(&self) -> bool {
+        false
+    }
     fn evidence(&self) -> Evidence {
         Evidence::BootJournal
     }
@@ -356,6 +373,9 @@ impl KindSpec for FileExpectation {
     }
     fn wait(&self) -> Wait {
         Wait::Once
+    }
+    fn observes(&self) -> bool {
+        true
     }
     fn evidence(&self) -> Evidence {
         Evidence::Timeline
@@ -385,6 +405,9 @@ impl KindSpec for CommandExpectation {
     fn wait(&self) -> Wait {
         Wait::Once
     }
+    fn observes(&self) -> bool {
+        false
+    }
     fn evidence(&self) -> Evidence {
         Evidence::Timeline
     }
@@ -410,6 +433,9 @@ impl KindSpec for NoFailedUnits {
     fn wait(&self) -> Wait {
         Wait::Once
     }
+    fn observes(&self) -> bool {
+        true
+    }
     fn evidence(&self) -> Evidence {
         Evidence::PhaseUnits
     }
@@ -432,6 +458,10 @@ impl KindSpec for BootBudget {
     fn wait(&self) -> Wait {
         // The boot may still be finishing: wait for it, up to the budget.
         Wait::Within(self.0.0)
+    }
+    fn observes(&self) -> bool {
+        // It awaits PID 1's "Startup finished", which later expectations may count on.
+        false
     }
     fn evidence(&self) -> Evidence {
         Evidence::Timeline
@@ -463,6 +493,9 @@ impl KindSpec for WaitCycleCheck {
     fn wait(&self) -> Wait {
         // An expected cycle may still be forming when the rest of the phase is done.
         Wait::PhaseEnd(self.persist.0)
+    }
+    fn observes(&self) -> bool {
+        false
     }
     fn evidence(&self) -> Evidence {
         Evidence::BootWaitFor
@@ -539,6 +572,9 @@ impl KindSpec for PathExpectation {
     }
     fn wait(&self) -> Wait {
         Wait::Once
+    }
+    fn observes(&self) -> bool {
+        true
     }
     fn evidence(&self) -> Evidence {
         // What `test -e` found is the outcome's `seen`, recorded in verdict.json.
