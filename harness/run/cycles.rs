@@ -33,7 +33,7 @@ const IDLE_READ_EVERY: Duration = Duration::from_secs(10);
 /// How long the watcher's own session may take to connect (the guest is up).
 const SESSION_CONNECT: Duration = Duration::from_secs(20);
 /// A gate probe's own limit: a gate that hangs is recorded as `timed out`.
-const GATE_PROBE_SECS: u32 = 2;
+const GATE_PROBE: Duration = Duration::from_secs(2);
 /// Journal lines kept per stalled unit.
 const STALL_LINES: usize = 5;
 /// The shortest gap between two probes of a gate while the recorder drives the reads
@@ -907,17 +907,13 @@ fn assess(recorded: RecordedRead, at: Instant, clock: &GuestClock, persist: Dura
 /// Probe a gate URL from inside the guest: `(answer, status, healthy)`. TLS is not
 /// verified: the question is whether, and with what, the URL answers.
 async fn probe_gate(guest: &Guest, url: &str) -> anyhow::Result<(String, Option<u16>, bool)> {
-    let cmd = format!(
-        "curl -sk -o /dev/null -w '%{{http_code}}' --max-time {GATE_PROBE_SECS} {}",
-        crate::guest::shell::quote(url)
-    );
-    let out = guest.exec(&cmd).await?;
-    let code = out.stdout.trim().parse::<u16>().ok().filter(|c| *c > 0);
-    Ok(match (out.status, code) {
-        (0, Some(c)) => (c.to_string(), Some(c), (200..300).contains(&c)),
-        (7, _) => ("refused".into(), None, false),
-        (28, _) => ("timed out".into(), None, false),
-        (n, _) => (format!("curl exit {n}"), None, false),
+    let answer =
+        super::probe::from_guest(guest, url, super::probe::Tls::Insecure, GATE_PROBE).await?;
+    Ok(match &answer {
+        super::probe::Answer::Http { status, .. } => {
+            (answer.word(), Some(*status), (200..300).contains(status))
+        }
+        _ => (answer.word(), None, false),
     })
 }
 

@@ -17,6 +17,7 @@ use crate::vm::Vm;
 
 use super::clock::GuestClock;
 use super::cycles::Cycles;
+use super::probe::{self, excerpt};
 use super::watch::Journal;
 
 /// A unit whose state changes without a manager journal entry is re-read at least this
@@ -24,6 +25,8 @@ use super::watch::Journal;
 const UNIT_RECHECK: Duration = Duration::from_secs(10);
 /// Time between two attempts of a probe that has not answered as expected yet.
 const PROBE_RETRY: Duration = Duration::from_secs(1);
+/// How long one attempt of an expectation's probe may take.
+const PROBE_TIME: Duration = Duration::from_secs(5);
 
 /// What a live expectation can use.
 pub struct Live<'a> {
@@ -449,8 +452,16 @@ async fn await_http(
     loop {
         (live.status)(&format!("probing {} from the {}", h.url, h.from.as_str()));
         let attempt = match h.from {
-            ProbeFrom::Guest => probe_from_guest(live.guest, &h.url, h.ca.as_deref()).await?,
-            ProbeFrom::Host => probe_from_host(live.vm, live.guest, &h.url, h.ca.as_deref()).await,
+            ProbeFrom::Guest => {
+                let tls = probe::Tls::from_ca(h.ca.as_deref());
+                match probe::from_guest(live.guest, &h.url, tls, PROBE_TIME).await? {
+                    probe::Answer::Http { status, body } => Ok((status, body)),
+                    none => Err(none.failure().unwrap_or_default()),
+                }
+            }
+            ProbeFrom::Host => {
+                probe::from_host(live.vm, live.guest, &h.url, h.ca.as_deref(), PROBE_TIME).await
+            }
         };
         let record = ProbeRecord {
             at_unix: crate::unix::now(),
@@ -487,96 +498,6 @@ async fn await_http(
         let retry = (Instant::now() + PROBE_RETRY).min(deadline);
         live.journal.wait_for(&mut from, retry, |_| false).await;
     }
-}
-
-/// Probe with curl inside the guest. Transport errors come back as `Err(text)`.
-async fn probe_from_guest(
-    guest: &Guest,
-    url: &str,
-    ca: Option<&str>,
-) -> anyhow::Result<Result<(u16, String), String>> {
-    // curl verifies certificates unless told not to; `--cacert` names the only CA.
-    let ca = ca
-        .map(|c| format!(" --cacert {}", crate::guest::shell::quote(c)))
-        .unwrap_or_default();
-    let cmd = format!(
-        "curl -sS --max-time 5{ca} -w '\\n%{{http_code}}' {}",
-        crate::guest::shell::quote(url)
-    );
-    let out = guest.exec(&cmd).await?;
-    if out.status != 0 {
-        return Ok(Err(format!(
-            "curl exit {}: {}",
-            out.status,
-            out.stderr.trim()
-        )));
-    }
-    let (body, code) = out
-        .stdout
-        .rsplit_once('\n')
-        .unwrap_or(("", out.stdout.as_str()));
-    match code.trim().parse::<u16>() {
-        Ok(c) => Ok(Ok((c, body.to_string()))),
-        Err(_) => Ok(Err(format!("curl printed no status: {:?}", out.stdout))),
-    }
-}
-
-/// Probe from the host through the loopback forward the harness made for the URL's port.
-/// An error with its causes, so a refused certificate says why ("invalid peer
-/// certificate: UnknownIssuer"), not only "error sending request".
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-async fn probe_from_host(
-    vm: &Vm,
-    guest: &Guest,
-    url: &str,
-    ca: Option<&str>,
-) -> Result<(u16, String), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL {url}: {e}"))?;
-    let port = parsed
-        .port_or_known_default()
-        .ok_or_else(|| format!("{url} has no port"))?;
-    let fwd = vm
-        .forward_addr(port)
-        .ok_or_else(|| format!("guest port {port} is not forwarded"))?;
-    let host = parsed.host_str().unwrap_or("guest").to_string();
-    let mut via = parsed.clone();
-    via.set_port(Some(fwd.port()))
-        .map_err(|_| "cannot set the port".to_string())?;
-    // A name resolves to the forward; an IP literal is replaced by it.
-    let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .resolve(&host, fwd);
-    if let Some(ca) = ca {
-        // The CA is read from the guest, where the proxy made it.
-        let pem = guest
-            .exec_checked(&format!("cat {}", crate::guest::shell::quote(ca)))
-            .await
-            .map_err(|e| format!("cannot read the CA {ca} in the guest: {e:#}"))?
-            .stdout;
-        let cert = reqwest::Certificate::from_pem(pem.as_bytes())
-            .map_err(|e| format!("{ca} in the guest is not a PEM certificate: {e}"))?;
-        builder = builder
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(cert);
-    }
-    let client = builder.build().map_err(|e| e.to_string())?;
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        via.set_host(Some("127.0.0.1")).map_err(|e| e.to_string())?;
-    }
-    let resp = client.get(via).send().await.map_err(|e| causes(&e))?;
-    let status = resp.status().as_u16();
-    let body = resp.text().await.map_err(|e| e.to_string())?;
-    Ok((status, body))
 }
 
 async fn await_journal(live: &Live<'_>, j: &JournalExpectation, deadline: Instant) -> Awaited {
@@ -735,14 +656,5 @@ async fn await_wait_cycle(
         eval,
         changed: confirmed.as_ref().map(|c| c.formed),
         decided: confirmed.map_or_else(Instant::now, |c| c.confirmed),
-    }
-}
-
-/// The first 200 characters of a body, for messages and evidence.
-pub fn excerpt(body: &str) -> String {
-    let trimmed = body.trim_end();
-    match trimmed.char_indices().nth(200) {
-        Some((i, _)) => format!("{}…", &trimmed[..i]),
-        None => trimmed.to_string(),
     }
 }

@@ -17,6 +17,7 @@
 //! - `idle`: the end-of-phase evidence, read at the boot's first idle moment
 //! - `lost`: a VM lost in the middle of a phase
 //! - `pair`: running one (target, scenario) pair on its own overlay
+//! - `probe`: the harness's own HTTP probes, from the guest (curl) or the host
 //! - `record`: what a pair leaves in its run folder while it runs
 //! - `turns`: a phase's expectations, checked in turns (observations side by side)
 //! - `watch`: following the guest's journal while a boot happens, so waits end on
@@ -32,6 +33,7 @@ pub mod expect;
 pub mod idle;
 pub mod lost;
 pub mod pair;
+pub mod probe;
 pub mod record;
 pub mod turns;
 pub mod watch;
