@@ -1,6 +1,7 @@
 //! Expectations and verdicts, with no processes: the runner collects what the guest
 //! showed, and these functions decide. Everything here is tested from recorded data.
-//! `report` is the schema of `verdict.json`, which the runner writes and the renderers read.
+//! `report` is the schema of `verdict.json`, which the runner writes and the renderers read;
+//! `timeline` is that of `timeline.jsonl`.
 //!
 //! Files:
 //! - `analyze`: static wait-cycle analysis
@@ -9,6 +10,7 @@
 //! - `ordering`: ordering from the guest's monotonic timestamps
 //! - `outcome`: what the runner learnt about one expectation
 //! - `report`: the schema of `verdict.json`
+//! - `timeline`: the schema of `timeline.jsonl`, the one list of run events
 //! - `units`: unit-state checks that need no process
 //! - `verdict`: from outcomes to one verdict per run, and whether it is the one the
 //!   plan expects
@@ -20,6 +22,7 @@ pub mod live;
 pub mod ordering;
 pub mod outcome;
 pub mod report;
+pub mod timeline;
 pub mod units;
 pub mod verdict;
 pub mod waitfor;

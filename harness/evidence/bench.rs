@@ -2,6 +2,7 @@
 //! resource use the command measured around it). Pure: every figure here can be
 //! recomputed from a recorded bundle.
 
+use crate::check::timeline::RunEvent;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -71,7 +72,7 @@ pub fn latencies_live(dir: &std::path::Path, bundle: &Bundle) -> (Vec<f64>, Vec<
         let starts: Vec<f64> = p.report.boots.iter().map(|b| b.at_secs).collect();
         let caught: Vec<f64> = events
             .iter()
-            .filter(|(e, _)| e == "journal caught up")
+            .filter(|(e, _)| *e == RunEvent::JournalCaughtUp)
             .map(|(_, t)| *t)
             .collect();
         let caught_up_of = |boot: usize| {
@@ -215,7 +216,7 @@ pub fn phases(dir: &std::path::Path, bundle: &Bundle) -> Vec<(&'static str, Vec<
     for p in &bundle.pairs {
         let folder = dir.join(&p.folder);
         let events = read_timeline(&folder.join(super::bundle::TIMELINE));
-        let first = |name: &str| events.iter().find(|(e, _)| e == name).map(|(_, t)| *t);
+        let first = |event: RunEvent| events.iter().find(|(e, _)| *e == event).map(|(_, t)| *t);
         let mut put = |i: usize, v: Option<f64>| {
             if let Some(v) = v.filter(|v| *v >= 0.0) {
                 out[i].1.push(v);
@@ -229,8 +230,8 @@ pub fn phases(dir: &std::path::Path, bundle: &Bundle) -> Vec<(&'static str, Vec<
             put(3, t.initrd_us.map(|us| us as f64 / 1e6));
             put(4, t.userspace_us.map(|us| us as f64 / 1e6));
         }
-        let ssh = first("ssh up");
-        let watching = first("watching");
+        let ssh = first(RunEvent::SshUp);
+        let watching = first(RunEvent::Watching);
         put(5, ssh.zip(watching).map(|(a, b)| b - a));
         // The first boot's last decision: before a second boot's QEMU start, if any.
         let second = p.report.boots.get(1).map_or(f64::INFINITY, |b| b.at_secs);
@@ -246,7 +247,7 @@ pub fn phases(dir: &std::path::Path, bundle: &Bundle) -> Vec<(&'static str, Vec<
         let collected = events
             .iter()
             .rev()
-            .find(|(e, _)| e == "evidence collected")
+            .find(|(e, _)| *e == RunEvent::EvidenceCollected)
             .map(|(_, t)| *t);
         put(7, last.zip(collected).map(|(a, b)| b - a));
         put(8, collected.map(|c| p.report.duration_secs - c));
@@ -254,18 +255,12 @@ pub fn phases(dir: &std::path::Path, bundle: &Bundle) -> Vec<(&'static str, Vec<
     out
 }
 
-/// `(event, t_secs)` of a pair's `timeline.jsonl`; unreadable lines are skipped.
-fn read_timeline(path: &std::path::Path) -> Vec<(String, f64)> {
-    #[derive(serde::Deserialize)]
-    struct Event {
-        t_secs: f64,
-        event: String,
-    }
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Event>(l).ok())
-        .map(|e| (e.event, e.t_secs))
+/// `(event, t_secs)` of a pair's `timeline.jsonl`; unreadable lines, and events this
+/// version does not know, are skipped.
+fn read_timeline(path: &std::path::Path) -> Vec<(RunEvent, f64)> {
+    crate::check::timeline::parse(&std::fs::read_to_string(path).unwrap_or_default())
+        .into_iter()
+        .filter_map(|e| Some((e.event?, e.t_secs)))
         .collect()
 }
 

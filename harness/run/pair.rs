@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::check::timeline::RunEvent;
 use crate::check::{self, BootRecord, ExpectationOutcome, PairReport, ProbeRecord, Verdict};
 use crate::error::{infra, usage};
 use crate::guest::{Guest, SshKey};
@@ -60,9 +61,9 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
         outcomes: Vec::new(),
         probes: Vec::new(),
         boots: Vec::new(),
-        timeline: record::Timeline::new(&ctx.run_dir, origin),
+        timeline: record::Timeline::new(&ctx.run_dir, origin, Some(ctx.status.clone())),
     };
-    state.timeline.event("pair started", &ctx.pair.id);
+    state.timeline.event(RunEvent::PairStarted, &ctx.pair.id);
     // Hashed before the first QEMU starts: a "before" taken while a VM runs could
     // already hold a write the run made, and the comparison would miss it.
     let base_before = record::base_checksum(ctx.spec.base_disk().map(Path::to_path_buf)).await;
@@ -71,11 +72,11 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
     // Every VM of the pair is gone by now; the base image must read as it did before.
     state
         .timeline
-        .event("torn down", "every VM of the pair has stopped");
+        .event(RunEvent::TornDown, "every VM of the pair has stopped");
     let base_after = record::base_checksum(ctx.spec.base_disk().map(Path::to_path_buf)).await;
     state
         .timeline
-        .event("base image checked", "sha256 after the pair");
+        .event(RunEvent::BaseImageChecked, "sha256 after the pair");
     record::identity_evidence(&ctx.run_dir, &ctx.spec, &base_before, Some(&base_after));
     let result = result.and_then(|()| match (&base_before, &base_after) {
         (Ok(b), Ok(a)) if b != a => Err(infra(format!(
@@ -89,8 +90,8 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
         Err(e) => {
             state.timeline.event(
                 match crate::error::class(&e) {
-                    crate::error::ErrorClass::Usage => "scenario error",
-                    crate::error::ErrorClass::Infrastructure => "infrastructure error",
+                    crate::error::ErrorClass::Usage => RunEvent::ScenarioError,
+                    crate::error::ErrorClass::Infrastructure => RunEvent::InfrastructureError,
                 },
                 &format!("{e:#}"),
             );
@@ -101,7 +102,7 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
         }
     };
     let matches_plan = verdict.matches(&ctx.pair.expected);
-    state.timeline.event("verdict", verdict.word());
+    state.timeline.event(RunEvent::Verdict, verdict.word());
     PairReport {
         id: ctx.pair.id.clone(),
         repetition: ctx.pair.repetition,
@@ -185,8 +186,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
     let mut finished = false;
 
     for phase in &scenario.phases {
-        (ctx.status)(&format!("phase {}", phase.name));
-        state.timeline.event("phase", &phase.name);
+        state.timeline.event(RunEvent::Phase, &phase.name);
         let start = match (phase.start, up.is_some()) {
             (PhaseStart::ColdBoot, _) | (_, false) => {
                 if let Some(old) = up.take() {
@@ -279,7 +279,11 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             let outcome = outcome(exp, awaited, origin, &ctx.run_dir, &phase.name, boot_index);
             timeline.event_at(
                 awaited.decided,
-                if outcome.held { "held" } else { "failed" },
+                if outcome.held {
+                    RunEvent::Held
+                } else {
+                    RunEvent::Failed
+                },
                 &format!("{}: {}", outcome.id, outcome.seen),
             );
             failed |= !outcome.held;
@@ -294,7 +298,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             current.caught_up_logged = true;
             state.timeline.event_at(
                 at,
-                "journal caught up",
+                RunEvent::JournalCaughtUp,
                 &format!("boot {}: the stream is live", current.vm.boot_index()),
             );
         }
@@ -317,7 +321,7 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 if !recorder.with(|l| l.queue.is_empty()) {
                     let settled = super::idle::queue_empty(&mut recorder, BOOT_SETTLE).await;
                     state.timeline.event(
-                        "boot settled",
+                        RunEvent::BootSettled,
                         &if settled {
                             "PID 1's job queue emptied; the boot's evidence is read now".to_string()
                         } else {
@@ -342,7 +346,9 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
                 )),
             };
             finish_boot(ctx, current, Some(units)).await;
-            state.timeline.event("evidence collected", &phase.name);
+            state
+                .timeline
+                .event(RunEvent::EvidenceCollected, &phase.name);
             finished = true;
         } else {
             current.last_units = match idle {
@@ -361,9 +367,10 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
             };
         }
         if stop {
-            state
-                .timeline
-                .event("stopped", "an expectation failed; later phases skipped");
+            state.timeline.event(
+                RunEvent::Stopped,
+                "an expectation failed; later phases skipped",
+            );
             break;
         }
     }
@@ -393,7 +400,7 @@ async fn idle_units(
     let mut read = match idle {
         Ok(read) => read,
         Err(why) => {
-            state.timeline.event("units read at the phase's end", &why);
+            state.timeline.event(RunEvent::UnitsReadAtEnd, &why);
             return None;
         }
     };
@@ -404,7 +411,7 @@ async fn idle_units(
     );
     record::write_units(&ctx.run_dir, phase, &read);
     state.timeline.event(
-        "units read at the idle moment",
+        RunEvent::UnitsReadIdle,
         &format!(
             "every unit's state read at guest {:.1} s from {}, unchanged to the end of phase {phase}",
             read.at_us as f64 / 1e6,
@@ -499,7 +506,7 @@ async fn connect(
         at_secs: qemu_started.saturating_duration_since(origin).as_secs_f64(),
     });
     state.timeline.event(
-        "ssh up",
+        RunEvent::SshUp,
         &format!(
             "boot {} after {:.1}s; {}",
             vm.boot_index(),
@@ -550,7 +557,7 @@ async fn connect(
     );
     let (clock, (journal, follower), start_done_means_active) = (clock?, followed?, types?);
     state.timeline.event(
-        "watching",
+        RunEvent::Watching,
         &format!(
             "journal followed; guest clock mapped within ±{:.0} ms",
             clock.uncertainty.as_secs_f64() * 1000.0
@@ -571,7 +578,7 @@ async fn connect(
         .map(|(r, _)| super::idle::IdleRead::start(r.clone(), guest.clone(), clock, named.clone()));
     if let Some((r, _)) = &recorder {
         state.timeline.event(
-            "recorder",
+            RunEvent::Recorder,
             &boot::recorder_summary(r, Instant::now() - vm.uptime()),
         );
     }
@@ -639,7 +646,9 @@ async fn act(
     origin: Instant,
     state: &mut PairState,
 ) -> anyhow::Result<Up> {
-    state.timeline.event("action", &format!("{action:?}"));
+    state
+        .timeline
+        .event(RunEvent::Action, &format!("{action:?}"));
     let how = match action {
         Action::Reboot => PhaseStart::Reboot,
         Action::PowerCycle => PhaseStart::PowerCycle,
@@ -692,7 +701,7 @@ async fn run_action(
                 crate::guest::systemd::restart(&up.guest, r.unit.as_str(), r.no_block).await?;
             state
                 .timeline
-                .event("restart", &format!("{} exited {status}", r.unit));
+                .event(RunEvent::Restart, &format!("{} exited {status}", r.unit));
         }
         Action::Fault(name) => inject_fault(ctx, &up.guest, name).await?,
         Action::Link(l) => {

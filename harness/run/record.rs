@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::check::timeline::RunEvent;
 use crate::evidence::bundle;
 use std::time::{Duration, Instant};
 
@@ -25,42 +26,54 @@ use crate::vm::Vm;
 pub use crate::evidence::bundle::{file_safe, write_atomic, write_json};
 pub use crate::unix::now as unix_now;
 
-/// The harness's own timeline of a pair: one JSON object a line, appended as it goes.
+/// Where a pair's progress line goes.
+pub type Status = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The harness's own timeline of a pair: one JSON object a line, appended as it goes
+/// (see [`crate::check::timeline`]); each event also goes to the pair's progress line.
 pub struct Timeline {
     path: PathBuf,
     origin: Instant,
-}
-
-#[derive(Serialize)]
-struct TimelineEvent<'a> {
-    t_secs: f64,
-    event: &'a str,
-    detail: &'a str,
+    status: Option<Status>,
 }
 
 impl Timeline {
-    /// A timeline at `run_dir/timeline.jsonl`, timed from `origin`.
-    pub fn new(run_dir: &Path, origin: Instant) -> Timeline {
+    /// A timeline at `run_dir/timeline.jsonl`, timed from `origin`, showing each event on
+    /// `status` too.
+    pub fn new(
+        run_dir: &Path,
+        origin: Instant,
+        status: Option<Status>,
+    ) -> Timeline {
         let _ = std::fs::create_dir_all(run_dir);
         Timeline {
             path: run_dir.join(bundle::TIMELINE),
             origin,
+            status,
         }
     }
 
     /// Append one event. Appending a line is atomic enough: a torn last line is visible.
-    pub fn event(&mut self, event: &str, detail: &str) {
+    pub fn event(&mut self, event: RunEvent, detail: &str) {
         self.event_at(Instant::now(), event, detail);
     }
 
     /// Append one event that happened at `at` (lines are then not in time order).
-    pub fn event_at(&mut self, at: Instant, event: &str, detail: &str) {
-        let line = TimelineEvent {
+    pub fn event_at(&mut self, at: Instant, event: RunEvent, detail: &str) {
+        let line = crate::check::timeline::Line {
             t_secs: at.saturating_duration_since(self.origin).as_secs_f64(),
-            event,
+            event: event.name(),
             detail,
         };
-        tracing::debug!("{event}: {detail}");
+        tracing::debug!("{}: {detail}", event.name());
+        if let Some(status) = &self.status {
+            let first = detail.lines().next().unwrap_or_default();
+            status(&format!(
+                "{}: {}",
+                event.name(),
+                crate::run::probe::excerpt(first)
+            ));
+        }
         let result = serde_json::to_string(&line)
             .map_err(anyhow::Error::from)
             .and_then(|s| {
