@@ -4,7 +4,8 @@
 //! command. It re-reads the job queue whenever PID 1 logs about a job, and at least every
 //! [`READ_EVERY`] while a start job runs; it probes each declared gate's URL itself while
 //! the gated unit's start job runs; and it hands each read to the pure logic in
-//! [`crate::check::live`], which confirms a cycle once it has lasted `persist`.
+//! [`crate::check::live`], which confirms a cycle once it has lasted `persist`. This file
+//! is the handle on what the watcher found; `cycle_watch` is the watcher itself.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -14,12 +15,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::check::WaitForGraph;
-use crate::check::live::{
-    self, Confirmed, CycleTracker, GateSeen, OrderingCycle, PhaseWatch, RecordedRead, Stall,
-};
+use crate::check::live::{Confirmed, OrderingCycle, PhaseWatch, RecordedRead, Stall};
 use crate::guest::Guest;
-use crate::guest::recorder::{Queue, Recorder};
-use crate::guest::systemd;
+use crate::guest::recorder::Recorder;
 use crate::guest::systemd::sources::Gate;
 
 use super::clock::GuestClock;
@@ -28,19 +26,8 @@ use crate::check::ProbeRecord;
 
 /// The longest gap between two reads while a start job runs.
 pub const READ_EVERY: Duration = Duration::from_secs(2);
-/// The gap between reads when no start job runs (a later restart may queue one).
-const IDLE_READ_EVERY: Duration = Duration::from_secs(10);
 /// How long the watcher's own session may take to connect (the guest is up).
 const SESSION_CONNECT: Duration = Duration::from_secs(20);
-/// A gate probe's own limit: a gate that hangs is recorded as `timed out`.
-const GATE_PROBE: Duration = Duration::from_secs(2);
-/// Journal lines kept per stalled unit.
-const STALL_LINES: usize = 5;
-/// The shortest gap between two probes of a gate while the recorder drives the reads
-/// (they come at every change of the queue; a probe is an SSH round trip).
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// How long the watcher waits, once SSH is up, for the recorder's first read of the queue.
-const RECORDER_GRACE: Duration = Duration::from_secs(3);
 
 /// Where the watcher's reads of the job queue came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -55,44 +42,44 @@ pub enum WatchSource {
 
 /// What the watcher has seen so far in this boot.
 #[derive(Debug, Default)]
-struct WatchState {
-    reads: Vec<Instant>,
-    confirmed: Option<Confirmed>,
+pub(super) struct WatchState {
+    pub(super) reads: Vec<Instant>,
+    pub(super) confirmed: Option<Confirmed>,
     /// The last read that still showed the confirmed cycle.
-    cycle_last_seen: Option<Instant>,
+    pub(super) cycle_last_seen: Option<Instant>,
     /// Per unit, the longest stall seen.
-    stalls: Vec<Stall>,
-    ordering: Vec<OrderingCycle>,
-    probes: Vec<ProbeRecord>,
-    probes_taken: usize,
-    last_graph: WaitForGraph,
-    last_read: RecordedRead,
+    pub(super) stalls: Vec<Stall>,
+    pub(super) ordering: Vec<OrderingCycle>,
+    pub(super) probes: Vec<ProbeRecord>,
+    pub(super) probes_taken: usize,
+    pub(super) last_graph: WaitForGraph,
+    pub(super) last_read: RecordedRead,
     /// The read that confirmed the cycle.
-    confirming_read: Option<RecordedRead>,
-    error: Option<String>,
-    source: WatchSource,
+    pub(super) confirming_read: Option<RecordedRead>,
+    pub(super) error: Option<String>,
+    pub(super) source: WatchSource,
     /// The guest's clock, for dating what the reads saw.
-    clock: Option<GuestClock>,
+    pub(super) clock: Option<GuestClock>,
     /// When userspace began (PID 1's `UserspaceTimestampMonotonic`), guest µs.
-    userspace_us: Option<u64>,
+    pub(super) userspace_us: Option<u64>,
     /// Per unit, when its latest start job seen running began (guest µs).
-    starts: std::collections::BTreeMap<String, u64>,
+    pub(super) starts: std::collections::BTreeMap<String, u64>,
     /// When the recorder's stream ended, and why, if it did.
-    recorder_ended: Option<(Instant, String)>,
+    pub(super) recorder_ended: Option<(Instant, String)>,
     /// Per (U, W): W's job seen waiting on U's running start job, first and last (guest µs).
-    waits: std::collections::BTreeMap<(String, String), (u64, u64)>,
+    pub(super) waits: std::collections::BTreeMap<(String, String), (u64, u64)>,
     /// Edges inferred at the last judgement (see [`crate::check::infer`]).
-    inferred: Vec<crate::check::infer::InferredEdge>,
+    pub(super) inferred: Vec<crate::check::infer::InferredEdge>,
     /// Why inference could not run, if it could not.
-    inference_gap: Option<String>,
+    pub(super) inference_gap: Option<String>,
     /// The listener read of the last judgement (`PORT UNIT PID` lines), kept for the
     /// boot's evidence until the harness changes the guest.
-    listeners: Option<String>,
+    pub(super) listeners: Option<String>,
 }
 
 impl WatchState {
     /// The waits seen, as the inference takes them.
-    fn waits_seen(&self) -> Vec<crate::check::infer::WaitSeen> {
+    pub(super) fn waits_seen(&self) -> Vec<crate::check::infer::WaitSeen> {
         self.waits
             .iter()
             .map(|((on, waiter), (from, to))| crate::check::infer::WaitSeen {
@@ -169,7 +156,7 @@ pub fn start(setup: WatchSetup) -> (Cycles, CycleWatcher) {
         persist: setup.persist,
         recorder: setup.recorder.clone(),
     };
-    let task = tokio::spawn(run(setup, state, own_session, poke, tx));
+    let task = tokio::spawn(super::cycle_watch::run(setup, state, own_session, poke, tx));
     (cycles, CycleWatcher { task })
 }
 
@@ -406,527 +393,4 @@ impl Cycles {
 pub fn open_session(guest: &Guest) -> tokio::task::JoinHandle<anyhow::Result<Guest>> {
     let main = guest.clone();
     tokio::spawn(async move { main.another_session(SESSION_CONNECT).await })
-}
-
-async fn run(
-    setup: WatchSetup,
-    state: Arc<Mutex<WatchState>>,
-    own_session: Arc<Mutex<Option<Guest>>>,
-    poke: Arc<tokio::sync::Notify>,
-    tx: watch::Sender<u64>,
-) {
-    let mut setup = setup;
-    if let Some(mut rec) = setup.recorder.take() {
-        let until = Instant::now() + RECORDER_GRACE;
-        while rec.with(|l| l.queue_known.is_none() && l.ended.is_none()) && Instant::now() < until {
-            rec.wait_news(until).await;
-        }
-        if rec.with(|l| l.queue_known.is_some()) {
-            state.lock().expect("cycle watch lock").source = WatchSource::Recorder;
-            follow_recorder(&mut setup, rec, &state, &own_session, &poke, &tx).await;
-        } else {
-            let why = rec.with(|l| {
-                l.ended
-                    .as_ref()
-                    .map(|(_, w)| w.clone())
-                    .unwrap_or_else(|| "no read of the queue yet".into())
-            });
-            tracing::info!("the recorder gave no queue ({why}): the watch reads over SSH");
-        }
-    }
-    follow_ssh(setup, state, own_session, poke, tx).await
-}
-
-/// The recorder drives the reads: every change PID 1 sent since early userspace is
-/// replayed in order (each arrival is one read), then each new one as it comes, and a
-/// read every [`READ_EVERY`] while nothing changes, so a cycle that stands still is
-/// confirmed. SSH only probes the declared gates. Returns when the recorder's stream
-/// ends, so the SSH reads take over (and the gap shows in the watch's window).
-async fn follow_recorder(
-    setup: &mut WatchSetup,
-    mut rec: Recorder,
-    state: &Arc<Mutex<WatchState>>,
-    own_session: &Arc<Mutex<Option<Guest>>>,
-    poke: &Arc<tokio::sync::Notify>,
-    tx: &watch::Sender<u64>,
-) {
-    let mut guest = setup.guest.clone();
-    let mut own = setup.session.take();
-    let mut clock = setup.clock;
-    let mut tracker = CycleTracker::new(setup.persist);
-    let mut gates = unprobed(&setup.gates);
-    let mut queue = Queue::default();
-    let mut folded = 0usize;
-    let mut last_probe: Option<Instant> = None;
-    let mut ordering = OrderingWatch::default();
-    let known_from = rec.with(|l| l.queue_known).unwrap_or_else(Instant::now);
-    loop {
-        if let Some(session) = take_session(&mut own, own_session).await {
-            guest = session;
-        }
-        setup.journal.tighten(&mut clock);
-        let fresh = rec.since(folded);
-        folded += fresh.len();
-        let mut i = 0;
-        while i < fresh.len() {
-            let at = fresh[i].0;
-            while i < fresh.len() && fresh[i].0 == at {
-                queue.apply(&fresh[i].1);
-                i += 1;
-            }
-            if at >= known_from {
-                let read = assess(
-                    recorder_read(&queue, &gates, at, &clock),
-                    at,
-                    &clock,
-                    setup.persist,
-                );
-                absorb(state, &mut tracker, read, setup);
-            }
-        }
-        {
-            let mut s = state.lock().expect("cycle watch lock");
-            s.userspace_us = queue.userspace_us;
-            s.clock = Some(clock);
-        }
-        // Probe the gates whose start runs (an SSH round trip each, so not at every change).
-        let due = last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY);
-        let gated_running: Vec<usize> = gates
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| queue.start_running(&g.gate.unit))
-            .map(|(n, _)| n)
-            .collect();
-        let mut probes = Vec::new();
-        if due && !gated_running.is_empty() {
-            last_probe = Some(Instant::now());
-            for n in gated_running {
-                match probe_gate(&guest, &gates[n].gate.url).await {
-                    Ok((answer, status, healthy)) => {
-                        probes.push(ProbeRecord {
-                            at_unix: crate::run::record::unix_now(),
-                            from: "guest".into(),
-                            gate_of: Some(gates[n].gate.unit.clone()),
-                            url: gates[n].gate.url.clone(),
-                            status,
-                            excerpt: answer.clone(),
-                        });
-                        gates[n].record(answer, healthy);
-                    }
-                    Err(e) => {
-                        state.lock().expect("cycle watch lock").error =
-                            Some(format!("probing {}: {e:#}", gates[n].gate.url))
-                    }
-                }
-            }
-        }
-        // A read now: the probes' answers, or the passing of time on a still queue.
-        let at = Instant::now();
-        let mut read = assess(
-            recorder_read(&queue, &gates, at, &clock),
-            at,
-            &clock,
-            setup.persist,
-        );
-        read.probes = probes;
-        absorb(state, &mut tracker, read, setup);
-        tx.send_modify(|n| *n += 1);
-        ordering.update(&setup.journal, state);
-
-        if let Some((at, why)) = rec.with(|l| l.ended.clone()) {
-            // What arrived before the end was folded above.
-            if rec.since(folded).is_empty() {
-                let line = format!("the recorder stopped: {why}; the watch goes on over SSH");
-                (setup.status)(&line);
-                state.lock().expect("cycle watch lock").recorder_ended = Some((at, why));
-                setup.guest = guest;
-                setup.clock = clock;
-                return;
-            }
-        }
-        // A gate that just failed is probed and read again as soon as allowed: a cycle
-        // through it counts from the second read that shows it, and waiting the whole
-        // read interval for that read only delays the verdict.
-        let confirming = gates
-            .iter()
-            .any(|g| g.unhealthy_streak == 1 && queue.start_running(&g.gate.unit));
-        let wake = match (confirming, last_probe) {
-            (true, Some(t)) => t + PROBE_EVERY,
-            _ => Instant::now() + READ_EVERY,
-        };
-        tokio::select! {
-            _ = rec.wait_news(wake) => {}
-            _ = poke.notified() => {}
-        }
-    }
-}
-
-fn unprobed(gates: &[Gate]) -> Vec<GateSeen> {
-    gates
-        .iter()
-        .map(|g| GateSeen {
-            gate: g.clone(),
-            last: "not probed yet".into(),
-            healthy: false,
-            unhealthy_streak: 0,
-        })
-        .collect()
-}
-
-/// The watcher's own session once it is open (the main one until then).
-async fn take_session(
-    own: &mut Option<tokio::task::JoinHandle<anyhow::Result<Guest>>>,
-    own_session: &Arc<Mutex<Option<Guest>>>,
-) -> Option<Guest> {
-    if !own.as_ref().is_some_and(|t| t.is_finished()) {
-        return None;
-    }
-    match own.take()?.await {
-        Ok(Ok(session)) => {
-            *own_session.lock().expect("session lock") = Some(session.clone());
-            Some(session)
-        }
-        Ok(Err(e)) => {
-            tracing::info!("the wait-cycle watcher reads on the main session: {e:#}");
-            None
-        }
-        Err(e) => {
-            tracing::warn!("the watcher's session task failed: {e}");
-            None
-        }
-    }
-}
-
-/// A read from the recorder's queue: the jobs, the states of the units whose jobs run.
-fn recorder_read(
-    queue: &Queue,
-    gates: &[GateSeen],
-    at: Instant,
-    clock: &GuestClock,
-) -> RecordedRead {
-    let jobs = queue.jobs();
-    let units = jobs
-        .iter()
-        .filter(|j| j.state == "running")
-        .filter_map(|j| queue.unit_state(&j.unit))
-        .collect();
-    RecordedRead {
-        jobs,
-        units,
-        gates: gates.to_vec(),
-        now_us: clock.to_guest_us(at),
-    }
-}
-
-/// systemd's own ordering cycles, from PID 1's lines so far.
-#[derive(Default)]
-struct OrderingWatch {
-    seen_entries: usize,
-    lines: Vec<(u64, String)>,
-}
-
-impl OrderingWatch {
-    fn update(&mut self, journal: &Journal, state: &Mutex<WatchState>) {
-        let fresh = journal.since(self.seen_entries);
-        self.seen_entries += fresh.len();
-        self.lines.extend(
-            fresh
-                .iter()
-                .filter(|x| {
-                    x.entry.from_manager
-                        && (x.entry.message.contains("ordering cycle")
-                            || x.entry.message.contains("Found dependency on"))
-                })
-                .map(|x| (x.entry.mono_us, x.entry.message.clone())),
-        );
-        let ordering = live::ordering_cycles(self.lines.iter().map(|(t, m)| (*t, m.as_str())));
-        if !ordering.is_empty() {
-            state.lock().expect("cycle watch lock").ordering = ordering;
-        }
-    }
-}
-
-/// Fold one read into what the watcher has seen; a line for the user when a cycle forms
-/// or is confirmed.
-fn absorb(state: &Mutex<WatchState>, tracker: &mut CycleTracker, read: Read, setup: &WatchSetup) {
-    let mut s = state.lock().expect("cycle watch lock");
-    s.reads.push(read.at);
-    s.probes.extend(read.probes.iter().cloned());
-    for u in &read.recorded.units {
-        if read
-            .recorded
-            .jobs
-            .iter()
-            .any(|j| j.unit == u.id && j.job_type == "start" && j.state == "running")
-            && let Some(us) = u.inactive_exit_us
-        {
-            s.starts.insert(u.id.clone(), us);
-        }
-    }
-    let now_us = read.recorded.now_us;
-    for w in read.recorded.jobs.iter().filter(|j| j.state == "waiting") {
-        for on in &w.waiting_for {
-            let running_start = read
-                .recorded
-                .jobs
-                .iter()
-                .any(|j| j.id == on.id && j.job_type == "start" && j.state == "running");
-            if running_start {
-                s.waits
-                    .entry((on.unit.clone(), w.unit.clone()))
-                    .and_modify(|(_, to)| *to = now_us)
-                    .or_insert((now_us, now_us));
-            }
-        }
-    }
-    s.last_graph = read.graph.clone();
-    s.last_read = read.recorded.clone();
-    for stall in read.stalls.iter().cloned() {
-        // The unit's last lines scan the whole journal: at most once every 2 s of the
-        // stall, not at every read (the recorder makes hundreds in a boot).
-        match s.stalls.iter_mut().find(|x| x.unit == stall.unit) {
-            Some(x) if stall.running_secs < x.running_secs + 2 => {
-                x.running_secs = x.running_secs.max(stall.running_secs);
-                x.blocked = stall.blocked;
-            }
-            Some(x) => {
-                *x = Stall {
-                    last_lines: last_lines(&setup.journal, &stall.unit),
-                    ..stall
-                }
-            }
-            None => s.stalls.push(Stall {
-                last_lines: last_lines(&setup.journal, &stall.unit),
-                ..stall
-            }),
-        }
-    }
-    let mut say = None;
-    match (
-        &read.cycle,
-        tracker.observe(read.at, read.cycle_units(), read.formed),
-    ) {
-        (Some(found), Some(formed)) => match &s.confirmed {
-            None => {
-                tracing::info!("wait cycle confirmed: {}", found.message);
-                say = Some(format!("wait cycle: {}", found.message));
-                s.confirmed = Some(Confirmed {
-                    formed,
-                    confirmed: read.at,
-                    ..found.clone()
-                });
-                s.confirming_read = Some(read.recorded.clone());
-                s.cycle_last_seen = Some(read.at);
-            }
-            Some(c) if c.units == found.units => s.cycle_last_seen = Some(read.at),
-            Some(_) => {}
-        },
-        (Some(found), None) => {
-            if let Some(c) = &s.confirmed
-                && c.units == found.units
-            {
-                s.cycle_last_seen = Some(read.at);
-            }
-            say = Some(format!(
-                "wait cycle forming: {} (confirmed after {:.0} s)",
-                found.cycle.units().join(" → "),
-                setup.persist.as_secs_f64()
-            ));
-        }
-        _ => {}
-    }
-    drop(s);
-    if let Some(line) = say {
-        (setup.status)(&line);
-    }
-}
-
-async fn follow_ssh(
-    mut setup: WatchSetup,
-    state: Arc<Mutex<WatchState>>,
-    own_session: Arc<Mutex<Option<Guest>>>,
-    poke: Arc<tokio::sync::Notify>,
-    tx: watch::Sender<u64>,
-) {
-    // Read on the main session until the watcher's own is open.
-    let mut guest = setup.guest.clone();
-    let mut own = setup.session.take();
-    let mut clock = setup.clock;
-    let mut tracker = CycleTracker::new(setup.persist);
-    let mut gates = unprobed(&setup.gates);
-    let mut ordering = OrderingWatch::default();
-    let mut busy = true;
-    loop {
-        if let Some(session) = take_session(&mut own, &own_session).await {
-            guest = session;
-        }
-        match read_once(
-            &guest,
-            &mut gates,
-            &mut clock,
-            &setup.journal,
-            setup.persist,
-        )
-        .await
-        {
-            Ok(read) => {
-                busy = read.busy;
-                state.lock().expect("cycle watch lock").clock = Some(clock);
-                absorb(&state, &mut tracker, read, &setup);
-                state.lock().expect("cycle watch lock").error = None;
-            }
-            Err(e) => {
-                tracing::debug!("wait-for read failed: {e:#}");
-                state.lock().expect("cycle watch lock").error = Some(format!("{e:#}"));
-            }
-        }
-        tx.send_modify(|n| *n += 1);
-        ordering.update(&setup.journal, &state);
-
-        // Sleep until PID 1 logs about a job, or the read interval passes.
-        let wake = Instant::now() + if busy { READ_EVERY } else { IDLE_READ_EVERY };
-        // PID 1 logs a job as it starts running and as it ends; queued jobs are not
-        // logged, which is what the interval is for.
-        let mut checked = ordering.seen_entries;
-        tokio::select! {
-            _ = setup.journal.wait_for(&mut checked, wake, |e| e.from_manager && e.unit.is_some()) => {}
-            _ = poke.notified() => {}
-        }
-    }
-}
-
-/// One read's result.
-struct Read {
-    at: Instant,
-    busy: bool,
-    graph: WaitForGraph,
-    cycle: Option<Confirmed>,
-    formed: Option<Instant>,
-    stalls: Vec<Stall>,
-    probes: Vec<ProbeRecord>,
-    recorded: RecordedRead,
-}
-
-impl Read {
-    fn cycle_units(&self) -> Option<BTreeSet<String>> {
-        self.cycle.as_ref().map(|c| c.units.clone())
-    }
-}
-
-/// One read over SSH: the queue, the states of the units whose jobs run, and a probe of
-/// each gate whose start runs.
-async fn read_once(
-    guest: &Guest,
-    gates: &mut [GateSeen],
-    clock: &mut GuestClock,
-    journal: &Journal,
-    persist: Duration,
-) -> anyhow::Result<Read> {
-    let jobs = systemd::list_jobs(guest).await?;
-    let running: Vec<&str> = jobs
-        .iter()
-        .filter(|j| j.state == "running")
-        .map(|j| j.unit.as_str())
-        .collect();
-    let units = systemd::unit_snapshot(guest, &running).await?;
-    let mut probes = Vec::new();
-    for g in gates.iter_mut() {
-        let gated_running = jobs
-            .iter()
-            .any(|j| j.unit == g.gate.unit && j.job_type == "start" && j.state == "running");
-        if gated_running {
-            let (answer, status, healthy) = probe_gate(guest, &g.gate.url).await?;
-            probes.push(ProbeRecord {
-                at_unix: crate::run::record::unix_now(),
-                from: "guest".into(),
-                gate_of: Some(g.gate.unit.clone()),
-                url: g.gate.url.clone(),
-                status,
-                excerpt: answer.clone(),
-            });
-            g.record(answer, healthy);
-        }
-    }
-    let at = Instant::now();
-    journal.tighten(clock);
-    let recorded = RecordedRead {
-        jobs,
-        units,
-        gates: gates.to_vec(),
-        now_us: clock.to_guest_us(at),
-    };
-    let mut read = assess(recorded, at, clock, persist);
-    read.probes = probes;
-    Ok(read)
-}
-
-/// The wait-for graph of a read, its cycle (dated from the guest's clock) and stalls.
-fn assess(recorded: RecordedRead, at: Instant, clock: &GuestClock, persist: Duration) -> Read {
-    let snap = recorded.snapshot();
-    let graph = live::graph(&snap);
-    let cycle = graph.find_cycle().map(|cycle| {
-        let units: BTreeSet<String> = cycle.edges.iter().map(|e| e.waiter.clone()).collect();
-        let blocked: BTreeSet<String> = graph
-            .waiting_on(&units)
-            .into_iter()
-            .filter(|u| !units.contains(u))
-            .collect();
-        Confirmed {
-            message: live::describe(&cycle, &snap),
-            breaks: live::breaks_at_us(&cycle, &snap).map(|(u, us)| (u, clock.to_host(us))),
-            formed: at,
-            formed_from_guest: live::formed_us(&cycle, &snap).is_some(),
-            confirmed: at,
-            units,
-            blocked,
-            graph: graph.clone(),
-            cycle,
-        }
-    });
-    let formed = cycle
-        .as_ref()
-        .and_then(|c| live::formed_us(&c.cycle, &snap))
-        .map(|us| clock.to_host(us));
-    let busy = recorded
-        .jobs
-        .iter()
-        .any(|j| j.job_type == "start" && j.state == "running");
-    let stalls = live::stalls(&snap, persist);
-    Read {
-        at,
-        busy,
-        stalls,
-        graph,
-        cycle,
-        formed,
-        probes: Vec::new(),
-        recorded,
-    }
-}
-
-/// Probe a gate URL from inside the guest: `(answer, status, healthy)`. TLS is not
-/// verified: the question is whether, and with what, the URL answers.
-async fn probe_gate(guest: &Guest, url: &str) -> anyhow::Result<(String, Option<u16>, bool)> {
-    let answer =
-        super::probe::from_guest(guest, url, super::probe::Tls::Insecure, GATE_PROBE).await?;
-    Ok(match &answer {
-        super::probe::Answer::Http { status, .. } => {
-            (answer.word(), Some(*status), (200..300).contains(status))
-        }
-        _ => (answer.word(), None, false),
-    })
-}
-
-/// The unit's last journal lines (its own output, not PID 1's).
-fn last_lines(journal: &Journal, unit: &str) -> Vec<String> {
-    let all = journal.since(0);
-    let mut lines: Vec<String> = all
-        .iter()
-        .rev()
-        .filter(|s| !s.entry.from_manager && s.entry.unit.as_deref() == Some(unit))
-        .take(STALL_LINES)
-        .map(|s| s.entry.message.clone())
-        .collect();
-    lines.reverse();
-    lines
 }

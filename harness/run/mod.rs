@@ -7,35 +7,45 @@
 //! one (target, scenario) pair, and `record` writes what a pair leaves behind.
 //!
 //! Files:
+//! - `actions`: a phase's actions, and reboots that hand back a reconnected guest
 //! - `baseline`: the naive baseline `coldboot bench` measures the runner against
 //! - `boot`: bringing a target up
 //! - `cap`: size caps on evidence files a guest can make arbitrarily large
 //! - `clock`: one clock for a run
-//! - `cycles`: watching for wait cycles while a boot runs
+//! - `cycle_reads`: what one read of the job queue means, folded into the watch
+//! - `cycle_watch`: the wait-cycle watcher task: reads, gate probes, confirmation
+//! - `cycles`: watching for wait cycles while a boot runs (the handle on what was found)
 //! - `early`: unit waits decided ahead of their turn
 //! - `expect`: awaiting and evaluating one expectation against a live guest
 //! - `idle`: the end-of-phase evidence, read at the boot's first idle moment
 //! - `lost`: a VM lost in the middle of a phase
-//! - `pair`: running one (target, scenario) pair on its own overlay
+//! - `pair`: running one (target, scenario) pair on its own overlay, and its report
+//! - `phase`: one phase: its boot, its actions, its checks and its end's evidence
 //! - `probe`: the harness's own HTTP probes, from the guest (curl) or the host
 //! - `record`: what a pair leaves in its run folder while it runs
 //! - `turns`: a phase's expectations, checked in turns (observations side by side)
+//! - `up`: a booted guest: connecting its watch, cycling it, its last evidence
 //! - `watch`: following the guest's journal while a boot happens, so waits end on
 //!   events
 
+pub mod actions;
 pub mod baseline;
 pub mod boot;
 pub mod cap;
 pub mod clock;
+pub mod cycle_reads;
+pub mod cycle_watch;
 pub mod cycles;
 pub mod early;
 pub mod expect;
 pub mod idle;
 pub mod lost;
 pub mod pair;
+pub mod phase;
 pub mod probe;
 pub mod record;
 pub mod turns;
+pub mod up;
 pub mod watch;
 
 use std::collections::BTreeMap;

@@ -40,11 +40,7 @@ pub struct Timeline {
 impl Timeline {
     /// A timeline at `run_dir/timeline.jsonl`, timed from `origin`, showing each event on
     /// `status` too.
-    pub fn new(
-        run_dir: &Path,
-        origin: Instant,
-        status: Option<Status>,
-    ) -> Timeline {
+    pub fn new(run_dir: &Path, origin: Instant, status: Option<Status>) -> Timeline {
         let _ = std::fs::create_dir_all(run_dir);
         Timeline {
             path: run_dir.join(bundle::TIMELINE),

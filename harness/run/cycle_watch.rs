@@ -1,0 +1,370 @@
+//! The wait-cycle watcher itself: one task per boot that follows the recorder's stream
+//! (or, without one, reads the job queue over SSH), probes the declared gates while their
+//! start jobs run, and folds every read into the boot's [`super::cycles::Cycles`] state.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::check::ProbeRecord;
+use crate::check::live::{CycleTracker, GateSeen, RecordedRead};
+use crate::guest::Guest;
+use crate::guest::recorder::{Queue, Recorder};
+use crate::guest::systemd;
+use crate::guest::systemd::sources::Gate;
+
+use super::clock::GuestClock;
+use super::cycle_reads::{OrderingWatch, Read, absorb, assess};
+use super::cycles::{READ_EVERY, WatchSetup, WatchSource, WatchState};
+use super::watch::Journal;
+
+/// The gap between reads when no start job runs (a later restart may queue one).
+const IDLE_READ_EVERY: Duration = Duration::from_secs(10);
+/// A gate probe's own limit: a gate that hangs is recorded as `timed out`.
+const GATE_PROBE: Duration = Duration::from_secs(2);
+/// The shortest gap between two probes of a gate while the recorder drives the reads
+/// (they come at every change of the queue; a probe is an SSH round trip).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long the watcher waits, once SSH is up, for the recorder's first read of the queue.
+const RECORDER_GRACE: Duration = Duration::from_secs(3);
+
+pub(super) async fn run(
+    setup: WatchSetup,
+    state: Arc<Mutex<WatchState>>,
+    own_session: Arc<Mutex<Option<Guest>>>,
+    poke: Arc<tokio::sync::Notify>,
+    tx: watch::Sender<u64>,
+) {
+    let mut setup = setup;
+    if let Some(mut rec) = setup.recorder.take() {
+        let until = Instant::now() + RECORDER_GRACE;
+        while rec.with(|l| l.queue_known.is_none() && l.ended.is_none()) && Instant::now() < until {
+            rec.wait_news(until).await;
+        }
+        if rec.with(|l| l.queue_known.is_some()) {
+            state.lock().expect("cycle watch lock").source = WatchSource::Recorder;
+            follow_recorder(&mut setup, rec, &state, &own_session, &poke, &tx).await;
+        } else {
+            let why = rec.with(|l| {
+                l.ended
+                    .as_ref()
+                    .map(|(_, w)| w.clone())
+                    .unwrap_or_else(|| "no read of the queue yet".into())
+            });
+            tracing::info!("the recorder gave no queue ({why}): the watch reads over SSH");
+        }
+    }
+    follow_ssh(setup, state, own_session, poke, tx).await
+}
+
+/// The recorder drives the reads: every change PID 1 sent since early userspace is
+/// replayed in order (each arrival is one read), then each new one as it comes, and a
+/// read every [`READ_EVERY`] while nothing changes, so a cycle that stands still is
+/// confirmed. SSH only probes the declared gates. Returns when the recorder's stream
+/// ends, so the SSH reads take over (and the gap shows in the watch's window).
+async fn follow_recorder(
+    setup: &mut WatchSetup,
+    mut rec: Recorder,
+    state: &Arc<Mutex<WatchState>>,
+    own_session: &Arc<Mutex<Option<Guest>>>,
+    poke: &Arc<tokio::sync::Notify>,
+    tx: &watch::Sender<u64>,
+) {
+    let mut guest = setup.guest.clone();
+    let mut own = setup.session.take();
+    let mut clock = setup.clock;
+    let mut tracker = CycleTracker::new(setup.persist);
+    let mut gates = unprobed(&setup.gates);
+    let mut queue = Queue::default();
+    let mut folded = 0usize;
+    let mut last_probe: Option<Instant> = None;
+    let mut ordering = OrderingWatch::default();
+    let known_from = rec.with(|l| l.queue_known).unwrap_or_else(Instant::now);
+    loop {
+        if let Some(session) = take_session(&mut own, own_session).await {
+            guest = session;
+        }
+        setup.journal.tighten(&mut clock);
+        let fresh = rec.since(folded);
+        folded += fresh.len();
+        let folding = Folding {
+            gates: &gates,
+            clock: &clock,
+            known_from,
+            setup,
+            state,
+        };
+        folding.fold(&fresh, &mut queue, &mut tracker);
+        {
+            let mut s = state.lock().expect("cycle watch lock");
+            s.userspace_us = queue.userspace_us;
+            s.clock = Some(clock);
+        }
+        // Probe the gates whose start runs (an SSH round trip each, so not at every change).
+        let due = last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY);
+        let gated_running: Vec<usize> = gates
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| queue.start_running(&g.gate.unit))
+            .map(|(n, _)| n)
+            .collect();
+        let mut probes = Vec::new();
+        if due && !gated_running.is_empty() {
+            last_probe = Some(Instant::now());
+            for n in gated_running {
+                match probe_gate(&guest, &mut gates[n]).await {
+                    Ok(record) => probes.push(record),
+                    Err(e) => {
+                        state.lock().expect("cycle watch lock").error =
+                            Some(format!("probing {}: {e:#}", gates[n].gate.url))
+                    }
+                }
+            }
+        }
+        // A read now: the probes' answers, or the passing of time on a still queue.
+        let at = Instant::now();
+        let mut read = assess(
+            recorder_read(&queue, &gates, at, &clock),
+            at,
+            &clock,
+            setup.persist,
+        );
+        read.probes = probes;
+        absorb(state, &mut tracker, read, setup);
+        tx.send_modify(|n| *n += 1);
+        ordering.update(&setup.journal, state);
+
+        if let Some((at, why)) = rec.with(|l| l.ended.clone()) {
+            // What arrived before the end was folded above.
+            if rec.since(folded).is_empty() {
+                let line = format!("the recorder stopped: {why}; the watch goes on over SSH");
+                (setup.status)(&line);
+                state.lock().expect("cycle watch lock").recorder_ended = Some((at, why));
+                setup.guest = guest;
+                setup.clock = clock;
+                return;
+            }
+        }
+        // A gate that just failed is probed and read again as soon as allowed: a cycle
+        // through it counts from the second read that shows it, and waiting the whole
+        // read interval for that read only delays the verdict.
+        let confirming = gates
+            .iter()
+            .any(|g| g.unhealthy_streak == 1 && queue.start_running(&g.gate.unit));
+        let wake = match (confirming, last_probe) {
+            (true, Some(t)) => t + PROBE_EVERY,
+            _ => Instant::now() + READ_EVERY,
+        };
+        tokio::select! {
+            _ = rec.wait_news(wake) => {}
+            _ = poke.notified() => {}
+        }
+    }
+}
+
+/// What folding the recorder's events into reads needs.
+struct Folding<'a> {
+    gates: &'a [GateSeen],
+    clock: &'a GuestClock,
+    /// Events before the queue's first reading only build the queue up.
+    known_from: Instant,
+    setup: &'a WatchSetup,
+    state: &'a Arc<Mutex<WatchState>>,
+}
+
+impl Folding<'_> {
+    /// Apply `fresh` events to `queue` in order, one read per arrival time.
+    fn fold(
+        &self,
+        fresh: &[(Instant, crate::guest::recorder::Event)],
+        queue: &mut Queue,
+        tracker: &mut CycleTracker,
+    ) {
+        let mut i = 0;
+        while i < fresh.len() {
+            let at = fresh[i].0;
+            while i < fresh.len() && fresh[i].0 == at {
+                queue.apply(&fresh[i].1);
+                i += 1;
+            }
+            if at >= self.known_from {
+                let read = assess(
+                    recorder_read(queue, self.gates, at, self.clock),
+                    at,
+                    self.clock,
+                    self.setup.persist,
+                );
+                absorb(self.state, tracker, read, self.setup);
+            }
+        }
+    }
+}
+
+fn unprobed(gates: &[Gate]) -> Vec<GateSeen> {
+    gates
+        .iter()
+        .map(|g| GateSeen {
+            gate: g.clone(),
+            last: "not probed yet".into(),
+            healthy: false,
+            unhealthy_streak: 0,
+        })
+        .collect()
+}
+
+/// The watcher's own session once it is open (the main one until then).
+async fn take_session(
+    own: &mut Option<tokio::task::JoinHandle<anyhow::Result<Guest>>>,
+    own_session: &Arc<Mutex<Option<Guest>>>,
+) -> Option<Guest> {
+    if !own.as_ref().is_some_and(|t| t.is_finished()) {
+        return None;
+    }
+    match own.take()?.await {
+        Ok(Ok(session)) => {
+            *own_session.lock().expect("session lock") = Some(session.clone());
+            Some(session)
+        }
+        Ok(Err(e)) => {
+            tracing::info!("the wait-cycle watcher reads on the main session: {e:#}");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("the watcher's session task failed: {e}");
+            None
+        }
+    }
+}
+
+/// A read from the recorder's queue: the jobs, the states of the units whose jobs run.
+fn recorder_read(
+    queue: &Queue,
+    gates: &[GateSeen],
+    at: Instant,
+    clock: &GuestClock,
+) -> RecordedRead {
+    let jobs = queue.jobs();
+    let units = jobs
+        .iter()
+        .filter(|j| j.state == "running")
+        .filter_map(|j| queue.unit_state(&j.unit))
+        .collect();
+    RecordedRead {
+        jobs,
+        units,
+        gates: gates.to_vec(),
+        now_us: clock.to_guest_us(at),
+    }
+}
+
+async fn follow_ssh(
+    mut setup: WatchSetup,
+    state: Arc<Mutex<WatchState>>,
+    own_session: Arc<Mutex<Option<Guest>>>,
+    poke: Arc<tokio::sync::Notify>,
+    tx: watch::Sender<u64>,
+) {
+    // Read on the main session until the watcher's own is open.
+    let mut guest = setup.guest.clone();
+    let mut own = setup.session.take();
+    let mut clock = setup.clock;
+    let mut tracker = CycleTracker::new(setup.persist);
+    let mut gates = unprobed(&setup.gates);
+    let mut ordering = OrderingWatch::default();
+    let mut busy = true;
+    loop {
+        if let Some(session) = take_session(&mut own, &own_session).await {
+            guest = session;
+        }
+        match read_once(
+            &guest,
+            &mut gates,
+            &mut clock,
+            &setup.journal,
+            setup.persist,
+        )
+        .await
+        {
+            Ok(read) => {
+                busy = read.busy;
+                state.lock().expect("cycle watch lock").clock = Some(clock);
+                absorb(&state, &mut tracker, read, &setup);
+                state.lock().expect("cycle watch lock").error = None;
+            }
+            Err(e) => {
+                tracing::debug!("wait-for read failed: {e:#}");
+                state.lock().expect("cycle watch lock").error = Some(format!("{e:#}"));
+            }
+        }
+        tx.send_modify(|n| *n += 1);
+        ordering.update(&setup.journal, &state);
+
+        // Sleep until PID 1 logs about a job, or the read interval passes.
+        let wake = Instant::now() + if busy { READ_EVERY } else { IDLE_READ_EVERY };
+        // PID 1 logs a job as it starts running and as it ends; queued jobs are not
+        // logged, which is what the interval is for.
+        let mut checked = ordering.seen_entries;
+        tokio::select! {
+            _ = setup.journal.wait_for(&mut checked, wake, |e| e.from_manager && e.unit.is_some()) => {}
+            _ = poke.notified() => {}
+        }
+    }
+}
+
+async fn read_once(
+    guest: &Guest,
+    gates: &mut [GateSeen],
+    clock: &mut GuestClock,
+    journal: &Journal,
+    persist: Duration,
+) -> anyhow::Result<Read> {
+    let jobs = systemd::list_jobs(guest).await?;
+    let running: Vec<&str> = jobs
+        .iter()
+        .filter(|j| j.state == "running")
+        .map(|j| j.unit.as_str())
+        .collect();
+    let units = systemd::unit_snapshot(guest, &running).await?;
+    let mut probes = Vec::new();
+    for g in gates.iter_mut() {
+        let gated_running = jobs
+            .iter()
+            .any(|j| j.unit == g.gate.unit && j.job_type == "start" && j.state == "running");
+        if gated_running {
+            probes.push(probe_gate(guest, g).await?);
+        }
+    }
+    let at = Instant::now();
+    journal.tighten(clock);
+    let recorded = RecordedRead {
+        jobs,
+        units,
+        gates: gates.to_vec(),
+        now_us: clock.to_guest_us(at),
+    };
+    let mut read = assess(recorded, at, clock, persist);
+    read.probes = probes;
+    Ok(read)
+}
+
+async fn probe_gate(guest: &Guest, g: &mut GateSeen) -> anyhow::Result<ProbeRecord> {
+    use super::probe::{self, Answer, Tls};
+    let answer = probe::from_guest(guest, &g.gate.url, Tls::Insecure, GATE_PROBE).await?;
+    let status = match &answer {
+        Answer::Http { status, .. } => Some(*status),
+        Answer::None { .. } => None,
+    };
+    g.record(
+        answer.word(),
+        status.is_some_and(|c| (200..300).contains(&c)),
+    );
+    Ok(ProbeRecord {
+        at_unix: crate::run::record::unix_now(),
+        from: "guest".into(),
+        gate_of: Some(g.gate.unit.clone()),
+        url: g.gate.url.clone(),
+        status,
+        excerpt: answer.word(),
+    })
+}
