@@ -69,7 +69,7 @@ impl EarlyDecisions {
                     let by_journal = means_active.get(unit).copied().unwrap_or(false)
                         && check::units::decidable_by_journal(u);
                     if let Some((at_us, _)) =
-                        super::expect::pid1_word(&journal, u, by_journal, floor_us)
+                        super::unit_wait::pid1_word(&journal, u, by_journal, floor_us)
                     {
                         let mut all = out.lock().expect("early decisions lock");
                         let decided = match all.get(unit) {

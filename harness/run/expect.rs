@@ -11,7 +11,7 @@ use crate::guest::Guest;
 use crate::guest::systemd;
 use crate::scenario::{
     CommandExpectation, ExpectationKind, FileExpectation, HttpExpectation, JournalExpectation,
-    ProbeFrom, UnitExpectation,
+    ProbeFrom,
 };
 use crate::vm::Vm;
 
@@ -20,9 +20,6 @@ use super::cycles::Cycles;
 use super::probe::{self, excerpt};
 use super::watch::Journal;
 
-/// A unit whose state changes without a manager journal entry is re-read at least this
-/// often: a safety net, not the way waits end.
-const UNIT_RECHECK: Duration = Duration::from_secs(10);
 /// Time between two attempts of a probe that has not answered as expected yet.
 const PROBE_RETRY: Duration = Duration::from_secs(1);
 /// How long one attempt of an expectation's probe may take.
@@ -63,7 +60,7 @@ pub struct Live<'a> {
 
 impl Live<'_> {
     /// The clock, narrowed first by every entry and signal that has arrived.
-    fn tightened(&self) -> GuestClock {
+    pub(super) fn tightened(&self) -> GuestClock {
         let mut clock = self.clock.lock().expect("clock lock");
         self.journal.tighten(&mut clock);
         *clock
@@ -73,61 +70,6 @@ impl Live<'_> {
     pub fn take_probes(&self) -> Vec<ProbeRecord> {
         std::mem::take(&mut *self.probes.lock().expect("probes lock"))
     }
-}
-
-/// How long a read through the recorder may take before the check asks over SSH.
-const RECORDER_READ: Duration = Duration::from_secs(10);
-
-/// The unit types `no_failed_units` looks at.
-const NO_FAILED_TYPES: [&str; 6] = ["service", "socket", "mount", "target", "timer", "path"];
-
-/// The states of `names`, in order: through the recorder's connection to PID 1 (about
-/// 20 property reads per unit, no process in the guest), else `systemctl show` over SSH.
-async fn snapshot(live: &Live<'_>, names: &[String]) -> anyhow::Result<Vec<systemd::UnitState>> {
-    use crate::guest::recorder::units::Scope;
-    if let Some(r) = &live.recorder {
-        match r.read_units(names, Scope::Named, RECORDER_READ).await {
-            Ok(read) => match systemd::parse_show(&read.units) {
-                Ok(states) if states.len() == names.len() => return Ok(states),
-                Ok(states) => tracing::debug!(
-                    "the recorder read {} of {} units; asking systemctl",
-                    states.len(),
-                    names.len()
-                ),
-                Err(e) => {
-                    tracing::debug!("the recorder's read does not parse ({e:#}); asking systemctl")
-                }
-            },
-            Err(e) => {
-                tracing::debug!("no unit states through the recorder ({e}); asking systemctl")
-            }
-        }
-    }
-    systemd::unit_snapshot(live.guest, names).await
-}
-
-/// Every loaded unit of [`NO_FAILED_TYPES`] with its `ActiveState`: PID 1's `ListUnits`
-/// through the recorder (one call), else `systemctl list-units` over SSH.
-async fn failed_candidates(live: &Live<'_>) -> anyhow::Result<Vec<(String, String)>> {
-    use crate::guest::recorder::units::Scope;
-    if let Some(r) = &live.recorder {
-        match r.read_units(&[], Scope::States, RECORDER_READ).await {
-            Ok(read) if read.count > 0 => {
-                let states = systemd::parse_show(&read.units)?;
-                return Ok(states
-                    .into_iter()
-                    .filter(|u| {
-                        u.id.rsplit_once('.')
-                            .is_some_and(|(_, t)| NO_FAILED_TYPES.contains(&t))
-                    })
-                    .map(|u| (u.id, u.active_state))
-                    .collect());
-            }
-            Ok(_) => tracing::debug!("the recorder listed no unit; asking systemctl"),
-            Err(e) => tracing::debug!("no unit list through the recorder ({e}); asking systemctl"),
-        }
-    }
-    systemd::list_units(live.guest, &NO_FAILED_TYPES.join(",")).await
 }
 
 /// The result of awaiting one expectation: the evaluation, and the host instants of the
@@ -142,7 +84,7 @@ pub struct Awaited {
 }
 
 impl Awaited {
-    fn now(eval: Evaluation) -> Awaited {
+    pub(super) fn now(eval: Evaluation) -> Awaited {
         Awaited {
             eval,
             changed: None,
@@ -158,66 +100,15 @@ pub async fn await_expectation(
     deadline: Instant,
 ) -> anyhow::Result<Awaited> {
     Ok(match kind {
-        ExpectationKind::Unit(u) => await_unit(live, u, deadline).await?,
-        ExpectationKind::Order(o) => {
-            let mut names: Vec<String> = vec![o.after.as_str().to_string()];
-            names.extend(o.units.iter().map(|u| u.as_str().to_string()));
-            let times = snapshot(live, &names).await?;
-            let after = o.after.as_str();
-            let mut eval = match &o.anchor {
-                None => check::evaluate_order(after, &names[1..], &times),
-                Some(anchor) => {
-                    // The anchor's moment from the journal, which holds the whole boot.
-                    let (what, hit) = match anchor {
-                        crate::scenario::OrderAnchor::StartJob => (
-                            format!("{after}'s start job ended"),
-                            live.journal
-                                .since(0)
-                                .iter()
-                                .find(|s| s.entry.ends_start_job_of(after))
-                                .map(|s| s.entry.mono_us),
-                        ),
-                        crate::scenario::OrderAnchor::Journal(p) => (
-                            format!("{after} logged /{}/", p.0),
-                            live.journal
-                                .since(0)
-                                .iter()
-                                .find(|s| {
-                                    s.entry.unit.as_deref() == Some(after)
-                                        && p.is_match(&s.entry.message)
-                                })
-                                .map(|s| s.entry.mono_us),
-                        ),
-                    };
-                    match hit {
-                        Some(us) => check::ordering::evaluate_order_from(
-                            format!("{what} at {:.3}s", us as f64 / 1e6),
-                            us,
-                            &names[1..],
-                            &times,
-                        ),
-                        None => Evaluation::failed(format!(
-                            "the anchor never happened in this boot: no journal entry where {what}"
-                        )),
-                    }
-                }
-            };
-            // An anchor that never finished starting because it sits on a wait cycle:
-            // say so, it is the reason.
-            if !eval.held
-                && let Some(c) = live.cycles.standing()
-                && c.units.contains(o.after.as_str())
-            {
-                eval.seen = format!("{}; it is on a wait cycle: {}", eval.seen, c.message);
-            }
-            Awaited::now(eval)
-        }
+        ExpectationKind::Unit(u) => super::unit_wait::await_unit(live, u, deadline).await?,
+        ExpectationKind::Order(o) => await_order(live, o).await?,
         ExpectationKind::Http(h) => await_http(live, h, deadline).await?,
         ExpectationKind::Journal(j) => await_journal(live, j, deadline).await,
         ExpectationKind::File(f) => Awaited::now(evaluate_file(live.guest, f).await?),
         ExpectationKind::Command(c) => Awaited::now(evaluate_command(live.guest, c).await?),
         ExpectationKind::NoFailedUnits(n) => {
-            let units = failed_candidates(live).await?;
+            let units =
+                super::units_read::failed_candidates(live.guest, live.recorder.as_ref()).await?;
             let except: Vec<String> = n.except.iter().map(|u| u.as_str().to_string()).collect();
             Awaited::now(check::evaluate_no_failed(&units, &except))
         }
@@ -239,209 +130,62 @@ pub async fn await_expectation(
     })
 }
 
-/// PID 1's own word on `u`, without asking systemctl: its unit signals first (any
-/// expectation they show held), then its journal (a plain "active" wait whose start
-/// ended `done`, when `by_journal`). The guest time (µs) of the change, and what was seen.
-pub(super) fn pid1_word(
-    journal: &Journal,
-    u: &UnitExpectation,
-    by_journal: bool,
-    floor: u64,
-) -> Option<(u64, Evaluation)> {
-    let signalled = journal
-        .scan_changes(|all| check::units::held_by_signals(u, floor, all.iter().map(|c| &c.change)));
-    if signalled.is_some() {
-        return signalled;
-    }
-    if !by_journal {
-        return None;
-    }
-    let us = journal.scan(|all| {
-        check::units::active_in_journal(u, true, floor, all.iter().map(|s| &s.entry))
-    })?;
-    let eval = check::units::evaluate_unit(u, "active", "success");
-    let seen = format!(
-        "{} by PID 1's journal at {:.3}s",
-        eval.seen,
-        us as f64 / 1e6
-    );
-    Some((us, Evaluation { seen, ..eval }))
-}
-
-/// PID 1's decision of `u`, if it has one now, and when it was decided (by the phase's
-/// watch, ahead of its turn, or now).
-fn pid1_decided(
+/// `order:` from the named units' timestamps (and the anchor's moment in the journal,
+/// which holds the whole boot).
+async fn await_order(
     live: &Live<'_>,
-    u: &UnitExpectation,
-    by_journal: bool,
-    floor: u64,
-) -> Option<(u64, Instant, Evaluation)> {
-    let (now, eval) = pid1_word(&live.journal, u, by_journal, floor)?;
-    // The phase's watch decided it earlier only if that change is still PID 1's latest
-    // word on the unit: a unit that started and then stopped or failed before this
-    // wait's turn is read again, as the file order of the phase says.
-    let decided = live
-        .early
-        .get(u.unit.as_str())
-        .filter(|d| d.at_us == now)
-        .map_or_else(Instant::now, |d| d.decided);
-    Some((now, decided, eval))
-}
-
-/// Wait until PID 1's word decides `u` (forever when it cannot).
-async fn pid1_decides(
-    live: &Live<'_>,
-    u: &UnitExpectation,
-    by_journal: bool,
-    floor: u64,
-) -> (u64, Instant, Evaluation) {
-    let mut at = live.journal.cursor();
-    loop {
-        if let Some(hit) = pid1_decided(live, u, by_journal, floor) {
-            return hit;
-        }
-        let far = Instant::now() + Duration::from_secs(3600);
-        live.journal.wait_about(u.unit.as_str(), &mut at, far).await;
-    }
-}
-
-async fn await_unit(
-    live: &Live<'_>,
-    u: &UnitExpectation,
-    deadline: Instant,
+    o: &crate::scenario::OrderExpectation,
 ) -> anyhow::Result<Awaited> {
-    let unit = u.unit.as_str();
-    // Only a start's end (active, or failed) waits on a cycle; other states do not.
-    let start_end = match u.state {
-        crate::scenario::UnitState::Active => Some(true),
-        crate::scenario::UnitState::Failed => Some(false),
-        _ => None,
-    };
-    let names: Vec<&str> = u.properties.keys().map(String::as_str).collect();
-    // Read when the boot's watch began; a unit not read then is left to systemctl.
-    let means_active = live
-        .start_done_means_active
-        .get(unit)
-        .copied()
-        .unwrap_or(false);
-    let by_journal = means_active && check::units::decidable_by_journal(u);
-    let floor = live.journal_floor_us;
-
-    loop {
-        // PID 1's own word, the moment the stream brings it: no round trip. The phase's
-        // watch may have decided it already, while an earlier expectation was awaited;
-        // otherwise it races the systemctl read below.
-        // What arrives during the read below must still wake the wait after it.
-        let mut at = live.journal.cursor();
-        let hit = pid1_decided(live, u, by_journal, floor);
-        let read = async {
-            match hit {
-                Some(hit) => Ok(Err(hit)),
-                None => {
-                    let read = systemd::unit_state_with(live.guest, unit, &names);
-                    tokio::select! {
-                        r = read => r.map(Ok),
-                        hit = pid1_decides(live, u, by_journal, floor) => Ok(Err(hit)),
-                    }
-                }
-            }
-        };
-        let (now, shown) = match read.await? {
-            Ok(read) => read,
-            Err((us, decided, eval)) => {
-                let clock = live.tightened();
-                let changed = clock.to_host(us);
-                let eval = check::late(eval, Some(changed), deadline, clock.uncertainty);
-                return Ok(Awaited {
-                    eval,
-                    changed: Some(changed),
-                    decided,
-                });
-            }
-        };
-        let eval = check::units::evaluate_unit(u, &now.active_state, now.result_str());
-        // A unit on a standing wait cycle, or waiting on one, cannot get there before the
-        // cycle breaks: decide now instead of at the deadline.
-        if !eval.held
-            && let Some(wants_active) = start_end
-            && let Some(why) = live
-                .cycles
-                .standing()
-                .and_then(|c| c.blocks(unit, wants_active, deadline))
-        {
-            return Ok(Awaited::now(Evaluation::failed(why)));
-        }
-        (live.status)(&format!(
-            "waiting for {unit} {} ({} {})",
-            u.state.as_str(),
-            now.active_state,
-            now.sub_state
-        ));
-        if eval.held {
-            let clock = live.tightened();
-            let changed = now.state_change_us.map(|us| clock.to_host(us));
-            // The state is there; the properties the scenario names must be too, read in
-            // the same call (a property that is not as named will not become so by
-            // waiting: ExecMainStatus is set when the state is).
-            let eval = if u.properties.is_empty() {
-                eval
-            } else {
-                let props = check::units::evaluate_properties(u, &shown);
-                Evaluation {
-                    held: props.held,
-                    seen: format!("{}, {}", eval.seen, props.seen),
-                    not_checked: false,
-                }
+    let mut names: Vec<String> = vec![o.after.as_str().to_string()];
+    names.extend(o.units.iter().map(|u| u.as_str().to_string()));
+    let times = super::units_read::named_states(live.guest, live.recorder.as_ref(), &names).await?;
+    let after = o.after.as_str();
+    let mut eval = match &o.anchor {
+        None => check::evaluate_order(after, &names[1..], &times),
+        Some(anchor) => {
+            // The anchor's moment from the journal, which holds the whole boot.
+            let (what, hit) = match anchor {
+                crate::scenario::OrderAnchor::StartJob => (
+                    format!("{after}'s start job ended"),
+                    live.journal
+                        .since(0)
+                        .iter()
+                        .find(|s| s.entry.ends_start_job_of(after))
+                        .map(|s| s.entry.mono_us),
+                ),
+                crate::scenario::OrderAnchor::Journal(p) => (
+                    format!("{after} logged /{}/", p.0),
+                    live.journal
+                        .since(0)
+                        .iter()
+                        .find(|s| {
+                            s.entry.unit.as_deref() == Some(after) && p.is_match(&s.entry.message)
+                        })
+                        .map(|s| s.entry.mono_us),
+                ),
             };
-            // Seen late is not the same as reached late: judge by the guest's timestamp.
-            let eval = check::late(eval, changed, deadline, clock.uncertainty);
-            return Ok(Awaited {
-                eval,
-                changed,
-                decided: Instant::now(),
-            });
-        }
-        // A failed unit with no job queued stays failed: nothing will start it again by
-        // itself (an automatic restart shows as activating, not failed). Decide now
-        // rather than at the deadline.
-        if now.active_state == "failed"
-            && u.state != crate::scenario::UnitState::Failed
-            && !systemd::has_job(live.guest, unit).await?
-        {
-            let seen = format!(
-                "{unit} is failed ({}) with Result={}, and no job will start it again",
-                now.sub_state,
-                now.result_str()
-            );
-            return Ok(Awaited::now(Evaluation::failed(seen)));
-        }
-        if Instant::now() >= deadline {
-            let seen = format!(
-                "{unit} is {} ({}) with Result={} after {}",
-                now.active_state,
-                now.sub_state,
-                now.result_str(),
-                crate::scenario::format_duration(u.within.0)
-            );
-            return Ok(Awaited::now(Evaluation::failed(seen)));
-        }
-        // Sleep until PID 1 says something about this unit, the re-check interval
-        // passes, or the deadline.
-        let wake = (Instant::now() + UNIT_RECHECK).min(deadline);
-        let mut cycles = live.cycles.clone();
-        let standing = async {
-            while cycles.next_read().await {
-                if cycles.standing().is_some() {
-                    return;
-                }
+            match hit {
+                Some(us) => check::ordering::evaluate_order_from(
+                    format!("{what} at {:.3}s", us as f64 / 1e6),
+                    us,
+                    &names[1..],
+                    &times,
+                ),
+                None => Evaluation::failed(format!(
+                    "the anchor never happened in this boot: no journal entry where {what}"
+                )),
             }
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            _ = live.journal.wait_about(unit, &mut at, wake) => {}
-            _ = standing => {}
         }
+    };
+    // An anchor that never finished starting because it sits on a wait cycle:
+    // say so, it is the reason.
+    if !eval.held
+        && let Some(c) = live.cycles.standing()
+        && c.units.contains(o.after.as_str())
+    {
+        eval.seen = format!("{}; it is on a wait cycle: {}", eval.seen, c.message);
     }
+    Ok(Awaited::now(eval))
 }
 
 async fn await_http(

@@ -16,7 +16,9 @@ use crate::guest::Guest;
 use crate::guest::recorder::Recorder;
 use crate::run::clock::GuestClock;
 
-use super::record::{self, UnitsRead};
+use super::record;
+use super::units_read;
+use super::units_read::UnitsRead;
 
 /// How long the queue must stay empty before the boot counts as idle: it empties for a
 /// moment between jobs now and then while the boot is still going.
@@ -41,7 +43,7 @@ const SESSION_CONNECT: Duration = Duration::from_secs(20);
 pub struct IdleEvidence {
     /// When the reads began (host clock).
     pub began: Instant,
-    /// Every unit's state (see [`record::every_unit`]).
+    /// Every unit's state (see [`units_read::every_unit`]).
     pub units: Option<UnitsRead>,
     /// The journal so far, as `journalctl -o json` printed it (not yet capped).
     pub journal: Result<String, String>,
@@ -126,7 +128,7 @@ impl IdleRead {
             // Through the recorder only: when that read fails, the phase's end reads anyway.
             let when = "the boot's idle moment";
             let units = async {
-                record::by_recorder(&guest, &bus, &clock, &named, when)
+                units_read::by_recorder(&guest, &bus, &clock, &named, when)
                     .await
                     .map_err(|e| tracing::debug!("no idle read of the units: {e}"))
                     .ok()

@@ -24,6 +24,8 @@
 //! - `probe`: the harness's own HTTP probes, from the guest (curl) or the host
 //! - `record`: what a pair leaves in its run folder while it runs
 //! - `turns`: a phase's expectations, checked in turns (observations side by side)
+//! - `unit_wait`: a unit wait: PID 1's word first, racing a systemctl read
+//! - `units_read`: every unit's state at a phase's end, through the recorder or systemctl
 //! - `up`: a booted guest: connecting its watch, cycling it, its last evidence
 //! - `watch`: following the guest's journal while a boot happens, so waits end on
 //!   events
@@ -45,6 +47,8 @@ pub mod phase;
 pub mod probe;
 pub mod record;
 pub mod turns;
+pub mod unit_wait;
+pub mod units_read;
 pub mod up;
 pub mod watch;
 
@@ -105,23 +109,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
     };
 
-    // Images first, one at a time: builds of different recipes share the rootfs cache.
-    let mut specs: BTreeMap<String, Arc<BootSpec>> = BTreeMap::new();
-    for pair in &pairs {
-        if specs.contains_key(&pair.target) {
-            continue;
-        }
-        let bar = multi.add(spinner(format!("preparing {}", pair.target)));
-        let bar2 = bar.clone();
-        let prep = PrepareOptions {
-            progress: Progress::new(move |m| bar2.set_message(m.to_string())),
-            ..PrepareOptions::default()
-        };
-        let spec = TargetSpec::parse(&pair.target)?;
-        let boot_spec = targets::prepare(&spec, &prep).await?;
-        bar.finish_and_clear();
-        specs.insert(pair.target.clone(), Arc::new(boot_spec));
-    }
+    let specs = prepare_targets(&pairs, &multi).await?;
 
     // A fault the target lacks is the scenario's mistake: say so before anything boots.
     for pair in &pairs {
@@ -197,23 +185,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
                     &report.run_dir.join(crate::evidence::bundle::VERDICT),
                     &report,
                 );
-                let line = format!(
-                    "{:<40} {:<10} {}{}",
-                    report.id,
-                    report.verdict.word(),
-                    if report.matches_plan {
-                        "as planned"
-                    } else {
-                        "NOT as planned"
-                    },
-                    match &report.verdict {
-                        crate::check::Verdict::Pass | crate::check::Verdict::Reproduced { .. } =>
-                            String::new(),
-                        v => format!("\n    {v}"),
-                    }
-                );
-                // The terminal (and so a CI log) gets the pair's redaction too.
-                let line = redact::redact_text(&report.run_dir, &line);
+                let line = pair_line(&report);
                 // Last: what QEMU and the timeline wrote is filtered in place, and the
                 // counts recorded, before the reports are rendered from the folder.
                 if let Err(e) = redact::finish_folder(&report.run_dir) {
@@ -232,6 +204,52 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
     let mut reports = reports;
     reports.sort_by_key(|(i, _)| *i);
     Ok(reports.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Prepare every target the pairs use, one at a time (builds of different recipes share
+/// the rootfs cache), each once.
+async fn prepare_targets(
+    pairs: &[RunPair],
+    multi: &MultiProgress,
+) -> anyhow::Result<BTreeMap<String, Arc<BootSpec>>> {
+    let mut specs: BTreeMap<String, Arc<BootSpec>> = BTreeMap::new();
+    for pair in pairs {
+        if specs.contains_key(&pair.target) {
+            continue;
+        }
+        let bar = multi.add(spinner(format!("preparing {}", pair.target)));
+        let bar2 = bar.clone();
+        let prep = PrepareOptions {
+            progress: Progress::new(move |m| bar2.set_message(m.to_string())),
+            ..PrepareOptions::default()
+        };
+        let spec = TargetSpec::parse(&pair.target)?;
+        let boot_spec = targets::prepare(&spec, &prep).await?;
+        bar.finish_and_clear();
+        specs.insert(pair.target.clone(), Arc::new(boot_spec));
+    }
+    Ok(specs)
+}
+
+/// The pair's line on the terminal (and so in a CI log): its verdict, whether as
+/// planned, and what went wrong; with the pair's redaction.
+fn pair_line(report: &PairReport) -> String {
+    let line = format!(
+        "{:<40} {:<10} {}{}",
+        report.id,
+        report.verdict.word(),
+        if report.matches_plan {
+            "as planned"
+        } else {
+            "NOT as planned"
+        },
+        match &report.verdict {
+            crate::check::Verdict::Pass | crate::check::Verdict::Reproduced { .. } => String::new(),
+            v => format!("\n    {v}"),
+        }
+    );
+    // The terminal (and so a CI log) gets the pair's redaction too.
+    redact::redact_text(&report.run_dir, &line)
 }
 
 /// The exit code of a run from its pairs' reports. A definite verdict that is not the

@@ -14,6 +14,7 @@ use super::boot;
 use super::expect::Live;
 use super::pair::{PairContext, PairState, needs_more, outcome};
 use super::record;
+use super::units_read;
 use super::up::{UnitsReading, Up, connect, cycle, finish_boot};
 
 /// What every phase of a pair shares.
@@ -248,7 +249,7 @@ async fn end(
         let current = &*current;
         let units: UnitsReading = match idle {
             Some(read) => Box::pin(async move { Some(read) }),
-            None => Box::pin(record::phase_evidence(
+            None => Box::pin(units_read::phase_evidence(
                 &current.guest,
                 current.recorder.as_ref().map(|(r, _)| r),
                 &current.clock,
@@ -265,7 +266,7 @@ async fn end(
         current.last_units = match idle {
             Some(read) => Some(read),
             None => {
-                record::phase_evidence(
+                units_read::phase_evidence(
                     &current.guest,
                     current.recorder.as_ref().map(|(r, _)| r),
                     &current.clock,
@@ -287,7 +288,7 @@ async fn idle_units(
     up: &mut Up,
     phase: &str,
     state: &mut PairState,
-) -> Option<record::UnitsRead> {
+) -> Option<units_read::UnitsRead> {
     let idle = up.idle.as_mut()?.if_unchanged().await.and_then(|i| {
         i.units
             .clone()
@@ -305,7 +306,7 @@ async fn idle_units(
          reported no job and no unit change from then to the phase's end)",
         read.at_us as f64 / 1e6
     );
-    record::write_units(&ctx.run_dir, phase, &read);
+    units_read::write_units(&ctx.run_dir, phase, &read);
     state.timeline.event(
         RunEvent::UnitsReadIdle,
         &format!(

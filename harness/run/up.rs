@@ -16,6 +16,7 @@ use super::clock::GuestClock;
 use super::cycles::{self, CycleWatcher, Cycles};
 use super::pair::{PairContext, PairState, persist_of};
 use super::record;
+use super::units_read;
 use super::watch::{Follower, Journal};
 
 /// How long a clean reboot may take to bring QEMU down (`-no-reboot` makes it exit).
@@ -44,7 +45,7 @@ pub(super) struct Up {
     pub(super) caught_up_logged: bool,
     /// Every unit's state at the end of this boot's last phase, for its plot; cleared
     /// by [`Up::touched`].
-    pub(super) last_units: Option<record::UnitsRead>,
+    pub(super) last_units: Option<units_read::UnitsRead>,
     /// The end-of-phase reads made at the boot's first idle moment (with a recorder).
     pub(super) idle: Option<super::idle::IdleRead>,
 }
@@ -61,7 +62,7 @@ impl Up {
 
 /// The end of phase's read of every unit, running beside a boot's other last reads.
 pub(super) type UnitsReading<'a> =
-    std::pin::Pin<Box<dyn Future<Output = Option<record::UnitsRead>> + 'a>>;
+    std::pin::Pin<Box<dyn Future<Output = Option<units_read::UnitsRead>> + 'a>>;
 
 /// Collect a boot's evidence before it ends: its journal, critical chain, plot and
 /// wait-for graph. The plot is drawn from `units` (the last phase's read, beside these),
@@ -78,7 +79,7 @@ pub(super) async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsR
                 let named = ctx.pair.scenario.named_units();
                 let recorder = up.recorder.as_ref().map(|(r, _)| r);
                 let when = "the end of the boot";
-                record::every_unit(&up.guest, recorder, &up.clock, &named, when).await
+                units_read::every_unit(&up.guest, recorder, &up.clock, &named, when).await
             }
         }
     };
@@ -149,38 +150,13 @@ pub(super) async fn connect(
             guest.host_key().describe()
         ),
     );
-    let awaited: Vec<String> = ctx
-        .pair
-        .scenario
-        .phases
-        .iter()
-        .flat_map(|p| p.expect.iter())
-        .filter_map(|e| e.kind.awaited().map(|u| u.unit.as_str().to_string()))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let awaited = awaited_units(&ctx.pair.scenario);
     let baseline = ctx
         .baseline_poll
         .then(|| super::baseline::Baseline::start(&guest, awaited.clone(), origin));
     // All take SSH round trips, slow on a busy TCG guest: overlap them. The unit types
     // are read now so that no unit wait needs a round trip before the journal decides it.
     let session = cycles::open_session(&guest);
-    let types = async {
-        let states = crate::guest::systemd::unit_snapshot(&guest, &awaited).await?;
-        // By the name the scenario uses (an alias's Id is another name), in call order.
-        // A unit systemd has not loaded has no type to go by: systemctl decides it.
-        anyhow::Ok(
-            awaited
-                .iter()
-                .cloned()
-                .zip(
-                    states
-                        .iter()
-                        .map(|s| s.load_state == "loaded" && s.start_done_means_active()),
-                )
-                .collect::<std::collections::HashMap<_, _>>(),
-        )
-    };
     let named = ctx.pair.scenario.named_units();
     let (clock, followed, types) = tokio::join!(
         super::timed("connect: the clock", GuestClock::sample(&guest)),
@@ -188,7 +164,10 @@ pub(super) async fn connect(
             "connect: the journal follow",
             Journal::follow(&guest, &named)
         ),
-        super::timed("connect: the unit types", types)
+        super::timed(
+            "connect: the unit types",
+            start_done_means_active(&guest, &awaited)
+        )
     );
     let (clock, (journal, follower), start_done_means_active) = (clock?, followed?, types?);
     state.timeline.event(
@@ -233,6 +212,37 @@ pub(super) async fn connect(
         last_units: None,
         idle,
     })
+}
+
+/// The units the scenario's waits await, each once, sorted.
+fn awaited_units(scenario: &crate::scenario::Scenario) -> Vec<String> {
+    scenario
+        .phases
+        .iter()
+        .flat_map(|p| p.expect.iter())
+        .filter_map(|e| e.kind.awaited().map(|u| u.unit.as_str().to_string()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Per awaited unit, by the name the scenario uses (an alias's Id is another name),
+/// whether PID 1 ending its start job `done` means it is active. A unit systemd has not
+/// loaded has no type to go by: systemctl decides it.
+async fn start_done_means_active(
+    guest: &Guest,
+    awaited: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, bool>> {
+    let states = crate::guest::systemd::unit_snapshot(guest, awaited).await?;
+    Ok(awaited
+        .iter()
+        .cloned()
+        .zip(
+            states
+                .iter()
+                .map(|s| s.load_state == "loaded" && s.start_done_means_active()),
+        )
+        .collect())
 }
 
 /// Reboot cleanly or cut the power, with the phase's boot options (and boot faults
