@@ -44,13 +44,34 @@ impl OrderingWatch {
     }
 }
 
+/// What judging a read needs of the watch's setup.
+pub(super) struct Judge<'a> {
+    /// The boot's journal (a stalled unit's last lines).
+    pub journal: &'a Journal,
+    /// How long a cycle must last to count.
+    pub persist: Duration,
+    /// Where progress lines go.
+    pub status: &'a (dyn Fn(&str) + Send + Sync),
+}
+
+impl WatchSetup {
+    /// What judging a read needs of it.
+    pub(super) fn judge(&self) -> Judge<'_> {
+        Judge {
+            journal: &self.journal,
+            persist: self.persist,
+            status: self.status.as_ref(),
+        }
+    }
+}
+
 /// Fold one read into what the watcher has seen; a line for the user when a cycle forms
 /// or is confirmed.
 pub(super) fn absorb(
     state: &Mutex<WatchState>,
     tracker: &mut CycleTracker,
     read: Read,
-    setup: &WatchSetup,
+    judge: &Judge<'_>,
 ) {
     let mut s = state.lock().expect("cycle watch lock");
     s.reads.push(read.at);
@@ -94,12 +115,12 @@ pub(super) fn absorb(
             }
             Some(x) => {
                 *x = Stall {
-                    last_lines: last_lines(&setup.journal, &stall.unit),
+                    last_lines: last_lines(judge.journal, &stall.unit),
                     ..stall
                 }
             }
             None => s.stalls.push(Stall {
-                last_lines: last_lines(&setup.journal, &stall.unit),
+                last_lines: last_lines(judge.journal, &stall.unit),
                 ..stall
             }),
         }
@@ -133,14 +154,14 @@ pub(super) fn absorb(
             say = Some(format!(
                 "wait cycle forming: {} (confirmed after {:.0} s)",
                 found.cycle.units().join(" → "),
-                setup.persist.as_secs_f64()
+                judge.persist.as_secs_f64()
             ));
         }
         _ => {}
     }
     drop(s);
     if let Some(line) = say {
-        (setup.status)(&line);
+        (judge.status)(&line);
     }
 }
 

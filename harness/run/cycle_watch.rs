@@ -15,7 +15,7 @@ use crate::guest::systemd;
 use crate::guest::systemd::sources::Gate;
 
 use super::clock::GuestClock;
-use super::cycle_reads::{OrderingWatch, Read, absorb, assess};
+use super::cycle_reads::{Judge, OrderingWatch, Read, absorb, assess};
 use super::cycles::{READ_EVERY, WatchSetup, WatchSource, WatchState};
 use super::watch::Journal;
 
@@ -92,7 +92,7 @@ async fn follow_recorder(
             gates: &gates,
             clock: &clock,
             known_from,
-            setup,
+            judge: setup.judge(),
             state,
         };
         folding.fold(&fresh, &mut queue, &mut tracker);
@@ -131,7 +131,7 @@ async fn follow_recorder(
             setup.persist,
         );
         read.probes = probes;
-        absorb(state, &mut tracker, read, setup);
+        absorb(state, &mut tracker, read, &setup.judge());
         tx.send_modify(|n| *n += 1);
         ordering.update(&setup.journal, state);
 
@@ -169,8 +169,8 @@ struct Folding<'a> {
     clock: &'a GuestClock,
     /// Events before the queue's first reading only build the queue up.
     known_from: Instant,
-    setup: &'a WatchSetup,
-    state: &'a Arc<Mutex<WatchState>>,
+    judge: Judge<'a>,
+    state: &'a Mutex<WatchState>,
 }
 
 impl Folding<'_> {
@@ -193,9 +193,9 @@ impl Folding<'_> {
                     recorder_read(queue, self.gates, at, self.clock),
                     at,
                     self.clock,
-                    self.setup.persist,
+                    self.judge.persist,
                 );
-                absorb(self.state, tracker, read, self.setup);
+                absorb(self.state, tracker, read, &self.judge);
             }
         }
     }
@@ -289,7 +289,7 @@ async fn follow_ssh(
             Ok(read) => {
                 busy = read.busy;
                 state.lock().expect("cycle watch lock").clock = Some(clock);
-                absorb(&state, &mut tracker, read, &setup);
+                absorb(&state, &mut tracker, read, &setup.judge());
                 state.lock().expect("cycle watch lock").error = None;
             }
             Err(e) => {

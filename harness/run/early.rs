@@ -104,3 +104,145 @@ impl EarlyDecisions {
             .copied()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The phase's watch against a journal replayed line by line as the guest's stream
+    //! brought it: `tests/fixtures/run/broken-traefik-journal.jsonl`, PID 1's entries and
+    //! deploy-proxy's own from a real run of the model's broken-traefik pair (deploy-proxy
+    //! starts and commits v1, is restarted onto a broken version, and fails after its
+    //! rollback).
+    use super::*;
+    use crate::run::watch::Replay;
+    use std::time::Duration;
+
+    /// deploy-proxy's first start ended `done` here (guest µs).
+    const FIRST_START_DONE: u64 = 42_613_218;
+    /// The restart's new start job began here (guest µs).
+    const RESTART_BEGAN: u64 = 47_882_273;
+
+    fn lines() -> Vec<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/run/broken-traefik-journal.jsonl");
+        std::fs::read_to_string(path)
+            .expect("the recorded journal")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `unit: U, state: active`, as a scenario states it.
+    fn active(unit: &str) -> UnitExpectation {
+        let text = format!(
+            "name: t\nmilestone: [nightly]\nsummary: s\nphases:\n  - name: p\n    expect:\n\
+             \x20     - unit: {unit}\n        state: active\n        within: 300s\n"
+        );
+        let s = crate::scenario::load::parse_scenario(std::path::Path::new("t.yaml"), &text)
+            .unwrap_or_else(|d| panic!("{d:?}"));
+        s.phases[0].expect[0]
+            .kind
+            .awaited()
+            .expect("a unit wait")
+            .clone()
+    }
+
+    fn index_of(lines: &[String], mono_us: u64) -> usize {
+        lines
+            .iter()
+            .position(|l| l.contains(&format!("\"__MONOTONIC_TIMESTAMP\":\"{mono_us}\"")))
+            .expect("the entry is in the recording")
+    }
+
+    /// The watch's decision for `unit`, once it has one (the watch runs on its own task).
+    async fn decision(early: &EarlyDecisions, unit: &str) -> Option<Decided> {
+        for _ in 0..200 {
+            if let Some(d) = early.get(unit) {
+                return Some(d);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    }
+
+    fn watch(journal: &Journal, u: &UnitExpectation, floor_us: u64) -> EarlyDecisions {
+        let means_active = HashMap::from([(u.unit.as_str().to_string(), true)]);
+        EarlyDecisions::watch(journal.clone(), vec![u.clone()], means_active, floor_us)
+    }
+
+    #[tokio::test]
+    async fn a_start_is_decided_while_the_stream_is_still_replaying() {
+        let lines = lines();
+        let (mut replay, u) = (Replay::new(), active("deploy-proxy.service"));
+        let early = watch(&replay.journal(), &u, 0);
+        let done = index_of(&lines, FIRST_START_DONE);
+        for l in &lines[..=done] {
+            assert!(replay.line(l, false), "{l}");
+        }
+        let decided = decision(&early, "deploy-proxy.service")
+            .await
+            .expect("decided from the entry that ended the start");
+        assert_eq!(decided.at_us, FIRST_START_DONE);
+        // The rest of the recording arrives after the decision.
+        let rest_began = Instant::now();
+        assert!(decided.decided <= rest_began);
+        for l in &lines[done + 1..] {
+            replay.line(l, false);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_unit_that_restarts_and_fails_before_its_turn_is_not_taken_as_active() {
+        let lines = lines();
+        let (mut replay, u) = (Replay::new(), active("deploy-proxy.service"));
+        let journal = replay.journal();
+        let early = watch(&journal, &u, 0);
+        let done = index_of(&lines, FIRST_START_DONE);
+        for l in &lines[..=done] {
+            replay.line(l, false);
+        }
+        let seen = decision(&early, "deploy-proxy.service").await;
+        assert_eq!(seen.map(|d| d.at_us), Some(FIRST_START_DONE));
+        for l in &lines[done + 1..] {
+            replay.line(l, false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The watch saw the first start end, but at the wait's turn PID 1's latest word on
+        // the unit is the failed restart: the journal no longer decides it (systemctl is
+        // asked, and sees it failed), and no later start was decided instead.
+        assert_eq!(
+            early.get("deploy-proxy.service").map(|d| d.at_us),
+            Some(FIRST_START_DONE)
+        );
+        assert_eq!(
+            crate::run::unit_wait::pid1_word(&journal, &u, true, 0),
+            None
+        );
+        // The dashboard, whose start ended once and stayed, is still decided.
+        let dashboard = active("deploy-dashboard.service");
+        assert!(crate::run::unit_wait::pid1_word(&journal, &dashboard, true, 0).is_some());
+    }
+
+    #[tokio::test]
+    async fn after_an_action_a_start_logged_before_it_decides_nothing() {
+        // The restart action ended when its new start began: the phase's floor. The only
+        // start that ended `done` came before it, so it is stale for this phase.
+        let lines = lines();
+        let (mut replay, u) = (Replay::new(), active("deploy-proxy.service"));
+        let journal = replay.journal();
+        let early = watch(&journal, &u, RESTART_BEGAN);
+        let done = index_of(&lines, FIRST_START_DONE);
+        for l in &lines[..=done] {
+            replay.line(l, false);
+        }
+        assert!(decision(&early, "deploy-proxy.service").await.is_none());
+        assert_eq!(
+            crate::run::unit_wait::pid1_word(&journal, &u, true, RESTART_BEGAN),
+            None
+        );
+        // The same entries with no action before the phase decide it.
+        assert_eq!(
+            crate::run::unit_wait::pid1_word(&journal, &u, true, 0).map(|(us, _)| us),
+            Some(FIRST_START_DONE)
+        );
+    }
+}

@@ -282,6 +282,87 @@ struct Senders {
     arrived: watch::Sender<usize>,
 }
 
+impl Journal {
+    /// Take one line of the guest's stream, as it arrives: a unit signal (busctl's JSON)
+    /// or a journal entry (journalctl's JSON). False when it is neither.
+    fn take(
+        &self,
+        senders: &Senders,
+        line: &str,
+        is_signal: bool,
+        first_signal: &mut bool,
+    ) -> bool {
+        let received = Instant::now();
+        if is_signal {
+            let Some(change) = UnitChange::parse(line) else {
+                return false;
+            };
+            if *first_signal {
+                *first_signal = false;
+                tracing::debug!("unit signals: the first arrived ({})", change.unit);
+            }
+            self.changes
+                .lock()
+                .expect("signals lock")
+                .push(SeenChange { change, received });
+        } else if let Some(entry) = Entry::parse(line) {
+            tracing::trace!(mono_us = entry.mono_us, "journal: {}", entry.message);
+            let n = {
+                let mut all = self.entries.lock().expect("journal lock");
+                all.push(Seen { entry, received });
+                all.len()
+            };
+            senders.tx.send_replace(n);
+        } else {
+            return false;
+        }
+        true
+    }
+}
+
+/// A journal fed by hand, line by line, as a guest's stream feeds it: run/'s tests
+/// replay streams recorded from real boots through it.
+#[cfg(test)]
+pub(crate) struct Replay {
+    journal: Journal,
+    senders: Senders,
+    first_signal: bool,
+}
+
+#[cfg(test)]
+impl Replay {
+    /// An empty stream.
+    pub(crate) fn new() -> Replay {
+        let (tx, count) = watch::channel(0usize);
+        let (arrived, arrivals) = watch::channel(0usize);
+        Replay {
+            journal: Journal {
+                count,
+                arrivals,
+                ..Journal::empty()
+            },
+            senders: Senders { tx, arrived },
+            first_signal: true,
+        }
+    }
+
+    /// The journal its lines arrive in.
+    pub(crate) fn journal(&self) -> Journal {
+        self.journal.clone()
+    }
+
+    /// One line of the stream: a journal entry, or a unit signal when `is_signal`.
+    pub(crate) fn line(&mut self, line: &str, is_signal: bool) -> bool {
+        let took = self
+            .journal
+            .take(&self.senders, line, is_signal, &mut self.first_signal);
+        if took {
+            self.senders.arrived.send_modify(|n| *n += 1);
+        }
+        took
+    }
+}
+
 async fn pump(
     mut stream: LineStream,
     mut signals: tokio::sync::mpsc::Receiver<String>,
@@ -305,32 +386,9 @@ async fn pump(
                 }
             },
         };
-        let received = Instant::now();
-        if is_signal {
-            let Some(change) = UnitChange::parse(&line) else {
-                continue;
-            };
-            if first_signal {
-                first_signal = false;
-                tracing::debug!("unit signals: the first arrived ({})", change.unit);
-            }
-            journal
-                .changes
-                .lock()
-                .expect("signals lock")
-                .push(SeenChange { change, received });
-        } else if let Some(entry) = Entry::parse(&line) {
-            tracing::trace!(mono_us = entry.mono_us, "journal: {}", entry.message);
-            let n = {
-                let mut all = journal.entries.lock().expect("journal lock");
-                all.push(Seen { entry, received });
-                all.len()
-            };
-            senders.tx.send_replace(n);
-        } else {
-            continue;
+        if journal.take(&senders, &line, is_signal, &mut first_signal) {
+            senders.arrived.send_modify(|n| *n += 1);
         }
-        senders.arrived.send_modify(|n| *n += 1);
     }
     tracing::debug!("journal stream ended: {:?}", stream.end());
 }

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::units;
 use crate::guest::dbus::{self, Kind, Message, Value};
@@ -44,7 +44,7 @@ pub const UNIT_PROPERTIES: [&str; 9] = [
 ];
 
 /// A property's value, as kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Prop {
     /// A string.
@@ -54,7 +54,7 @@ pub enum Prop {
 }
 
 /// What one message told about the queue and the units.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A job exists (from `ListJobs`, `JobNew` or the job's properties).
