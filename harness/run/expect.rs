@@ -17,7 +17,7 @@ use crate::vm::Vm;
 
 use super::clock::GuestClock;
 use super::cycles::Cycles;
-use super::watch::Journal;
+use super::watch::{Entry, Journal};
 
 /// A unit whose state changes without a manager journal entry is re-read at least this
 /// often: a safety net, not the way waits end.
@@ -74,6 +74,10 @@ impl Live<'_> {
 
 /// How long a read through the recorder may take before the check asks over SSH.
 const RECORDER_READ: Duration = Duration::from_secs(10);
+
+/// How long an order check waits for its anchor's journal entry once PID 1 says the
+/// anchor unit's start ended (the journal stream lags PID 1's signals).
+const ANCHOR_LAG: Duration = Duration::from_secs(10);
 
 /// The unit types `no_failed_units` looks at.
 const NO_FAILED_TYPES: [&str; 6] = ["service", "socket", "mount", "target", "timer", "path"];
@@ -148,6 +152,16 @@ impl Awaited {
     }
 }
 
+/// Whether `e` is the journal entry `anchor` names for `after`.
+fn anchored(anchor: &crate::scenario::OrderAnchor, after: &str, e: &Entry) -> bool {
+    match anchor {
+        crate::scenario::OrderAnchor::StartJob => e.ends_start_job_of(after),
+        crate::scenario::OrderAnchor::Journal(p) => {
+            e.unit.as_deref() == Some(after) && p.is_match(&e.message)
+        }
+    }
+}
+
 /// Await `kind` until `deadline` (for kinds that wait) and evaluate it.
 pub async fn await_expectation(
     live: &Live<'_>,
@@ -165,27 +179,38 @@ pub async fn await_expectation(
                 None => check::evaluate_order(after, &names[1..], &times),
                 Some(anchor) => {
                     // The anchor's moment from the journal, which holds the whole boot.
-                    let (what, hit) = match anchor {
-                        crate::scenario::OrderAnchor::StartJob => (
-                            format!("{after}'s start job ended"),
-                            live.journal
-                                .since(0)
-                                .iter()
-                                .find(|s| s.entry.ends_start_job_of(after))
-                                .map(|s| s.entry.mono_us),
-                        ),
-                        crate::scenario::OrderAnchor::Journal(p) => (
-                            format!("{after} logged /{}/", p.0),
-                            live.journal
-                                .since(0)
-                                .iter()
-                                .find(|s| {
-                                    s.entry.unit.as_deref() == Some(after)
-                                        && p.is_match(&s.entry.message)
-                                })
-                                .map(|s| s.entry.mono_us),
-                        ),
+                    let what = match anchor {
+                        crate::scenario::OrderAnchor::StartJob => {
+                            format!("{after}'s start job ended")
+                        }
+                        crate::scenario::OrderAnchor::Journal(p) => {
+                            format!("{after} logged /{}/", p.0)
+                        }
                     };
+                    let wanted = |e: &Entry| anchored(anchor, after, e);
+                    let find = || {
+                        live.journal.scan(|all| {
+                            all.iter()
+                                .find(|s| wanted(&s.entry))
+                                .map(|s| s.entry.mono_us)
+                        })
+                    };
+                    let mut hit = find();
+                    // PID 1's signal that decided `after` active arrives ahead of the
+                    // journal's entry about it: when its start has ended, give the stream
+                    // a moment to deliver the anchor before calling it missing.
+                    if hit.is_none()
+                        && matches!(
+                            times[0].active_state.as_str(),
+                            "active" | "reloading" | "deactivating" | "failed"
+                        )
+                    {
+                        let mut from = 0;
+                        live.journal
+                            .wait_for(&mut from, Instant::now() + ANCHOR_LAG, wanted)
+                            .await;
+                        hit = find();
+                    }
                     match hit {
                         Some(us) => check::ordering::evaluate_order_from(
                             format!("{what} at {:.3}s", us as f64 / 1e6),
