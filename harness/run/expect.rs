@@ -18,8 +18,11 @@ use crate::vm::Vm;
 use super::clock::GuestClock;
 use super::cycles::Cycles;
 use super::probe::{self, excerpt};
-use super::watch::Journal;
+use super::watch::{Entry, Journal};
 
+/// How long an order check waits for its anchor's journal entry once PID 1 says the
+/// anchor unit's start ended (the journal stream lags PID 1's signals).
+const ANCHOR_LAG: Duration = Duration::from_secs(10);
 /// Time between two attempts of a probe that has not answered as expected yet.
 const PROBE_RETRY: Duration = Duration::from_secs(1);
 /// How long one attempt of an expectation's probe may take.
@@ -143,27 +146,7 @@ async fn await_order(
     let mut eval = match &o.anchor {
         None => check::evaluate_order(after, &names[1..], &times),
         Some(anchor) => {
-            // The anchor's moment from the journal, which holds the whole boot.
-            let (what, hit) = match anchor {
-                crate::scenario::OrderAnchor::StartJob => (
-                    format!("{after}'s start job ended"),
-                    live.journal
-                        .since(0)
-                        .iter()
-                        .find(|s| s.entry.ends_start_job_of(after))
-                        .map(|s| s.entry.mono_us),
-                ),
-                crate::scenario::OrderAnchor::Journal(p) => (
-                    format!("{after} logged /{}/", p.0),
-                    live.journal
-                        .since(0)
-                        .iter()
-                        .find(|s| {
-                            s.entry.unit.as_deref() == Some(after) && p.is_match(&s.entry.message)
-                        })
-                        .map(|s| s.entry.mono_us),
-                ),
-            };
+            let (what, hit) = anchor_moment(live, anchor, after, &times[0]).await;
             match hit {
                 Some(us) => check::ordering::evaluate_order_from(
                     format!("{what} at {:.3}s", us as f64 / 1e6),
@@ -186,6 +169,49 @@ async fn await_order(
         eval.seen = format!("{}; it is on a wait cycle: {}", eval.seen, c.message);
     }
     Ok(Awaited::now(eval))
+}
+
+/// The anchor's moment (guest µs) from the journal, which holds the whole boot, and the
+/// anchor in words.
+async fn anchor_moment(
+    live: &Live<'_>,
+    anchor: &crate::scenario::OrderAnchor,
+    after: &str,
+    after_now: &systemd::UnitState,
+) -> (String, Option<u64>) {
+    use crate::scenario::OrderAnchor;
+    let what = match anchor {
+        OrderAnchor::StartJob => format!("{after}'s start job ended"),
+        OrderAnchor::Journal(p) => format!("{after} logged /{}/", p.0),
+    };
+    let wanted = |e: &Entry| match anchor {
+        OrderAnchor::StartJob => e.ends_start_job_of(after),
+        OrderAnchor::Journal(p) => e.unit.as_deref() == Some(after) && p.is_match(&e.message),
+    };
+    let find = || {
+        live.journal.scan(|all| {
+            all.iter()
+                .find(|s| wanted(&s.entry))
+                .map(|s| s.entry.mono_us)
+        })
+    };
+    let mut hit = find();
+    // PID 1's signal that decided `after` active arrives ahead of the journal's entry
+    // about it: when its start has ended, give the stream a moment to deliver the anchor
+    // before calling it missing.
+    if hit.is_none()
+        && matches!(
+            after_now.active_state.as_str(),
+            "active" | "reloading" | "deactivating" | "failed"
+        )
+    {
+        let mut from = 0;
+        live.journal
+            .wait_for(&mut from, Instant::now() + ANCHOR_LAG, wanted)
+            .await;
+        hit = find();
+    }
+    (what, hit)
 }
 
 async fn await_http(
