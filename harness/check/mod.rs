@@ -5,6 +5,7 @@
 //!
 //! Files:
 //! - `analyze`: static wait-cycle analysis
+//! - `honesty`: gate honesty, against the harness's own probes of the gate's URL
 //! - `infer`: waits nobody declared, inferred from what the guest did
 //! - `live`: live wait-cycle detection, pure
 //! - `ordering`: ordering from the guest's monotonic timestamps
@@ -17,6 +18,7 @@
 //! - `waitfor`: the wait-for graph
 
 pub mod analyze;
+pub mod honesty;
 pub mod infer;
 pub mod live;
 pub mod ordering;

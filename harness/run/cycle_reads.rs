@@ -234,8 +234,6 @@ pub(super) fn assess(
     }
 }
 
-/// Probe `g`'s URL from inside the guest, note the answer on `g`, and return the probe's
-/// record. TLS is not verified: the question is whether, and with what, the URL answers.
 /// The unit's last journal lines (its own output, not PID 1's).
 pub(super) fn last_lines(journal: &Journal, unit: &str) -> Vec<String> {
     let all = journal.since(0);

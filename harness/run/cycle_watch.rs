@@ -79,6 +79,7 @@ async fn follow_recorder(
     let mut queue = Queue::default();
     let mut folded = 0usize;
     let mut last_probe: Option<Instant> = None;
+    let mut running_before: Vec<usize> = Vec::new();
     let mut ordering = OrderingWatch::default();
     let known_from = rec.with(|l| l.queue_known).unwrap_or_else(Instant::now);
     loop {
@@ -109,11 +110,23 @@ async fn follow_recorder(
             .filter(|(_, g)| queue.start_running(&g.gate.unit))
             .map(|(n, _)| n)
             .collect();
-        let mut probes = Vec::new();
+        // A gated start that just ended is probed once more at once: whether its URL
+        // serves right after is what its honesty is judged on.
+        let just_ended: Vec<usize> = running_before
+            .iter()
+            .copied()
+            .filter(|n| !gated_running.contains(n))
+            .collect();
+        running_before = gated_running.clone();
+        let mut to_probe = just_ended;
         if due && !gated_running.is_empty() {
             last_probe = Some(Instant::now());
-            for n in gated_running {
-                match probe_gate(&guest, &mut gates[n]).await {
+            to_probe.extend(gated_running);
+        }
+        let mut probes = Vec::new();
+        if !to_probe.is_empty() {
+            for n in to_probe {
+                match probe_gate(&guest, &mut gates[n], &clock, state).await {
                     Ok(record) => probes.push(record),
                     Err(e) => {
                         state.lock().expect("cycle watch lock").error =
@@ -291,6 +304,7 @@ async fn follow_ssh(
     let mut tracker = CycleTracker::new(setup.persist);
     let mut gates = unprobed(&setup.gates);
     let mut ordering = OrderingWatch::default();
+    let mut running_before: Vec<String> = Vec::new();
     let mut busy = true;
     loop {
         if let Some(session) = take_session(&mut own, &own_session).await {
@@ -298,9 +312,9 @@ async fn follow_ssh(
         }
         match read_once(
             &guest,
-            &mut gates,
+            (&mut gates, &mut running_before),
             &mut clock,
-            &setup.journal,
+            (&setup.journal, &state),
             setup.persist,
         )
         .await
@@ -333,9 +347,9 @@ async fn follow_ssh(
 
 async fn read_once(
     guest: &Guest,
-    gates: &mut [GateSeen],
+    (gates, running_before): (&mut [GateSeen], &mut Vec<String>),
     clock: &mut GuestClock,
-    journal: &Journal,
+    (journal, state): (&Journal, &Mutex<WatchState>),
     persist: Duration,
 ) -> anyhow::Result<Read> {
     let jobs = systemd::list_jobs(guest).await?;
@@ -350,10 +364,20 @@ async fn read_once(
         let gated_running = jobs
             .iter()
             .any(|j| j.unit == g.gate.unit && j.job_type == "start" && j.state == "running");
-        if gated_running {
-            probes.push(probe_gate(guest, g).await?);
+        // A gated start that just ended is probed once more (see follow_recorder).
+        let just_ended = !gated_running && running_before.contains(&g.gate.unit);
+        if gated_running || just_ended {
+            probes.push(probe_gate(guest, g, clock, state).await?);
         }
     }
+    *running_before = gates
+        .iter()
+        .filter(|g| {
+            jobs.iter()
+                .any(|j| j.unit == g.gate.unit && j.job_type == "start" && j.state == "running")
+        })
+        .map(|g| g.gate.unit.clone())
+        .collect();
     let at = Instant::now();
     journal.tighten(clock);
     let recorded = RecordedRead {
@@ -367,17 +391,34 @@ async fn read_once(
     Ok(read)
 }
 
-async fn probe_gate(guest: &Guest, g: &mut GateSeen) -> anyhow::Result<ProbeRecord> {
+/// Probe `g`'s URL from inside the guest, note the answer on `g` and (on the guest's
+/// clock) in `state` for the gate-honesty checks, and return the probe's record. TLS is
+/// not verified: the question is whether, and with what, the URL answers.
+async fn probe_gate(
+    guest: &Guest,
+    g: &mut GateSeen,
+    clock: &GuestClock,
+    state: &Mutex<WatchState>,
+) -> anyhow::Result<ProbeRecord> {
     use super::probe::{self, Answer, Tls};
+    let sent = Instant::now();
     let answer = probe::from_guest(guest, &g.gate.url, Tls::Insecure, GATE_PROBE).await?;
+    let answered = Instant::now();
     let status = match &answer {
         Answer::Http { status, .. } => Some(*status),
         Answer::None { .. } => None,
     };
-    g.record(
-        answer.word(),
-        status.is_some_and(|c| (200..300).contains(&c)),
-    );
+    let healthy = status.is_some_and(|c| (200..300).contains(&c));
+    g.record(answer.word(), healthy);
+    state.lock().expect("cycle watch lock").gate_probes.push((
+        g.gate.unit.clone(),
+        crate::check::honesty::GateProbe {
+            sent_us: clock.to_guest_us(sent),
+            answered_us: clock.to_guest_us(answered),
+            healthy,
+            answer: answer.word(),
+        },
+    ));
     Ok(ProbeRecord {
         at_unix: crate::run::record::unix_now(),
         from: "guest".into(),

@@ -52,6 +52,8 @@ pub(super) struct WatchState {
     pub(super) ordering: Vec<OrderingCycle>,
     pub(super) probes: Vec<ProbeRecord>,
     pub(super) probes_taken: usize,
+    /// Each gate probe on the guest's clock, by gated unit (for gate honesty).
+    pub(super) gate_probes: Vec<(String, crate::check::honesty::GateProbe)>,
     pub(super) last_graph: WaitForGraph,
     pub(super) last_read: RecordedRead,
     /// The read that confirmed the cycle.
@@ -179,6 +181,20 @@ impl Cycles {
     /// the end of a boot can run on it beside the main one.
     pub fn session(&self) -> Option<Guest> {
         self.own_session.lock().expect("session lock").clone()
+    }
+
+    /// `unit`'s declared gate, with every probe of its URL the watcher made on this boot
+    /// (on the guest's clock), or `None` when no gate is declared for it.
+    pub fn gate_of(&self, unit: &str) -> Option<(Gate, Vec<crate::check::honesty::GateProbe>)> {
+        let gate = self.declared.iter().find(|g| g.unit == unit)?.clone();
+        let probes = self
+            .lock()
+            .gate_probes
+            .iter()
+            .filter(|(u, _)| u == unit)
+            .map(|(_, p)| p.clone())
+            .collect();
+        Some((gate, probes))
     }
 
     /// The persistence in use.

@@ -153,6 +153,9 @@ kinds! {
     /// `path: {path, exists}` — a path in the guest exists, or does not, when its turn
     /// comes.
     Path(PathExpectation) = "path",
+    /// `gate_honest: {unit: U}` — U's latest start ended no earlier than the harness's own
+    /// probe saw U's declared gate URL healthy (see `check::honesty`).
+    GateHonest(GateHonestExpectation) = "gate_honest",
 }
 
 impl ExpectationKind {
@@ -595,6 +598,44 @@ impl KindSpec for PathExpectation {
                 self.path
             )]
         }
+    }
+}
+
+/// `gate_honest:` expectation: a gated unit's latest start (in its phase) ended no
+/// earlier than the harness's own probe of its declared gate URL found it healthy. A gate
+/// that ends its start, or logs its decision, before its proxy serves fails it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateHonestExpectation {
+    /// The gated unit (the target declares its gate).
+    pub unit: UnitName,
+}
+
+impl KindSpec for GateHonestExpectation {
+    fn derived_id(&self) -> String {
+        format!("gate_honest:{}", self.unit)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{}'s start ended no earlier than the harness's own probe saw its gate healthy",
+            self.unit
+        )
+    }
+    fn wait(&self) -> Wait {
+        Wait::Once
+    }
+    fn observes(&self) -> bool {
+        true
+    }
+    fn evidence(&self) -> Evidence {
+        // The harness's probes of the gate are recorded in verdict.json.
+        Evidence::Verdict
+    }
+    fn source(&self) -> Source {
+        Source::Probe
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        vec![&self.unit]
     }
 }
 
