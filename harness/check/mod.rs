@@ -9,6 +9,7 @@
 //! - `ordering`: ordering from the guest's monotonic timestamps
 //! - `outcome`: what the runner learnt about one expectation
 //! - `report`: the schema of `verdict.json`
+//! - `stable`: `stable:` windows, which unit left its state first and in what words
 //! - `units`: unit-state checks that need no process
 //! - `verdict`: from outcomes to one verdict per run, and whether it is the one the
 //!   plan expects
@@ -20,6 +21,7 @@ pub mod live;
 pub mod ordering;
 pub mod outcome;
 pub mod report;
+pub mod stable;
 pub mod units;
 pub mod verdict;
 pub mod waitfor;

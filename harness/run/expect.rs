@@ -60,7 +60,7 @@ pub struct Live<'a> {
 
 impl Live<'_> {
     /// The clock, narrowed first by every entry and signal that has arrived.
-    fn tightened(&self) -> GuestClock {
+    pub(super) fn tightened(&self) -> GuestClock {
         let mut clock = self.clock.lock().expect("clock lock");
         self.journal.tighten(&mut clock);
         *clock
@@ -80,7 +80,10 @@ const NO_FAILED_TYPES: [&str; 6] = ["service", "socket", "mount", "target", "tim
 
 /// The states of `names`, in order: through the recorder's connection to PID 1 (about
 /// 20 property reads per unit, no process in the guest), else `systemctl show` over SSH.
-async fn snapshot(live: &Live<'_>, names: &[String]) -> anyhow::Result<Vec<systemd::UnitState>> {
+pub(super) async fn snapshot(
+    live: &Live<'_>,
+    names: &[String],
+) -> anyhow::Result<Vec<systemd::UnitState>> {
     use crate::guest::recorder::units::Scope;
     if let Some(r) = &live.recorder {
         match r.read_units(names, Scope::Named, RECORDER_READ).await {
@@ -139,7 +142,7 @@ pub struct Awaited {
 }
 
 impl Awaited {
-    fn now(eval: Evaluation) -> Awaited {
+    pub(super) fn now(eval: Evaluation) -> Awaited {
         Awaited {
             eval,
             changed: None,
@@ -233,6 +236,7 @@ pub async fn await_expectation(
                 Evaluation::failed(seen)
             })
         }
+        ExpectationKind::Stable(s) => super::stable::await_stable(live, s).await?,
     })
 }
 
@@ -441,7 +445,7 @@ async fn await_unit(
     }
 }
 
-async fn await_http(
+pub(super) async fn await_http(
     live: &Live<'_>,
     h: &HttpExpectation,
     deadline: Instant,

@@ -18,6 +18,7 @@
 //! - `lost`: a VM lost in the middle of a phase
 //! - `pair`: running one (target, scenario) pair on its own overlay
 //! - `record`: what a pair leaves in its run folder while it runs
+//! - `stable`: `stable:` windows, watched by PID 1's events and probes at an interval
 //! - `turns`: a phase's expectations, checked in turns (observations side by side)
 //! - `watch`: following the guest's journal while a boot happens, so waits end on
 //!   events
@@ -33,6 +34,7 @@ pub mod idle;
 pub mod lost;
 pub mod pair;
 pub mod record;
+pub mod stable;
 pub mod turns;
 pub mod watch;
 

@@ -15,7 +15,7 @@ use super::expectation::{
     JournalExpectation, NoFailedUnits, OrderExpectation, UnitResult, UnitState, WaitCycleCheck,
     WaitCycleExpectation,
 };
-use super::kinds::{EXPECTATION_KINDS, ExpectationKind, PathExpectation};
+use super::kinds::{EXPECTATION_KINDS, ExpectationKind, PathExpectation, StableExpectation};
 use super::model::{BootOptions, Milestones, PhaseStart, ReportHints};
 use super::names::{Pattern, UnitName};
 
@@ -106,6 +106,8 @@ pub(crate) struct RawExpectation {
     #[serde(default)]
     pub path: Option<PathExpectation>,
     #[serde(default)]
+    pub stable: Option<StableExpectation>,
+    #[serde(default)]
     pub persist: Option<ScenarioDuration>,
     #[serde(default)]
     pub infer: Option<bool>,
@@ -132,6 +134,7 @@ impl RawExpectation {
             boot_budget,
             wait_cycle,
             path,
+            stable,
             persist: _,
             infer: _,
         } = self;
@@ -146,6 +149,7 @@ impl RawExpectation {
             boot_budget.is_some(),
             wait_cycle.is_some(),
             path.is_some(),
+            stable.is_some(),
         ];
         EXPECTATION_KINDS
             .iter()
@@ -180,6 +184,7 @@ impl RawExpectation {
                 })
             }),
             self.path.take().map(ExpectationKind::Path),
+            self.stable.take().map(ExpectationKind::Stable),
         ]
         .into_iter()
         .flatten()
@@ -225,6 +230,7 @@ shape!(CommandShape, command, CommandExpectation);
 shape!(NoFailedShape, no_failed_units, NoFailedUnits);
 shape!(BootBudgetShape, boot_budget, ScenarioDuration);
 shape!(PathShape, path, PathExpectation);
+shape!(StableShape, stable, StableExpectation);
 
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +262,7 @@ impl JsonSchema for RawExpectation {
             g.subschema_for::<BootBudgetShape>(),
             g.subschema_for::<WaitCycleShape>(),
             g.subschema_for::<PathShape>(),
+            g.subschema_for::<StableShape>(),
         ];
         let description = format!(
             "one expectation: an optional id and exactly one of {}",
