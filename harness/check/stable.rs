@@ -140,9 +140,18 @@ pub fn departure_in_states(
     None
 }
 
-/// `[42.712s] message`: one journal line as a failure quotes it.
+/// How much of one journal line a failure quotes.
+const LINE_CHARS: usize = 160;
+
+/// `[42.712s] message`: one journal line as a failure quotes it (its first
+/// [`LINE_CHARS`] characters).
 fn line(e: &Entry) -> String {
-    format!("[{:.3}s] {}", e.mono_us as f64 / 1e6, e.message.trim_end())
+    let text = e.message.trim_end();
+    let text = match text.char_indices().nth(LINE_CHARS) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    };
+    format!("[{:.3}s] {text}", e.mono_us as f64 / 1e6)
 }
 
 /// The unit's last `n` journal lines (its own output and PID 1's lines about it).
@@ -378,6 +387,11 @@ mod tests {
             entry(42_716_000, "drone.service", false, "another unit"),
         ];
         let pid1 = pid1_entry("traefik.service", 42_712_000, &entries);
+        let long = entry(29_000_000, "traefik.service", false, &"x".repeat(500));
+        assert_eq!(
+            last_lines("traefik.service", [&long], 3),
+            [format!("[29.000s] {}…", "x".repeat(LINE_CHARS))]
+        );
         let lines = last_lines("traefik.service", &entries, 3);
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0], "[41.000s] {\"level\":\"info\"}");
