@@ -81,11 +81,12 @@ fn a_proxy_that_falls_over_after_converging_fails_the_stable_window() {
             && seen.contains("s into the window by PID 1's D-Bus signal"),
         "{seen}"
     );
-    // PID 1's entry and the unit's last journal lines.
+    // PID 1's entry (what it did to the unit: the kill) and the unit's last journal
+    // lines, down to its end.
     assert!(
-        seen.contains(
-            "; PID 1: \"traefik.service: Main process exited, code=killed, status=9/KILL\""
-        ) && seen.contains("; its last journal lines: ["),
+        seen.contains("; PID 1: \"traefik.service: Sent signal SIGKILL to main process")
+            && seen.contains("; its last journal lines: [")
+            && seen.contains("] traefik.service: Main process exited, code=killed, status=9/KILL"),
         "{seen}"
     );
     // The moment: 20 s after deploy-proxy became active, by the guest's clock.

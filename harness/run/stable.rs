@@ -16,8 +16,11 @@ use crate::scenario::{HttpExpectation, StableExpectation, StableProbe};
 use super::expect::{self, Awaited, Live};
 
 /// How long a failed window waits for PID 1's journal entry about a change its signal
-/// announced (the entry comes 250 to 450 ms after the signal), to quote it.
+/// announced (the entry comes 250 to 450 ms after the signal), to quote it and the lines
+/// up to it.
 const ENTRY_GRACE: Duration = Duration::from_secs(2);
+/// How long before a change PID 1's entry about the unit may be, to be quoted as its cause.
+const CAUSE_BEFORE: Duration = Duration::from_secs(1);
 
 /// Watch `s` from now for its whole window, or until something leaves its state.
 pub(super) async fn await_stable(
@@ -217,9 +220,16 @@ async fn probe_round(
 /// entry about the change (its signal comes first), then names the moment, the cause and
 /// the unit's last journal lines.
 async fn unit_failed(live: &Live<'_>, d: check::stable::Departure, start_us: u64) -> Awaited {
-    let from_us = d.at_us.unwrap_or(start_us);
+    // PID 1's words from a moment before the change: what it did to the unit (a kill
+    // on client request, say) comes just before the state it left to.
+    let from_us = d.at_us.map_or(start_us, |us| {
+        us.saturating_sub(CAUSE_BEFORE.as_micros() as u64)
+    });
+    // Its journal entry about the change itself (at or after it) comes a few hundred
+    // milliseconds after the signal: wait for it, so the lines quoted reach the change.
+    let change_us = d.at_us.unwrap_or(start_us);
     let about = |e: &crate::guest::systemd::journal::Entry| {
-        e.from_manager && e.unit.as_deref() == Some(d.unit.as_str()) && e.mono_us >= from_us
+        e.from_manager && e.unit.as_deref() == Some(d.unit.as_str()) && e.mono_us >= change_us
     };
     if !live.journal.scan(|all| all.iter().any(|s| about(&s.entry))) {
         let mut from = 0;
