@@ -12,6 +12,7 @@
 //! - `outcome`: what the runner learnt about one expectation
 //! - `report`: the schema of `verdict.json`
 //! - `timeline`: the schema of `timeline.jsonl`, the one list of run events
+//! - `stable`: `stable:` windows, which unit left its state first and in what words
 //! - `units`: unit-state checks that need no process
 //! - `verdict`: from outcomes to one verdict per run, and whether it is the one the
 //!   plan expects
@@ -24,6 +25,7 @@ pub mod live;
 pub mod ordering;
 pub mod outcome;
 pub mod report;
+pub mod stable;
 pub mod timeline;
 pub mod units;
 pub mod verdict;

@@ -50,7 +50,7 @@ pub fn latencies(bundle: &Bundle) -> (Vec<f64>, Vec<f64>) {
             match source(o) {
                 Some(Source::Probe) => http.push(l),
                 Some(Source::Pid1) => systemd.push(l),
-                Some(Source::WaitFor | Source::Read) | None => {}
+                Some(Source::WaitFor | Source::Read | Source::Window) | None => {}
             }
         }
     }

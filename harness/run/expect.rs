@@ -134,6 +134,7 @@ pub async fn await_expectation(
                 Evaluation::failed(seen)
             })
         }
+        ExpectationKind::Stable(s) => super::stable::await_stable(live, s).await?,
     })
 }
 
@@ -343,7 +344,7 @@ async fn anchor_moment(
     (what, hit)
 }
 
-async fn await_http(
+pub(super) async fn await_http(
     live: &Live<'_>,
     h: &HttpExpectation,
     deadline: Instant,

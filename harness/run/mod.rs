@@ -23,6 +23,7 @@
 //! - `phase`: one phase: its boot, its actions, its checks and its end's evidence
 //! - `probe`: the harness's own HTTP probes, from the guest (curl) or the host
 //! - `record`: what a pair leaves in its run folder while it runs
+//! - `stable`: `stable:` windows, watched by PID 1's events and probes at an interval
 //! - `turns`: a phase's expectations, checked in turns (observations side by side)
 //! - `unit_wait`: a unit wait: PID 1's word first, racing a systemctl read
 //! - `units_read`: every unit's state at a phase's end, through the recorder or systemctl
@@ -46,6 +47,7 @@ pub mod pair;
 pub mod phase;
 pub mod probe;
 pub mod record;
+pub mod stable;
 pub mod turns;
 pub mod unit_wait;
 pub mod units_read;

@@ -166,9 +166,11 @@ async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> a
 /// Guest ports that host probes need forwarded.
 fn host_ports(phases: &[Phase]) -> Vec<u16> {
     let mut ports = Vec::new();
-    for e in phases.iter().flat_map(|p| p.expect.iter()) {
-        if let ExpectationKind::Http(h) = &e.kind
-            && h.from == ProbeFrom::Host
+    for h in phases
+        .iter()
+        .flat_map(|p| p.expect.iter().flat_map(|e| e.kind.probes()))
+    {
+        if h.from == ProbeFrom::Host
             && let Some(port) = reqwest::Url::parse(&h.url)
                 .ok()
                 .and_then(|u| u.port_or_known_default())

@@ -108,10 +108,10 @@ mod tests {
     #[test]
     fn the_clean_cold_boot_checks_its_observations_in_one_turn() {
         // Eight unit waits, then order, three probes and no_failed_units side by side,
-        // then the boot's end, then the wait-cycle invariant.
+        // then the boot's end, then the invariants: the wait cycle, the stable window.
         let expect = expectations("scenarios/clean-cold-boot.yaml");
         let mut want: Vec<Vec<usize>> = (0..8).map(|i| vec![i]).collect();
-        want.extend([vec![8, 9, 10, 11, 12], vec![13], vec![14]]);
+        want.extend([vec![8, 9, 10, 11, 12], vec![13], vec![14], vec![15]]);
         assert_eq!(turns(&expect), want);
     }
 

@@ -12,9 +12,11 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::duration::ScenarioDuration;
 use super::expectation::{
     BootBudget, CommandExpectation, FileExpectation, HttpExpectation, JournalExpectation,
-    NoFailedUnits, OrderExpectation, UnitExpectation, WaitCycleCheck, WaitCycleExpectation,
+    NoFailedUnits, OrderExpectation, ProbeFrom, TextMatch, UnitExpectation, UnitState,
+    WaitCycleCheck, WaitCycleExpectation,
 };
 use super::names::UnitName;
 
@@ -46,6 +48,9 @@ pub enum Source {
     WaitFor,
     /// A read when its turn comes, or the boot's end (not timed by `bench`).
     Read,
+    /// A window watched over time, from PID 1's word and probes (not timed by `bench`:
+    /// a window that holds decides when it ends, not when something changed).
+    Window,
 }
 
 /// How a kind is awaited within its phase.
@@ -58,7 +63,8 @@ pub enum Wait {
     Within(Duration),
     /// An invariant over the whole phase: judged after the phase's other expectations,
     /// in its place in the file's order. It may still need this long to settle, counted
-    /// from when its turn comes (the runner adds what its own reads take).
+    /// from when its turn comes (the runner adds what its own reads take); a `stable:`
+    /// window watches this long from its turn, once the phase has converged.
     PhaseEnd(Duration),
 }
 
@@ -156,6 +162,9 @@ kinds! {
     /// `gate_honest: {unit: U}` — U's latest start ended no earlier than the harness's own
     /// probe saw U's declared gate URL healthy (see `check::honesty`).
     GateHonest(GateHonestExpectation) = "gate_honest",
+    /// `stable: {for: D, units: {U: S}, http: [..]}` — once the phase has converged, the
+    /// units stay in their states and the probes keep answering for D.
+    Stable(StableExpectation) = "stable",
 }
 
 impl ExpectationKind {
@@ -172,6 +181,16 @@ impl ExpectationKind {
     /// The unit wait it is, if it is one (see [`KindSpec::awaited`]).
     pub fn awaited(&self) -> Option<&UnitExpectation> {
         self.spec().awaited()
+    }
+
+    /// The HTTP probes it makes (an `http:` expectation's, a `stable:` window's): the
+    /// runner forwards the guest ports of those made from the host.
+    pub fn probes(&self) -> Vec<HttpExpectation> {
+        match self {
+            ExpectationKind::Http(h) => vec![h.clone()],
+            ExpectationKind::Stable(s) => s.http.iter().map(StableProbe::as_http).collect(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -639,6 +658,167 @@ impl KindSpec for GateHonestExpectation {
     }
 }
 
+/// `stable:` expectation: a window over which the named units stay in their states and
+/// the named probes keep answering, watched by events (PID 1's signals and journal) and
+/// by probes at a steady interval. It is an invariant of its phase: its window opens
+/// once the phase's other expectations have been decided, so once the phase converged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StableExpectation {
+    /// How long the window lasts.
+    #[serde(rename = "for")]
+    pub window: ScenarioDuration,
+    /// Each unit and the state (`ActiveState`) it must stay in for the whole window.
+    #[serde(default)]
+    pub units: std::collections::BTreeMap<UnitName, UnitState>,
+    /// Probes that must answer as described every time they are made.
+    #[serde(default)]
+    pub http: Vec<StableProbe>,
+    /// Time between two rounds of probes (default 2s); the first round opens the window
+    /// and one more closes it.
+    #[serde(default = "default_every")]
+    pub every: ScenarioDuration,
+}
+
+/// How often a window's probes are made unless the scenario says otherwise.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(2);
+
+fn default_every() -> ScenarioDuration {
+    ScenarioDuration(DEFAULT_EVERY)
+}
+
+/// One probe of a `stable:` window: an `http:` probe without `within` (it must answer as
+/// described every time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StableProbe {
+    /// Where the probe is made from (default guest).
+    #[serde(default = "probe_from_guest")]
+    pub from: ProbeFrom,
+    /// `http://HOST[:PORT]/PATH` as seen from the guest.
+    pub url: String,
+    /// The HTTP status the answer must have (default 200).
+    #[serde(default = "status_ok")]
+    pub status: u16,
+    /// What the body must hold, if anything.
+    #[serde(default)]
+    pub body: Option<TextMatch>,
+    /// For an `https://` URL: a PEM file in the guest holding the CA the server's
+    /// certificate must chain to (as for `http:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+}
+
+fn probe_from_guest() -> ProbeFrom {
+    ProbeFrom::Guest
+}
+
+fn status_ok() -> u16 {
+    200
+}
+
+impl StableProbe {
+    /// The same probe as an `http:` expectation decided by one attempt.
+    pub fn as_http(&self) -> HttpExpectation {
+        HttpExpectation {
+            from: self.from,
+            url: self.url.clone(),
+            status: self.status,
+            body: self.body.clone(),
+            within: ScenarioDuration(Duration::ZERO),
+            ca: self.ca.clone(),
+        }
+    }
+
+    /// The probe in words: `GET URL from the guest answers 200 and a body that ...`.
+    pub fn describe(&self) -> String {
+        let body = self
+            .body
+            .as_ref()
+            .map(|b| format!(" and a body that {b}"))
+            .unwrap_or_default();
+        let tls = match &self.ca {
+            Some(ca) => format!(" (TLS verified against {ca})"),
+            None => String::new(),
+        };
+        format!(
+            "GET {} from the {}{tls} answers {}{body}",
+            self.url,
+            self.from.as_str(),
+            self.status
+        )
+    }
+}
+
+impl KindSpec for StableExpectation {
+    fn derived_id(&self) -> String {
+        format!("stable:for={}", self.window)
+    }
+    fn describe(&self) -> String {
+        let mut held = Vec::new();
+        if !self.units.is_empty() {
+            let units: Vec<String> = self
+                .units
+                .iter()
+                .map(|(u, s)| format!("{u} {}", s.as_str()))
+                .collect();
+            held.push(format!("{} stay so", units.join(", ")));
+        }
+        if !self.http.is_empty() {
+            let probes: Vec<String> = self.http.iter().map(StableProbe::describe).collect();
+            held.push(format!("every {} {}", self.every, probes.join(", and ")));
+        }
+        format!(
+            "for {} once the phase has converged, {}",
+            self.window,
+            held.join("; ")
+        )
+    }
+    fn wait(&self) -> Wait {
+        // Judged after the phase's other expectations: the window opens once the phase
+        // has converged, and lasts this long.
+        Wait::PhaseEnd(self.window.0)
+    }
+    fn observes(&self) -> bool {
+        // It awaits PID 1's events for the whole window.
+        false
+    }
+    fn evidence(&self) -> Evidence {
+        // A unit that left its state is in the boot's journal (its probes are in
+        // verdict.json).
+        Evidence::BootJournal
+    }
+    fn source(&self) -> Source {
+        Source::Window
+    }
+    fn units(&self) -> Vec<&UnitName> {
+        self.units.keys().collect()
+    }
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.units.is_empty() && self.http.is_empty() {
+            problems.push(
+                "`stable` watches nothing: name `units` (unit: state) or `http` probes".to_string(),
+            );
+        }
+        if self.window.0.is_zero() {
+            problems.push("`stable.for` is 0: give the window a length".to_string());
+        }
+        if self.every.0.is_zero() {
+            problems.push("`stable.every` is 0: probes need an interval".to_string());
+        } else if !self.http.is_empty() && self.every.0 > self.window.0 {
+            problems.push(format!(
+                "`stable.every: {}` is longer than the window ({}): the probes would run only at its ends",
+                self.every, self.window
+            ));
+        }
+        for p in &self.http {
+            problems.extend(p.as_http().problems());
+        }
+        problems
+    }
+}
+
 #[cfg(test)]
 mod path_tests {
     use super::*;
@@ -680,6 +860,80 @@ mod path_tests {
         assert_eq!(
             serde_json::to_value(&k).unwrap(),
             serde_json::json!({"path": {"path": "/run/x", "exists": false}})
+        );
+    }
+}
+
+#[cfg(test)]
+mod stable_tests {
+    use super::*;
+
+    fn parse(expect: &str) -> ExpectationKind {
+        let text = format!(
+            "name: t\nmilestone: [M2]\nsummary: s\nphases:\n  - name: p\n    expect:\n{expect}"
+        );
+        let scenario = crate::scenario::parse_scenario(std::path::Path::new("t.yaml"), &text)
+            .unwrap_or_else(|d| panic!("{d:?}"));
+        scenario.phases[0].expect[0].kind.clone()
+    }
+
+    #[test]
+    fn a_window_names_its_units_probes_and_interval() {
+        let k = parse(
+            "      - stable:\n          for: 20s\n          units: {deploy-proxy.service: failed, traefik.service: active}\n          http:\n            - {url: \"http://127.0.0.1:8082/version\", body: {equals: v1}}\n",
+        );
+        let ExpectationKind::Stable(s) = &k else {
+            panic!("{k:?}")
+        };
+        assert_eq!(s.window.0, Duration::from_secs(20));
+        assert_eq!(s.every.0, DEFAULT_EVERY);
+        assert_eq!(k.key(), "stable");
+        assert_eq!(k.derived_id(), "stable:for=20s");
+        assert_eq!(
+            k.describe(),
+            "for 20s once the phase has converged, deploy-proxy.service failed, traefik.service active stay so; every 2s GET http://127.0.0.1:8082/version from the guest answers 200 and a body that equals \"v1\""
+        );
+        // An invariant of its phase: judged after the others, for its whole window.
+        assert_eq!(s.wait(), Wait::PhaseEnd(Duration::from_secs(20)));
+        assert!(!s.observes());
+        assert_eq!(s.source(), Source::Window);
+        let units: Vec<&str> = s.units().into_iter().map(UnitName::as_str).collect();
+        assert_eq!(units, ["deploy-proxy.service", "traefik.service"]);
+        assert_eq!(k.probes().len(), 1);
+        assert_eq!(
+            serde_json::to_value(&k).unwrap(),
+            serde_json::json!({"stable": {
+                "for": "20s",
+                "units": {"deploy-proxy.service": "failed", "traefik.service": "active"},
+                "http": [{"from": "guest", "url": "http://127.0.0.1:8082/version", "status": 200,
+                          "body": {"equals": "v1"}}],
+                "every": "2s"
+            }})
+        );
+        // What report.json carries reads back.
+        let back: ExpectationKind = serde_json::from_value(serde_json::to_value(&k).unwrap())
+            .expect("a stable kind reads back");
+        assert_eq!(back, k);
+    }
+
+    #[test]
+    fn a_window_with_bad_intervals_or_probes_is_refused() {
+        let window = |body: &str| StableExpectation {
+            window: ScenarioDuration(Duration::from_secs(10)),
+            units: Default::default(),
+            http: vec![serde_saphyr::from_str(body).expect("a probe")],
+            every: ScenarioDuration(Duration::from_secs(30)),
+        };
+        let problems = window("{url: 'ftp://x/', ca: /ca.pem}").problems();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].contains("longer than the window"),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains("invalid url"), "{problems:?}");
+        assert!(
+            problems[2].contains("is not an https:// URL"),
+            "{problems:?}"
         );
     }
 }

@@ -43,7 +43,10 @@ pub use expectation::{
     UnitExpectation, UnitResult, UnitState, WaitCycleCheck, WaitCycleExpectation,
 };
 pub use files::{FileCheck, FileKind, check_file, check_files, json_schema};
-pub use kinds::{Evidence, ExpectationKind, GateHonestExpectation, KindSpec, Source, Wait};
+pub use kinds::{
+    Evidence, ExpectationKind, GateHonestExpectation, KindSpec, Source, StableExpectation,
+    StableProbe, Wait,
+};
 pub use load::{load_scenario, parse_scenario};
 pub use model::{
     BootOptions, Highlight, Layout, Milestone, Phase, PhaseStart, PlanReport, ReportHints,

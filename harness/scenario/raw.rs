@@ -15,7 +15,9 @@ use super::expectation::{
     JournalExpectation, NoFailedUnits, OrderExpectation, UnitResult, UnitState, WaitCycleCheck,
     WaitCycleExpectation,
 };
-use super::kinds::{EXPECTATION_KINDS, ExpectationKind, GateHonestExpectation, PathExpectation};
+use super::kinds::{
+    EXPECTATION_KINDS, ExpectationKind, GateHonestExpectation, PathExpectation, StableExpectation,
+};
 use super::model::{BootOptions, Milestones, PhaseStart, ReportHints};
 use super::names::{Pattern, UnitName};
 
@@ -107,6 +109,7 @@ pub(crate) struct RawExpectation {
     pub path: Option<PathExpectation>,
     #[serde(default)]
     pub gate_honest: Option<GateHonestExpectation>,
+    pub stable: Option<StableExpectation>,
     #[serde(default)]
     pub persist: Option<ScenarioDuration>,
     #[serde(default)]
@@ -135,6 +138,7 @@ impl RawExpectation {
             wait_cycle,
             path,
             gate_honest,
+            stable,
             persist: _,
             infer: _,
         } = self;
@@ -150,6 +154,7 @@ impl RawExpectation {
             wait_cycle.is_some(),
             path.is_some(),
             gate_honest.is_some(),
+            stable.is_some(),
         ];
         EXPECTATION_KINDS
             .iter()
@@ -185,6 +190,7 @@ impl RawExpectation {
             }),
             self.path.take().map(ExpectationKind::Path),
             self.gate_honest.take().map(ExpectationKind::GateHonest),
+            self.stable.take().map(ExpectationKind::Stable),
         ]
         .into_iter()
         .flatten()
@@ -231,6 +237,7 @@ shape!(NoFailedShape, no_failed_units, NoFailedUnits);
 shape!(BootBudgetShape, boot_budget, ScenarioDuration);
 shape!(PathShape, path, PathExpectation);
 shape!(GateHonestShape, gate_honest, GateHonestExpectation);
+shape!(StableShape, stable, StableExpectation);
 
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -263,6 +270,7 @@ impl JsonSchema for RawExpectation {
             g.subschema_for::<WaitCycleShape>(),
             g.subschema_for::<PathShape>(),
             g.subschema_for::<GateHonestShape>(),
+            g.subschema_for::<StableShape>(),
         ];
         let description = format!(
             "one expectation: an optional id and exactly one of {}",
