@@ -54,8 +54,8 @@ pub use model::{
 };
 pub use names::{Pattern, UnitName};
 pub use plan::{
-    Expected, LoadedPlan, Plan, PlanRun, Reproduction, RunPair, TargetFlag, adhoc_pairs, load_plan,
-    parse_plan, parse_target_flag,
+    Claim, Expected, LoadedPlan, Plan, PlanRun, Proof, Reproduction, RunPair, TargetFlag,
+    adhoc_pairs, load_plan, parse_plan, parse_target_flag,
 };
 pub use shard::{Shard, parse_shard, shard};
 pub use target_spec::TargetSpec;

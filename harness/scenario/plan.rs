@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use serde_saphyr::Location;
 
 use super::diag::{Diagnostic, into_usage_error};
+use super::expectation::Expectation;
 use super::load::parse_scenario;
 use super::model::{Milestone, PlanReport, Scenario, Section};
 use super::names::{Pattern, is_plain_name};
-use super::raw::{RawExpected, RawPlan};
+use super::raw::{RawClaim, RawExpected, RawPlan};
 
 /// The outcome a plan expects for one (target, scenario) pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +50,27 @@ pub struct Plan {
     pub sections: Vec<Section>,
     /// `redact:` patterns: what no file of the evidence may show.
     pub redact: Vec<String>,
+    /// `claims:`: the properties the summary names, each with the pairs and expectations
+    /// that prove it (empty for a plan that does not list them).
+    pub claims: Vec<Claim>,
+}
+
+/// A property a plan claims (`claims:`), named in its summary, and what proves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Claim {
+    /// The property, in the summary's words (such as `converges`).
+    pub property: String,
+    /// The pairs and expectations that prove it, in file order.
+    pub proven_by: Vec<Proof>,
+}
+
+/// One pair's share of a claim's proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Proof {
+    /// The pair id, `TARGET/SCENARIO_NAME`, a pair of the same plan.
+    pub run: String,
+    /// Ids of expectations of that pair's scenario.
+    pub ids: Vec<String>,
 }
 
 /// One entry of a plan.
@@ -181,7 +204,10 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<LoadedPlan, Vec<Diagnostic>
     }
     let mut scenarios: BTreeMap<PathBuf, Scenario> = BTreeMap::new();
     let mut runs = Vec::new();
-    let mut pair_ids: BTreeMap<String, ()> = BTreeMap::new();
+    // Pair id → its scenario file and where the run names it (for `claims:`).
+    let mut pair_ids: BTreeMap<String, (PathBuf, Location)> = BTreeMap::new();
+    // A run whose scenario could not be read has no pair id: claims are not checked then.
+    let mut every_scenario_read = true;
     for run in raw.runs.value {
         let run = run.value;
         if !raw.targets.contains_key(&run.target.value) {
@@ -197,6 +223,7 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<LoadedPlan, Vec<Diagnostic>
             ));
         }
         let Some(file) = resolve_scenario_path(path, &run.scenario.value) else {
+            every_scenario_read = false;
             diags.push(Diagnostic::at(
                 path,
                 run.scenario.referenced,
@@ -222,6 +249,7 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<LoadedPlan, Vec<Diagnostic>
                     scenarios.insert(file.clone(), s);
                 }
                 Err(inner) => {
+                    every_scenario_read = false;
                     diags.extend(inner);
                     diags.push(Diagnostic::at(
                         path,
@@ -237,7 +265,10 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<LoadedPlan, Vec<Diagnostic>
         }
         let scenario = &scenarios[&file];
         let pair_id = format!("{}/{}", run.target.value, scenario.name);
-        if pair_ids.insert(pair_id.clone(), ()).is_some() {
+        if pair_ids
+            .insert(pair_id.clone(), (file.clone(), run.scenario.referenced))
+            .is_some()
+        {
             diags.push(Diagnostic::at(
                 path,
                 run.scenario.referenced,
@@ -288,6 +319,18 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<LoadedPlan, Vec<Diagnostic>
         Some(r) => check_sections(path, r, &mut diags),
         None => Vec::new(),
     };
+    let claims = if every_scenario_read {
+        check_claims(
+            path,
+            &raw.summary,
+            raw.claims,
+            &pair_ids,
+            &scenarios,
+            &mut diags,
+        )
+    } else {
+        Vec::new()
+    };
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -299,8 +342,150 @@ pub fn parse_plan(path: &Path, text: &str) -> Result<LoadedPlan, Vec<Diagnostic>
         runs,
         sections,
         redact: raw.redact.into_iter().map(|p| p.0).collect(),
+        claims,
     };
     Ok(LoadedPlan { plan, scenarios })
+}
+
+/// `claims:`: each property named in the summary and given once; each proof names a
+/// pair of this plan, once per claim, and ids its scenario has; and, when the plan lists
+/// claims at all, every pair proves at least one.
+fn check_claims(
+    path: &Path,
+    summary: &str,
+    raw: Vec<serde_saphyr::Spanned<RawClaim>>,
+    pairs: &BTreeMap<String, (PathBuf, Location)>,
+    scenarios: &BTreeMap<PathBuf, Scenario>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Claim> {
+    let words = |t: &str| {
+        t.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    let summary_words = words(summary);
+    let mut claims: Vec<Claim> = Vec::new();
+    let mut proving: Vec<&str> = Vec::new();
+    for claim in raw {
+        let claim = claim.value;
+        let property = claim.property.value.trim().to_string();
+        let at = claim.property.referenced;
+        if property.is_empty() {
+            diags.push(Diagnostic::at(
+                path,
+                at,
+                "a claim's `property` is empty: name the property, in the summary's words",
+            ));
+        } else if !summary_words.contains(&words(&property)) {
+            diags.push(Diagnostic::at(
+                path,
+                at,
+                format!(
+                    "claim {property:?} is not named in the plan's summary: the summary must say which property each pair proves"
+                ),
+            ));
+        }
+        if claims.iter().any(|c| c.property == property) {
+            diags.push(Diagnostic::at(
+                path,
+                at,
+                format!("claim {property:?} is given twice: keep one, with all its proofs"),
+            ));
+        }
+        if claim.proven_by.value.is_empty() {
+            diags.push(Diagnostic::at(
+                path,
+                claim.proven_by.referenced,
+                format!(
+                    "claim {property:?} has an empty `proven_by`: list the pairs and the expectation ids that prove it"
+                ),
+            ));
+        }
+        let mut proven_by: Vec<Proof> = Vec::new();
+        for proof in claim.proven_by.value {
+            let proof = proof.value;
+            let run = proof.run.value;
+            if proven_by.iter().any(|p| p.run == run) {
+                diags.push(Diagnostic::at(
+                    path,
+                    proof.run.referenced,
+                    format!(
+                        "claim {property:?} names run {run:?} twice: list all its ids under one entry"
+                    ),
+                ));
+            }
+            match pairs.get_key_value(&run) {
+                None => {
+                    let known: Vec<&str> = pairs.keys().map(String::as_str).collect();
+                    diags.push(Diagnostic::at(
+                        path,
+                        proof.run.referenced,
+                        format!(
+                            "claim {property:?}: the plan has no run {run:?}: expected TARGET/SCENARIO_NAME, one of {}",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+                Some((key, (file, _))) => {
+                    proving.push(key.as_str());
+                    let scenario = &scenarios[file];
+                    if proof.ids.value.is_empty() {
+                        diags.push(Diagnostic::at(
+                            path,
+                            proof.ids.referenced,
+                            format!(
+                                "claim {property:?}: no ids for run {run:?}: list the expectations of {} that prove it",
+                                scenario.name
+                            ),
+                        ));
+                    }
+                    for id in &proof.ids.value {
+                        if scenario.expectation(&id.value).is_none() {
+                            let known: Vec<&str> =
+                                scenario.expectations().map(|e| e.id.as_str()).collect();
+                            diags.push(Diagnostic::at(
+                                path,
+                                id.referenced,
+                                format!(
+                                    "claim {property:?} needs expectation {:?} of run {run}, but scenario {} has none: expected one of {}",
+                                    id.value,
+                                    scenario.name,
+                                    known.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            proven_by.push(Proof {
+                run,
+                ids: proof.ids.value.into_iter().map(|i| i.value).collect(),
+            });
+        }
+        claims.push(Claim {
+            property,
+            proven_by,
+        });
+    }
+    if !claims.is_empty() {
+        let mut idle: Vec<(&String, Location)> = pairs
+            .iter()
+            .filter(|(id, _)| !proving.contains(&id.as_str()))
+            .map(|(id, (_, at))| (id, *at))
+            .collect();
+        idle.sort_by_key(|(_, at)| (at.line(), at.column()));
+        for (id, at) in idle {
+            diags.push(Diagnostic::at(
+                path,
+                at,
+                format!(
+                    "run {id:?} proves none of the plan's claims: name it, with the ids it proves, under a claim's `proven_by`, or drop the run"
+                ),
+            ));
+        }
+    }
+    claims
 }
 
 /// `report.sections`: valid milestone names, non-empty titles, each milestone once.
@@ -390,6 +575,38 @@ fn check_target_string(target: &str) -> Result<(), String> {
 }
 
 impl LoadedPlan {
+    /// The claim of this property, if the plan makes it.
+    pub fn claim(&self, property: &str) -> Option<&Claim> {
+        self.plan.claims.iter().find(|c| c.property == property)
+    }
+
+    /// The expectations a claim names, each with its pair id, in the claim's order
+    /// (empty when the plan does not make the claim).
+    pub fn claimed(&self, property: &str) -> Vec<(&str, &Expectation)> {
+        let Some(claim) = self.claim(property) else {
+            return Vec::new();
+        };
+        claim
+            .proven_by
+            .iter()
+            .flat_map(|proof| {
+                let scenario = self
+                    .plan
+                    .runs
+                    .iter()
+                    .map(|r| &self.scenarios[&r.scenario])
+                    .zip(&self.plan.runs)
+                    .find(|(s, r)| format!("{}/{}", r.target, s.name) == proof.run)
+                    .map(|(s, _)| s);
+                proof.ids.iter().filter_map(move |id| {
+                    scenario
+                        .and_then(|s| s.expectation(id))
+                        .map(|e| (proof.run.as_str(), e))
+                })
+            })
+            .collect()
+    }
+
     /// The runs in plan order, each with its scenario and stable id.
     pub fn pairs(&self) -> Vec<RunPair> {
         self.plan

@@ -307,6 +307,38 @@ pub(crate) struct RawPlan {
     /// the evidence bundle (the harness's own keys always are).
     #[serde(default)]
     pub redact: Vec<super::names::Pattern>,
+    /// The properties the plan claims (each named in `summary`), and for each, the pairs
+    /// and expectations that prove it. When given, every run must prove at least one.
+    #[serde(default)]
+    #[schemars(with = "Vec<RawClaim>")]
+    pub claims: Vec<Spanned<RawClaim>>,
+}
+
+/// One property a plan claims, and what proves it.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Claim")]
+pub(crate) struct RawClaim {
+    /// The property, in the words the plan's `summary` uses for it (such as `converges`).
+    #[schemars(with = "String")]
+    pub property: Spanned<String>,
+    /// The pairs, and the expectations of each, that prove it.
+    #[schemars(with = "Vec<RawProof>", length(min = 1))]
+    pub proven_by: Spanned<Vec<Spanned<RawProof>>>,
+}
+
+/// A pair of the plan and the expectations of its scenario that prove a claim.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ClaimProof")]
+pub(crate) struct RawProof {
+    /// A pair of this plan, `TARGET/SCENARIO_NAME` (such as `after/clean-cold-boot`).
+    #[schemars(with = "String")]
+    pub run: Spanned<String>,
+    /// Ids of expectations of that pair's scenario (explicit or derived, such as
+    /// `unit:deploy-proxy.service=active`).
+    #[schemars(with = "Vec<String>", length(min = 1))]
+    pub ids: Spanned<Vec<Spanned<String>>>,
 }
 
 /// One entry of a plan.
