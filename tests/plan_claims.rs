@@ -100,8 +100,19 @@ fn converges() -> Vec<Need> {
             "the dashboard through the proxy on verified TLS, from the host",
             |e| dashboard_through_proxy(e, ProbeFrom::Host),
         ),
-        // The stable window over the converged state (issue 22's `stable:`) joins here
-        // once it lands in scenarios/clean-cold-boot.yaml.
+        // A state that lasts: a window of 30 s or more over the gate, the proxy, the
+        // dashboard and the route through the proxy on verified TLS.
+        need(
+            "the converged state holds 30 s (units and the route through the proxy)",
+            |e| {
+                matches!(&e.kind, ExpectationKind::Stable(w)
+                if w.window.0 >= std::time::Duration::from_secs(30)
+                    && ["deploy-proxy.service", "traefik.service", "deploy-dashboard.service", "drone.service"]
+                        .iter()
+                        .all(|u| w.units.keys().any(|k| k.as_str() == *u))
+                    && w.http.iter().any(|h| h.url.starts_with("https://ci.commoninternet.net") && h.ca.is_some()))
+            },
+        ),
     ]);
     needs
 }
@@ -161,6 +172,15 @@ fn rolls_back() -> Vec<Need> {
                 Box::new(|e| {
                     matches!(&e.kind, ExpectationKind::Http(h)
                     if h.url.ends_with("/version") && h.body == Some(TextMatch::Equals("v1".into())))
+                }),
+            ),
+            later(
+                "v1 keeps serving and deploy-proxy stays failed for a window",
+                Box::new(|e| {
+                    matches!(&e.kind, ExpectationKind::Stable(w)
+                    if w.units.get(&coldboot::scenario::UnitName::parse(PROXY).expect("a unit name"))
+                        == Some(&UnitState::Failed)
+                        && !w.http.is_empty())
                 }),
             ),
             later(
@@ -479,6 +499,7 @@ fn a_plan_missing_a_check_its_claim_needs_is_caught() {
             "broken-traefik-silent: deploy-proxy logs its rollback to v1",
             "broken-traefik-silent: deploy-proxy fails with status 2",
             "broken-traefik-silent: v1 serves",
+            "broken-traefik-silent: v1 keeps serving and deploy-proxy stays failed for a window",
             "broken-traefik-silent: v1 stays last-good",
         ]
     );

@@ -683,3 +683,58 @@ fn old_gate_on_model_copy(
         .3;
     (bundle, out, pair)
 }
+
+/// Gate honesty from the harness's own probes (issue 22): deploy-proxy is restarted on
+/// a booted guest, and its start must not end before the harness's probe of its gate
+/// URL found it healthy. The model's honest gate passes; its dishonest variant
+/// (`decide=before-healthy`: it commits while the proxy is down and deploys it 5 s later)
+/// is caught by the probe the watcher makes right after the start ends.
+#[test]
+fn a_gate_that_commits_before_its_proxy_serves_is_caught_by_the_harness_probe() {
+    require_vm!();
+    let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let (bundle, out) = run_into_bundle(&[
+        "run",
+        "--jobs",
+        "2",
+        "--target",
+        "honest=recipe:vm-images/ccci-model?gate=self",
+        "--target",
+        "dishonest=recipe:vm-images/ccci-model?gate=self&decide=before-healthy",
+        "tests/scenarios/gate-honesty.yaml",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the dishonest gate fails its pair"
+    );
+    let got = pairs(bundle.path());
+    let outcome = |pair: &str| {
+        let report = &got
+            .iter()
+            .find(|(i, ..)| i == pair)
+            .unwrap_or_else(|| panic!("no pair {pair}"))
+            .3;
+        report["outcomes"]
+            .as_array()
+            .expect("outcomes")
+            .iter()
+            .find(|o| o["id"] == "redeploy/gate-honest")
+            .cloned()
+            .unwrap_or_else(|| panic!("no gate_honest outcome: {report}"))
+    };
+    let honest = outcome("honest/gate-honesty");
+    assert_eq!(honest["held"], true, "{honest}");
+    let dishonest = outcome("dishonest/gate-honesty");
+    let seen = dishonest["seen"].as_str().unwrap_or_default();
+    assert!(
+        dishonest["held"] == false && dishonest.get("not_checked").is_none(),
+        "{dishonest}"
+    );
+    assert!(
+        seen.contains("deploy-proxy.service's start ended at")
+            && seen.contains("but the harness's probe of http://127.0.0.1:8082/ping sent at")
+            && seen.contains("still found it refused"),
+        "{seen}"
+    );
+}

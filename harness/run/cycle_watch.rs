@@ -17,15 +17,11 @@ use crate::guest::systemd::sources::Gate;
 use super::clock::GuestClock;
 use super::cycle_reads::{Judge, OrderingWatch, Read, absorb, assess};
 use super::cycles::{READ_EVERY, WatchSetup, WatchSource, WatchState};
+use super::gate_probe::{PROBE_EVERY, Pacing, probe_gate};
 use super::watch::Journal;
 
 /// The gap between reads when no start job runs (a later restart may queue one).
 const IDLE_READ_EVERY: Duration = Duration::from_secs(10);
-/// A gate probe's own limit: a gate that hangs is recorded as `timed out`.
-const GATE_PROBE: Duration = Duration::from_secs(2);
-/// The shortest gap between two probes of a gate while the recorder drives the reads
-/// (they come at every change of the queue; a probe is an SSH round trip).
-const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How long the watcher waits, once SSH is up, for the recorder's first read of the queue.
 const RECORDER_GRACE: Duration = Duration::from_secs(3);
 
@@ -78,8 +74,7 @@ async fn follow_recorder(
     let mut gates = unprobed(&setup.gates);
     let mut queue = Queue::default();
     let mut folded = 0usize;
-    let mut last_probe: Option<Instant> = None;
-    let mut running_before: Vec<usize> = Vec::new();
+    let mut pacing = Pacing::default();
     let mut ordering = OrderingWatch::default();
     let known_from = rec.with(|l| l.queue_known).unwrap_or_else(Instant::now);
     loop {
@@ -102,39 +97,16 @@ async fn follow_recorder(
             s.userspace_us = queue.userspace_us;
             s.clock = Some(clock);
         }
-        // Probe the gates whose start runs (an SSH round trip each, so not at every change).
-        let due = last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY);
-        let gated_running: Vec<usize> = gates
+        let ended: Vec<String> = fresh
             .iter()
-            .enumerate()
-            .filter(|(_, g)| queue.start_running(&g.gate.unit))
-            .map(|(n, _)| n)
+            .filter_map(|(_, e)| match e {
+                crate::guest::recorder::Event::JobRemoved { unit, .. } => Some(unit.clone()),
+                _ => None,
+            })
             .collect();
-        // A gated start that just ended is probed once more at once: whether its URL
-        // serves right after is what its honesty is judged on.
-        let just_ended: Vec<usize> = running_before
-            .iter()
-            .copied()
-            .filter(|n| !gated_running.contains(n))
-            .collect();
-        running_before = gated_running.clone();
-        let mut to_probe = just_ended;
-        if due && !gated_running.is_empty() {
-            last_probe = Some(Instant::now());
-            to_probe.extend(gated_running);
-        }
-        let mut probes = Vec::new();
-        if !to_probe.is_empty() {
-            for n in to_probe {
-                match probe_gate(&guest, &mut gates[n], &clock, state).await {
-                    Ok(record) => probes.push(record),
-                    Err(e) => {
-                        state.lock().expect("cycle watch lock").error =
-                            Some(format!("probing {}: {e:#}", gates[n].gate.url))
-                    }
-                }
-            }
-        }
+        let probes = pacing
+            .probe(&guest, &mut gates, (&queue, &ended), &clock, state)
+            .await;
         // A read now: the probes' answers, or the passing of time on a still queue.
         let folding = Folding {
             gates: &gates,
@@ -164,7 +136,7 @@ async fn follow_recorder(
         let confirming = gates
             .iter()
             .any(|g| g.unhealthy_streak == 1 && queue.start_running(&g.gate.unit));
-        let wake = match (confirming, last_probe) {
+        let wake = match (confirming, pacing.last_probe) {
             (true, Some(t)) => t + PROBE_EVERY,
             _ => Instant::now() + READ_EVERY,
         };
@@ -391,161 +363,6 @@ async fn read_once(
     Ok(read)
 }
 
-/// Probe `g`'s URL from inside the guest, note the answer on `g` and (on the guest's
-/// clock) in `state` for the gate-honesty checks, and return the probe's record. TLS is
-/// not verified: the question is whether, and with what, the URL answers.
-async fn probe_gate(
-    guest: &Guest,
-    g: &mut GateSeen,
-    clock: &GuestClock,
-    state: &Mutex<WatchState>,
-) -> anyhow::Result<ProbeRecord> {
-    use super::probe::{self, Answer, Tls};
-    let sent = Instant::now();
-    let answer = probe::from_guest(guest, &g.gate.url, Tls::Insecure, GATE_PROBE).await?;
-    let answered = Instant::now();
-    let status = match &answer {
-        Answer::Http { status, .. } => Some(*status),
-        Answer::None { .. } => None,
-    };
-    let healthy = status.is_some_and(|c| (200..300).contains(&c));
-    g.record(answer.word(), healthy);
-    state.lock().expect("cycle watch lock").gate_probes.push((
-        g.gate.unit.clone(),
-        crate::check::honesty::GateProbe {
-            sent_us: clock.to_guest_us(sent),
-            answered_us: clock.to_guest_us(answered),
-            healthy,
-            answer: answer.word(),
-        },
-    ));
-    Ok(ProbeRecord {
-        at_unix: crate::run::record::unix_now(),
-        from: "guest".into(),
-        gate_of: Some(g.gate.unit.clone()),
-        url: g.gate.url.clone(),
-        status,
-        excerpt: answer.word(),
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    //! The watcher's fold of the recorder's stream, replayed from a real boot:
-    //! `tests/fixtures/run/old-gate-timeout45.recorder.jsonl`, the `recorder-boot-1.jsonl`
-    //! evidence of the model with the old gate and a 45 s start timeout
-    //! (`?gate=dashboard&timeout=45`): every event PID 1 sent, stamped with when it arrived
-    //! on the guest's clock. The gate is taken to answer as it did in that run (`timed out`)
-    //! at every arrival while its start job runs; that run's two probes both failed.
-    use super::*;
-    use crate::guest::recorder::Event;
-
-    const PERSIST: Duration = Duration::from_secs(10);
-
-    fn recorded() -> (Vec<(f64, Event)>, f64) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/run/old-gate-timeout45.recorder.jsonl");
-        let text = std::fs::read_to_string(path).expect("the recorded stream");
-        let mut events = Vec::new();
-        let mut known = None;
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
-            if let Some(s) = v.get("summary") {
-                known = s["queue_known_guest_s"].as_f64();
-                continue;
-            }
-            let at = v["received_guest_s"].as_f64().expect("an arrival time");
-            events.push((at, serde_json::from_value(v).expect("an event")));
-        }
-        (events, known.expect("the summary line"))
-    }
-
-    #[test]
-    fn a_wait_cycle_forms_is_confirmed_after_persist_and_breaks_at_the_timeout() {
-        let (events, known_s) = recorded();
-        let zero = Instant::now();
-        let at = |s: f64| zero + Duration::from_secs_f64(s);
-        let clock = GuestClock::from_sample(zero, 0, Duration::ZERO);
-        let mut gates = unprobed(&[Gate {
-            unit: "deploy-proxy.service".into(),
-            url: "https://ci.commoninternet.net/".into(),
-            served_by: "deploy-dashboard.service".into(),
-        }]);
-        let state = Arc::new(Mutex::new(WatchState::default()));
-        let journal = Journal::fixed(Vec::new());
-        let status = |_: &str| {};
-        let (mut queue, mut tracker) = (Queue::default(), CycleTracker::new(PERSIST));
-        let mut standing_at = Vec::new();
-        let mut i = 0;
-        while i < events.len() {
-            let t = events[i].0;
-            // The watcher reads at least every READ_EVERY while nothing arrives.
-            let every = READ_EVERY.as_secs_f64();
-            while let Some(&(last, _)) = standing_at.last()
-                && last + every < t
-            {
-                let read_at = last + every;
-                let folding = Folding {
-                    gates: &gates,
-                    clock: &clock,
-                    known_from: at(known_s),
-                    judge: Judge {
-                        journal: &journal,
-                        persist: PERSIST,
-                        status: &status,
-                    },
-                    state: &state,
-                };
-                folding.read_now(&queue, &mut tracker, at(read_at), Vec::new());
-                let s = state.lock().expect("lock");
-                let standing =
-                    s.confirmed.is_some() && s.cycle_last_seen == s.reads.last().copied();
-                standing_at.push((read_at, standing));
-            }
-            let group: Vec<(Instant, Event)> = events[i..]
-                .iter()
-                .take_while(|(s, _)| *s == t)
-                .map(|(s, e)| (at(*s), e.clone()))
-                .collect();
-            i += group.len();
-            if queue.start_running("deploy-proxy.service") {
-                gates[0].record("timed out".into(), false);
-            }
-            let folding = Folding {
-                gates: &gates,
-                clock: &clock,
-                known_from: at(known_s),
-                judge: Judge {
-                    journal: &journal,
-                    persist: PERSIST,
-                    status: &status,
-                },
-                state: &state,
-            };
-            folding.fold(&group, &mut queue, &mut tracker);
-            let s = state.lock().expect("lock");
-            let standing = s.confirmed.is_some() && s.cycle_last_seen == s.reads.last().copied();
-            standing_at.push((t, standing));
-        }
-        let s = state.lock().expect("lock");
-        let c = s.confirmed.clone().expect("the cycle was confirmed");
-        let units: Vec<&str> = c.units.iter().map(String::as_str).collect();
-        assert_eq!(units, ["deploy-dashboard.service", "deploy-proxy.service"]);
-        // Confirmed once it had lasted `persist`, on the guest's clock, not before, and
-        // by the watcher's next read after that.
-        assert!(c.confirmed >= c.formed + PERSIST, "{c:?}");
-        assert!(c.confirmed <= c.formed + PERSIST + 2 * READ_EVERY, "{c:?}");
-        // It stood until deploy-proxy's start timed out (its job removed `failed` at
-        // 74.048 s), and not after: the dashboard's start then ran.
-        let removed = 74.048;
-        let last_standing = standing_at.iter().filter(|(_, s)| *s).map(|(t, _)| *t);
-        let last_standing = last_standing.fold(0.0, f64::max);
-        assert!(last_standing < removed, "stood until {last_standing}");
-        assert!(
-            last_standing > removed - 2.0 * READ_EVERY.as_secs_f64(),
-            "{last_standing}"
-        );
-        assert!(!standing_at.last().expect("reads").1);
-        assert!(s.cycle_last_seen.is_some_and(|l| l < at(removed)));
-    }
-}
+#[path = "cycle_watch_tests.rs"]
+mod tests;

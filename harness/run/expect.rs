@@ -23,9 +23,6 @@ use super::watch::{Entry, Journal};
 /// How long an order check waits for its anchor's journal entry once PID 1 says the
 /// anchor unit's start ended (the journal stream lags PID 1's signals).
 const ANCHOR_LAG: Duration = Duration::from_secs(10);
-/// How long an order check waits for the watcher's probe of a gate right after the gated
-/// start ended.
-const GATE_PROBE_WAIT: Duration = Duration::from_secs(10);
 /// Time between two attempts of a probe that has not answered as expected yet.
 const PROBE_RETRY: Duration = Duration::from_secs(1);
 /// How long one attempt of an expectation's probe may take.
@@ -122,7 +119,9 @@ pub async fn await_expectation(
             await_boot_budget(live, budget.0.0, deadline).await?
         }
         ExpectationKind::WaitCycle(w) => await_wait_cycle(live, w, deadline).await,
-        ExpectationKind::GateHonest(g) => Awaited::now(await_gate_honest(live, g).await),
+        ExpectationKind::GateHonest(g) => {
+            Awaited::now(super::honesty::await_gate_honest(live, g).await)
+        }
         ExpectationKind::Path(p) => {
             // The harness's own check: `test -e` exits 0 when the path exists, 1 when not.
             let quoted = crate::guest::shell::quote(&p.path);
@@ -166,7 +165,7 @@ async fn await_order(
         }
     };
     if eval.held {
-        eval = gate_honesty(live, o, &times, eval).await;
+        eval = super::honesty::order_honesty(live, o, &times, eval).await;
     }
     // An anchor that never finished starting because it sits on a wait cycle:
     // say so, it is the reason.
@@ -177,128 +176,6 @@ async fn await_order(
         eval.seen = format!("{}; it is on a wait cycle: {}", eval.seen, c.message);
     }
     Ok(Awaited::now(eval))
-}
-
-/// An order whose anchor unit has a declared health gate, judged against the harness's
-/// own probes of the gate's URL (see `check::honesty`): the gated start's end, the gate's
-/// logged decision (a `journal:` anchor) and each consumer's start came no earlier than
-/// the URL served. A moment the probes cannot place is said, never passed silently.
-async fn gate_honesty(
-    live: &Live<'_>,
-    o: &crate::scenario::OrderExpectation,
-    times: &[systemd::UnitState],
-    eval: Evaluation,
-) -> Evaluation {
-    use crate::check::honesty::{Honesty, judge};
-    let after = o.after.as_str();
-    let Some((gate, mut probes)) = live.cycles.gate_of(after) else {
-        return eval;
-    };
-    let mut moments: Vec<(String, u64)> = Vec::new();
-    let ended = live.journal.scan(|all| {
-        all.iter()
-            .find(|s| s.entry.ends_start_job_of(after))
-            .map(|s| s.entry.mono_us)
-    });
-    if let Some(us) = ended.or_else(|| times.first().and_then(|t| t.finished_starting_us())) {
-        moments.push((format!("{after}'s start ended"), us));
-        // The watcher probes the URL once more right after the start ends: wait for
-        // that probe, it is the one that shows whether the gate let go too early.
-        probes = gate_probes_after(live, after, us).await;
-    }
-    if let Some(crate::scenario::OrderAnchor::Journal(p)) = &o.anchor
-        && let Some(us) = live.journal.scan(|all| {
-            all.iter()
-                .find(|s| s.entry.unit.as_deref() == Some(after) && p.is_match(&s.entry.message))
-                .map(|s| s.entry.mono_us)
-        })
-    {
-        moments.push((format!("{after} logged /{}/", p.0), us));
-    }
-    for t in times.iter().skip(1) {
-        if let Some(us) = t.inactive_exit_us.filter(|us| *us > 0) {
-            moments.push((format!("{} started", t.id), us));
-        }
-    }
-    let judged: Vec<Honesty> = moments
-        .iter()
-        .map(|(what, us)| judge(what, *us, &gate.url, &probes))
-        .collect();
-    let first_bad = judged.iter().find(|h| !h.holds());
-    let seen = match (first_bad, judged.first()) {
-        (Some(Honesty::Unhealthy(w)), _) => {
-            return Evaluation::failed(format!("{}; but the gate was not serving: {w}", eval.seen));
-        }
-        (Some(h), _) => format!("{}; gate honesty not checked: {}", eval.seen, h.words()),
-        (None, Some(first)) => format!(
-            "{}; gate honest by the harness's own probes ({} of its URL): {}, and every moment after it likewise",
-            eval.seen,
-            probes.len(),
-            first.words()
-        ),
-        (None, None) => format!(
-            "{}; gate honesty not checked: no moment to judge",
-            eval.seen
-        ),
-    };
-    Evaluation { seen, ..eval }
-}
-
-/// `gate_honest:`: the unit's latest start in this phase (from its floor on) against the
-/// harness's probes of its declared gate, once the probe right after that start's end
-/// is in.
-async fn await_gate_honest(
-    live: &Live<'_>,
-    g: &crate::scenario::GateHonestExpectation,
-) -> Evaluation {
-    let unit = g.unit.as_str();
-    let Some((gate, _)) = live.cycles.gate_of(unit) else {
-        return Evaluation::not_checked(format!("the target declares no gate for {unit}"));
-    };
-    let floor = live.journal_floor_us;
-    let ended = live.journal.scan(|all| {
-        all.iter()
-            .rev()
-            .find(|s| s.entry.mono_us >= floor && s.entry.ends_start_job_of(unit))
-            .map(|s| s.entry.mono_us)
-    });
-    let Some(end) = ended else {
-        return Evaluation::failed(format!("{unit}'s start job never ended in this phase"));
-    };
-    let probes = gate_probes_after(live, unit, end).await;
-    let h = crate::check::honesty::judge(&format!("{unit}'s start ended"), end, &gate.url, &probes);
-    match h {
-        crate::check::honesty::Honesty::SeenHealthy(w)
-        | crate::check::honesty::Honesty::Bracketed(w) => Evaluation::held(w),
-        crate::check::honesty::Honesty::Unhealthy(w) => Evaluation::failed(w),
-        crate::check::honesty::Honesty::NotSeen(w) => Evaluation::not_checked(w),
-    }
-}
-
-/// The watcher's probes of `unit`'s gate, once one sent at or after `us` is among them
-/// (the probe it makes right after the gated start ends), or after [`GATE_PROBE_WAIT`].
-async fn gate_probes_after(
-    live: &Live<'_>,
-    unit: &str,
-    us: u64,
-) -> Vec<crate::check::honesty::GateProbe> {
-    let probes = || {
-        live.cycles
-            .gate_of(unit)
-            .map(|(_, p)| p)
-            .unwrap_or_default()
-    };
-    let until = Instant::now() + GATE_PROBE_WAIT;
-    let mut cycles = live.cycles.clone();
-    let mut got = probes();
-    while !got.iter().any(|p| p.sent_us >= us) && Instant::now() < until {
-        tokio::select! {
-            alive = cycles.next_read() => if !alive { break },
-            _ = tokio::time::sleep_until(until.into()) => break,
-        }
-        got = probes();
-    }
-    got
 }
 
 /// The anchor's moment (guest µs) from the journal, which holds the whole boot, and the

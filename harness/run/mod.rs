@@ -17,6 +17,8 @@
 //! - `cycles`: watching for wait cycles while a boot runs (the handle on what was found)
 //! - `early`: unit waits decided ahead of their turn
 //! - `expect`: awaiting and evaluating one expectation against a live guest
+//! - `gate_probe`: the watcher's probes of declared gates, paced and right after a start
+//! - `honesty`: gate honesty on a live guest, against the watcher's probes of the gate
 //! - `idle`: the end-of-phase evidence, read at the boot's first idle moment
 //! - `lost`: a VM lost in the middle of a phase
 //! - `pair`: running one (target, scenario) pair on its own overlay, and its report
@@ -41,6 +43,8 @@ pub mod cycle_watch;
 pub mod cycles;
 pub mod early;
 pub mod expect;
+pub mod gate_probe;
+pub mod honesty;
 pub mod idle;
 pub mod lost;
 pub mod pair;
@@ -123,20 +127,7 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         pair::check_faults(pair, &faults)?;
     }
 
-    // Every file of the bundle is filtered: the top by every pattern of the run, each
-    // pair folder by the plan's, its target's and (once generated) the pair's keys.
-    let all: Vec<String> = opts
-        .redact
-        .iter()
-        .chain(specs.values().flat_map(|s| s.redact.iter()))
-        .cloned()
-        .collect();
-    redact::register(&opts.evidence, redact::Redactor::new(&all)?);
-    let mut redactors: BTreeMap<String, redact::Redactor> = BTreeMap::new();
-    for (target, spec) in &specs {
-        let patterns: Vec<&String> = opts.redact.iter().chain(&spec.redact).collect();
-        redactors.insert(target.clone(), redact::Redactor::new(&patterns)?);
-    }
+    let redactors = redactors(opts, &specs)?;
 
     let cache_root = targets::cache::cache_root(None)?;
     let probe_kernel = specs
@@ -206,6 +197,28 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
     let mut reports = reports;
     reports.sort_by_key(|(i, _)| *i);
     Ok(reports.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Every file of the bundle is filtered: the top by every pattern of the run, each pair
+/// folder by the plan's, its target's and (once generated) the pair's keys. The
+/// redactor of each target's pair folders.
+fn redactors(
+    opts: &RunOptions,
+    specs: &BTreeMap<String, Arc<BootSpec>>,
+) -> anyhow::Result<BTreeMap<String, redact::Redactor>> {
+    let all: Vec<String> = opts
+        .redact
+        .iter()
+        .chain(specs.values().flat_map(|s| s.redact.iter()))
+        .cloned()
+        .collect();
+    redact::register(&opts.evidence, redact::Redactor::new(&all)?);
+    let mut redactors: BTreeMap<String, redact::Redactor> = BTreeMap::new();
+    for (target, spec) in specs {
+        let patterns: Vec<&String> = opts.redact.iter().chain(&spec.redact).collect();
+        redactors.insert(target.clone(), redact::Redactor::new(&patterns)?);
+    }
+    Ok(redactors)
 }
 
 /// Prepare every target the pairs use, one at a time (builds of different recipes share

@@ -61,35 +61,9 @@ pub(super) async fn await_stable(
         if let Some(d) = signalled {
             return Ok(unit_failed(live, d, start_us).await);
         }
-        // PID 1's journal entries about a watched unit: read those units again (a guest
-        // without signals decides here; with them, the read confirms).
-        let mentioned: Vec<String> = live.journal.scan(|all| {
-            let fresh = all.get(entries_seen..).unwrap_or_default();
-            entries_seen = all.len();
-            let mut units: Vec<String> = Vec::new();
-            for e in fresh.iter().filter(|e| e.entry.from_manager) {
-                if let Some(u) = &e.entry.unit
-                    && names.contains(u)
-                    && !units.contains(u)
-                {
-                    units.push(u.clone());
-                }
-            }
-            units
-        });
-        if !mentioned.is_empty() {
-            let states =
-                super::units_read::named_states(live.guest, live.recorder.as_ref(), &mentioned)
-                    .await?;
-            let wanted = s
-                .units
-                .iter()
-                .filter(|(u, _)| mentioned.iter().any(|m| m == u.as_str()))
-                .map(|(u, st)| (u.clone(), *st))
-                .collect();
-            if let Some(d) = check::stable::departure_in_states(&wanted, &states) {
-                return Ok(unit_failed(live, d, start_us).await);
-            }
+        if let Some(failed) = reread_mentioned(live, s, &names, &mut entries_seen, start_us).await?
+        {
+            return Ok(failed);
         }
 
         let now = Instant::now();
@@ -127,16 +101,76 @@ pub(super) async fn await_stable(
         }
     }
 
-    // The window's end: one more round of probes and one more read of the units.
+    close(
+        live,
+        s,
+        (&names, &probes),
+        (start_us, entries_from, changes_from),
+        rounds,
+    )
+    .await
+}
+
+/// PID 1's journal entries about a watched unit since `entries_seen`: those units read
+/// again (a guest without signals decides here; with them, the read confirms). The
+/// failed window, if one left its state.
+async fn reread_mentioned(
+    live: &Live<'_>,
+    s: &StableExpectation,
+    names: &[String],
+    entries_seen: &mut usize,
+    start_us: u64,
+) -> anyhow::Result<Option<Awaited>> {
+    // PID 1's journal entries about a watched unit: read those units again (a guest
+    // without signals decides here; with them, the read confirms).
+    let mentioned: Vec<String> = live.journal.scan(|all| {
+        let fresh = all.get(*entries_seen..).unwrap_or_default();
+        *entries_seen = all.len();
+        let mut units: Vec<String> = Vec::new();
+        for e in fresh.iter().filter(|e| e.entry.from_manager) {
+            if let Some(u) = &e.entry.unit
+                && names.contains(u)
+                && !units.contains(u)
+            {
+                units.push(u.clone());
+            }
+        }
+        units
+    });
+    if !mentioned.is_empty() {
+        let states =
+            super::units_read::named_states(live.guest, live.recorder.as_ref(), &mentioned).await?;
+        let wanted = s
+            .units
+            .iter()
+            .filter(|(u, _)| mentioned.iter().any(|m| m == u.as_str()))
+            .map(|(u, st)| (u.clone(), *st))
+            .collect();
+        if let Some(d) = check::stable::departure_in_states(&wanted, &states) {
+            return Ok(Some(unit_failed(live, d, start_us).await));
+        }
+    }
+    Ok(None)
+}
+
+/// The window's end: one more round of probes and one more read of the units, then
+/// what was watched, in words.
+async fn close(
+    live: &Live<'_>,
+    s: &StableExpectation,
+    (names, probes): (&[String], &[HttpExpectation]),
+    (start_us, entries_from, changes_from): (u64, usize, usize),
+    mut rounds: usize,
+) -> anyhow::Result<Awaited> {
     if !probes.is_empty() {
-        if let Some(failed) = probe_round(live, s, &probes, start_us, changes_from).await {
+        if let Some(failed) = probe_round(live, s, probes, start_us, changes_from).await {
             return Ok(failed);
         }
         rounds += 1;
     }
     if !names.is_empty() {
         let states =
-            super::units_read::named_states(live.guest, live.recorder.as_ref(), &names).await?;
+            super::units_read::named_states(live.guest, live.recorder.as_ref(), names).await?;
         if let Some(d) = check::stable::departure_in_states(&s.units, &states) {
             return Ok(unit_failed(live, d, start_us).await);
         }

@@ -1,0 +1,112 @@
+//! The wait-cycle watcher's own probes of the declared gates' URLs, from inside the
+//! guest: while a gated start runs (paced), and once at once when it ends. Each is
+//! recorded for the evidence and, on the guest's clock, for the gate-honesty checks.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::check::ProbeRecord;
+use crate::check::live::GateSeen;
+use crate::guest::Guest;
+use crate::guest::recorder::Queue;
+
+use super::clock::GuestClock;
+use super::cycles::WatchState;
+
+/// A gate probe's own limit: a gate that hangs is recorded as `timed out`.
+const GATE_PROBE: Duration = Duration::from_secs(2);
+/// The shortest gap between two probes of a gate while the recorder drives the reads
+/// (they come at every change of the queue; a probe is an SSH round trip).
+pub(super) const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// When the recorder-driven watch probes the gates.
+#[derive(Default)]
+pub(super) struct Pacing {
+    /// The last round of probes of running gated starts.
+    pub(super) last_probe: Option<Instant>,
+    /// The gates whose start ran at the last round.
+    running_before: Vec<usize>,
+}
+
+impl Pacing {
+    /// Probe the gates whose start runs (an SSH round trip each, so at most every
+    /// [`PROBE_EVERY`], not at every change), and at once a gate whose start just ended:
+    /// whether its URL serves right after is what its honesty is judged on.
+    pub(super) async fn probe(
+        &mut self,
+        guest: &Guest,
+        gates: &mut [GateSeen],
+        (queue, ended): (&Queue, &[String]),
+        clock: &GuestClock,
+        state: &Mutex<WatchState>,
+    ) -> Vec<ProbeRecord> {
+        let due = self.last_probe.is_none_or(|t| t.elapsed() >= PROBE_EVERY);
+        let running: Vec<usize> = gates
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| queue.start_running(&g.gate.unit))
+            .map(|(n, _)| n)
+            .collect();
+        // Ended since the last round: seen running then and not now, or a job of the
+        // gated unit removed among the events just folded (a start that began and ended
+        // between two rounds).
+        let mut to_probe: Vec<usize> = (0..gates.len())
+            .filter(|n| !running.contains(n))
+            .filter(|n| self.running_before.contains(n) || ended.contains(&gates[*n].gate.unit))
+            .collect();
+        self.running_before = running.clone();
+        if due && !running.is_empty() {
+            self.last_probe = Some(Instant::now());
+            to_probe.extend(running);
+        }
+        let mut probes = Vec::new();
+        for n in to_probe {
+            match probe_gate(guest, &mut gates[n], clock, state).await {
+                Ok(record) => probes.push(record),
+                Err(e) => {
+                    state.lock().expect("cycle watch lock").error =
+                        Some(format!("probing {}: {e:#}", gates[n].gate.url))
+                }
+            }
+        }
+        probes
+    }
+}
+
+/// Probe `g`'s URL from inside the guest, note the answer on `g` and (on the guest's
+/// clock) in `state` for the gate-honesty checks, and return the probe's record. TLS is
+/// not verified: the question is whether, and with what, the URL answers.
+pub(super) async fn probe_gate(
+    guest: &Guest,
+    g: &mut GateSeen,
+    clock: &GuestClock,
+    state: &Mutex<WatchState>,
+) -> anyhow::Result<ProbeRecord> {
+    use super::probe::{self, Answer, Tls};
+    let sent = Instant::now();
+    let answer = probe::from_guest(guest, &g.gate.url, Tls::Insecure, GATE_PROBE).await?;
+    let answered = Instant::now();
+    let status = match &answer {
+        Answer::Http { status, .. } => Some(*status),
+        Answer::None { .. } => None,
+    };
+    let healthy = status.is_some_and(|c| (200..300).contains(&c));
+    g.record(answer.word(), healthy);
+    state.lock().expect("cycle watch lock").gate_probes.push((
+        g.gate.unit.clone(),
+        crate::check::honesty::GateProbe {
+            sent_us: clock.to_guest_us(sent),
+            answered_us: clock.to_guest_us(answered),
+            healthy,
+            answer: answer.word(),
+        },
+    ));
+    Ok(ProbeRecord {
+        at_unix: crate::run::record::unix_now(),
+        from: "guest".into(),
+        gate_of: Some(g.gate.unit.clone()),
+        url: g.gate.url.clone(),
+        status,
+        excerpt: answer.word(),
+    })
+}
