@@ -109,6 +109,15 @@ pub fn latencies_live(dir: &std::path::Path, bundle: &Bundle) -> (Vec<f64>, Vec<
     (live, replaying)
 }
 
+/// The moment an outcome awaited: the guest's change, or for a window the scenario asks
+/// the harness to watch (`stable:`) its end, which is planned time, not overhead.
+fn awaited_moment(o: &ExpectationOutcome) -> Option<std::time::Duration> {
+    match source(o) {
+        Some(Source::Window) => o.decided_at,
+        _ => o.changed_at,
+    }
+}
+
 /// Per pair: wall time minus the guest's own time to its last awaited change (on the
 /// run clock), the part of the pair that the harness adds.
 pub fn overheads(bundle: &Bundle) -> Vec<f64> {
@@ -120,7 +129,7 @@ pub fn overheads(bundle: &Bundle) -> Vec<f64> {
                 .report
                 .outcomes
                 .iter()
-                .filter_map(|o| o.changed_at)
+                .filter_map(awaited_moment)
                 .max()?
                 .as_secs_f64();
             Some((p.report.duration_secs - last).max(0.0))
@@ -128,7 +137,8 @@ pub fn overheads(bundle: &Bundle) -> Vec<f64> {
         .collect()
 }
 
-/// Per pair: the guest's own time to its last awaited change; their sum is the floor a
+/// Per pair: the guest's own time to its last awaited change (a watched window's end
+/// included); their sum is the floor a
 /// plan's wall time can reach on one VM at a time.
 pub fn guest_times(bundle: &Bundle) -> Vec<f64> {
     bundle
@@ -138,7 +148,7 @@ pub fn guest_times(bundle: &Bundle) -> Vec<f64> {
             p.report
                 .outcomes
                 .iter()
-                .filter_map(|o| o.changed_at)
+                .filter_map(awaited_moment)
                 .max()
                 .map(|d| d.as_secs_f64())
         })
