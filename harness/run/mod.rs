@@ -168,8 +168,12 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         })
         .collect();
 
+    // The longest pairs start first: with several at once, a long pair started last
+    // would run alone at the end. Reports keep the plan's order.
+    let mut contexts: Vec<(usize, pair::PairContext)> = contexts.into_iter().enumerate().collect();
+    contexts.sort_by_key(|(_, c)| std::cmp::Reverse(c.pair.scenario.expected_cost()));
     let multi2 = multi.clone();
-    let reports: Vec<(usize, PairReport)> = futures::stream::iter(contexts.into_iter().enumerate())
+    let reports: Vec<(usize, PairReport)> = futures::stream::iter(contexts)
         .map(|(i, ctx)| {
             let multi = multi2.clone();
             async move {

@@ -30,7 +30,35 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
 }
 
+/// What one phase that boots, or acts on the guest, is taken to cost when pairs are
+/// ranked for scheduling: about a cold boot of the model under TCG.
+const PHASE_ESTIMATE: std::time::Duration = std::time::Duration::from_secs(40);
+
 impl Scenario {
+    /// A rough cost of one run of the scenario, only to rank pairs so that the longest
+    /// start first (with several at once, a long pair started last would finish alone):
+    /// [`PHASE_ESTIMATE`] per phase that boots or acts, plus every `stable:` window and
+    /// `sleep:` it states. Not a prediction of its duration.
+    pub fn expected_cost(&self) -> std::time::Duration {
+        let mut cost = std::time::Duration::ZERO;
+        for phase in &self.phases {
+            if phase.start != PhaseStart::Continue || !phase.actions.is_empty() {
+                cost += PHASE_ESTIMATE;
+            }
+            for a in &phase.actions {
+                if let crate::scenario::Action::Sleep(d) = a {
+                    cost += d.0;
+                }
+            }
+            for e in &phase.expect {
+                if let crate::scenario::ExpectationKind::Stable(w) = &e.kind {
+                    cost += w.window.0;
+                }
+            }
+        }
+        cost
+    }
+
     /// Every expectation of every phase, in file order.
     pub fn expectations(&self) -> impl Iterator<Item = &Expectation> {
         self.phases.iter().flat_map(|p| p.expect.iter())
@@ -332,5 +360,33 @@ mod tests {
                 "d.service"
             ]
         );
+    }
+
+    #[test]
+    fn the_rollback_pairs_rank_first_then_the_clean_boot_with_its_window() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let cost = |name: &str| {
+            crate::scenario::load_scenario(&root.join(name))
+                .expect("a shipped scenario")
+                .expected_cost()
+        };
+        // Two phases that act, and a 20 s window after the rollback.
+        assert_eq!(
+            cost("broken-traefik.yaml"),
+            std::time::Duration::from_secs(100)
+        );
+        assert!(cost("broken-traefik-silent.yaml") > cost("clean-cold-boot.yaml"));
+        // One boot and a 30 s window, above a plain cold boot.
+        assert_eq!(
+            cost("clean-cold-boot.yaml"),
+            std::time::Duration::from_secs(70)
+        );
+        for plain in [
+            "old-gate-cold-boot.yaml",
+            "dashboard-held-back.yaml",
+            "consumers-order.yaml",
+        ] {
+            assert_eq!(cost(plain), std::time::Duration::from_secs(40), "{plain}");
+        }
     }
 }
