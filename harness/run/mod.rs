@@ -14,6 +14,7 @@
 //! - `clock`: one clock for a run
 //! - `cycle_reads`: what one read of the job queue means, folded into the watch
 //! - `cycle_watch`: the wait-cycle watcher task: reads, gate probes, confirmation
+//! - `cycle_watch_tests`: tests of `cycle_watch`
 //! - `cycles`: watching for wait cycles while a boot runs (the handle on what was found)
 //! - `early`: unit waits decided ahead of their turn
 //! - `expect`: awaiting and evaluating one expectation against a live guest
