@@ -27,6 +27,34 @@ fn recorded() -> (Vec<(f64, Event)>, f64) {
     (events, known.expect("the summary line"))
 }
 
+/// The watcher's fold over the test's state, as `follow_recorder` builds it.
+fn folding<'a>(
+    gates: &'a [GateSeen],
+    clock: &'a GuestClock,
+    known_from: Instant,
+    journal: &'a Journal,
+    state: &'a Mutex<WatchState>,
+) -> Folding<'a> {
+    Folding {
+        gates,
+        clock,
+        known_from,
+        judge: Judge {
+            journal,
+            persist: PERSIST,
+            status: &|_: &str| {},
+        },
+        state,
+    }
+}
+
+/// Whether the confirmed cycle still stands: the latest read showed it (as
+/// `Cycles::standing` says).
+fn standing(state: &Mutex<WatchState>) -> bool {
+    let s = state.lock().expect("lock");
+    s.confirmed.is_some() && s.cycle_last_seen == s.reads.last().copied()
+}
+
 #[test]
 fn a_wait_cycle_forms_is_confirmed_after_persist_and_breaks_at_the_timeout() {
     let (events, known_s) = recorded();
@@ -40,7 +68,6 @@ fn a_wait_cycle_forms_is_confirmed_after_persist_and_breaks_at_the_timeout() {
     }]);
     let state = Arc::new(Mutex::new(WatchState::default()));
     let journal = Journal::fixed(Vec::new());
-    let status = |_: &str| {};
     let (mut queue, mut tracker) = (Queue::default(), CycleTracker::new(PERSIST));
     let mut standing_at = Vec::new();
     let mut i = 0;
@@ -52,20 +79,9 @@ fn a_wait_cycle_forms_is_confirmed_after_persist_and_breaks_at_the_timeout() {
             && last + every < t
         {
             let read_at = last + every;
-            let folding = Folding {
-                gates: &gates,
-                clock: &clock,
-                known_from: at(known_s),
-                judge: Judge {
-                    journal: &journal,
-                    persist: PERSIST,
-                    status: &status,
-                },
-                state: &state,
-            };
+            let folding = folding(&gates, &clock, at(known_s), &journal, &state);
             folding.read_now(&queue, &mut tracker, at(read_at), Vec::new());
-            let s = state.lock().expect("lock");
-            let standing = s.confirmed.is_some() && s.cycle_last_seen == s.reads.last().copied();
+            let standing = standing(&state);
             standing_at.push((read_at, standing));
         }
         let group: Vec<(Instant, Event)> = events[i..]
@@ -77,20 +93,9 @@ fn a_wait_cycle_forms_is_confirmed_after_persist_and_breaks_at_the_timeout() {
         if queue.start_running("deploy-proxy.service") {
             gates[0].record("timed out".into(), false);
         }
-        let folding = Folding {
-            gates: &gates,
-            clock: &clock,
-            known_from: at(known_s),
-            judge: Judge {
-                journal: &journal,
-                persist: PERSIST,
-                status: &status,
-            },
-            state: &state,
-        };
+        let folding = folding(&gates, &clock, at(known_s), &journal, &state);
         folding.fold(&group, &mut queue, &mut tracker);
-        let s = state.lock().expect("lock");
-        let standing = s.confirmed.is_some() && s.cycle_last_seen == s.reads.last().copied();
+        let standing = standing(&state);
         standing_at.push((t, standing));
     }
     let s = state.lock().expect("lock");

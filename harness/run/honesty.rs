@@ -29,19 +29,11 @@ pub(super) async fn order_honesty(
         return eval;
     };
     let mut moments: Vec<(String, u64)> = Vec::new();
-    let ended = live.journal.scan(|all| {
-        all.iter()
-            .find(|s| s.entry.ends_start_job_of(after))
-            .map(|s| s.entry.mono_us)
-    });
+    let floor = phase_floor(live);
+    let ended = start_end(live, after, floor).await;
     if let Some(us) = ended.or_else(|| times.first().and_then(|t| t.finished_starting_us())) {
         moments.push((format!("{after}'s start ended"), us));
-        // The watcher probes the URL once more right after the start ends: wait for
-        // that probe, it is the one that shows whether the gate let go too early.
-        probes = gate_probes_after(live, after, us).await;
-        // Only this phase's probes show the URL served for this start.
-        let floor = live.tightened().to_guest_us(live.phase_started);
-        probes.retain(|p| p.sent_us >= floor);
+        probes = phase_probes_after(live, after, us, floor).await;
     }
     if let Some(crate::scenario::OrderAnchor::Journal(p)) = &o.anchor
         && let Some(us) = live.journal.scan(|all| {
@@ -92,9 +84,30 @@ pub(super) async fn await_gate_honest(
     let Some((gate, _)) = live.cycles.gate_of(unit) else {
         return Evaluation::not_checked(format!("the target declares no gate for {unit}"));
     };
-    // From the phase's start: a restart action ends its start before the phase's
-    // checks begin.
-    let floor = live.tightened().to_guest_us(live.phase_started);
+    let floor = phase_floor(live);
+    let Some(end) = start_end(live, unit, floor).await else {
+        return Evaluation::failed(format!("{unit}'s start job never ended in this phase"));
+    };
+    let probes = phase_probes_after(live, unit, end, floor).await;
+    let h = crate::check::honesty::judge(&format!("{unit}'s start ended"), end, &gate.url, &probes);
+    match h {
+        crate::check::honesty::Honesty::SeenHealthy(w)
+        | crate::check::honesty::Honesty::Bracketed(w) => Evaluation::held(w),
+        crate::check::honesty::Honesty::Unhealthy(w) => Evaluation::failed(w),
+        crate::check::honesty::Honesty::NotSeen(w) => Evaluation::not_checked(w),
+    }
+}
+
+/// Guest time (µs) of the phase's start: a restart action ends its start before the
+/// phase's checks begin, and a probe from before it says nothing of the proxy after.
+fn phase_floor(live: &Live<'_>) -> u64 {
+    live.tightened().to_guest_us(live.phase_started)
+}
+
+/// When `unit`'s latest start job at or after `floor` ended (guest µs), from PID 1's
+/// journal entry. PID 1's signal that decided the unit's wait comes ahead of that
+/// entry: a missing one is waited for, up to [`GATE_PROBE_WAIT`].
+async fn start_end(live: &Live<'_>, unit: &str, floor: u64) -> Option<u64> {
     let ends =
         |e: &crate::guest::systemd::journal::Entry| e.mono_us >= floor && e.ends_start_job_of(unit);
     let find = || {
@@ -105,28 +118,27 @@ pub(super) async fn await_gate_honest(
                 .map(|s| s.entry.mono_us)
         })
     };
-    // PID 1's signal that decided the unit's wait comes ahead of its journal entry: give
-    // the stream a moment to bring the start's end.
     if find().is_none() {
         let mut from = 0;
         live.journal
             .wait_for(&mut from, Instant::now() + GATE_PROBE_WAIT, ends)
             .await;
     }
-    let Some(end) = find() else {
-        return Evaluation::failed(format!("{unit}'s start job never ended in this phase"));
-    };
-    let mut probes = gate_probes_after(live, unit, end).await;
-    // Only this phase's probes show the URL served for this start (a probe of the proxy
-    // before a restart says nothing of the proxy after it).
+    find()
+}
+
+/// This phase's probes of `unit`'s gate (sent at or after `floor`), once the one the
+/// watcher makes right after the start that ended at `us` is in: it is the probe that
+/// shows whether the gate let go too early.
+async fn phase_probes_after(
+    live: &Live<'_>,
+    unit: &str,
+    us: u64,
+    floor: u64,
+) -> Vec<crate::check::honesty::GateProbe> {
+    let mut probes = gate_probes_after(live, unit, us).await;
     probes.retain(|p| p.sent_us >= floor);
-    let h = crate::check::honesty::judge(&format!("{unit}'s start ended"), end, &gate.url, &probes);
-    match h {
-        crate::check::honesty::Honesty::SeenHealthy(w)
-        | crate::check::honesty::Honesty::Bracketed(w) => Evaluation::held(w),
-        crate::check::honesty::Honesty::Unhealthy(w) => Evaluation::failed(w),
-        crate::check::honesty::Honesty::NotSeen(w) => Evaluation::not_checked(w),
-    }
+    probes
 }
 
 /// The watcher's probes of `unit`'s gate, once one sent at or after `us` is among them

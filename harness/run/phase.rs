@@ -220,7 +220,6 @@ async fn end(
     is_last: bool,
     state: &mut PairState,
 ) {
-    let scenario = &ctx.pair.scenario;
     let idle = idle_units(ctx, current, &phase.name, state).await;
     if is_last {
         // The pair ends here: its last evidence on both sessions at once.
@@ -249,14 +248,7 @@ async fn end(
         let current = &*current;
         let units: UnitsReading = match idle {
             Some(read) => Box::pin(async move { Some(read) }),
-            None => Box::pin(units_read::phase_evidence(
-                &current.guest,
-                current.recorder.as_ref().map(|(r, _)| r),
-                &current.clock,
-                &ctx.run_dir,
-                &phase.name,
-                scenario,
-            )),
+            None => Box::pin(end_units(ctx, current, phase)),
         };
         finish_boot(ctx, current, Some(units)).await;
         state
@@ -265,19 +257,22 @@ async fn end(
     } else {
         current.last_units = match idle {
             Some(read) => Some(read),
-            None => {
-                units_read::phase_evidence(
-                    &current.guest,
-                    current.recorder.as_ref().map(|(r, _)| r),
-                    &current.clock,
-                    &ctx.run_dir,
-                    &phase.name,
-                    scenario,
-                )
-                .await
-            }
+            None => end_units(ctx, current, phase).await,
         };
     }
+}
+
+/// Every unit's state read now, as the phase's end (through the recorder, else SSH).
+async fn end_units(ctx: &PairContext, up: &Up, phase: &Phase) -> Option<units_read::UnitsRead> {
+    units_read::phase_evidence(
+        &up.guest,
+        up.recorder.as_ref().map(|(r, _)| r),
+        &up.clock,
+        &ctx.run_dir,
+        &phase.name,
+        &ctx.pair.scenario,
+    )
+    .await
 }
 
 /// Every unit's state read at the boot's first idle moment, when PID 1 reported no job
