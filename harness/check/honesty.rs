@@ -54,6 +54,10 @@ impl Honesty {
     }
 }
 
+/// How soon after a moment a healthy probe must have been sent to bracket it: the
+/// watcher's probe right after a gated start ends goes out well within this.
+pub const BRACKET: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn secs(us: u64) -> String {
     format!("{:.3}s", us as f64 / 1e6)
 }
@@ -92,6 +96,12 @@ pub fn judge(what: &str, at_us: u64, url: &str, probes: &[GateProbe]) -> Honesty
         .filter(|p| !p.healthy && p.sent_us < at_us)
         .max_by_key(|p| p.answered_us);
     match after {
+        // A healthy answer long after the moment says nothing of the moment itself.
+        Some(h) if h.sent_us > at_us + BRACKET.as_micros() as u64 => Honesty::NotSeen(format!(
+            "{what} at {}: the harness's first probe of {url} after it was sent {} later (healthy), too late to say",
+            secs(at_us),
+            secs(h.sent_us - at_us)
+        )),
         Some(h) => Honesty::Bracketed(format!(
             "{what} at {}, with no unhealthy probe of {url} after it: the harness saw it {} and healthy at {}",
             secs(at_us),
@@ -150,6 +160,20 @@ mod tests {
         let h = judge("a consumer started", 20_000_000, URL, &probes);
         assert!(matches!(h, Honesty::SeenHealthy(_)), "{h:?}");
         assert!(h.words().contains("healthy at 19.300s"), "{h:?}");
+    }
+
+    #[test]
+    fn a_healthy_probe_long_after_the_moment_does_not_bracket_it() {
+        // Recorded on the dishonest gate's cold boot: its start ended at 19.8 s, before
+        // SSH answered; the harness's only probe came 12 s later, healthy.
+        let h = judge(
+            "start ended",
+            19_800_000,
+            URL,
+            &[probe(32.0, 32.155, "200")],
+        );
+        assert!(matches!(h, Honesty::NotSeen(_)) && !h.holds(), "{h:?}");
+        assert!(h.words().contains("too late to say"), "{h:?}");
     }
 
     #[test]
