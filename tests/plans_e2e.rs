@@ -737,4 +737,14 @@ fn a_gate_that_commits_before_its_proxy_serves_is_caught_by_the_harness_probe() 
             && seen.contains("still found it refused"),
         "{seen}"
     );
+    // report.md draws the probes beside the gate's own lines: the decision logged, then
+    // the harness's refused probe.
+    let md = std::fs::read_to_string(bundle.path().join("report.md")).expect("report.md");
+    let story = md
+        .split("Gate of `deploy-proxy.service` on dishonest")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no gate timeline for the dishonest pair:\n{md}"));
+    let decision = story.find("decision=commit").expect("the gate's decision line");
+    let refused = story.find("**not healthy** `refused`").expect("the refused probe");
+    assert!(decision < refused, "{story}");
 }

@@ -85,4 +85,9 @@ pub struct ProbeRecord {
     pub status: Option<u16>,
     /// The start of the body, or the error.
     pub excerpt: String,
+    /// For a gate probe, when it was sent and answered on the guest's monotonic clock
+    /// (µs): what the gate-honesty checks judge on, and the report draws beside the
+    /// gate's journal lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_us: Option<(u64, u64)>,
 }

@@ -92,6 +92,9 @@ pub struct PairEvidence {
     /// Boot index → the wait cycle the watcher confirmed in that boot
     /// (`waitfor-boot-N.json`), if it confirmed one.
     pub wait_cycles: BTreeMap<u32, WaitCycleRecord>,
+    /// Boot index → the harness's probes of each gate beside the gated unit's journal
+    /// lines (from `waitfor-boot-N.json` and `journal-boot-N.json`).
+    pub gate_timelines: BTreeMap<u32, Vec<super::gate_timeline::GateTimeline>>,
     /// `identity.json`, if written: the target's identity and base image checksums.
     pub identity: Option<serde_json::Value>,
     /// Every file name in the run folder, to link only to what exists.
@@ -261,6 +264,8 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
     let mut journal_end_us = BTreeMap::new();
     let mut started_us = BTreeMap::new();
     let mut wait_cycles = BTreeMap::new();
+    let mut journals = BTreeMap::new();
+    let mut gate_probes: BTreeMap<u32, Vec<crate::check::ProbeRecord>> = BTreeMap::new();
     for name in &files {
         if bundle::is_units_file(name) {
             let path = dir.join(name);
@@ -275,6 +280,7 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
             let journal = read(&dir.join(name))?;
             journal_end_us.insert(n, last_monotonic_us(&journal));
             started_us.insert(n, start_jobs_done(&journal));
+            journals.insert(n, journal);
         } else if let Some(n) = name
             .strip_prefix("waitfor-boot-")
             .and_then(|r| r.strip_suffix(".json"))
@@ -283,6 +289,8 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
             #[derive(Deserialize)]
             struct File {
                 confirmed: Option<WaitCycleRecord>,
+                #[serde(default)]
+                gate_probes: Vec<crate::check::ProbeRecord>,
             }
             let path = dir.join(name);
             let file: File = serde_json::from_str(&read(&path)?)
@@ -290,8 +298,17 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
             if let Some(c) = file.confirmed {
                 wait_cycles.insert(n, c);
             }
+            gate_probes.insert(n, file.gate_probes);
         }
     }
+    let gate_timelines = gate_probes
+        .iter()
+        .map(|(n, probes)| {
+            let journal = journals.get(n).map_or("", String::as_str);
+            (*n, super::gate_timeline::build(probes, journal))
+        })
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
     Ok(PairEvidence {
         folder: folder.to_string(),
         report,
@@ -301,6 +318,7 @@ fn load_pair(dir: &Path, folder: &str) -> anyhow::Result<PairEvidence> {
         journal_end_us,
         started_us,
         wait_cycles,
+        gate_timelines,
         redactions: files
             .contains(super::redact::REDACTIONS)
             .then(|| super::redact::read_counts(dir)),

@@ -158,6 +158,9 @@ fn compare(s: &mut String, pairs: &[&PairEvidence]) {
             outcome_list(s, p);
             probes(s, p);
         }
+        for p in &on {
+            gate_timelines(s, p);
+        }
     }
 }
 
@@ -425,6 +428,9 @@ fn groups(s: &mut String, pairs: &[&PairEvidence], section: &Section) {
             }
             outcome_list(s, p);
             probes(s, p);
+            if facts::order_outcome(p).is_none() {
+                gate_timelines(s, p);
+            }
         }
     }
     let ordered: Vec<&PairEvidence> = pairs
@@ -440,6 +446,7 @@ fn groups(s: &mut String, pairs: &[&PairEvidence], section: &Section) {
         );
         for p in ordered {
             ordering(s, p);
+            gate_timelines(s, p);
         }
     }
     base_image(s, pairs);
@@ -512,6 +519,63 @@ fn ordering(s: &mut String, p: &PairEvidence) {
         );
     }
     s.push('\n');
+}
+
+/// The harness's probes of each gate beside the gated unit's journal lines: what the
+/// gate-honesty checks judged, for the reader to judge too.
+fn gate_timelines(s: &mut String, p: &PairEvidence) {
+    use super::gate_timeline::RowKind;
+    for (boot, timelines) in &p.gate_timelines {
+        for t in timelines {
+            let _ = writeln!(
+                s,
+                "Gate of {} on {}, boot {boot}: the harness's probes of {} beside the unit's \
+                 journal, guest monotonic seconds ([{w}]({}), [{j}]({})):\n",
+                code(&t.unit),
+                p.report.target_name,
+                code(&t.url),
+                p.link(&bundle::waitfor_json(*boot)),
+                p.link(&bundle::journal_file(*boot)),
+                w = bundle::waitfor_json(*boot),
+                j = bundle::journal_file(*boot),
+            );
+            let _ = writeln!(s, "| guest s | harness probe | {} journal |", t.unit);
+            let _ = writeln!(s, "|---|---|---|");
+            for (i, r) in t.rows.iter().enumerate() {
+                if t.left_out > 0 && i == super::gate_timeline::MAX_ROWS / 2 {
+                    let _ = writeln!(s, "| … | {} rows left out | |", t.left_out);
+                }
+                let at = r.at_us as f64 / 1e6;
+                let _ = match &r.what {
+                    RowKind::Probe {
+                        answered_us,
+                        answer,
+                        healthy,
+                    } => writeln!(
+                        s,
+                        "| {at:.3} | {} {} (answered {:.3}) | |",
+                        if *healthy {
+                            "healthy"
+                        } else {
+                            "**not healthy**"
+                        },
+                        cell_text(&code(answer)),
+                        *answered_us as f64 / 1e6
+                    ),
+                    RowKind::Journal {
+                        from_manager,
+                        message,
+                    } => writeln!(
+                        s,
+                        "| {at:.3} | | {}{} |",
+                        if *from_manager { "systemd: " } else { "" },
+                        cell_text(&code(message))
+                    ),
+                };
+            }
+            s.push('\n');
+        }
+    }
 }
 
 fn base_image(s: &mut String, pairs: &[&PairEvidence]) {

@@ -9,6 +9,7 @@
 //! - `bundle`: the evidence bundle's layout, in one place
 //! - `compare`: `coldboot compare OLD NEW`: what got worse between two bundles
 //! - `facts`: facts the renderers share, computed from a loaded bundle
+//! - `gate_timeline`: the harness's probes of a gate beside the gated unit's journal
 //! - `json`: `report.json`, the machine-readable report
 //! - `junit`: `junit.xml`
 //! - `load`: reading a bundle back from disk
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod bundle;
 pub mod compare;
 pub mod facts;
+pub mod gate_timeline;
 pub mod json;
 pub mod junit;
 pub mod load;

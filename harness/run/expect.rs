@@ -250,6 +250,7 @@ pub(super) async fn await_http(
                 Ok((_, body)) => excerpt(body),
                 Err(e) => e.clone(),
             },
+            guest_us: None,
         };
         live.probes.lock().expect("probes lock").push(record);
         let eval = match &attempt {

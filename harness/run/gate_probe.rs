@@ -92,11 +92,12 @@ pub(super) async fn probe_gate(
     };
     let healthy = status.is_some_and(|c| (200..300).contains(&c));
     g.record(answer.word(), healthy);
+    let (sent_us, answered_us) = (clock.to_guest_us(sent), clock.to_guest_us(answered));
     state.lock().expect("cycle watch lock").gate_probes.push((
         g.gate.unit.clone(),
         crate::check::honesty::GateProbe {
-            sent_us: clock.to_guest_us(sent),
-            answered_us: clock.to_guest_us(answered),
+            sent_us,
+            answered_us,
             healthy,
             answer: answer.word(),
         },
@@ -108,5 +109,6 @@ pub(super) async fn probe_gate(
         url: g.gate.url.clone(),
         status,
         excerpt: answer.word(),
+        guest_us: Some((sent_us, answered_us)),
     })
 }
