@@ -133,8 +133,13 @@ fn in_order() -> Vec<Need> {
                 )
             },
         ),
-        // Gate honesty (consumers after the harness's own probe saw the gate healthy)
-        // joins here once that check lands.
+        // The order checks also judge consumers against the harness's probes, but on a
+        // cold boot the gated start may end before SSH answers; a redeploy is watched
+        // whole, so gate honesty is proven there.
+        need(
+            "deploy-proxy's start ends only once the harness's own probe saw its gate healthy",
+            |e| matches!(&e.kind, ExpectationKind::GateHonest(g) if g.unit.as_str() == PROXY),
+        ),
     ]
 }
 
@@ -448,7 +453,10 @@ fn a_plan_missing_a_check_its_claim_needs_is_caught() {
     let plan = load_plan(&m2).unwrap();
     assert_eq!(
         gaps(&plan, "in order", &in_order()),
-        ["every consumer after the health gate's decision line"]
+        [
+            "every consumer after the health gate's decision line",
+            "deploy-proxy's start ends only once the harness's own probe saw its gate healthy"
+        ]
     );
 
     // 4. M1 without the clean cold boot on its after-target: the whole cold-boot proof

@@ -684,9 +684,10 @@ fn old_gate_on_model_copy(
     (bundle, out, pair)
 }
 
-/// Gate honesty from the harness's own probes (issue 22): deploy-proxy is restarted on
-/// a booted guest, and its start must not end before the harness's probe of its gate
-/// URL found it healthy. The model's honest gate passes; its dishonest variant
+/// Gate honesty from the harness's own probes (issue 22), on M2's consumer-ordering
+/// scenario: deploy-proxy is redeployed on the booted guest, and its start must not end
+/// before the harness's probe of its gate URL found it healthy. The model's honest gate
+/// passes the whole scenario; its dishonest variant
 /// (`decide=before-healthy`: it commits while the proxy is down and deploys it 5 s later)
 /// is caught by the probe the watcher makes right after the start ends.
 #[test]
@@ -701,7 +702,7 @@ fn a_gate_that_commits_before_its_proxy_serves_is_caught_by_the_harness_probe() 
         "honest=recipe:vm-images/ccci-model?gate=self",
         "--target",
         "dishonest=recipe:vm-images/ccci-model?gate=self&decide=before-healthy",
-        "tests/scenarios/gate-honesty.yaml",
+        "scenarios/consumers-order.yaml",
     ]);
     assert_eq!(
         out.status.code(),
@@ -723,9 +724,9 @@ fn a_gate_that_commits_before_its_proxy_serves_is_caught_by_the_harness_probe() 
             .cloned()
             .unwrap_or_else(|| panic!("no gate_honest outcome: {report}"))
     };
-    let honest = outcome("honest/gate-honesty");
+    let honest = outcome("honest/consumers-order");
     assert_eq!(honest["held"], true, "{honest}");
-    let dishonest = outcome("dishonest/gate-honesty");
+    let dishonest = outcome("dishonest/consumers-order");
     let seen = dishonest["seen"].as_str().unwrap_or_default();
     assert!(
         dishonest["held"] == false && dishonest.get("not_checked").is_none(),
@@ -744,7 +745,11 @@ fn a_gate_that_commits_before_its_proxy_serves_is_caught_by_the_harness_probe() 
         .split("Gate of `deploy-proxy.service` on dishonest")
         .nth(1)
         .unwrap_or_else(|| panic!("no gate timeline for the dishonest pair:\n{md}"));
-    let decision = story.find("decision=commit").expect("the gate's decision line");
-    let refused = story.find("**not healthy** `refused`").expect("the refused probe");
+    let decision = story
+        .find("decision=commit")
+        .expect("the gate's decision line");
+    let refused = story
+        .find("**not healthy** `refused`")
+        .expect("the refused probe");
     assert!(decision < refused, "{story}");
 }
