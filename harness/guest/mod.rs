@@ -11,6 +11,7 @@
 //! - `key`: the per-run SSH keys
 //! - `pump`: reading a channel's stdout and stderr together without deadlock
 //! - `quote`: quoting one word for a POSIX shell
+//! - `recorded`: commands recorded from a real guest and played back, for tests
 //! - `shell`: a command line from words, and the interactive shell of `coldboot boot
 //!   TARGET` (the quoter is `quote`'s)
 //! - `ssh`: one SSH connection to a guest, as root, with the per-run key
@@ -23,6 +24,7 @@ pub mod dbus;
 pub mod key;
 mod pump;
 pub mod quote;
+pub mod recorded;
 pub mod recorder;
 pub mod shell;
 pub mod ssh;

@@ -98,6 +98,8 @@ struct Inner {
     key: SshKey,
     session: Mutex<Session>,
     host_key: HostKey,
+    /// A guest played back from a recording answers from it, with no SSH at all.
+    played: Option<super::recorded::Answers>,
 }
 
 impl std::fmt::Debug for Guest {
@@ -124,9 +126,36 @@ impl Guest {
             .context("the SSH connect thread panicked")?
     }
 
+    /// A guest that answers commands from recorded outputs and has no connection: the
+    /// runner's logic under test without a VM (see [`super::recorded`]). Its address is
+    /// `127.0.0.1:0`, and anything but a plain command is an error.
+    pub fn recorded(answers: super::recorded::Answers) -> anyhow::Result<Guest> {
+        Ok(Guest {
+            inner: Arc::new(Inner {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                key: SshKey::generate()?,
+                session: Mutex::new(Session::new().context("cannot make an SSH session")?),
+                host_key: HostKey {
+                    algorithm: "none".into(),
+                    fingerprint: "recorded".into(),
+                    pinned: true,
+                },
+                played: Some(answers),
+            }),
+        })
+    }
+
+    /// The recorded answers a played-back guest answers from, to see what was asked.
+    pub fn played(&self) -> Option<&super::recorded::Answers> {
+        self.inner.played.as_ref()
+    }
+
     /// A second session to the same guest with the same key, for a watcher that must not
     /// wait behind long commands on this one (each session runs one command at a time).
     pub async fn another_session(&self, deadline: Duration) -> anyhow::Result<Guest> {
+        if self.inner.played.is_some() {
+            return Ok(self.clone());
+        }
         let (addr, key) = (self.inner.addr, self.inner.key.clone());
         // The guest is up: no short attempts, which a busy sshd could fail every time.
         tokio::task::spawn_blocking(move || connect_blocking(addr, key, deadline, false))
@@ -195,6 +224,11 @@ impl Guest {
             "ssh root@{}: cannot exchange lines with `{cmd}`",
             self.addr()
         );
+        if self.inner.played.is_some() {
+            return Err(infra(format!(
+                "{what}: a recorded guest answers whole commands only"
+            )));
+        }
         let cmd = cmd.to_owned();
         self.on_session(move |session| exchange_blocking(session, &cmd, rounds).context(what))
             .await
@@ -225,11 +259,18 @@ impl Guest {
         timeout: Duration,
     ) -> anyhow::Result<ExecOutput> {
         let what = format!("ssh root@{}: cannot run `{cmd}`", self.addr());
+        if let Some(played) = &self.inner.played {
+            return played.answer(cmd).context(what);
+        }
         let cmd = cmd.to_owned();
-        self.on_session(move |session| {
-            exec_blocking(session, &cmd, stdin.as_deref(), timeout).context(what)
-        })
-        .await
+        let out = self
+            .on_session(move |session| {
+                let out = exec_blocking(session, &cmd, stdin.as_deref(), timeout).context(what)?;
+                super::recorded::record(&cmd, &out);
+                Ok(out)
+            })
+            .await?;
+        Ok(out)
     }
 }
 
@@ -329,6 +370,7 @@ fn connect_blocking(
                         key,
                         session: Mutex::new(session),
                         host_key,
+                        played: None,
                     }),
                 });
             }

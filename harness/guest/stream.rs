@@ -96,6 +96,11 @@ impl Guest {
         cmd: &str,
         json_stderr: Option<mpsc::Sender<String>>,
     ) -> anyhow::Result<LineStream> {
+        if self.played().is_some() {
+            return Err(infra(format!(
+                "cannot stream `{cmd}`: a recorded guest answers whole commands only"
+            )));
+        }
         let (tx, rx) = mpsc::channel(LINE_BUFFER);
         let (ready_tx, ready_rx) = oneshot::channel();
         let stop = Arc::new(AtomicBool::new(false));

@@ -163,6 +163,23 @@ pub fn start(setup: WatchSetup) -> (Cycles, CycleWatcher) {
 }
 
 impl Cycles {
+    /// A watcher that never reads, for tests of what consults it with no guest to read:
+    /// no cycle stands, and waiting for its next read ends at once.
+    #[cfg(test)]
+    pub(super) fn idle(persist: Duration) -> Cycles {
+        let (_, news) = watch::channel(0u64);
+        Cycles {
+            state: Arc::default(),
+            poke: Arc::default(),
+            own_session: Arc::default(),
+            news,
+            gates: Vec::new(),
+            declared: Vec::new(),
+            persist,
+            recorder: None,
+        }
+    }
+
     /// The confirmed cycle, if one has been (it may have broken since).
     pub fn confirmed(&self) -> Option<Confirmed> {
         self.lock().confirmed.clone()

@@ -30,8 +30,8 @@ const PROBE_TIME: Duration = Duration::from_secs(5);
 
 /// What a live expectation can use.
 pub struct Live<'a> {
-    /// The VM (host forwards, QMP).
-    pub vm: &'a Vm,
+    /// The VM (host forwards, QMP); none for a guest played back from a recording.
+    pub vm: Option<&'a Vm>,
     /// The SSH channel.
     pub guest: &'a Guest,
     /// The journal of the current boot, streaming.
@@ -77,6 +77,7 @@ impl Live<'_> {
 
 /// The result of awaiting one expectation: the evaluation, and the host instants of the
 /// change (as the guest timestamped it) and of the decision.
+#[derive(Debug, Clone)]
 pub struct Awaited {
     /// Whether it held, and what was seen.
     pub eval: Evaluation,
@@ -236,9 +237,16 @@ pub(super) async fn await_http(
                     none => Err(none.failure().unwrap_or_default()),
                 }
             }
-            ProbeFrom::Host => {
-                probe::from_host(live.vm, live.guest, &h.url, h.ca.as_deref(), PROBE_TIME).await
-            }
+            ProbeFrom::Host => match live.vm {
+                Some(vm) => {
+                    probe::from_host(vm, live.guest, &h.url, h.ca.as_deref(), PROBE_TIME).await
+                }
+                None => {
+                    return Err(crate::error::infra(
+                        "a probe from the host needs a VM's forwards; this guest is played back",
+                    ));
+                }
+            },
         };
         let record = ProbeRecord {
             at_unix: crate::unix::now(),

@@ -28,6 +28,7 @@
 //! - `record`: what a pair leaves in its run folder while it runs
 //! - `stable`: `stable:` windows, watched by PID 1's events and probes at an interval
 //! - `turns`: a phase's expectations, checked in turns (observations side by side)
+//! - `turns_played_tests`: a phase checked against a guest played back from a real boot
 //! - `unit_wait`: a unit wait: PID 1's word first, racing a systemctl read
 //! - `units_read`: every unit's state at a phase's end, through the recorder or systemctl
 //! - `up`: a booted guest: connecting its watch, cycling it, its last evidence

@@ -134,7 +134,7 @@ fn live<'a>(ctx: &'a PairContext, current: &'a Up, phase: &Phase, start: Instant
     };
     Live {
         recorder: current.recorder.as_ref().map(|(r, _)| r.clone()),
-        vm: &current.vm,
+        vm: Some(&current.vm),
         guest: &current.guest,
         journal: current.journal.clone(),
         clock: std::sync::Mutex::new(current.clock),
