@@ -392,4 +392,43 @@ mod tests {
             "{msg}"
         );
     }
+
+    /// The recorder's unit events of a real boot
+    /// (`tests/fixtures/run/old-gate-timeout45.recorder.jsonl`: the model with the old
+    /// gate, whose deploy-proxy never finishes starting), as the waits see them.
+    fn recorder_changes() -> Vec<crate::guest::systemd::signals::UnitChange> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/run/old-gate-timeout45.recorder.jsonl");
+        std::fs::read_to_string(path)
+            .expect("the recorded stream")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<crate::guest::recorder::Event>(l).ok())
+            .filter_map(|e| e.unit_change())
+            .collect()
+    }
+
+    #[test]
+    fn the_recorders_unit_events_decide_waits_as_pid1s_signals_do() {
+        let changes = recorder_changes();
+        // traefik became active at 34.598361 s by PID 1's own timestamp.
+        let traefik = expectation("{unit: traefik.service, state: active, within: 60s}");
+        let (at, eval) = held_by_signals(&traefik, 0, &changes).expect("decided");
+        assert_eq!(at, 34_598_361);
+        assert!(
+            eval.seen.contains("by PID 1's D-Bus signal"),
+            "{}",
+            eval.seen
+        );
+        // ... and not from a floor after it (a later phase's wait).
+        assert_eq!(held_by_signals(&traefik, at + 1, &changes), None);
+        // deploy-proxy, deadlocked, never became active.
+        let proxy = expectation("{unit: deploy-proxy.service, state: active, within: 60s}");
+        assert_eq!(held_by_signals(&proxy, 0, &changes), None);
+        // A Service-interface change (its Result, alone) carries no state.
+        let result = changes
+            .iter()
+            .find(|c| c.properties.contains_key("Result"))
+            .expect("a Result change");
+        assert!(!result.is_state());
+    }
 }

@@ -162,7 +162,7 @@ pub(super) async fn connect(
         super::timed("connect: the clock", GuestClock::sample(&guest)),
         super::timed(
             "connect: the journal follow",
-            Journal::follow(&guest, &named)
+            Journal::follow(&guest, &named, recorder.as_ref().map(|(r, _)| r))
         ),
         super::timed(
             "connect: the unit types",

@@ -4,16 +4,20 @@
 //! first. Each entry is kept (journal expectations search them) and wakes every waiter;
 //! a waiter re-reads the state it cares about only when an entry concerns it.
 //!
-//! On the same SSH channel (its stderr, so no second handshake), `busctl monitor`
-//! streams PID 1's unit signals from the moment the watch begins. They arrive within
-//! milliseconds of a change, well ahead of the journal's entry about it, and are kept
-//! beside the entries: unit waits decide from them first (`check::units::held_by_signals`).
+//! PID 1's unit signals are kept beside the entries: unit waits decide from them first
+//! (`check::units::held_by_signals`). They arrive within milliseconds of a change, well
+//! ahead of the journal's entry about it. A boot with a connected recorder has them from
+//! its first seconds of userspace (the recorder's unit events, so a unit that became
+//! active before SSH answered is decided the moment the watch begins, with no round
+//! trip); any other boot has them from `busctl monitor`, on the journal's SSH channel
+//! (its stderr, so no second handshake), from the moment the watch begins.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::guest::recorder::Recorder;
 use crate::guest::{Guest, LineStream};
 
 pub use crate::guest::systemd::journal::{Entry, JOURNAL_FOLLOW};
@@ -67,11 +71,19 @@ impl Drop for Follower {
 
 impl Journal {
     /// Start following the journal of the guest's current boot, and PID 1's signals
-    /// about `units`.
-    pub async fn follow(guest: &Guest, units: &[String]) -> anyhow::Result<(Journal, Follower)> {
+    /// about `units`: from the `recorder` when it is connected to PID 1, else from
+    /// `busctl monitor`.
+    pub async fn follow(
+        guest: &Guest,
+        units: &[String],
+        recorder: Option<&Recorder>,
+    ) -> anyhow::Result<(Journal, Follower)> {
+        let recorder = recorder
+            .filter(|r| r.with(|l| l.connected.is_some() && l.ended.is_none()))
+            .cloned();
         // busctl's stdout goes to the channel's stderr, its own messages nowhere. A guest
         // without it (or without --json) sends no signals: the journal decides alone.
-        let cmd = match follow_command(units) {
+        let cmd = match follow_command(units).filter(|_| recorder.is_none()) {
             Some(signals) => format!("{signals} 1>&2 2>/dev/null & exec {JOURNAL_FOLLOW}"),
             None => JOURNAL_FOLLOW.to_string(),
         };
@@ -87,6 +99,7 @@ impl Journal {
         let task = tokio::spawn(pump(
             stream,
             signals,
+            recorder.map(|r| (r, units.to_vec())),
             journal.clone(),
             Senders { tx, arrived },
         ));
@@ -366,12 +379,36 @@ impl Replay {
 async fn pump(
     mut stream: LineStream,
     mut signals: tokio::sync::mpsc::Receiver<String>,
+    recorded: Option<(Recorder, Vec<String>)>,
     journal: Journal,
     senders: Senders,
 ) {
     let mut signals_open = true;
     let mut first_signal = true;
+    let (mut recorder, units) = recorded.unzip();
+    let units = units.unwrap_or_default();
+    let mut recorded_from = 0;
     loop {
+        if let Some(r) = &recorder {
+            let fresh = r.since(recorded_from);
+            recorded_from += fresh.len();
+            let changes: Vec<SeenChange> = fresh
+                .into_iter()
+                .filter_map(|(received, e)| {
+                    let change = e.unit_change().filter(|c| units.contains(&c.unit))?;
+                    Some(SeenChange { change, received })
+                })
+                .collect();
+            if !changes.is_empty() {
+                journal
+                    .changes
+                    .lock()
+                    .expect("signals lock")
+                    .extend(changes);
+                senders.arrived.send_modify(|n| *n += 1);
+            }
+        }
+        let far = Instant::now() + std::time::Duration::from_secs(3600);
         let (line, is_signal) = tokio::select! {
             line = stream.next_line() => match line {
                 Some(line) => (line, false),
@@ -385,6 +422,8 @@ async fn pump(
                     continue;
                 }
             },
+            () = async { recorder.as_mut().expect("guarded").wait_news(far).await },
+                if recorder.is_some() => continue,
         };
         if journal.take(&senders, &line, is_signal, &mut first_signal) {
             senders.arrived.send_modify(|n| *n += 1);

@@ -31,7 +31,9 @@ const MAX_PENDING: usize = 8192;
 
 /// The unit properties kept from PID 1's change signals (and asked for when a running
 /// start job is first seen without them).
-pub const UNIT_PROPERTIES: [&str; 9] = [
+/// A service's main process's end is kept too: unit waits decide on PID 1's word from the
+/// recorder, and a wait for `failed` with `ExecMainStatus=2` needs it.
+pub const UNIT_PROPERTIES: [&str; 12] = [
     "ActiveState",
     "SubState",
     "Result",
@@ -41,6 +43,9 @@ pub const UNIT_PROPERTIES: [&str; 9] = [
     "InactiveEnterTimestampMonotonic",
     "StateChangeTimestampMonotonic",
     "TimeoutStartUSec",
+    "ExecMainCode",
+    "ExecMainStatus",
+    "NRestarts",
 ];
 
 /// A property's value, as kept.
@@ -120,6 +125,34 @@ pub enum Event {
         /// Its value.
         value: Prop,
     },
+}
+
+impl Event {
+    /// A unit event as a unit signal (`busctl monitor`'s), for the waits that decide on
+    /// PID 1's word: the change that carries the unit's `ActiveState` is the Unit
+    /// interface's (PID 1 sends the Service interface's apart, without it); `None` for
+    /// other events.
+    pub fn unit_change(&self) -> Option<crate::guest::systemd::signals::UnitChange> {
+        use crate::guest::systemd::signals::{UNIT_INTERFACE, UnitChange};
+        let Event::Unit { unit, props } = self else {
+            return None;
+        };
+        let state = props.iter().any(|(k, _)| k == "ActiveState");
+        Some(UnitChange {
+            unit: unit.clone(),
+            interface: if state { UNIT_INTERFACE } else { SERVICE }.to_string(),
+            properties: props
+                .iter()
+                .map(|(k, v)| {
+                    let shown = match v {
+                        Prop::Text(t) => t.clone(),
+                        Prop::Num(n) => n.to_string(),
+                    };
+                    (k.clone(), shown)
+                })
+                .collect(),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -554,8 +587,13 @@ fn lookup<'a>(dict: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
 }
 
 fn prop(v: &Value) -> Option<Prop> {
+    // Signed numbers (a main process's exit status is `i`) as systemctl prints them.
+    let signed = |n: i64| u64::try_from(n).map_or_else(|_| Prop::Text(n.to_string()), Prop::Num);
     match v {
         Value::Str(s) => Some(Prop::Text(s.clone())),
+        Value::I16(n) => Some(signed((*n).into())),
+        Value::I32(n) => Some(signed((*n).into())),
+        Value::I64(n) => Some(signed(*n)),
         v => v.as_u64().map(Prop::Num),
     }
 }
@@ -570,4 +608,16 @@ fn kept(changed: &[(Value, Value)]) -> Vec<(String, Prop)> {
                 .then(|| Some((k.to_string(), prop(v.unwrap_variant())?)))?
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_numbers_are_kept_as_systemctl_prints_them() {
+        assert_eq!(prop(&Value::I32(2)), Some(Prop::Num(2)));
+        assert_eq!(prop(&Value::I32(-1)), Some(Prop::Text("-1".into())));
+        assert_eq!(prop(&Value::Bool(true)), None);
+    }
 }
