@@ -91,3 +91,55 @@ pub struct ProbeRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_us: Option<(u64, u64)>,
 }
+
+/// The last line of `recorder-boot-N.jsonl`: what the recorder saw of one boot, as a
+/// whole. Guest times are seconds on the guest's monotonic clock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecorderSummary {
+    /// When the relay said hello (guest uptime).
+    pub relay_uptime_s: Option<f64>,
+    /// When PID 1 entered userspace (`UserspaceTimestampMonotonic`).
+    pub userspace_s: Option<f64>,
+    /// When the first reply to `ListJobs` arrived: the queue known whole from then.
+    pub queue_known_guest_s: Option<f64>,
+    /// Events kept.
+    pub events: usize,
+    /// Bytes taken in.
+    pub bytes: u64,
+    /// Messages skipped as malformed.
+    pub malformed_skipped: u64,
+    /// When and why the stream ended, if it did before the boot's end.
+    pub ended: Option<RecorderEnded>,
+}
+
+/// When (guest seconds) and why a recorder's stream ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecorderEnded {
+    /// Guest seconds.
+    pub guest_s: f64,
+    /// Why, in words.
+    pub why: String,
+}
+
+impl RecorderSummary {
+    /// Seconds from PID 1 entering userspace to the relay's hello: when observation began.
+    pub fn observation_start_s(&self) -> Option<f64> {
+        Some(self.relay_uptime_s? - self.userspace_s?)
+    }
+
+    /// The summary line of a `recorder-boot-N.jsonl` text (its last line), if it has one.
+    pub fn of_file(text: &str) -> Option<RecorderSummary> {
+        #[derive(Deserialize)]
+        struct Line {
+            summary: RecorderSummary,
+        }
+        serde_json::from_str::<Line>(text.lines().last()?)
+            .ok()
+            .map(|l| l.summary)
+    }
+
+    /// This summary as the file's last line.
+    pub fn line(&self) -> String {
+        serde_json::json!({ "summary": self }).to_string()
+    }
+}

@@ -246,6 +246,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             ),
         ),
         bench::figure(
+            "observation start, after PID 1 entered userspace",
+            &bench::observation_starts(&bundle_dir, &b),
+            "s",
+            Some(("median ≤ 3 s", 3.0)),
+            "the recorder's relay said hello − UserspaceTimestampMonotonic, each pair's first boot (recorder-boot-1.jsonl)",
+        ),
+        bench::figure(
             "deadlock verdict after the cycle forms",
             &bench::cycle_named(&b),
             "s",
@@ -279,6 +286,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 b.pairs.len(),
                 args.jobs
             ),
+        ),
+        bench::figure(
+            "plan wall time against its floor",
+            &[wall / floor],
+            "×",
+            Some(("≤ 1.10 ×", 1.10)),
+            "plan wall time / the floor above (issue 19's target)",
         ),
         bench::figure(
             "harness peak RSS",

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::bundle;
 use super::load::Bundle;
 use super::timing::Stats;
 use crate::check::ExpectationOutcome;
@@ -151,6 +152,19 @@ pub fn guest_times(bundle: &Bundle) -> Vec<f64> {
                 .filter_map(awaited_moment)
                 .max()
                 .map(|d| d.as_secs_f64())
+        })
+        .collect()
+}
+
+/// Per pair's first boot with a recorder: seconds from PID 1 entering userspace to the
+/// recorder's relay saying hello, when observation began (`recorder-boot-1.jsonl`'s
+/// summary line).
+pub fn observation_starts(dir: &std::path::Path, b: &Bundle) -> Vec<f64> {
+    b.pairs
+        .iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(dir.join(p.link(&bundle::recorder_file(1)))).ok()?;
+            crate::check::report::RecorderSummary::of_file(&text)?.observation_start_s()
         })
         .collect()
 }
@@ -404,6 +418,10 @@ mod tests {
         for ((o, g), p) in over.iter().zip(&guest).zip(&bundle.pairs) {
             assert!((o + g - p.report.duration_secs).abs() < 1e-6);
         }
+        // Every pair's first boot had the recorder: relay up a few seconds into userspace.
+        let starts = observation_starts(&dir, &bundle);
+        assert_eq!(starts.len(), bundle.pairs.len());
+        assert!(starts.iter().all(|s| *s > 0.5 && *s < 30.0), "{starts:?}");
         let f = figure("x", &[0.1, 0.3, 0.2], "s", Some(("≤ 0.2 s", 0.2)), "");
         assert_eq!(f.met, Some(true));
         let f = figure("x", &[], "s", Some(("≤ 0.2 s", 0.2)), "");

@@ -63,6 +63,17 @@ pub fn signals_file(boot: u32) -> String {
     format!("signals-boot-{boot}.jsonl")
 }
 
+/// `recorder-boot-N.jsonl`: what the recorder brought from PID 1 in a boot, then its
+/// summary line (`check::report::RecorderSummary`).
+pub fn recorder_file(boot: u32) -> String {
+    format!("recorder-boot-{boot}.jsonl")
+}
+
+/// `connections-boot-N.jsonl`: the guest's TCP connection attempts in a boot.
+pub fn connections_file(boot: u32) -> String {
+    format!("connections-boot-{boot}.jsonl")
+}
+
 /// `critical-chain-boot-N.txt`: the focus unit's critical chain in a boot.
 pub fn critical_chain_file(boot: u32) -> String {
     format!("critical-chain-boot-{boot}.txt")

@@ -362,7 +362,7 @@ pub fn connections_evidence(
         text.push('\n');
         text
     });
-    let path = run_dir.join(format!("connections-boot-{boot_index}.jsonl"));
+    let path = run_dir.join(bundle::connections_file(boot_index));
     if let Err(e) = write_atomic(&path, text.as_bytes()) {
         tracing::warn!("cannot write {}: {e:#}", path.display());
     }
@@ -389,22 +389,26 @@ pub fn recorder_evidence(
             text.push_str(&v.to_string());
             text.push('\n');
         }
-        let summary = serde_json::json!({
-            "summary": {
-                "relay_uptime_s": log.hello.map(|(_, us)| us as f64 / 1e6),
-                "userspace_s": log.queue.userspace_us.map(|us| us as f64 / 1e6),
-                "queue_known_guest_s": log.queue_known.map(guest_s),
-                "events": log.events.len(),
-                "bytes": log.bytes,
-                "malformed_skipped": log.malformed,
-                "ended": log.ended.as_ref().map(|(at, why)| serde_json::json!({"guest_s": guest_s(*at), "why": why})),
-            }
-        });
-        text.push_str(&summary.to_string());
+        let summary = crate::check::report::RecorderSummary {
+            relay_uptime_s: log.hello.map(|(_, us)| us as f64 / 1e6),
+            userspace_s: log.queue.userspace_us.map(|us| us as f64 / 1e6),
+            queue_known_guest_s: log.queue_known.map(guest_s),
+            events: log.events.len(),
+            bytes: log.bytes,
+            malformed_skipped: log.malformed,
+            ended: log
+                .ended
+                .as_ref()
+                .map(|(at, why)| crate::check::report::RecorderEnded {
+                    guest_s: guest_s(*at),
+                    why: why.clone(),
+                }),
+        };
+        text.push_str(&summary.line());
         text.push('\n');
         text
     });
-    let path = run_dir.join(format!("recorder-boot-{boot_index}.jsonl"));
+    let path = run_dir.join(bundle::recorder_file(boot_index));
     if let Err(e) = write_atomic(&path, text.as_bytes()) {
         tracing::warn!("cannot write {}: {e:#}", path.display());
     }
