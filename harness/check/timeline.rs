@@ -61,6 +61,9 @@ run_events! {
     UnitsReadIdle = "units read at the idle moment",
     /// Every unit's state must be read at the phase's end (detail: why not earlier).
     UnitsReadAtEnd = "units read at the phase's end",
+    /// Every unit's state kept from the idle moment, with the units PID 1 reported
+    /// changed since re-read at the phase's end.
+    UnitsReadDelta = "units re-read where changed",
     /// The last phase waited for PID 1's job queue to empty before its evidence.
     BootSettled = "boot settled",
     /// A boot's evidence was collected (detail: the phase).

@@ -192,6 +192,36 @@ impl IdleRead {
         }
     }
 
+    /// The last completed read of every unit and the units PID 1 reported changed since
+    /// it began (their jobs and state changes, from the recorder): re-reading those alone
+    /// brings it up to date. `None` without a completed read, when the recorder stopped
+    /// (no change can be ruled out), or after PID 1 reloaded its units (any unit's
+    /// dependencies may have changed without a state change).
+    pub fn changed_since_read(&self) -> Option<(UnitsRead, Vec<String>)> {
+        use crate::guest::recorder::Event;
+        let done = self.done.as_ref()?;
+        let units = done.units.clone()?;
+        let changed = self.recorder.with(|l| {
+            if l.ended.is_some() || l.connected.is_none() {
+                return None;
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for (_, e) in l.events.iter().rev().take_while(|(at, _)| *at > done.began) {
+                match e {
+                    Event::Reloading { .. } => return None,
+                    Event::Unit { unit, .. }
+                    | Event::Job { unit, .. }
+                    | Event::JobRemoved { unit, .. } => {
+                        names.insert(unit.clone());
+                    }
+                    _ => {}
+                }
+            }
+            Some(names.into_iter().collect())
+        })?;
+        Some((units, changed))
+    }
+
     /// The journal of the last completed reads, whatever changed since (the caller
     /// adds what was logged after it).
     pub fn journal(&self) -> Option<&str> {

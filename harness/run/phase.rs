@@ -291,10 +291,7 @@ async fn idle_units(
     });
     let mut read = match idle {
         Ok(read) => read,
-        Err(why) => {
-            state.timeline.event(RunEvent::UnitsReadAtEnd, &why);
-            return None;
-        }
+        Err(why) => return changed_units(ctx, up, phase, state, why).await,
     };
     read.when = format!(
         "the end of phase {phase} (read at the boot's first idle moment, {:.1} s; PID 1 \
@@ -307,6 +304,57 @@ async fn idle_units(
         &format!(
             "every unit's state read at guest {:.1} s from {}, unchanged to the end of phase {phase}",
             read.at_us as f64 / 1e6,
+            read.by.words()
+        ),
+    );
+    Some(read)
+}
+
+/// Every unit's state from the boot's last idle read, with the units PID 1 reported
+/// changed since re-read now (`units_read::delta`); `None` when that cannot be (no idle
+/// read completed, the recorder stopped, PID 1 reloaded, or the re-read failed), and
+/// every unit must be read now, for `why`.
+async fn changed_units(
+    ctx: &PairContext,
+    up: &Up,
+    phase: &str,
+    state: &mut PairState,
+    why: String,
+) -> Option<units_read::UnitsRead> {
+    let recorder = up.recorder.as_ref().map(|(r, _)| r);
+    let (Some((base, changed)), Some(recorder)) = (
+        up.idle.as_ref().and_then(|i| i.changed_since_read()),
+        recorder,
+    ) else {
+        state.timeline.event(RunEvent::UnitsReadAtEnd, &why);
+        return None;
+    };
+    let base_us = base.at_us;
+    let mut read = match units_read::delta(recorder, &up.clock, base, &changed, "").await {
+        Ok(read) => read,
+        Err(e) => {
+            state.timeline.event(
+                RunEvent::UnitsReadAtEnd,
+                &format!("{why}; the re-read of the changed units failed: {e}"),
+            );
+            return None;
+        }
+    };
+    read.when = format!(
+        "the end of phase {phase} (every unit read at the boot's idle moment, {:.1} s; \
+         the {} PID 1 reported changed since re-read at {:.1} s)",
+        base_us as f64 / 1e6,
+        changed.len(),
+        read.at_us as f64 / 1e6
+    );
+    units_read::write_units(&ctx.run_dir, phase, &read);
+    state.timeline.event(
+        RunEvent::UnitsReadDelta,
+        &format!(
+            "{why}: every unit's state from the idle read at guest {:.1} s, and the {} units PID 1 reported changed since ({}) re-read from {}",
+            base_us as f64 / 1e6,
+            changed.len(),
+            changed.join(", "),
             read.by.words()
         ),
     );

@@ -174,8 +174,22 @@ pub async fn focus_chain(guest: &Guest, focus: Option<&str>) -> anyhow::Result<S
     .await
 }
 
+/// The SSH sessions a boot's last reads run on, so that they do not queue behind each
+/// other (each session runs one command at a time).
+pub struct Sessions<'a> {
+    /// The journal's (and the critical chain's, when it must be read).
+    pub journal: &'a Guest,
+    /// The listeners'.
+    pub listeners: &'a Guest,
+}
+
+/// A boot's last evidence: `journal-boot-N.json` (the journal, completed from the idle
+/// read's `journal_head` when there is one), `listeners-boot-N.txt`, and, from `units`
+/// (awaited beside them), `plot-boot-N.svg` and the focus unit's
+/// `critical-chain-boot-N.txt` (read with `systemd-analyze` only when `units` cannot
+/// give it).
 pub async fn boot_evidence(
-    guest: &Guest,
+    sessions: Sessions<'_>,
     run_dir: &Path,
     boot_index: u32,
     focus: Option<&str>,
@@ -183,12 +197,15 @@ pub async fn boot_evidence(
     listeners_read: Option<String>,
     journal_head: Option<String>,
 ) {
-    let journal = super::timed("evidence: the journal", capped_journal(guest, journal_head));
+    let journal = super::timed(
+        "evidence: the journal",
+        capped_journal(sessions.journal, journal_head),
+    );
     // The wait-cycle judgement may have read the listeners already, at the phase's end.
     let listeners = async {
         match listeners_read {
             Some(text) => Ok(text),
-            None => super::timed("evidence: the listeners", listeners(guest)).await,
+            None => super::timed("evidence: the listeners", listeners(sessions.listeners)).await,
         }
     };
     let (journal, units, listeners) = tokio::join!(journal, units, listeners);
@@ -207,7 +224,7 @@ pub async fn boot_evidence(
         (Some(_), Some(text)) => Ok(text),
         (Some(_), None) => {
             tracing::debug!("the critical chain is read with systemd-analyze");
-            focus_chain(guest, focus).await
+            focus_chain(sessions.journal, focus).await
         }
     };
     let plot = match units {

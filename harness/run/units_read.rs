@@ -69,10 +69,6 @@ impl UnitsRead {
     }
 }
 
-/// `journal-boot-N.json`: the whole journal of the boot, as `journalctl -o json` lines
-/// (read on `guest`); and, from `units` (awaited beside it), `plot-boot-N.svg` and the
-/// focus unit's `critical-chain-boot-N.txt` (read with `systemd-analyze` on `guest` only
-/// when `units` cannot give it).
 /// `units-PHASE.txt`: state, Result and monotonic timestamps of the units the scenario
 /// names, then of every unit systemd has loaded, at the end of a phase. Returned for
 /// the boot's plot.
@@ -170,6 +166,38 @@ pub async fn by_recorder(
         when: when.to_string(),
         by: ReadBy::Recorder,
         boot: systemd::chain::BootTimes::parse(&read.manager).ok(),
+    })
+}
+
+/// `base` brought up to date by reading only the `changed` units through the recorder
+/// (the units PID 1 reported changed since `base` began, see
+/// [`super::idle::IdleRead::changed_since_read`]): the others are as `base` read them,
+/// by PID 1's own word. A few property reads instead of every unit's.
+pub async fn delta(
+    recorder: &Recorder,
+    clock: &crate::run::clock::GuestClock,
+    base: UnitsRead,
+    changed: &[String],
+    when: &str,
+) -> Result<UnitsRead, String> {
+    let at_us = clock.to_guest_us(Instant::now());
+    let fresh = match changed.is_empty() {
+        true => String::new(),
+        false => {
+            super::timed(
+                "evidence: the units changed since the idle read, through the recorder",
+                recorder.read_units(changed, Scope::Named, BUS_READ_TIMEOUT),
+            )
+            .await?
+            .units
+        }
+    };
+    Ok(UnitsRead {
+        text: systemd::units::replace_blocks(&base.text, &fresh, changed),
+        at_us,
+        when: when.to_string(),
+        by: ReadBy::Recorder,
+        boot: base.boot,
     })
 }
 

@@ -83,16 +83,21 @@ pub(super) async fn finish_boot(ctx: &PairContext, up: &Up, units: Option<UnitsR
             }
         }
     };
-    // Unit states on the main session, the journal on the wait-cycle watcher's, whose own
-    // reads are short: the states and the journal do not queue behind each other.
+    // The journal on the wait-cycle watcher's session, whose own reads are short, the
+    // listeners on the main one, unit states through the recorder (else on the main
+    // session too): the slow reads do not queue behind each other.
     let listeners = up.cycles.listeners_read();
     let journal_head = up
         .idle
         .as_ref()
         .and_then(|i| i.journal())
         .map(str::to_string);
+    let sessions = record::Sessions {
+        journal: &guest,
+        listeners: &up.guest,
+    };
     record::boot_evidence(
-        &guest,
+        sessions,
         &ctx.run_dir,
         index,
         focus,

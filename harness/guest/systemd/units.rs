@@ -85,6 +85,41 @@ pub fn parse_show(text: &str) -> anyhow::Result<Vec<UnitState>> {
     Ok(units)
 }
 
+/// `base` (blank-line separated `systemctl show` blocks) with the blocks of the units
+/// in `reread` replaced by `fresh`'s: a unit `fresh` has no block for is gone (PID 1 no
+/// longer knows it), and `fresh`'s blocks of units `base` lacked are added at the end.
+/// Blocks are matched by their `Id`; the text is laid out as both reads lay it out.
+pub fn replace_blocks(base: &str, fresh: &str, reread: &[String]) -> String {
+    let raw = |text: &str| -> Vec<String> {
+        text.split("\n\n")
+            .map(|b| b.trim_matches('\n'))
+            .filter(|b| !b.is_empty())
+            .map(|b| format!("{b}\n"))
+            .collect()
+    };
+    let id = |block: &str| -> Option<String> {
+        block
+            .lines()
+            .find_map(|l| l.strip_prefix("Id="))
+            .map(str::to_string)
+    };
+    let mut fresh: Vec<(Option<String>, String)> =
+        raw(fresh).into_iter().map(|b| (id(&b), b)).collect();
+    let mut out = Vec::new();
+    for block in raw(base) {
+        match id(&block) {
+            Some(unit) if reread.contains(&unit) => {
+                if let Some(i) = fresh.iter().position(|(f, _)| f.as_deref() == Some(&unit)) {
+                    out.push(fresh.remove(i).1);
+                }
+            }
+            _ => out.push(block),
+        }
+    }
+    out.extend(fresh.into_iter().map(|(_, b)| b));
+    out.join("\n")
+}
+
 /// Split into `Key=value` maps at blank lines.
 fn blocks(text: &str) -> Vec<HashMap<&str, &str>> {
     let mut out = Vec::new();
@@ -287,5 +322,21 @@ InactiveExitTimestampMonotonic=0
     #[test]
     fn empty_output_is_no_units() {
         assert!(parse_show("\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn replace_blocks_rereads_only_the_changed_units() {
+        let base = "Id=a.service\nActiveState=active\n\nId=b.service\nActiveState=activating\n\nId=c.service\nActiveState=active\n";
+        let fresh = "Id=b.service\nActiveState=active\n\nId=d.service\nActiveState=failed\n";
+        let reread = ["b.service", "c.service", "d.service"].map(String::from);
+        let merged = replace_blocks(base, fresh, &reread);
+        assert_eq!(
+            merged,
+            "Id=a.service\nActiveState=active\n\nId=b.service\nActiveState=active\n\nId=d.service\nActiveState=failed\n"
+        );
+        // Nothing re-read: the base as it was.
+        assert_eq!(replace_blocks(base, "", &[]), base);
+        let states = parse_show(&merged).unwrap();
+        assert_eq!(states.len(), 3);
     }
 }
