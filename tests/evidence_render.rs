@@ -452,3 +452,24 @@ fn upgrade_the_bundle_named_by_coldboot_upgrade() {
         std::fs::write(&path, bytes).unwrap();
     }
 }
+
+/// The committed reference run is a real run of every shipped kind; its report.json,
+/// rendered anew from its bundle, must validate too (a field the fixtures lack, such
+/// as a gate probe's guest times, is caught here rather than only by a VM test).
+#[test]
+fn the_reference_run_validates_against_the_schema() {
+    let validator = schema();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference-run");
+    let (_tmp, dir) = copy_bundle(&src);
+    let rendered = evidence::render_bundle(&dir).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&rendered.json).unwrap();
+    assert!(
+        rendered.json.contains("\"guest_us\""),
+        "the reference run should carry gate probes with guest times"
+    );
+    let errors: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{}: {errors:#?}", dir.display());
+}
