@@ -8,7 +8,9 @@
 //!
 //! Files:
 //! - `dbus`: the D-Bus wire format, as much as the recorder needs to talk to PID 1
+//! - `exec`: what a command run in the guest left behind
 //! - `key`: the per-run SSH keys
+//! - `listeners`: which unit listens on which TCP port
 //! - `pump`: reading a channel's stdout and stderr together without deadlock
 //! - `quote`: quoting one word for a POSIX shell
 //! - `recorded`: commands recorded from a real guest and played back, for tests
@@ -21,7 +23,9 @@
 //! - `systemd/`: reading systemd state, and parsing what systemd prints
 
 pub mod dbus;
+pub mod exec;
 pub mod key;
+pub mod listeners;
 mod pump;
 pub mod quote;
 pub mod recorded;

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::ssh::ExecOutput;
+use super::exec::ExecOutput;
 
 /// The environment variable naming the file commands are recorded to.
 pub const RECORD_ENV: &str = "COLDBOOT_RECORD_COMMANDS";

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use ssh2::Session;
 
+pub use super::exec::ExecOutput;
 use super::key::SshKey;
 use super::pump::{PumpEnd, Stream, pump};
 use super::quote::quote;
@@ -37,27 +38,6 @@ const SHORT_ATTEMPTS: u32 = 12;
 /// Backoff between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
-
-/// What a finished command left behind. A non-zero status is data, not an error.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecOutput {
-    /// Exit status; 128 + N when the command died of signal N (as a shell reports it).
-    pub status: i32,
-    /// The signal name (`KILL`, `TERM`...) when the command died of a signal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<String>,
-    /// Everything the command wrote to stdout (lossy UTF-8).
-    pub stdout: String,
-    /// Everything the command wrote to stderr (lossy UTF-8).
-    pub stderr: String,
-}
-
-impl ExecOutput {
-    /// True when the command exited with status 0.
-    pub fn success(&self) -> bool {
-        self.status == 0
-    }
-}
 
 /// The guest's SSH host key as it was offered, recorded as evidence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -246,7 +246,7 @@ impl Cycles {
             self.lock().inference_gap = Some("the netwatch never spoke".into());
             return;
         }
-        let listeners = match crate::run::record::listeners(guest).await {
+        let listeners = match crate::guest::listeners::read(guest).await {
             Ok(text) => {
                 let parsed = crate::check::infer::parse_listeners(&text);
                 self.lock().listeners = Some(text);

@@ -205,7 +205,13 @@ pub async fn boot_evidence(
     let listeners = async {
         match listeners_read {
             Some(text) => Ok(text),
-            None => super::timed("evidence: the listeners", listeners(sessions.listeners)).await,
+            None => {
+                super::timed(
+                    "evidence: the listeners",
+                    crate::guest::listeners::read(sessions.listeners),
+                )
+                .await
+            }
         }
     };
     let (journal, units, listeners) = tokio::join!(journal, units, listeners);
@@ -309,51 +315,6 @@ pub fn waitfor_evidence(run_dir: &Path, boot_index: u32, json: &serde_json::Valu
     ) {
         tracing::warn!("cannot write the wait-for graph: {e:#}");
     }
-}
-
-/// Which unit listens on which TCP port at the end of a boot: `PORT PID CGROUP` per
-/// listening socket, from `/proc/net/tcp{,6}` and the processes' socket descriptors (one
-/// `find` and one `awk`, no per-process command: each costs tens of ms under TCG).
-pub async fn listeners(guest: &Guest) -> anyhow::Result<String> {
-    const SCRIPT: &str = r#"find /proc/[0-9]*/fd -lname 'socket:*' -printf '%h %l
-' 2>/dev/null | awk '
-function listen(file,  l, f, a) {
-    while ((getline l < file) > 0) {
-        split(l, f, " ");
-        if (f[4] == "0A") { split(f[2], a, ":"); port[f[10]] = a[length(a)] }
-    }
-    close(file)
-}
-BEGIN { listen("/proc/net/tcp"); listen("/proc/net/tcp6") }
-{
-    inode = $2; gsub(/[^0-9]/, "", inode)
-    if (!(inode in port)) next
-    split($1, p, "/"); pid = p[3]; cg = "-"; file = "/proc/" pid "/cgroup"
-    while ((getline c < file) > 0) if (c ~ /^0::/) cg = substr(c, 4)
-    close(file)
-    print port[inode], pid, cg
-}' | sort -u"#;
-    let out = guest.exec(SCRIPT).await?;
-    anyhow::ensure!(
-        out.status == 0,
-        "the listener read exited {}: {}",
-        out.status,
-        out.stderr.trim()
-    );
-    // Ports come in hex from /proc/net/tcp: write them in decimal.
-    let mut text = String::new();
-    for line in out.stdout.lines() {
-        let mut w = line.splitn(3, ' ');
-        let (Some(hex), Some(pid), Some(cgroup)) = (w.next(), w.next(), w.next()) else {
-            continue;
-        };
-        let Ok(port) = u16::from_str_radix(hex, 16) else {
-            continue;
-        };
-        let unit = cgroup.rsplit('/').next().unwrap_or("-");
-        text.push_str(&format!("{port} {unit} {pid}\n"));
-    }
-    Ok(text)
 }
 
 /// `connections-boot-N.jsonl`: the guest's TCP connection attempts and resets as the
