@@ -685,11 +685,11 @@ fn old_gate_on_model_copy(
 }
 
 /// Gate honesty from the harness's own probes (issue 22), on M2's consumer-ordering
-/// scenario: deploy-proxy is redeployed on the booted guest, and its start must not end
-/// before the harness's probe of its gate URL found it healthy. The model's honest gate
-/// passes the whole scenario; its dishonest variant
+/// scenario: deploy-proxy's start, and each consumer's, must not come before the
+/// harness's probe of its gate URL found it healthy, on the cold boot and again on a
+/// redeploy. The model's honest gate passes the whole scenario; its dishonest variant
 /// (`decide=before-healthy`: it commits while the proxy is down and deploys it 5 s later)
-/// is caught by the probe the watcher makes right after the start ends.
+/// is caught on its cold boot, before SSH answers, by the recorder's probe in the guest.
 #[test]
 fn a_gate_that_commits_before_its_proxy_serves_is_caught_by_the_harness_probe() {
     require_vm!();
@@ -710,7 +710,7 @@ fn a_gate_that_commits_before_its_proxy_serves_is_caught_by_the_harness_probe() 
         "the dishonest gate fails its pair"
     );
     let got = pairs(bundle.path());
-    let outcome = |pair: &str| {
+    let outcome = |pair: &str, id: &str| {
         let report = &got
             .iter()
             .find(|(i, ..)| i == pair)
@@ -720,26 +720,41 @@ fn a_gate_that_commits_before_its_proxy_serves_is_caught_by_the_harness_probe() 
             .as_array()
             .expect("outcomes")
             .iter()
-            .find(|o| o["id"] == "redeploy/gate-honest")
+            .find(|o| o["id"] == id)
             .cloned()
-            .unwrap_or_else(|| panic!("no gate_honest outcome: {report}"))
+            .unwrap_or_else(|| panic!("no {id} outcome: {report}"))
     };
-    let honest = outcome("honest/consumers-order");
+    // The honest gate is judged honest on the cold boot (by the recorder's probes, made
+    // before SSH answered) and on the redeploy (by the watcher's, over SSH).
+    let honest = outcome("honest/consumers-order", "order:after=deploy-proxy.service");
+    let seen = honest["seen"].as_str().unwrap_or_default();
+    assert!(
+        honest["held"] == true && seen.contains("gate honest by the harness's own probes"),
+        "{honest}"
+    );
+    let honest = outcome("honest/consumers-order", "redeploy/gate-honest");
     assert_eq!(honest["held"], true, "{honest}");
-    let dishonest = outcome("dishonest/consumers-order");
-    let seen = dishonest["seen"].as_str().unwrap_or_default();
-    assert!(
-        dishonest["held"] == false && dishonest.get("not_checked").is_none(),
-        "{dishonest}"
-    );
-    assert!(
-        seen.contains("deploy-proxy.service's start ended at")
-            && seen.contains("but the harness's probe of http://127.0.0.1:8082/ping sent at")
-            && seen.contains("still found it refused"),
-        "{seen}"
-    );
+    // The dishonest one is caught on its cold boot, whose start ends before SSH answers:
+    // the ordering holds, but a probe of the gate sent after the start ended was refused.
+    for id in [
+        "order:after=deploy-proxy.service",
+        "cold-boot/consumers-after-gate-decision",
+    ] {
+        let dishonest = outcome("dishonest/consumers-order", id);
+        let seen = dishonest["seen"].as_str().unwrap_or_default();
+        assert!(
+            dishonest["held"] == false && dishonest.get("not_checked").is_none(),
+            "{dishonest}"
+        );
+        assert!(
+            seen.contains("deploy-proxy.service's start ended at")
+                && seen.contains("but the harness's probe of http://127.0.0.1:8082/ping sent at")
+                && seen.contains("still found it refused"),
+            "{seen}"
+        );
+    }
     // report.md draws the probes beside the gate's own lines: the decision logged, then
-    // the harness's refused probe.
+    // the recorder's refused probe (SSH was not up yet).
     let md = std::fs::read_to_string(bundle.path().join("report.md")).expect("report.md");
     let story = md
         .split("Gate of `deploy-proxy.service` on dishonest")
@@ -748,8 +763,8 @@ fn a_gate_that_commits_before_its_proxy_serves_is_caught_by_the_harness_probe() 
     let decision = story
         .find("decision=commit")
         .expect("the gate's decision line");
-    let refused = story
-        .find("**not healthy** `refused`")
-        .expect("the refused probe");
-    assert!(decision < refused, "{story}");
+    let refused = story[decision..]
+        .find("**not healthy** `refused (probed by the recorder)`")
+        .expect("the recorder's refused probe after the decision");
+    assert!(refused > 0, "{story}");
 }

@@ -151,7 +151,7 @@ fn the_recorded_netwatch_lines_parse_with_their_units() {
         .iter()
         .filter_map(|l| match l {
             Line::Connection(c) => Some(c),
-            Line::Hello(_) => None,
+            Line::Hello(_) | Line::GateAnswer(_) => None,
         })
         .collect();
     assert!(
@@ -174,4 +174,48 @@ fn the_recorded_netwatch_lines_parse_with_their_units() {
         conns.windows(2).all(|w| w[0].at_us <= w[1].at_us),
         "in time order"
     );
+}
+
+/// The recorder's gate probes from a real cold boot of the model's dishonest gate
+/// (`decide=before-healthy`, consumers-order, recorded with `COLDBOOT_RECORDER_RAW`):
+/// that boot's journal has deploy-proxy.service `Finished` at 11.333884 s, before its
+/// proxy served. Judged on these probes alone (SSH was not up until 15 s), the start's
+/// end fails on the probe sent at 11.47 s, refused; a moment before the first probe is
+/// not taken as healthy. The recorder's own connections are not in the stream.
+#[test]
+fn the_recorders_gate_probes_catch_a_start_that_ends_before_its_gate_serves() {
+    use coldboot::check::honesty::{GateProbe, Honesty, judge};
+    use coldboot::guest::recorder::net::{Line, Lines, parse};
+    let bytes = std::fs::read("tests/fixtures/guest/netwatch-dishonest-gate.txt").unwrap();
+    let parsed: Vec<Line> = Lines::default()
+        .push(&bytes)
+        .into_iter()
+        .map(|l| parse(&l.expect("a whole line")).expect("a netwatch line"))
+        .collect();
+    let probes: Vec<GateProbe> = parsed
+        .iter()
+        .filter_map(|l| match l {
+            Line::GateAnswer(a) => Some(GateProbe {
+                sent_us: a.sent_us,
+                answered_us: a.answered_us,
+                healthy: a.healthy(),
+                answer: a.word.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(probes.len(), 8, "a probe a second from 7.46 s until the watch took over");
+    assert!(parsed.iter().all(|l| match l {
+        Line::Connection(c) => c.comm != "recorder",
+        _ => true,
+    }));
+    let url = "http://127.0.0.1:8082/ping";
+    let end = judge("deploy-proxy.service's start ended", 11_333_884, url, &probes);
+    assert!(
+        matches!(end, Honesty::Unhealthy(_))
+            && end.words().contains("sent at 11.470s still found it refused"),
+        "{end:?}"
+    );
+    let early = judge("a moment before the probes", 7_000_000, url, &probes);
+    assert!(!early.holds(), "{early:?}");
 }

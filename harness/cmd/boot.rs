@@ -65,7 +65,7 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
     let recording = config.recorder;
     let vm = coldboot::vm::Vm::start(config).await?;
     // The recorder must be read from the start: its relay's writes wait for a reader.
-    let recorder = recording.then(|| coldboot::guest::recorder::Recorder::start(vm.run_dir()));
+    let recorder = recording.then(|| coldboot::guest::recorder::Recorder::start(vm.run_dir(), &[]));
     waiting.set(format!(
         "waiting for SSH on {} (accelerator {})",
         vm.ssh_addr(),

@@ -17,7 +17,7 @@ use crate::guest::systemd::sources::Gate;
 use super::clock::GuestClock;
 use super::cycle_reads::{Judge, OrderingWatch, Read, absorb, assess};
 use super::cycles::{READ_EVERY, WatchSetup, WatchSource, WatchState};
-use super::gate_probe::{PROBE_EVERY, Pacing, probe_gate};
+use super::gate_probe::{PROBE_EVERY, Pacing, probe_gate, take_recorder_probes};
 use super::watch::Journal;
 
 /// The gap between reads when no start job runs (a later restart may queue one).
@@ -34,6 +34,8 @@ pub(super) async fn run(
 ) {
     let mut setup = setup;
     if let Some(mut rec) = setup.recorder.take() {
+        // From here the watcher probes the gates over SSH itself.
+        rec.stop_probes();
         let until = Instant::now() + RECORDER_GRACE;
         while rec.with(|l| l.queue_known.is_none() && l.ended.is_none()) && Instant::now() < until {
             rec.wait_news(until).await;
@@ -49,6 +51,7 @@ pub(super) async fn run(
                     .unwrap_or_else(|| "no read of the queue yet".into())
             });
             tracing::info!("the recorder gave no queue ({why}): the watch reads over SSH");
+            take_recorder_probes(&rec, &mut 0, &setup.clock, &state);
         }
     }
     follow_ssh(setup, state, own_session, poke, tx).await
@@ -76,12 +79,14 @@ async fn follow_recorder(
     let mut folded = 0usize;
     let mut pacing = Pacing::default();
     let mut ordering = OrderingWatch::default();
+    let mut recorder_probes = 0usize;
     let known_from = rec.with(|l| l.queue_known).unwrap_or_else(Instant::now);
     loop {
         if let Some(session) = take_session(&mut own, own_session).await {
             guest = session;
         }
         setup.journal.tighten(&mut clock);
+        take_recorder_probes(&rec, &mut recorder_probes, &clock, state);
         let fresh = rec.since(folded);
         folded += fresh.len();
         let folding = Folding {

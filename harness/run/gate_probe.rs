@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::check::ProbeRecord;
 use crate::check::live::GateSeen;
 use crate::guest::Guest;
-use crate::guest::recorder::Queue;
+use crate::guest::recorder::{Queue, Recorder};
 
 use super::clock::GuestClock;
 use super::cycles::WatchState;
@@ -111,4 +111,52 @@ pub(super) async fn probe_gate(
         excerpt: answer.word(),
         guest_us: Some((sent_us, answered_us)),
     })
+}
+
+/// Take the recorder's gate probes (made in the guest from early userspace, before SSH
+/// could) from index `from` on into the watch's state, beside the watcher's own: the
+/// gate-honesty checks judge both, so a gated start that ended before SSH answered is
+/// still judged on a probe of the harness's. They do not count toward a cycle's
+/// confirmation, which the watcher's reads decide in order.
+pub(super) fn take_recorder_probes(
+    rec: &Recorder,
+    from: &mut usize,
+    clock: &GuestClock,
+    state: &Mutex<WatchState>,
+) {
+    let (gates, fresh) = rec.with(|l| {
+        let fresh = l.gate_answers.get(*from..).unwrap_or_default().to_vec();
+        (l.probed_gates.clone(), fresh)
+    });
+    *from += fresh.len();
+    let mut s = state.lock().expect("cycle watch lock");
+    for (_, a) in fresh {
+        let Some(gate) = gates.get(a.gate) else {
+            continue;
+        };
+        let word = if a.word == "timed_out" {
+            "timed out".to_string()
+        } else {
+            a.word.clone()
+        };
+        s.gate_probes.push((
+            gate.unit.clone(),
+            crate::check::honesty::GateProbe {
+                sent_us: a.sent_us,
+                answered_us: a.answered_us,
+                healthy: a.healthy(),
+                answer: word.clone(),
+            },
+        ));
+        let ago = Instant::now().saturating_duration_since(clock.to_host(a.answered_us));
+        s.probes.push(ProbeRecord {
+            at_unix: crate::run::record::unix_now() - ago.as_secs_f64(),
+            from: "guest".into(),
+            gate_of: Some(gate.unit.clone()),
+            url: gate.url.clone(),
+            status: a.status(),
+            excerpt: format!("{word} (probed by the recorder)"),
+            guest_us: Some((a.sent_us, a.answered_us)),
+        });
+    }
 }

@@ -132,7 +132,7 @@ pub(super) async fn connect(
 ) -> anyhow::Result<Up> {
     // Read from QEMU's start: the relay's writes wait for a reader.
     let recorder = boot::has_recorder(&ctx.spec)
-        .then(|| crate::guest::recorder::Recorder::start(vm.run_dir()));
+        .then(|| crate::guest::recorder::Recorder::start(vm.run_dir(), &ctx.spec.gates));
     (ctx.status)(&format!(
         "phase {}: waiting for SSH on {}",
         phase.name,

@@ -39,6 +39,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use protocol::{Event, Prop};
+
+use crate::guest::systemd::sources::Gate;
 pub use queue::Queue;
 use stream::{Frame, Framer};
 
@@ -76,7 +78,16 @@ pub struct Log {
     pub net_malformed: u64,
     /// See `net_hello`.
     pub net_ended: Option<(Instant, String)>,
+    /// The gates the recorder was asked to probe (by index in its `P` lines): the
+    /// declared gates whose URL it can reach ([`net::gate_line`]).
+    pub probed_gates: Vec<Gate>,
+    /// Its answers, with their arrival.
+    pub gate_answers: Vec<(Instant, net::GateAnswer)>,
 }
+
+/// The recorder's own unit: its gate probes' connections are the harness's, not the
+/// guest's, and are never taken as the system's connection attempts.
+pub const RECORDER_UNIT: &str = "coldboot-recorder.service";
 
 /// A handle on one boot's recorder.
 #[derive(Clone)]
@@ -84,6 +95,7 @@ pub struct Recorder {
     log: Arc<Mutex<Log>>,
     news: watch::Receiver<u64>,
     commands: mpsc::UnboundedSender<Command>,
+    stop_probes: mpsc::UnboundedSender<()>,
 }
 
 /// What the harness asks PID 1 through the recorder's connection.
@@ -111,23 +123,43 @@ impl Drop for RecorderTask {
 
 impl Recorder {
     /// Connect to the recorder's socket (`run_dir`/[`crate::vm::argv::RECORDER_SOCKET_FILE`])
-    /// and record until the stream ends or the task is dropped.
-    pub fn start(run_dir: &Path) -> (Recorder, RecorderTask) {
-        let log = Arc::new(Mutex::new(Log::default()));
+    /// and record until the stream ends or the task is dropped. The `gates` whose URL
+    /// the recorder can reach are probed by it from early userspace until
+    /// [`Recorder::stop_probes`].
+    pub fn start(run_dir: &Path, gates: &[Gate]) -> (Recorder, RecorderTask) {
+        let mut probed = Vec::new();
+        let mut asks = String::new();
+        for g in gates {
+            if let Some(line) = net::gate_line(probed.len(), &g.url) {
+                asks.push_str(&line);
+                probed.push(g.clone());
+            }
+        }
+        let log = Arc::new(Mutex::new(Log {
+            probed_gates: probed,
+            ..Log::default()
+        }));
         let (tx, news) = watch::channel(0u64);
         let (commands, asked) = mpsc::unbounded_channel();
+        let (stop_probes, stop) = mpsc::unbounded_channel();
         let socket = run_dir.join(crate::vm::argv::RECORDER_SOCKET_FILE);
         let task = tokio::spawn(record(socket, log.clone(), tx.clone(), asked));
         let net_socket = run_dir.join(crate::vm::argv::NETWATCH_SOCKET_FILE);
-        let net = tokio::spawn(record_net(net_socket, log.clone(), tx));
+        let net = tokio::spawn(record_net(net_socket, log.clone(), tx, (asks, stop)));
         (
             Recorder {
                 log,
                 news,
                 commands,
+                stop_probes,
             },
             RecorderTask { task, net },
         )
+    }
+
+    /// End the recorder's gate probes: the harness's own, over SSH, take over.
+    pub fn stop_probes(&self) {
+        let _ = self.stop_probes.send(());
     }
 
     /// Units' states, read from PID 1 through the recorder's connection (the `named`
@@ -237,22 +269,41 @@ async fn connect(socket: &Path) -> std::io::Result<tokio::net::UnixStream> {
     }
 }
 
-/// The netwatch port: lines, bounded, each connection event kept with its arrival.
-async fn record_net(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64>) {
+/// The netwatch port: lines, bounded, each connection event and gate answer kept with
+/// its arrival. Once the recorder has said hello, the gates to probe (`asks`) are
+/// written to it, and the end of probing when `stop` says so.
+async fn record_net(
+    socket: PathBuf,
+    log: Arc<Mutex<Log>>,
+    tx: watch::Sender<u64>,
+    (asks, mut stop): (String, mpsc::UnboundedReceiver<()>),
+) {
     let end = |why: String| {
         log.lock().expect("recorder log lock").net_ended = Some((Instant::now(), why));
         tx.send_modify(|n| *n += 1);
     };
-    let mut stream = match connect(&socket).await {
-        Ok(s) => s,
+    let (mut rd, mut wr) = match connect(&socket).await {
+        Ok(s) => s.into_split(),
         Err(e) => return end(format!("no netwatch channel at {}: {e}", socket.display())),
     };
     let mut lines = net::Lines::default();
     let mut buf = vec![0u8; 16 * 1024];
     let mut total = 0u64;
     let mut raw = raw_file("netwatch", "txt");
+    let mut asked = asks.is_empty();
+    let mut stopped = false;
     loop {
-        let n = match stream.read(&mut buf).await {
+        let got = tokio::select! {
+            got = rd.read(&mut buf) => got,
+            Some(()) = stop.recv(), if !stopped => {
+                stopped = true;
+                // A recorder that did not take the line goes on probing until the boot
+                // ends: its answers are still the harness's own, and still recorded.
+                let _ = wr.write_all(net::STOP_PROBES.as_bytes()).await;
+                continue;
+            }
+        };
+        let n = match got {
             Ok(0) => return end("the guest's end of the channel closed".into()),
             Ok(n) => n,
             Err(e) => return end(format!("reading the netwatch channel: {e}")),
@@ -263,15 +314,31 @@ async fn record_net(socket: PathBuf, log: Arc<Mutex<Log>>, tx: watch::Sender<u64
             use std::io::Write as _;
             let _ = f.write_all(&buf[..n]);
         }
-        let mut l = log.lock().expect("recorder log lock");
-        for line in lines.push(&buf[..n]) {
-            match line.and_then(|t| net::parse(&t)) {
-                Ok(net::Line::Hello(up)) if l.net_hello.is_none() => l.net_hello = Some((at, up)),
-                Ok(net::Line::Connection(c)) => l.connections.push((at, c)),
-                Ok(net::Line::Hello(_)) | Err(_) => l.net_malformed += 1,
+        let say_hello = {
+            let mut l = log.lock().expect("recorder log lock");
+            for line in lines.push(&buf[..n]) {
+                match line.and_then(|t| net::parse(&t)) {
+                    Ok(net::Line::Hello(up)) if l.net_hello.is_none() => {
+                        l.net_hello = Some((at, up))
+                    }
+                    Ok(net::Line::Connection(c)) if c.unit.as_deref() == Some(RECORDER_UNIT) => {}
+                    Ok(net::Line::Connection(c)) => l.connections.push((at, c)),
+                    Ok(net::Line::GateAnswer(a)) if a.gate < l.probed_gates.len() => {
+                        l.gate_answers.push((at, a))
+                    }
+                    Ok(net::Line::Hello(_) | net::Line::GateAnswer(_)) | Err(_) => {
+                        l.net_malformed += 1
+                    }
+                }
+            }
+            !asked && l.net_hello.is_some() && !stopped
+        };
+        if say_hello {
+            asked = true;
+            if let Err(e) = wr.write_all(asks.as_bytes()).await {
+                tracing::info!("the recorder's gate probes could not be asked for: {e}");
             }
         }
-        drop(l);
         tx.send_modify(|n| *n += 1);
         if total > RECORD_CAP {
             return end(format!(

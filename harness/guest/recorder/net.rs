@@ -2,8 +2,13 @@
 //!
 //! The first line is `COLDBOOT-NET 1 UPTIME PID`; then one line per event,
 //! `A SECONDS PID COMM UNIT syn|reset DADDR DPORT` (`SECONDS` on the guest's
-//! CLOCK_MONOTONIC, `UNIT` `-` when the process had no unit or was gone). Untrusted
-//! input: lines are bounded, and a line that does not parse is counted and skipped.
+//! CLOCK_MONOTONIC, `UNIT` `-` when the process had no unit or was gone), and one per
+//! gate probe the host asked for, `P N SENT ANSWERED WORD`. Untrusted input: lines are
+//! bounded, and a line that does not parse is counted and skipped.
+//!
+//! The host writes too: [`gate_line`] names a gate's URL for the recorder to probe
+//! from early userspace, and [`STOP_PROBES`] ends that once the harness's own probes
+//! over SSH take over.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +44,36 @@ pub struct Connection {
     pub dport: u16,
 }
 
+/// One probe of a gate's URL that the recorder made in the guest, on the host's asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateAnswer {
+    /// Which of the gates the host named ([`gate_line`]'s `n`).
+    pub gate: usize,
+    /// When the probe was sent, on the guest's clock (µs, from `/proc/uptime`'s 10 ms
+    /// steps, so at most 10 ms early).
+    pub sent_us: u64,
+    /// When it was answered: the end of the 10 ms step the recorder read (so never
+    /// early), and a healthy answer brackets no moment it may have come after.
+    pub answered_us: u64,
+    /// The HTTP status, or `refused`, `timed_out`, `reset`, `closed`, `error`.
+    pub word: String,
+}
+
+impl GateAnswer {
+    /// The HTTP status, if one came back.
+    pub fn status(&self) -> Option<u16> {
+        self.word.parse().ok().filter(|c| (100..600).contains(c))
+    }
+
+    /// Whether the URL answered 2xx.
+    pub fn healthy(&self) -> bool {
+        self.status().is_some_and(|c| (200..300).contains(&c))
+    }
+}
+
+/// `/proc/uptime`'s resolution: the recorder's probe times are in these steps.
+const UPTIME_STEP_US: u64 = 10_000;
+
 /// One line of the port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
@@ -46,6 +81,33 @@ pub enum Line {
     Hello(u64),
     /// A connection event.
     Connection(Connection),
+    /// A gate probe's answer.
+    GateAnswer(GateAnswer),
+}
+
+/// The host's line that stops the recorder's gate probes.
+pub const STOP_PROBES: &str = "S\n";
+
+/// The host's line that names gate `n`'s URL for the recorder to probe, or `None` when
+/// the recorder cannot probe it: it speaks plain HTTP/1.0 to an IPv4 address (or
+/// `localhost`), with no TLS and no name lookup, so an `https:` gate is probed over SSH
+/// only.
+pub fn gate_line(n: usize, url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    if url.scheme() != "http" || n > 999 {
+        return None;
+    }
+    let addr: std::net::Ipv4Addr = match url.host_str()? {
+        "localhost" => std::net::Ipv4Addr::LOCALHOST,
+        host => host.parse().ok()?,
+    };
+    let port = url.port_or_known_default()?;
+    let mut path = url.path().to_string();
+    if let Some(q) = url.query() {
+        path = format!("{path}?{q}");
+    }
+    let printable = path.len() <= 200 && path.bytes().all(|b| b.is_ascii_graphic());
+    (path.starts_with('/') && printable).then(|| format!("G {n} {addr} {port} {path}\n"))
 }
 
 /// Parse one line (without its newline).
@@ -69,6 +131,25 @@ pub fn parse(line: &str) -> Result<Line, String> {
             daddr: daddr.to_string(),
             dport: dport.parse().map_err(|_| format!("port {dport:?}"))?,
         })),
+        ["P", n, sent, answered, word] => {
+            let word_ok =
+                word.len() <= 16 && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !word_ok {
+                return Err(format!("probe answer {:?}", truncate(word)));
+            }
+            let (sent_us, answered_us) = (micros(sent)?, micros(answered)?);
+            if answered_us < sent_us {
+                return Err(format!(
+                    "a probe answered at {answered} before it was sent at {sent}"
+                ));
+            }
+            Ok(Line::GateAnswer(GateAnswer {
+                gate: n.parse().map_err(|_| format!("gate {:?}", truncate(n)))?,
+                sent_us,
+                answered_us: answered_us + UPTIME_STEP_US,
+                word: word.to_string(),
+            }))
+        }
         _ => Err(format!("not a netwatch line: {:?}", truncate(line))),
     }
 }
@@ -159,6 +240,46 @@ mod tests {
             "A x 9 caddy - syn ::1 80",
             "A 1.5 9 caddy - syn ::1 70000",
             "COLDBOOT-NET 2 1.0 3",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gate_probes_are_asked_and_answered_strictly() {
+        assert_eq!(
+            gate_line(0, "http://127.0.0.1:8082/ping").as_deref(),
+            Some("G 0 127.0.0.1 8082 /ping\n")
+        );
+        assert_eq!(
+            gate_line(2, "http://localhost/health?full=1").as_deref(),
+            Some("G 2 127.0.0.1 80 /health?full=1\n")
+        );
+        for unprobed in [
+            "https://ci.commoninternet.net/",
+            "http://ci.commoninternet.net/",
+            "http://[::1]:80/",
+            "not a url",
+        ] {
+            assert_eq!(gate_line(0, unprobed), None, "{unprobed}");
+        }
+        let Ok(Line::GateAnswer(a)) = parse("P 0 19.82 19.84 200") else {
+            panic!("a probe line")
+        };
+        assert_eq!(
+            (a.gate, a.sent_us, a.answered_us),
+            (0, 19_820_000, 19_850_000)
+        );
+        assert!(a.healthy());
+        let Ok(Line::GateAnswer(a)) = parse("P 1 3.50 3.50 refused") else {
+            panic!("a probe line")
+        };
+        assert_eq!((a.status(), a.healthy()), (None, false));
+        for bad in [
+            "P 0 19.84 19.82 200",
+            "P x 1.0 1.0 200",
+            "P 0 1.0 1.0 2$0",
+            "P 0 1.0 1.0",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
