@@ -204,16 +204,27 @@ fn the_recorders_gate_probes_catch_a_start_that_ends_before_its_gate_serves() {
             _ => None,
         })
         .collect();
-    assert_eq!(probes.len(), 8, "a probe a second from 7.46 s until the watch took over");
+    assert_eq!(
+        probes.len(),
+        8,
+        "a probe a second from 7.46 s until the watch took over"
+    );
     assert!(parsed.iter().all(|l| match l {
         Line::Connection(c) => c.comm != "recorder",
         _ => true,
     }));
     let url = "http://127.0.0.1:8082/ping";
-    let end = judge("deploy-proxy.service's start ended", 11_333_884, url, &probes);
+    let end = judge(
+        "deploy-proxy.service's start ended",
+        11_333_884,
+        url,
+        &probes,
+    );
     assert!(
         matches!(end, Honesty::Unhealthy(_))
-            && end.words().contains("sent at 11.470s still found it refused"),
+            && end
+                .words()
+                .contains("sent at 11.470s still found it refused"),
         "{end:?}"
     );
     let early = judge("a moment before the probes", 7_000_000, url, &probes);

@@ -65,7 +65,10 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
     let recording = config.recorder;
     let vm = coldboot::vm::Vm::start(config).await?;
     // The recorder must be read from the start: its relay's writes wait for a reader.
-    let recorder = recording.then(|| coldboot::guest::recorder::Recorder::start(vm.run_dir(), &[]));
+    // It probes the declared gates until SSH answers, as in a run (so the boot pays what
+    // a run's boot pays).
+    let recorder = recording
+        .then(|| coldboot::guest::recorder::Recorder::start(vm.run_dir(), &boot_spec.gates));
     waiting.set(format!(
         "waiting for SSH on {} (accelerator {})",
         vm.ssh_addr(),
@@ -81,6 +84,9 @@ pub async fn run(args: BootArgs) -> anyhow::Result<i32> {
         }
     };
     drop(waiting);
+    if let Some((recorder, _)) = &recorder {
+        recorder.stop_probes();
+    }
     eprintln!(
         "boot: QEMU start to SSH in {:.1}s ({}, {})",
         to_ssh.as_secs_f64(),

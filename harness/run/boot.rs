@@ -116,8 +116,17 @@ pub fn recorder_summary(
             (None, Some((_, why))) => format!("; netwatch never spoke ({why})"),
             (None, None) => "; netwatch not heard from yet".to_string(),
         };
+        let gate_probes = if log.probed_gates.is_empty() {
+            String::new()
+        } else {
+            let healthy = log.gate_answers.iter().filter(|(_, a)| a.healthy()).count();
+            format!(
+                "; {} gate probe(s) by the recorder ({healthy} healthy)",
+                log.gate_answers.len()
+            )
+        };
         format!(
-            "recorder: relay up at guest uptime {:.2} s ({:.1} s after QEMU started{userspace}); {} events, {} KiB, {} malformed{ended}{net}",
+            "recorder: relay up at guest uptime {:.2} s ({:.1} s after QEMU started{userspace}); {} events, {} KiB, {} malformed{ended}{net}{gate_probes}",
             uptime_us as f64 / 1e6,
             at.saturating_duration_since(qemu_started).as_secs_f64(),
             log.events.len(),
