@@ -4,12 +4,13 @@
 use std::time::Instant;
 
 use crate::check::timeline::RunEvent;
-use crate::error::{infra, usage};
-use crate::guest::{Guest, SshKey};
-use crate::scenario::{Action, Phase, PhaseStart, RunPair};
+use crate::error::usage;
+use crate::guest::SshKey;
+use crate::scenario::{Action, Phase, PhaseStart};
 
+use super::context::{PairContext, PairState};
+use super::fault::inject_fault;
 use super::lost;
-use super::pair::{PairContext, PairState};
 use super::up::{Up, connect, cycle};
 
 /// Run one action; reboots and power cycles hand back a reconnected guest.
@@ -88,56 +89,6 @@ pub(super) async fn run_action(
         Action::Sleep(d) => tokio::time::sleep(d.0).await,
         // `act` cycles the VM itself; these never get here.
         Action::Reboot | Action::PowerCycle => {}
-    }
-    Ok(())
-}
-
-pub(super) async fn inject_fault(
-    ctx: &PairContext,
-    guest: &Guest,
-    name: &str,
-) -> anyhow::Result<()> {
-    let fault = ctx.spec.faults.get(name).ok_or_else(|| {
-        usage(format!(
-            "target {} defines no fault {name:?}",
-            ctx.pair.target
-        ))
-    })?;
-    (ctx.status)(&format!("injecting fault {name}"));
-    let out = guest.exec(&fault.run).await?;
-    if out.status != 0 {
-        return Err(infra(format!(
-            "fault {name} (`{}`) exited {}: {}",
-            fault.run,
-            out.status,
-            out.stderr.trim()
-        )));
-    }
-    Ok(())
-}
-
-/// Every fault a scenario names must exist on the target, before anything boots: a usage
-/// error at the line that names the first missing one.
-pub fn check_faults(pair: &RunPair, faults: &[&str]) -> anyhow::Result<()> {
-    for phase in &pair.scenario.phases {
-        for r in &phase.fault_refs {
-            if !faults.contains(&r.name.as_str()) {
-                return Err(usage(format!(
-                    "{}:{}:{}: phase {:?} names fault {:?}, which target {} does not define (it defines: {})",
-                    pair.scenario.path.display(),
-                    r.line,
-                    r.col,
-                    phase.name,
-                    r.name,
-                    pair.target,
-                    if faults.is_empty() {
-                        "none".to_string()
-                    } else {
-                        faults.join(", ")
-                    }
-                )));
-            }
-        }
     }
     Ok(())
 }

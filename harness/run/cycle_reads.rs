@@ -10,8 +10,8 @@ use crate::check::live::{self, Confirmed, CycleTracker, RecordedRead, Stall};
 use crate::check::{ProbeRecord, WaitForGraph};
 
 use super::clock::GuestClock;
-use super::cycles::{WatchSetup, WatchState};
 use super::watch::Journal;
+use super::watch_state::{WatchSetup, WatchState};
 
 /// Journal lines kept per stalled unit.
 const STALL_LINES: usize = 5;

@@ -16,9 +16,9 @@ use crate::guest::systemd::sources::Gate;
 
 use super::clock::GuestClock;
 use super::cycle_reads::{Judge, OrderingWatch, Read, absorb, assess};
-use super::cycles::{READ_EVERY, WatchSetup, WatchSource, WatchState};
 use super::gate_probe::{PROBE_EVERY, Pacing, probe_gate, take_recorder_probes};
 use super::watch::Journal;
+use super::watch_state::{READ_EVERY, WatchSetup, WatchSource, WatchState};
 
 /// The gap between reads when no start job runs (a later restart may queue one).
 const IDLE_READ_EVERY: Duration = Duration::from_secs(10);

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::check;
+use crate::check::{self, Evaluation};
 use crate::scenario::UnitExpectation;
 
 use super::watch::Journal;
@@ -68,9 +68,7 @@ impl EarlyDecisions {
                     // The journal decides only units whose finished start means active.
                     let by_journal = means_active.get(unit).copied().unwrap_or(false)
                         && check::units::decidable_by_journal(u);
-                    if let Some((at_us, _)) =
-                        super::unit_wait::pid1_word(&journal, u, by_journal, floor_us)
-                    {
+                    if let Some((at_us, _)) = pid1_word(&journal, u, by_journal, floor_us) {
                         let mut all = out.lock().expect("early decisions lock");
                         let decided = match all.get(unit) {
                             Some(d) if d.at_us == at_us => continue,
@@ -103,6 +101,35 @@ impl EarlyDecisions {
             .get(unit)
             .copied()
     }
+}
+
+/// PID 1's own word on `u`, without asking systemctl: its unit signals first (any
+/// expectation they show held), then its journal (a plain "active" wait whose start
+/// ended `done`, when `by_journal`). The guest time (µs) of the change, and what was seen.
+pub(super) fn pid1_word(
+    journal: &Journal,
+    u: &UnitExpectation,
+    by_journal: bool,
+    floor: u64,
+) -> Option<(u64, Evaluation)> {
+    let signalled = journal
+        .scan_changes(|all| check::units::held_by_signals(u, floor, all.iter().map(|c| &c.change)));
+    if signalled.is_some() {
+        return signalled;
+    }
+    if !by_journal {
+        return None;
+    }
+    let us = journal.scan(|all| {
+        check::units::active_in_journal(u, true, floor, all.iter().map(|s| &s.entry))
+    })?;
+    let eval = check::units::evaluate_unit(u, "active", "success");
+    let seen = format!(
+        "{} by PID 1's journal at {:.3}s",
+        eval.seen,
+        us as f64 / 1e6
+    );
+    Some((us, Evaluation { seen, ..eval }))
 }
 
 #[cfg(test)]
@@ -213,13 +240,10 @@ mod tests {
             early.get("deploy-proxy.service").map(|d| d.at_us),
             Some(FIRST_START_DONE)
         );
-        assert_eq!(
-            crate::run::unit_wait::pid1_word(&journal, &u, true, 0),
-            None
-        );
+        assert_eq!(super::pid1_word(&journal, &u, true, 0), None);
         // The dashboard, whose start ended once and stayed, is still decided.
         let dashboard = active("deploy-dashboard.service");
-        assert!(crate::run::unit_wait::pid1_word(&journal, &dashboard, true, 0).is_some());
+        assert!(super::pid1_word(&journal, &dashboard, true, 0).is_some());
     }
 
     #[tokio::test]
@@ -235,13 +259,10 @@ mod tests {
             replay.line(l, false);
         }
         assert!(decision(&early, "deploy-proxy.service").await.is_none());
-        assert_eq!(
-            crate::run::unit_wait::pid1_word(&journal, &u, true, RESTART_BEGAN),
-            None
-        );
+        assert_eq!(super::pid1_word(&journal, &u, true, RESTART_BEGAN), None);
         // The same entries with no action before the phase decide it.
         assert_eq!(
-            crate::run::unit_wait::pid1_word(&journal, &u, true, 0).map(|(us, _)| us),
+            super::pid1_word(&journal, &u, true, 0).map(|(us, _)| us),
             Some(FIRST_START_DONE)
         );
     }

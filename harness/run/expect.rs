@@ -6,97 +6,19 @@
 
 use std::time::{Duration, Instant};
 
-use crate::check::{self, Evaluation, ProbeRecord};
+use crate::check::{self, Evaluation};
 use crate::guest::Guest;
 use crate::guest::systemd;
-use crate::scenario::{
-    CommandExpectation, ExpectationKind, FileExpectation, HttpExpectation, JournalExpectation,
-    ProbeFrom,
-};
-use crate::vm::Vm;
+use crate::scenario::{CommandExpectation, ExpectationKind, FileExpectation, JournalExpectation};
 
-use super::clock::GuestClock;
-use super::cycles::Cycles;
-use super::probe::{self, excerpt};
-use super::watch::{Entry, Journal};
+use super::http_wait::await_http;
+pub use super::live::{Awaited, Live};
+use super::probe::excerpt;
+use super::watch::Entry;
 
 /// How long an order check waits for its anchor's journal entry once PID 1 says the
 /// anchor unit's start ended (the journal stream lags PID 1's signals).
 const ANCHOR_LAG: Duration = Duration::from_secs(10);
-/// Time between two attempts of a probe that has not answered as expected yet.
-const PROBE_RETRY: Duration = Duration::from_secs(1);
-/// How long one attempt of an expectation's probe may take.
-const PROBE_TIME: Duration = Duration::from_secs(5);
-
-/// What a live expectation can use.
-pub struct Live<'a> {
-    /// The VM (host forwards, QMP); none for a guest played back from a recording.
-    pub vm: Option<&'a Vm>,
-    /// The SSH channel.
-    pub guest: &'a Guest,
-    /// The journal of the current boot, streaming.
-    pub journal: Journal,
-    /// Guest monotonic time on the host clock, narrowed by what the stream brings
-    /// (behind a lock: the phase's observations run side by side).
-    pub clock: std::sync::Mutex<GuestClock>,
-    /// Where the progress line goes.
-    pub status: &'a (dyn Fn(&str) + Send + Sync),
-    /// Every probe the harness made, for the evidence.
-    pub probes: std::sync::Mutex<Vec<ProbeRecord>>,
-    /// The boot's wait-cycle watcher.
-    pub cycles: Cycles,
-    /// When the phase began (its wait-cycle invariant covers reads from then on).
-    pub phase_started: Instant,
-    /// When QEMU started this boot (reports time reads from it).
-    pub qemu_started: Instant,
-    /// Guest time (µs) from which a start in PID 1's journal decides a unit wait: 0 on a
-    /// phase that booted and did nothing else, else when the phase's actions ended.
-    pub journal_floor_us: u64,
-    /// Per unit the scenario awaits, whether PID 1 ending its start job with `done` means
-    /// it is active (from its type, read once when the boot's watch began).
-    pub start_done_means_active: std::collections::HashMap<String, bool>,
-    /// The phase's watch that decides plain "active" waits ahead of their turn.
-    pub early: super::early::EarlyDecisions,
-    /// The boot's recorder, when it has one: unit states read through it, not over SSH.
-    pub recorder: Option<crate::guest::recorder::Recorder>,
-}
-
-impl Live<'_> {
-    /// The clock, narrowed first by every entry and signal that has arrived.
-    pub(super) fn tightened(&self) -> GuestClock {
-        let mut clock = self.clock.lock().expect("clock lock");
-        self.journal.tighten(&mut clock);
-        *clock
-    }
-
-    /// The probes made so far, taken for the pair's evidence.
-    pub fn take_probes(&self) -> Vec<ProbeRecord> {
-        std::mem::take(&mut *self.probes.lock().expect("probes lock"))
-    }
-}
-
-/// The result of awaiting one expectation: the evaluation, and the host instants of the
-/// change (as the guest timestamped it) and of the decision.
-#[derive(Debug, Clone)]
-pub struct Awaited {
-    /// Whether it held, and what was seen.
-    pub eval: Evaluation,
-    /// When the guest says the awaited state was reached.
-    pub changed: Option<Instant>,
-    /// When the harness decided.
-    pub decided: Instant,
-}
-
-impl Awaited {
-    pub(super) fn now(eval: Evaluation) -> Awaited {
-        Awaited {
-            eval,
-            changed: None,
-            decided: Instant::now(),
-        }
-    }
-}
-
 /// Await `kind` until `deadline` (for kinds that wait) and evaluate it.
 pub async fn await_expectation(
     live: &Live<'_>,
@@ -220,70 +142,6 @@ async fn anchor_moment(
         hit = find();
     }
     (what, hit)
-}
-
-pub(super) async fn await_http(
-    live: &Live<'_>,
-    h: &HttpExpectation,
-    deadline: Instant,
-) -> anyhow::Result<Awaited> {
-    loop {
-        (live.status)(&format!("probing {} from the {}", h.url, h.from.as_str()));
-        let attempt = match h.from {
-            ProbeFrom::Guest => {
-                let tls = probe::Tls::from_ca(h.ca.as_deref());
-                match probe::from_guest(live.guest, &h.url, tls, PROBE_TIME).await? {
-                    probe::Answer::Http { status, body } => Ok((status, body)),
-                    none => Err(none.failure().unwrap_or_default()),
-                }
-            }
-            ProbeFrom::Host => match live.vm {
-                Some(vm) => {
-                    probe::from_host(vm, live.guest, &h.url, h.ca.as_deref(), PROBE_TIME).await
-                }
-                None => {
-                    return Err(crate::error::infra(
-                        "a probe from the host needs a VM's forwards; this guest is played back",
-                    ));
-                }
-            },
-        };
-        let record = ProbeRecord {
-            at_unix: crate::unix::now(),
-            from: h.from.as_str().to_string(),
-            gate_of: None,
-            url: h.url.clone(),
-            status: attempt.as_ref().ok().map(|(s, _)| *s),
-            excerpt: match &attempt {
-                Ok((_, body)) => excerpt(body),
-                Err(e) => e.clone(),
-            },
-            guest_us: None,
-        };
-        live.probes.lock().expect("probes lock").push(record);
-        let eval = match &attempt {
-            Ok((status, body)) => {
-                let body_ok = h.body.as_ref().is_none_or(|m| m.matches(body));
-                let seen = format!("status {status}, body {:?}", excerpt(body));
-                if *status == h.status && body_ok {
-                    Evaluation::held(seen)
-                } else {
-                    Evaluation::failed(seen)
-                }
-            }
-            Err(e) => Evaluation::failed(format!("no answer: {e}")),
-        };
-        if eval.held || Instant::now() + PROBE_RETRY > deadline {
-            let mut done = Awaited::now(eval);
-            if done.eval.held {
-                done.changed = Some(done.decided);
-            }
-            return Ok(done);
-        }
-        let mut from = live.journal.len();
-        let retry = (Instant::now() + PROBE_RETRY).min(deadline);
-        live.journal.wait_for(&mut from, retry, |_| false).await;
-    }
 }
 
 async fn await_journal(live: &Live<'_>, j: &JournalExpectation, deadline: Instant) -> Awaited {

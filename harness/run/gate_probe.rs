@@ -11,7 +11,7 @@ use crate::guest::Guest;
 use crate::guest::recorder::{Queue, Recorder};
 
 use super::clock::GuestClock;
-use super::cycles::WatchState;
+use super::watch_state::WatchState;
 
 /// A gate probe's own limit: a gate that hangs is recorded as `timed out`.
 const GATE_PROBE: Duration = Duration::from_secs(2);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::check::Evaluation;
 use crate::guest::systemd;
 
-use super::expect::Live;
+use super::live::Live;
 
 /// How long an order check waits for the watcher's probe of a gate right after the gated
 /// start ended.

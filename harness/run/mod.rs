@@ -12,15 +12,19 @@
 //! - `boot`: bringing a target up
 //! - `cap`: size caps on evidence files a guest can make arbitrarily large
 //! - `clock`: one clock for a run
+//! - `context`: what a pair's phases share: its context, its state, their small rules
 //! - `cycle_reads`: what one read of the job queue means, folded into the watch
 //! - `cycle_watch`: the wait-cycle watcher task: reads, gate probes, confirmation
 //! - `cycle_watch_tests`: tests of `cycle_watch`
 //! - `cycles`: watching for wait cycles while a boot runs (the handle on what was found)
 //! - `early`: unit waits decided ahead of their turn
 //! - `expect`: awaiting and evaluating one expectation against a live guest
+//! - `fault`: a scenario's faults, checked against the target and run in the guest
 //! - `gate_probe`: the watcher's probes of declared gates, paced and right after a start
+//! - `http_wait`: an `http:` expectation, probed until it answers or its deadline
 //! - `honesty`: gate honesty on a live guest, against the watcher's probes of the gate
 //! - `idle`: the end-of-phase evidence, read at the boot's first idle moment
+//! - `live`: what an expectation awaits with (the live guest, its streams) and gets
 //! - `lost`: a VM lost in the middle of a phase
 //! - `pair`: running one (target, scenario) pair on its own overlay, and its report
 //! - `phase`: one phase: its boot, its actions, its checks and its end's evidence
@@ -34,20 +38,26 @@
 //! - `up`: a booted guest: connecting its watch, cycling it, its last evidence
 //! - `watch`: following the guest's journal while a boot happens, so waits end on
 //!   events
+//! - `watch_state`: the wait-cycle watcher's setup and state, below the watcher and its
+//!   handle
 
 pub mod actions;
 pub mod baseline;
 pub mod boot;
 pub mod cap;
 pub mod clock;
+pub mod context;
 pub mod cycle_reads;
 pub mod cycle_watch;
 pub mod cycles;
 pub mod early;
 pub mod expect;
+pub mod fault;
 pub mod gate_probe;
 pub mod honesty;
+pub mod http_wait;
 pub mod idle;
+pub mod live;
 pub mod lost;
 pub mod pair;
 pub mod phase;
@@ -59,6 +69,7 @@ pub mod unit_wait;
 pub mod units_read;
 pub mod up;
 pub mod watch;
+pub mod watch_state;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;

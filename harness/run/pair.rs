@@ -1,50 +1,23 @@
 //! Running one (target, scenario) pair on its own overlay: phases, actions,
 //! expectations, and the verdict.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use crate::check::timeline::RunEvent;
-use crate::check::{self, BootRecord, ExpectationOutcome, PairReport, ProbeRecord, Verdict};
+use crate::check::{self, PairReport, Verdict};
 use crate::error::infra;
 use crate::guest::SshKey;
-use crate::scenario::{Expectation, ExpectationKind, Expected, Phase, ProbeFrom, RunPair};
-use crate::targets::BootSpec;
-use crate::vm::AccelChoice;
+use crate::scenario::{Phase, ProbeFrom};
 
 use super::boot;
-use super::expect;
 use super::phase::{PhaseRun, run_phase};
 use super::record;
 use super::up::{Up, finish_boot};
 
-pub use super::actions::check_faults;
-
-/// Everything one pair needs that is shared with other pairs.
-pub struct PairContext {
-    /// The pair.
-    pub pair: RunPair,
-    /// Its target, prepared.
-    pub spec: Arc<BootSpec>,
-    /// What its folder's files must not show (the plan's and the target's patterns;
-    /// the pair adds its keys).
-    pub redactor: crate::evidence::redact::Redactor,
-    /// The accelerator for every VM of the run.
-    pub accel: AccelChoice,
-    /// Virtual CPUs for each VM, and why (see [`crate::vm::config::vcpus`]).
-    pub vcpus: (u32, String),
-    /// This pair's folder in the evidence bundle.
-    pub run_dir: PathBuf,
-    /// Keep overlays afterwards.
-    pub keep: bool,
-    /// How long to wait for SSH after each boot.
-    pub ssh_timeout: Duration,
-    /// Run the naive baseline poller beside the runner (`run::baseline`).
-    pub baseline_poll: bool,
-    /// Where the progress line goes.
-    pub status: Arc<dyn Fn(&str) + Send + Sync>,
-}
+pub use super::context::PairContext;
+use super::context::PairState;
+pub use super::fault::check_faults;
 
 /// Run one pair to its verdict. Never returns an error: infrastructure failures become
 /// an `error` verdict, so the other pairs go on.
@@ -125,13 +98,6 @@ pub async fn run_pair(ctx: PairContext) -> PairReport {
     }
 }
 
-pub(super) struct PairState {
-    pub(super) outcomes: Vec<ExpectationOutcome>,
-    pub(super) probes: Vec<ProbeRecord>,
-    pub(super) boots: Vec<BootRecord>,
-    pub(super) timeline: record::Timeline,
-}
-
 async fn execute(ctx: &PairContext, origin: Instant, state: &mut PairState) -> anyhow::Result<()> {
     let scenario = &ctx.pair.scenario;
     let faults: Vec<&str> = ctx.spec.faults.keys().map(String::as_str).collect();
@@ -180,49 +146,4 @@ fn host_ports(phases: &[Phase]) -> Vec<u16> {
         }
     }
     ports
-}
-
-pub(super) fn outcome(
-    exp: &Expectation,
-    a: &expect::Awaited,
-    origin: Instant,
-    run_dir: &Path,
-    phase: &str,
-    boot_index: u32,
-) -> ExpectationOutcome {
-    let mut o = ExpectationOutcome::of(exp, a.eval.clone());
-    o.changed_at = a.changed.map(|c| c.saturating_duration_since(origin));
-    o.decided_at = Some(a.decided.saturating_duration_since(origin));
-    o.evidence = Some(run_dir.join(crate::evidence::bundle::evidence_file(
-        exp.kind.spec().evidence(),
-        phase,
-        boot_index,
-    )));
-    o
-}
-
-/// How long a cycle must last to count: the scenario's first `wait_cycle: ... persist:`,
-/// or the default.
-pub(super) fn persist_of(scenario: &crate::scenario::Scenario) -> Duration {
-    scenario
-        .expectations()
-        .find_map(|e| {
-            if let ExpectationKind::WaitCycle(w) = &e.kind {
-                Some(w.persist.0)
-            } else {
-                None
-            }
-        })
-        .unwrap_or(crate::scenario::DEFAULT_PERSIST)
-}
-
-/// Whether a failing run must still go on: a reproduction needs every listed id evaluated.
-pub(super) fn needs_more(expected: &Expected, outcomes: &[ExpectationOutcome]) -> bool {
-    match expected {
-        Expected::Pass => false,
-        Expected::Reproduced(r) => r
-            .failing
-            .iter()
-            .any(|id| !outcomes.iter().any(|o| &o.id == id)),
-    }
 }

@@ -11,8 +11,8 @@ use crate::vm::Vm;
 
 use super::actions::act;
 use super::boot;
+use super::context::{PairContext, PairState, needs_more, outcome};
 use super::expect::Live;
-use super::pair::{PairContext, PairState, needs_more, outcome};
 use super::record;
 use super::units_read;
 use super::up::{UnitsReading, Up, connect, cycle, finish_boot};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::check::{self, Evaluation};
 use crate::scenario::{HttpExpectation, StableExpectation, StableProbe};
 
-use super::expect::{self, Awaited, Live};
+use super::live::{Awaited, Live};
 
 /// How long a failed window waits for PID 1's journal entry about a change its signal
 /// announced (the entry comes 250 to 450 ms after the signal), to quote it and the lines
@@ -222,7 +222,7 @@ async fn probe_round(
     let answers = futures::future::join_all(
         probes
             .iter()
-            .map(|h| expect::await_http(live, h, Instant::now())),
+            .map(|h| super::http_wait::await_http(live, h, Instant::now())),
     )
     .await;
     let failed = probes.iter().zip(s.http.iter()).zip(answers).find_map(

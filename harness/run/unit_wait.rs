@@ -8,41 +8,11 @@ use crate::check::{self, Evaluation};
 use crate::guest::systemd;
 use crate::scenario::UnitExpectation;
 
-use super::expect::{Awaited, Live};
-use super::watch::Journal;
+use super::live::{Awaited, Live};
 
 /// A unit whose state changes without a manager journal entry is re-read at least this
 /// often: a safety net, not the way waits end.
 const UNIT_RECHECK: Duration = Duration::from_secs(10);
-
-/// PID 1's own word on `u`, without asking systemctl: its unit signals first (any
-/// expectation they show held), then its journal (a plain "active" wait whose start
-/// ended `done`, when `by_journal`). The guest time (µs) of the change, and what was seen.
-pub(super) fn pid1_word(
-    journal: &Journal,
-    u: &UnitExpectation,
-    by_journal: bool,
-    floor: u64,
-) -> Option<(u64, Evaluation)> {
-    let signalled = journal
-        .scan_changes(|all| check::units::held_by_signals(u, floor, all.iter().map(|c| &c.change)));
-    if signalled.is_some() {
-        return signalled;
-    }
-    if !by_journal {
-        return None;
-    }
-    let us = journal.scan(|all| {
-        check::units::active_in_journal(u, true, floor, all.iter().map(|s| &s.entry))
-    })?;
-    let eval = check::units::evaluate_unit(u, "active", "success");
-    let seen = format!(
-        "{} by PID 1's journal at {:.3}s",
-        eval.seen,
-        us as f64 / 1e6
-    );
-    Some((us, Evaluation { seen, ..eval }))
-}
 
 /// PID 1's decision of `u`, if it has one now, and when it was decided (by the phase's
 /// watch, ahead of its turn, or now).
@@ -52,7 +22,7 @@ fn pid1_decided(
     by_journal: bool,
     floor: u64,
 ) -> Option<(u64, Instant, Evaluation)> {
-    let (now, eval) = pid1_word(&live.journal, u, by_journal, floor)?;
+    let (now, eval) = super::early::pid1_word(&live.journal, u, by_journal, floor)?;
     // The phase's watch decided it earlier only if that change is still PID 1's latest
     // word on the unit: a unit that started and then stopped or failed before this
     // wait's turn is read again, as the file order of the phase says.
@@ -140,7 +110,7 @@ struct UnitWait<'a> {
     unit: &'a str,
     /// The properties the scenario names, read with the state.
     names: Vec<&'a str>,
-    /// Whether PID 1's journal alone decides it (see [`pid1_word`]).
+    /// Whether PID 1's journal alone decides it (see [`super::early::pid1_word`]).
     by_journal: bool,
     /// Guest time (µs) before which PID 1's word does not decide it.
     floor: u64,

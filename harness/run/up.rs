@@ -10,11 +10,11 @@ use crate::guest::{Guest, SshKey};
 use crate::scenario::{Phase, PhaseStart};
 use crate::vm::Vm;
 
-use super::actions::inject_fault;
 use super::boot;
 use super::clock::GuestClock;
+use super::context::{PairContext, PairState, persist_of};
 use super::cycles::{self, CycleWatcher, Cycles};
-use super::pair::{PairContext, PairState, persist_of};
+use super::fault::inject_fault;
 use super::record;
 use super::units_read;
 use super::watch::{Follower, Journal};

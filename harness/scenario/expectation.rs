@@ -1,5 +1,5 @@
-//! What must hold in a phase. Each expectation has a stable id, so plans can name the
-//! ones a reproduction must fail and reports can point at them.
+//! What each kind of expectation checks: the payloads of [`super::kinds::ExpectationKind`]
+//! (which, with the stable id plans and reports name, is an [`super::kinds::Expectation`]).
 //!
 //! **Timing.** A phase's expectations are awaited in file order. Each `within` counts
 //! from the moment the previous expectation of the phase was decided; the first counts
@@ -16,17 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::ScenarioDuration;
-use super::kinds::ExpectationKind;
 use super::names::{Pattern, UnitName};
-
-/// One checked expectation with its stable id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Expectation {
-    /// Explicit `id:` from the file, or derived from the kind (see [`ExpectationKind::derived_id`]).
-    pub id: String,
-    /// What is checked.
-    pub kind: ExpectationKind,
-}
 
 /// A unit's `ActiveState` as systemd reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

@@ -100,6 +100,15 @@ pub trait KindSpec {
     }
 }
 
+/// One checked expectation with its stable id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expectation {
+    /// Explicit `id:` from the file, or derived from the kind (see [`ExpectationKind::derived_id`]).
+    pub id: String,
+    /// What is checked.
+    pub kind: ExpectationKind,
+}
+
 /// The one list of kinds: each variant of [`ExpectationKind`] with its doc, its
 /// descriptor's type and its key in the scenario language. It generates the enum, the one
 /// match over every kind ([`ExpectationKind::spec`]) and `EXPECTATION_KINDS`.

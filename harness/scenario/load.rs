@@ -8,7 +8,8 @@ use serde_saphyr::Spanned;
 
 use super::action::Action;
 use super::diag::{Diagnostic, into_usage_error};
-use super::expectation::{Expectation, UnitExpectation};
+use super::expectation::UnitExpectation;
+use super::kinds::Expectation;
 use super::kinds::{EXPECTATION_KINDS, ExpectationKind};
 use super::model::{BootOptions, FaultRef, Phase, PhaseStart, Scenario};
 use super::names::is_plain_name;

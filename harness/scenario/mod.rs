@@ -38,14 +38,14 @@ pub use action::{Action, LinkState, RestartAction, RunAction, WriteAction};
 pub use diag::Diagnostic;
 pub use duration::{ScenarioDuration, format_duration, parse_duration};
 pub use expectation::{
-    BootBudget, CommandExpectation, DEFAULT_PERSIST, Expectation, FileExpectation, HttpExpectation,
+    BootBudget, CommandExpectation, DEFAULT_PERSIST, FileExpectation, HttpExpectation,
     JournalExpectation, NoFailedUnits, OrderAnchor, OrderExpectation, ProbeFrom, TextMatch,
     UnitExpectation, UnitResult, UnitState, WaitCycleCheck, WaitCycleExpectation,
 };
 pub use files::{FileCheck, FileKind, check_file, check_files, json_schema};
 pub use kinds::{
-    Evidence, ExpectationKind, GateHonestExpectation, KindSpec, Source, StableExpectation,
-    StableProbe, Wait,
+    Evidence, Expectation, ExpectationKind, GateHonestExpectation, KindSpec, Source,
+    StableExpectation, StableProbe, Wait,
 };
 pub use load::{load_scenario, parse_scenario};
 pub use model::{

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::action::Action;
-use super::expectation::Expectation;
+use super::kinds::Expectation;
 use super::names::UnitName;
 
 /// A scenario: a situation to put the system in, and what must hold.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Location;
 
 use super::diag::{Diagnostic, into_usage_error};
-use super::expectation::Expectation;
+use super::kinds::Expectation;
 use super::load::parse_scenario;
 use super::model::{Milestone, PlanReport, Scenario, Section};
 use super::names::{Pattern, is_plain_name};
