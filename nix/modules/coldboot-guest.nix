@@ -73,6 +73,9 @@ in
       path = [ pkgs.kmod pkgs.util-linux ];
       serviceConfig = {
         Type = "simple";
+        # First among the boot's services (PID 1 dispatches by priority, nice
+        # included), and not starved while it starts.
+        Nice = -20;
         ExecStart = "${pkgs.perl}/bin/perl ${../adapter/recorder}";
         StandardOutput = "journal+console";
       };
