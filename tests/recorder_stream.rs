@@ -151,7 +151,7 @@ fn the_recorded_netwatch_lines_parse_with_their_units() {
         .iter()
         .filter_map(|l| match l {
             Line::Connection(c) => Some(c),
-            Line::Hello(_) | Line::GateAnswer(_) => None,
+            Line::Hello(_) | Line::Untraced(_) | Line::GateAnswer(_) => None,
         })
         .collect();
     assert!(

@@ -107,6 +107,9 @@ pub fn recorder_summary(
             .filter(|(_, c)| c.kind == crate::guest::recorder::net::Attempt::Reset)
             .count();
         let net = match (&log.net_hello, &log.net_ended) {
+            (None, _) if log.net_untraced.is_some() => {
+                "; netwatch up, but not tracing connection attempts (see the serial log)".to_string()
+            }
             (Some((_, up)), _) => format!(
                 "; netwatch up at {:.2} s: {} connection events ({resets} refused or reset), {} malformed",
                 *up as f64 / 1e6,

@@ -154,6 +154,13 @@ impl Cycles {
                 Some("no recorder in this guest, so no connection attempts to infer from".into());
             return;
         };
+        if rec.with(|l| l.net_untraced.is_some()) {
+            self.lock().inference_gap = Some(
+                "the recorder could not trace the guest's TCP connection attempts (its reason is in the serial log)"
+                    .into(),
+            );
+            return;
+        }
         if rec.with(|l| l.net_hello.is_none()) {
             self.lock().inference_gap = Some("the netwatch never spoke".into());
             return;

@@ -78,6 +78,9 @@ pub struct Log {
     pub net_malformed: u64,
     /// See `net_hello`.
     pub net_ended: Option<(Instant, String)>,
+    /// The port said hello without tracing connection attempts (guest uptime µs): gate
+    /// probes work, connection attempts are not watched.
+    pub net_untraced: Option<(Instant, u64)>,
     /// The gates the recorder was asked to probe (by index in its `P` lines): the
     /// declared gates whose URL it can reach ([`net::gate_line`]).
     pub probed_gates: Vec<Gate>,
@@ -318,20 +321,26 @@ async fn record_net(
             let mut l = log.lock().expect("recorder log lock");
             for line in lines.push(&buf[..n]) {
                 match line.and_then(|t| net::parse(&t)) {
-                    Ok(net::Line::Hello(up)) if l.net_hello.is_none() => {
+                    Ok(net::Line::Hello(up))
+                        if l.net_hello.is_none() && l.net_untraced.is_none() =>
+                    {
                         l.net_hello = Some((at, up))
+                    }
+                    Ok(net::Line::Untraced(up))
+                        if l.net_hello.is_none() && l.net_untraced.is_none() =>
+                    {
+                        l.net_untraced = Some((at, up))
                     }
                     Ok(net::Line::Connection(c)) if c.unit.as_deref() == Some(RECORDER_UNIT) => {}
                     Ok(net::Line::Connection(c)) => l.connections.push((at, c)),
                     Ok(net::Line::GateAnswer(a)) if a.gate < l.probed_gates.len() => {
                         l.gate_answers.push((at, a))
                     }
-                    Ok(net::Line::Hello(_) | net::Line::GateAnswer(_)) | Err(_) => {
-                        l.net_malformed += 1
-                    }
+                    Ok(net::Line::Hello(_) | net::Line::Untraced(_) | net::Line::GateAnswer(_))
+                    | Err(_) => l.net_malformed += 1,
                 }
             }
-            !asked && l.net_hello.is_some() && !stopped
+            !asked && (l.net_hello.is_some() || l.net_untraced.is_some()) && !stopped
         };
         if say_hello {
             asked = true;

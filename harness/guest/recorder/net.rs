@@ -1,6 +1,7 @@
 //! The netwatch port's lines: the guest's TCP connection attempts. Pure and bounded.
 //!
-//! The first line is `COLDBOOT-NET 1 UPTIME PID`; then one line per event,
+//! The first line is `COLDBOOT-NET 1 UPTIME PID` (with ` untraced` appended when the
+//! recorder could not trace connection attempts); then one line per event,
 //! `A SECONDS PID COMM UNIT syn|reset DADDR DPORT` (`SECONDS` on the guest's
 //! CLOCK_MONOTONIC, `UNIT` `-` when the process had no unit or was gone), and one per
 //! gate probe the host asked for, `P N SENT ANSWERED WORD`. Untrusted input: lines are
@@ -79,6 +80,9 @@ const UPTIME_STEP_US: u64 = 10_000;
 pub enum Line {
     /// The netwatch is up: the guest's uptime (µs) when it said so.
     Hello(u64),
+    /// The port is up but the connection attempts are not traced (the recorder said
+    /// why in the guest's journal): gate probes only.
+    Untraced(u64),
     /// A connection event.
     Connection(Connection),
     /// A gate probe's answer.
@@ -118,6 +122,7 @@ pub fn parse(line: &str) -> Result<Line, String> {
     let words: Vec<&str> = line.split(' ').collect();
     match words.as_slice() {
         ["COLDBOOT-NET", "1", uptime, _pid] => Ok(Line::Hello(micros(uptime)?)),
+        ["COLDBOOT-NET", "1", uptime, _pid, "untraced"] => Ok(Line::Untraced(micros(uptime)?)),
         ["A", secs, pid, comm, unit, kind, daddr, dport] => Ok(Line::Connection(Connection {
             at_us: micros(secs)?,
             pid: pid.parse().map_err(|_| format!("pid {pid:?}"))?,
@@ -221,6 +226,11 @@ mod tests {
     #[test]
     fn lines_parse_strictly() {
         assert_eq!(parse("COLDBOOT-NET 1 7.25 301"), Ok(Line::Hello(7_250_000)));
+        assert_eq!(
+            parse("COLDBOOT-NET 1 7.25 301 untraced"),
+            Ok(Line::Untraced(7_250_000))
+        );
+        assert!(parse("COLDBOOT-NET 1 7.25 301 traced").is_err());
         let Ok(Line::Connection(c)) =
             parse("A 31.004512 811 curl deploy-proxy.service reset 127.0.0.1 443")
         else {
