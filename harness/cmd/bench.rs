@@ -80,6 +80,53 @@ fn is_qemu(pid: u32) -> bool {
 /// Run the benchmark. 0 when every target is met, 1 when one is missed, 2 or 3 as
 /// `coldboot run`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    let (plans, targets) = plans_and_targets(&args)?;
+    let out = out_dir(&args)?;
+    let bundle_dir = out.join("bundle");
+
+    // Build (or find) every image first, so the plan's wall time is the plan's.
+    eprintln!(
+        "resolving {} target(s) (building what is not cached)",
+        targets.len()
+    );
+    for t in &targets {
+        targets::prepare(&TargetSpec::parse(t)?, &PrepareOptions::default()).await?;
+    }
+    let watched = run_watched(&args, &plans, &bundle_dir).await?;
+    // Warm resolves: every image is cached now.
+    let resolves = warm_resolves(&targets, args.resolves).await?;
+
+    let b = load_bundle(&bundle_dir)?;
+    let figures = figures(&args, &bundle_dir, &b, &watched, &resolves);
+    let context = context(&bundle_dir, &b, watched.code);
+    let phases = bench::phases(&bundle_dir, &b);
+    let md = bench::markdown(&figures, &context) + &bench::phases_markdown(&phases);
+    write(&out.join("bench.md"), md.as_bytes())?;
+    let phase_stats: Vec<serde_json::Value> = phases
+        .iter()
+        .map(|(name, samples)| {
+            serde_json::json!({
+                "phase": name.trim(),
+                "stats": coldboot::evidence::timing::Stats::of(samples),
+            })
+        })
+        .collect();
+    let json = serde_json::json!({"context": context, "figures": figures, "phases": phase_stats});
+    write(
+        &out.join("bench.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    print!("{md}");
+    let missed = figures.iter().any(|f| f.met == Some(false));
+    Ok(if missed || watched.code != 0 {
+        exit::MISMATCH
+    } else {
+        exit::OK
+    })
+}
+
+/// The plans to run (M1 and M2 unless named) and every target they name, once each.
+fn plans_and_targets(args: &BenchArgs) -> anyhow::Result<(Vec<PathBuf>, Vec<String>)> {
     let plans = if args.plans.is_empty() {
         vec![
             PathBuf::from("scenarios/plans/m1.yaml"),
@@ -97,6 +144,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    Ok((plans, targets))
+}
+
+/// The benchmark's own new folder (`--out`, or a dated one under `evidence/`).
+fn out_dir(args: &BenchArgs) -> anyhow::Result<PathBuf> {
     let out = args.out.clone().unwrap_or_else(|| {
         let now = coldboot::run::record::unix_now() as u64;
         PathBuf::from("evidence").join(format!("{}-bench", coldboot::evidence::utc_stamp(now)))
@@ -109,27 +161,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     std::fs::create_dir_all(&out)
         .map_err(|e| infra(format!("cannot create {}: {e}", out.display())))?;
-    let bundle_dir = out.join("bundle");
 
-    // Build (or find) every image first, so the plan's wall time is the plan's.
-    eprintln!(
-        "resolving {} target(s) (building what is not cached)",
-        targets.len()
-    );
-    for t in &targets {
-        targets::prepare(&TargetSpec::parse(t)?, &PrepareOptions::default()).await?;
-    }
+    Ok(out)
+}
 
+/// What the plans' run was seen to do from outside.
+struct Watched {
+    /// `coldboot run`'s exit code (0 or 1; 2 and over are errors).
+    code: i32,
+    /// Its wall time, seconds.
+    wall: f64,
+    /// The harness's peak memory and CPU.
+    harness: Usage,
+    /// Each QEMU's, by pid.
+    qemus: BTreeMap<u32, Usage>,
+}
+
+/// Run the plans as `coldboot run --baseline-poll` in a child process, sampling /proc
+/// for it and its QEMUs every 250 ms until it exits.
+async fn run_watched(
+    args: &BenchArgs,
+    plans: &[PathBuf],
+    bundle_dir: &Path,
+) -> anyhow::Result<Watched> {
     let exe = std::env::current_exe()?;
     let mut cmd = tokio::process::Command::new(&exe);
     cmd.arg("run");
-    for p in &plans {
+    for p in plans {
         cmd.arg("--plan").arg(p);
     }
     cmd.args(["--jobs", &args.jobs.to_string(), "--accel", &args.accel])
         .arg("--baseline-poll")
         .arg("--evidence")
-        .arg(&bundle_dir)
+        .arg(bundle_dir)
         .kill_on_drop(true);
     eprintln!(
         "running the plans: {}",
@@ -175,22 +239,43 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         )));
     }
 
+    Ok(Watched {
+        code,
+        wall,
+        harness,
+        qemus,
+    })
+}
+
+/// `target::prepare` on cached images, `n` times per target, seconds each.
+async fn warm_resolves(targets: &[String], n: u32) -> anyhow::Result<Vec<f64>> {
     // Warm resolves: every image is cached now.
     let mut resolves = Vec::new();
-    for t in &targets {
+    for t in targets {
         let spec = TargetSpec::parse(t)?;
-        for _ in 0..args.resolves {
+        for _ in 0..n {
             let t0 = Instant::now();
             targets::prepare(&spec, &PrepareOptions::default()).await?;
             resolves.push(t0.elapsed().as_secs_f64());
         }
     }
 
-    let b = load_bundle(&bundle_dir)?;
-    let (systemd, http) = bench::latencies(&b);
-    let (live, replaying) = bench::latencies_live(&bundle_dir, &b);
-    let polls = read_polls(&bundle_dir, &b);
-    let (ours, naive) = bench::baseline_pairs(&b, &polls);
+    Ok(resolves)
+}
+
+/// Every figure of the table, from the bundle and what was watched.
+fn figures(
+    args: &BenchArgs,
+    bundle_dir: &Path,
+    b: &coldboot::evidence::Bundle,
+    watched: &Watched,
+    resolves: &[f64],
+) -> Vec<Figure> {
+    let (harness, wall) = (watched.harness, watched.wall);
+    let (systemd, http) = bench::latencies(b);
+    let (live, replaying) = bench::latencies_live(bundle_dir, b);
+    let polls = read_polls(bundle_dir, b);
+    let (ours, naive) = bench::baseline_pairs(b, &polls);
     let ratio = match (
         coldboot::evidence::timing::Stats::of(&ours),
         coldboot::evidence::timing::Stats::of(&naive),
@@ -202,12 +287,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         ),
         _ => "no change seen by both".to_string(),
     };
-    let overheads = bench::overheads(&b);
-    let guest = bench::guest_times(&b);
+    let overheads = bench::overheads(b);
+    let guest = bench::guest_times(b);
     let floor: f64 = guest.iter().sum::<f64>() / f64::from(args.jobs);
-    let qemu_hwm: Vec<f64> = qemus.values().map(|u| u.hwm_kib as f64 / 1024.0).collect();
-    let qemu_cpu: f64 = qemus.values().map(|u| u.cpu_secs).sum();
-    let figures: Vec<Figure> = vec![
+    let qemu_hwm: Vec<f64> = watched
+        .qemus
+        .values()
+        .map(|u| u.hwm_kib as f64 / 1024.0)
+        .collect();
+    let qemu_cpu: f64 = watched.qemus.values().map(|u| u.cpu_secs).sum();
+    vec![
         bench::figure_p95(
             "verdict latency, unit and journal decisions",
             &systemd,
@@ -247,14 +336,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         ),
         bench::figure(
             "observation start, after PID 1 entered userspace",
-            &bench::observation_starts(&bundle_dir, &b),
+            &bench::observation_starts(bundle_dir, b),
             "s",
             Some(("median ≤ 3 s", 3.0)),
             "the recorder's relay said hello − UserspaceTimestampMonotonic, each pair's first boot (recorder-boot-1.jsonl)",
         ),
         bench::figure(
             "deadlock verdict after the cycle forms",
-            &bench::cycle_named(&b),
+            &bench::cycle_named(b),
             "s",
             Some(("≤ 15 s", 15.0)),
             "wait_cycle outcome: decided_at − formed (guest clock when job ids allow)",
@@ -268,7 +357,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         ),
         bench::figure(
             "warm image resolve",
-            &resolves,
+            resolves,
             "s",
             Some(("median ≤ 1 s", 1.0)),
             &format!(
@@ -308,7 +397,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             None,
             &format!("VmHWM of each QEMU, sampled every 250 ms; CPU {qemu_cpu:.0} s in all"),
         ),
-    ];
+    ]
+}
+
+/// The table's context lines: the machine, the accelerator, the bundle, the verdicts.
+fn context(
+    bundle_dir: &Path,
+    b: &coldboot::evidence::Bundle,
+    code: i32,
+) -> BTreeMap<String, String> {
     let mut context = BTreeMap::new();
     context.insert(
         "machine".to_string(),
@@ -322,7 +419,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     );
     context.insert(
         "accelerator".to_string(),
-        coldboot::evidence::facts::accelerator(&b)
+        coldboot::evidence::facts::accelerator(b)
             .unwrap_or("unknown")
             .to_string(),
     );
@@ -331,30 +428,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         "plan verdicts".to_string(),
         format!("coldboot run exited {code} (0: every verdict as planned)"),
     );
-    let phases = bench::phases(&bundle_dir, &b);
-    let md = bench::markdown(&figures, &context) + &bench::phases_markdown(&phases);
-    write(&out.join("bench.md"), md.as_bytes())?;
-    let phase_stats: Vec<serde_json::Value> = phases
-        .iter()
-        .map(|(name, samples)| {
-            serde_json::json!({
-                "phase": name.trim(),
-                "stats": coldboot::evidence::timing::Stats::of(samples),
-            })
-        })
-        .collect();
-    let json = serde_json::json!({"context": context, "figures": figures, "phases": phase_stats});
-    write(
-        &out.join("bench.json"),
-        serde_json::to_string_pretty(&json)?.as_bytes(),
-    )?;
-    print!("{md}");
-    let missed = figures.iter().any(|f| f.met == Some(false));
-    Ok(if missed || code != 0 {
-        exit::MISMATCH
-    } else {
-        exit::OK
-    })
+    context
 }
 
 /// Every `baseline-boot-N.json` of the bundle: run folder → per boot, unit → seconds.
