@@ -30,8 +30,27 @@ pub(super) async fn order_honesty(
     };
     let mut moments: Vec<(String, u64)> = Vec::new();
     let floor = phase_floor(live);
-    let ended = start_end(live, after, floor).await;
-    if let Some(us) = ended.or_else(|| times.first().and_then(|t| t.finished_starting_us())) {
+    let ended = start_end(live, after, floor).await.or_else(|| {
+        let t = times.first()?;
+        let result = if t.active_state == "active" {
+            "done"
+        } else {
+            "failed"
+        };
+        Some((t.finished_starting_us()?, result.to_string()))
+    });
+    if let Some((_, result)) = ended.as_ref().filter(|(_, r)| r != "done") {
+        // A start that failed claimed no health: there is nothing for the probes to
+        // contradict, and consumers after it are ordered after a gate that said no.
+        return Evaluation {
+            seen: format!(
+                "{}; gate honesty not judged: {after}'s start ended `{result}`, so its gate claimed nothing healthy",
+                eval.seen
+            ),
+            ..eval
+        };
+    }
+    if let Some((us, _)) = ended {
         moments.push((format!("{after}'s start ended"), us));
         probes = phase_probes_after(live, after, us, floor).await;
     }
@@ -85,9 +104,15 @@ pub(super) async fn await_gate_honest(
         return Evaluation::not_checked(format!("the target declares no gate for {unit}"));
     };
     let floor = phase_floor(live);
-    let Some(end) = start_end(live, unit, floor).await else {
+    let Some((end, result)) = start_end(live, unit, floor).await else {
         return Evaluation::failed(format!("{unit}'s start job never ended in this phase"));
     };
+    if result != "done" {
+        return Evaluation::held(format!(
+            "{unit}'s start ended `{result}` at {:.3}s: its gate claimed nothing healthy, so no probe can contradict it",
+            end as f64 / 1e6
+        ));
+    }
     let probes = phase_probes_after(live, unit, end, floor).await;
     let h = crate::check::honesty::judge(&format!("{unit}'s start ended"), end, &gate.url, &probes);
     match h {
@@ -104,18 +129,19 @@ fn phase_floor(live: &Live<'_>) -> u64 {
     live.tightened().to_guest_us(live.phase_started)
 }
 
-/// When `unit`'s latest start job at or after `floor` ended (guest µs), from PID 1's
-/// journal entry. PID 1's signal that decided the unit's wait comes ahead of that
-/// entry: a missing one is waited for, up to [`GATE_PROBE_WAIT`].
-async fn start_end(live: &Live<'_>, unit: &str, floor: u64) -> Option<u64> {
+/// When `unit`'s latest start job at or after `floor` ended (guest µs), and how
+/// (`done`, `failed`, `timeout`...), from PID 1's journal entry. PID 1's signal that
+/// decided the unit's wait comes ahead of that entry: a missing one is waited for, up to
+/// [`GATE_PROBE_WAIT`].
+async fn start_end(live: &Live<'_>, unit: &str, floor: u64) -> Option<(u64, String)> {
     let ends =
         |e: &crate::guest::systemd::journal::Entry| e.mono_us >= floor && e.ends_start_job_of(unit);
     let find = || {
         live.journal.scan(|all| {
-            all.iter()
-                .rev()
-                .find(|s| ends(&s.entry))
-                .map(|s| s.entry.mono_us)
+            all.iter().rev().find(|s| ends(&s.entry)).map(|s| {
+                let result = s.entry.job_result.clone().unwrap_or_default();
+                (s.entry.mono_us, result)
+            })
         })
     };
     if find().is_none() {
