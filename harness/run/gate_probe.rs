@@ -9,6 +9,7 @@ use crate::check::ProbeRecord;
 use crate::check::live::GateSeen;
 use crate::guest::Guest;
 use crate::guest::recorder::{Queue, Recorder};
+use crate::guest::systemd::sources::Gate;
 
 use super::clock::GuestClock;
 use super::watch_state::WatchState;
@@ -124,16 +125,20 @@ pub(super) fn take_recorder_probes(
     clock: &GuestClock,
     state: &Mutex<WatchState>,
 ) {
-    let (gates, fresh) = rec.with(|l| {
-        let fresh = l.gate_answers.get(*from..).unwrap_or_default().to_vec();
-        (l.probed_gates.clone(), fresh)
+    // Called at every turn of the watcher's loop: nothing is copied or locked unless an
+    // answer came in since the last call.
+    let fresh: Vec<(Gate, crate::guest::recorder::net::GateAnswer)> = rec.with(|l| {
+        let new = l.gate_answers.get(*from..).unwrap_or_default();
+        *from += new.len();
+        new.iter()
+            .filter_map(|(_, a)| Some((l.probed_gates.get(a.gate)?.clone(), a.clone())))
+            .collect()
     });
-    *from += fresh.len();
+    if fresh.is_empty() {
+        return;
+    }
     let mut s = state.lock().expect("cycle watch lock");
-    for (_, a) in fresh {
-        let Some(gate) = gates.get(a.gate) else {
-            continue;
-        };
+    for (gate, a) in fresh {
         let word = if a.word == "timed_out" {
             "timed out".to_string()
         } else {
