@@ -21,6 +21,7 @@
 //! - `expect`: awaiting and evaluating one expectation against a live guest
 //! - `fault`: a scenario's faults, checked against the target and run in the guest
 //! - `gate_probe`: the watcher's probes of declared gates, paced and right after a start
+//! - `history`: how long each pair took in past runs here, to order the next run's pairs
 //! - `http_wait`: an `http:` expectation, probed until it answers or its deadline
 //! - `honesty`: gate honesty on a live guest, against the watcher's probes of the gate
 //! - `idle`: the end-of-phase evidence, read at the boot's first idle moment
@@ -54,6 +55,7 @@ pub mod early;
 pub mod expect;
 pub mod fault;
 pub mod gate_probe;
+pub mod history;
 pub mod honesty;
 pub mod http_wait;
 pub mod idle;
@@ -84,6 +86,7 @@ use crate::evidence::redact;
 use crate::scenario::RunPair;
 use crate::targets::{self, BootSpec, PrepareOptions, Progress, TargetSpec};
 use crate::vm::{Accel, accel};
+use history::History;
 
 use crate::check::PairReport;
 pub use pair::run_pair;
@@ -181,10 +184,12 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         })
         .collect();
 
-    // The longest pairs start first: with several at once, a long pair started last
-    // would run alone at the end. Reports keep the plan's order.
-    let mut contexts: Vec<(usize, pair::PairContext)> = contexts.into_iter().enumerate().collect();
-    contexts.sort_by_key(|(_, c)| std::cmp::Reverse(c.pair.scenario.expected_cost()));
+    // The order pairs start in decides when the last one ends (`scenario::order`), on
+    // what they took in past runs here. Reports keep the plan's order.
+    let history_path = history::path(&cache_root);
+    let keys: Vec<String> = contexts.iter().map(|c| history::key(&c.pair)).collect();
+    let mut history = History::load(&history_path);
+    let contexts = start_order(contexts, &keys, &history, at_once);
     let multi2 = multi.clone();
     let reports: Vec<(usize, PairReport)> = futures::stream::iter(contexts)
         .map(|(i, ctx)| {
@@ -213,7 +218,42 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         .await;
     let mut reports = reports;
     reports.sort_by_key(|(i, _)| *i);
+    let runs: Vec<(String, &PairReport)> =
+        reports.iter().map(|(i, r)| (keys[*i].clone(), r)).collect();
+    history.record(&runs, crate::unix::now());
+    if let Err(e) = history.save(&history_path) {
+        tracing::warn!(
+            "cannot keep the pairs' durations in {}: {e:#}",
+            history_path.display()
+        );
+    }
     Ok(reports.into_iter().map(|(_, r)| r).collect())
+}
+
+/// The contexts, each with its index in the plan, in the order they should start: by
+/// their durations in past runs where known, else by the scenario's own estimate.
+fn start_order(
+    contexts: Vec<pair::PairContext>,
+    keys: &[String],
+    history: &History,
+    slots: usize,
+) -> Vec<(usize, pair::PairContext)> {
+    let estimate: Vec<f64> = contexts
+        .iter()
+        .map(|c| c.pair.scenario.expected_cost().as_secs_f64())
+        .collect();
+    let (samples, known) = history.samples(keys, &estimate);
+    let order = crate::scenario::order::order(&samples, slots);
+    tracing::info!(
+        "start order: {} pair(s), {known} with durations from past runs ({} run(s)), the rest by their scenarios' estimates",
+        contexts.len(),
+        samples.len()
+    );
+    let mut slots_of: Vec<Option<pair::PairContext>> = contexts.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|i| slots_of[i].take().map(|c| (i, c)))
+        .collect()
 }
 
 /// Every file of the bundle is filtered: the top by every pattern of the run, each pair

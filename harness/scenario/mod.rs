@@ -15,6 +15,7 @@
 //! - `load`: reading a scenario file
 //! - `model`: a loaded, validated scenario
 //! - `names`: validated strings
+//! - `order`: the order pairs start in, when several run at once
 //! - `plan`: plans
 //! - `raw`: the file formats exactly as serde-saphyr reads them, spans kept
 //! - `shard`: `--shard I/N`
@@ -29,6 +30,7 @@ pub mod kinds;
 pub mod load;
 pub mod model;
 pub mod names;
+pub mod order;
 pub mod plan;
 mod raw;
 pub mod shard;
