@@ -244,11 +244,23 @@ fn start_order(
         .collect();
     let (samples, known) = history.samples(keys, &estimate);
     let order = crate::scenario::order::order(&samples, slots);
-    tracing::info!(
-        "start order: {} pair(s), {known} with durations from past runs ({} run(s)), the rest by their scenarios' estimates",
-        contexts.len(),
-        samples.len()
-    );
+    if contexts.len() > slots {
+        let by = match known {
+            0 => "by their scenarios' estimates (no past runs here)".to_string(),
+            k if k == contexts.len() => format!(
+                "by their durations in past runs here (up to {} each)",
+                samples.len()
+            ),
+            k => format!(
+                "{k} by their durations in past runs here (up to {} each), the rest by their scenarios' estimates",
+                samples.len()
+            ),
+        };
+        eprintln!(
+            "start order of {} pairs, {slots} at a time: {by}",
+            contexts.len()
+        );
+    }
     let mut slots_of: Vec<Option<pair::PairContext>> = contexts.into_iter().map(Some).collect();
     order
         .into_iter()
