@@ -144,6 +144,42 @@ impl History {
     }
 }
 
+/// `items` (pairs, by their `keys`), each with its index, in the order they should start
+/// on `slots` slots: by their durations in past runs where known, else by their
+/// `estimates` (seconds). Says on stderr which, when there is an order to choose.
+pub fn start_order<T>(
+    items: Vec<T>,
+    keys: &[String],
+    estimates: &[f64],
+    history: &History,
+    slots: usize,
+) -> Vec<(usize, T)> {
+    let (samples, known) = history.samples(keys, estimates);
+    let order = crate::scenario::order::order(&samples, slots);
+    if items.len() > slots {
+        let by = match known {
+            0 => "by their scenarios' estimates (no past runs here)".to_string(),
+            k if k == items.len() => format!(
+                "by their durations in past runs here (up to {} each)",
+                samples.len()
+            ),
+            k => format!(
+                "{k} by their durations in past runs here (up to {} each), the rest by their scenarios' estimates",
+                samples.len()
+            ),
+        };
+        eprintln!(
+            "start order of {} pairs, {slots} at a time: {by}",
+            items.len()
+        );
+    }
+    let mut left: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|i| left[i].take().map(|item| (i, item)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +245,14 @@ mod tests {
         h.record(&[("a".to_string(), &r), ("b".to_string(), &r)], 8.0);
         assert_eq!(h.pairs["a"].secs.len(), 5);
         assert!(!h.pairs.contains_key("b"));
+    }
+
+    #[test]
+    fn start_order_keeps_each_item_once_with_its_index() {
+        let h = history(&[("long", &[100.0]), ("mid", &[60.0])]);
+        let keys: Vec<String> = ["short", "long", "mid"].map(String::from).to_vec();
+        let order = start_order(vec!['s', 'l', 'm'], &keys, &[10.0, 1.0, 1.0], &h, 2);
+        assert_eq!(order, vec![(1, 'l'), (2, 'm'), (0, 's')]);
     }
 
     #[test]

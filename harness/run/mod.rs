@@ -189,7 +189,11 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
     let history_path = history::path(&cache_root);
     let keys: Vec<String> = contexts.iter().map(|c| history::key(&c.pair)).collect();
     let mut history = History::load(&history_path);
-    let contexts = start_order(contexts, &keys, &history, at_once);
+    let estimates: Vec<f64> = contexts
+        .iter()
+        .map(|c| c.pair.scenario.expected_cost().as_secs_f64())
+        .collect();
+    let contexts = history::start_order(contexts, &keys, &estimates, &history, at_once);
     let multi2 = multi.clone();
     let reports: Vec<(usize, PairReport)> = futures::stream::iter(contexts)
         .map(|(i, ctx)| {
@@ -228,44 +232,6 @@ pub async fn run_pairs(pairs: Vec<RunPair>, opts: &RunOptions) -> anyhow::Result
         );
     }
     Ok(reports.into_iter().map(|(_, r)| r).collect())
-}
-
-/// The contexts, each with its index in the plan, in the order they should start: by
-/// their durations in past runs where known, else by the scenario's own estimate.
-fn start_order(
-    contexts: Vec<pair::PairContext>,
-    keys: &[String],
-    history: &History,
-    slots: usize,
-) -> Vec<(usize, pair::PairContext)> {
-    let estimate: Vec<f64> = contexts
-        .iter()
-        .map(|c| c.pair.scenario.expected_cost().as_secs_f64())
-        .collect();
-    let (samples, known) = history.samples(keys, &estimate);
-    let order = crate::scenario::order::order(&samples, slots);
-    if contexts.len() > slots {
-        let by = match known {
-            0 => "by their scenarios' estimates (no past runs here)".to_string(),
-            k if k == contexts.len() => format!(
-                "by their durations in past runs here (up to {} each)",
-                samples.len()
-            ),
-            k => format!(
-                "{k} by their durations in past runs here (up to {} each), the rest by their scenarios' estimates",
-                samples.len()
-            ),
-        };
-        eprintln!(
-            "start order of {} pairs, {slots} at a time: {by}",
-            contexts.len()
-        );
-    }
-    let mut slots_of: Vec<Option<pair::PairContext>> = contexts.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(|i| slots_of[i].take().map(|c| (i, c)))
-        .collect()
 }
 
 /// Every file of the bundle is filtered: the top by every pattern of the run, each pair
