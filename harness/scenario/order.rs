@@ -25,6 +25,18 @@ pub fn makespan(costs: &[f64], order: &[usize], slots: usize) -> f64 {
     free.into_iter().fold(0.0, f64::max)
 }
 
+/// Each pair's median cost over the samples (the upper one of an even count).
+pub fn medians(samples: &[Vec<f64>]) -> Vec<f64> {
+    let n = samples.first().map_or(0, Vec::len);
+    (0..n)
+        .map(|i| {
+            let mut c: Vec<f64> = samples.iter().map(|s| s[i]).collect();
+            c.sort_by(f64::total_cmp);
+            c[c.len() / 2]
+        })
+        .collect()
+}
+
 /// The order to start pairs in on `slots` slots: indices into each sample of costs (one
 /// sample per past run, each a cost for every pair; at least one sample). Longest first
 /// by the median cost, ties in the given order; then, for a plan small enough, the
@@ -32,14 +44,8 @@ pub fn makespan(costs: &[f64], order: &[usize], slots: usize) -> f64 {
 /// on every past run rather than on one estimate keeps an order that wins only on one
 /// run's noise from being picked.
 pub fn order(samples: &[Vec<f64>], slots: usize) -> Vec<usize> {
-    let n = samples.first().map_or(0, Vec::len);
-    let median: Vec<f64> = (0..n)
-        .map(|i| {
-            let mut c: Vec<f64> = samples.iter().map(|s| s[i]).collect();
-            c.sort_by(f64::total_cmp);
-            c[c.len() / 2]
-        })
-        .collect();
+    let median = medians(samples);
+    let n = median.len();
     let mut lpt: Vec<usize> = (0..n).collect();
     lpt.sort_by(|&a, &b| median[b].total_cmp(&median[a]));
     if slots <= 1 || n <= slots || n > EXACT_UP_TO {
@@ -131,22 +137,12 @@ mod tests {
             let next = next.to_vec();
             let chosen = order(&past, 2);
             ours += makespan(&next, &chosen, 2);
-            theirs += makespan(&next, &lpt(&order_medians(&past)), 2);
+            theirs += makespan(&next, &lpt(&medians(&past)), 2);
         }
         assert!(
             ours < theirs - 5.0,
             "ours {ours:.1} s, longest first {theirs:.1} s"
         );
-    }
-
-    fn order_medians(samples: &[Vec<f64>]) -> Vec<f64> {
-        (0..samples[0].len())
-            .map(|i| {
-                let mut c: Vec<f64> = samples.iter().map(|s| s[i]).collect();
-                c.sort_by(f64::total_cmp);
-                c[c.len() / 2]
-            })
-            .collect()
     }
 
     #[test]
