@@ -21,6 +21,9 @@ use super::live::{Awaited, Live};
 const ENTRY_GRACE: Duration = Duration::from_secs(2);
 /// How long before a change PID 1's entry about the unit may be, to be quoted as its cause.
 const CAUSE_BEFORE: Duration = Duration::from_secs(1);
+/// How long a failed probe waits for PID 1's signal that a watched unit fell over with
+/// it (the signal comes well under a second after the kill, even under TCG).
+const CAUSE_GRACE: Duration = Duration::from_millis(1500);
 
 /// Watch `s` from now for its whole window, or until something leaves its state.
 pub(super) async fn await_stable(
@@ -233,12 +236,7 @@ async fn probe_round(
         },
     )?;
     let (probe, answer, at) = failed;
-    // Was it a unit that fell over? Its signal has come by now, most likely.
-    let signalled = live.journal.scan_changes(|all| {
-        let fresh = all.get(changes_from..).unwrap_or_default();
-        check::stable::departure_in_signals(&s.units, fresh.iter().map(|c| &c.change))
-    });
-    let mut failed = match signalled {
+    let mut failed = match fell_over(live, s, changes_from).await {
         Some(d) => unit_failed(live, d, start_us).await,
         None => Awaited::now(Evaluation::failed(String::new())),
     };
@@ -252,6 +250,43 @@ async fn probe_round(
         format!("{}; and {words}", failed.eval.seen)
     };
     Some(failed)
+}
+
+/// After a probe failed: the watched unit that fell over with it, if one did. A kill
+/// can break the probe's connection before PID 1's signal about it reaches the host (a
+/// curl "Broken pipe" a few hundred ms ahead of the signal), so the signal is awaited
+/// for [`CAUSE_GRACE`]; a guest without signals gets one read of the units instead.
+async fn fell_over(
+    live: &Live<'_>,
+    s: &StableExpectation,
+    changes_from: usize,
+) -> Option<check::stable::Departure> {
+    if s.units.is_empty() {
+        return None;
+    }
+    let signalled = || {
+        live.journal.scan_changes(|all| {
+            let fresh = all.get(changes_from..).unwrap_or_default();
+            check::stable::departure_in_signals(&s.units, fresh.iter().map(|c| &c.change))
+        })
+    };
+    let until = Instant::now() + CAUSE_GRACE;
+    let mut watcher = live.journal.clone();
+    loop {
+        let arrived = watcher.arrived();
+        if let Some(d) = signalled() {
+            return Some(d);
+        }
+        tokio::select! {
+            alive = watcher.arrived_after(arrived) => if !alive { break },
+            _ = tokio::time::sleep_until(until.into()) => break,
+        }
+    }
+    let names: Vec<String> = s.units.keys().map(|u| u.as_str().to_string()).collect();
+    let states = super::units_read::named_states(live.guest, live.recorder.as_ref(), &names)
+        .await
+        .ok()?;
+    signalled().or_else(|| check::stable::departure_in_states(&s.units, &states))
 }
 
 /// The failed window for a unit that left its state: waits briefly for PID 1's journal
