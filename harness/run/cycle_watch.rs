@@ -16,7 +16,7 @@ use crate::guest::systemd::sources::Gate;
 
 use super::clock::GuestClock;
 use super::cycle_reads::{Judge, OrderingWatch, Read, absorb, assess};
-use super::gate_probe::{PROBE_EVERY, Pacing, probe_gate, take_recorder_probes};
+use super::gate_probe::{PROBE_EVERY, Pacing, RecorderAnswer, probe_gate, take_recorder_probes};
 use super::watch::Journal;
 use super::watch_state::{READ_EVERY, WatchSetup, WatchSource, WatchState};
 
@@ -51,17 +51,21 @@ pub(super) async fn run(
                     .unwrap_or_else(|| "no read of the queue yet".into())
             });
             tracing::info!("the recorder gave no queue ({why}): the watch reads over SSH");
-            take_recorder_probes(&rec, &mut 0, &setup.clock, &state);
+            // For the honesty checks; the SSH reads probe the gates themselves.
+            let _ = take_recorder_probes(&rec, &mut 0, &setup.clock, &state);
         }
     }
     follow_ssh(setup, state, own_session, poke, tx).await
 }
 
-/// The recorder drives the reads: every change PID 1 sent since early userspace is
-/// replayed in order (each arrival is one read), then each new one as it comes, and a
-/// read every [`READ_EVERY`] while nothing changes, so a cycle that stands still is
-/// confirmed. SSH only probes the declared gates. Returns when the recorder's stream
-/// ends, so the SSH reads take over (and the gap shows in the watch's window).
+/// The recorder drives the reads: every change PID 1 sent since early userspace, and
+/// every answer of the recorder's own gate probes, is replayed in arrival order (each
+/// arrival is one read), then each new one as it comes, and a read every [`READ_EVERY`]
+/// while nothing changes, so a cycle that stands still is confirmed. A cycle through a
+/// gate that formed before SSH answered is thus confirmed on the replay, not on two
+/// more probes over SSH. SSH only probes the declared gates from then on. Returns when
+/// the recorder's stream ends, so the SSH reads take over (and the gap shows in the
+/// watch's window).
 async fn follow_recorder(
     setup: &mut WatchSetup,
     mut rec: Recorder,
@@ -86,17 +90,16 @@ async fn follow_recorder(
             guest = session;
         }
         setup.journal.tighten(&mut clock);
-        take_recorder_probes(&rec, &mut recorder_probes, &clock, state);
+        let answers = take_recorder_probes(&rec, &mut recorder_probes, &clock, state);
         let fresh = rec.since(folded);
         folded += fresh.len();
         let folding = Folding {
-            gates: &gates,
             clock: &clock,
             known_from,
             judge: setup.judge(),
             state,
         };
-        folding.fold(&fresh, &mut queue, &mut tracker);
+        folding.fold((&fresh, &answers), &mut queue, &mut gates, &mut tracker);
         {
             let mut s = state.lock().expect("cycle watch lock");
             s.userspace_us = queue.userspace_us;
@@ -114,13 +117,12 @@ async fn follow_recorder(
             .await;
         // A read now: the probes' answers, or the passing of time on a still queue.
         let folding = Folding {
-            gates: &gates,
             clock: &clock,
             known_from,
             judge: setup.judge(),
             state,
         };
-        folding.read_now(&queue, &mut tracker, Instant::now(), probes);
+        folding.read_now((&queue, &gates), &mut tracker, Instant::now(), probes);
         tx.send_modify(|n| *n += 1);
         ordering.update(&setup.journal, state);
 
@@ -154,7 +156,6 @@ async fn follow_recorder(
 
 /// What folding the recorder's events into reads needs.
 struct Folding<'a> {
-    gates: &'a [GateSeen],
     clock: &'a GuestClock,
     /// Events before the queue's first reading only build the queue up.
     known_from: Instant,
@@ -168,13 +169,13 @@ impl Folding<'_> {
     /// still lasts long enough to be confirmed.
     fn read_now(
         &self,
-        queue: &Queue,
+        (queue, gates): (&Queue, &[GateSeen]),
         tracker: &mut CycleTracker,
         at: Instant,
         probes: Vec<ProbeRecord>,
     ) {
         let mut read = assess(
-            recorder_read(queue, self.gates, at, self.clock),
+            recorder_read(queue, gates, at, self.clock),
             at,
             self.clock,
             self.judge.persist,
@@ -183,23 +184,40 @@ impl Folding<'_> {
         absorb(self.state, tracker, read, &self.judge);
     }
 
-    /// Apply `fresh` events to `queue` in order, one read per arrival time.
+    /// Apply `fresh` events to `queue` and the recorder's probe `answers` to `gates`,
+    /// merged in arrival order, one read per arrival time.
     fn fold(
         &self,
-        fresh: &[(Instant, crate::guest::recorder::Event)],
+        (fresh, answers): (
+            &[(Instant, crate::guest::recorder::Event)],
+            &[RecorderAnswer],
+        ),
         queue: &mut Queue,
+        gates: &mut [GateSeen],
         tracker: &mut CycleTracker,
     ) {
-        let mut i = 0;
-        while i < fresh.len() {
-            let at = fresh[i].0;
+        let (mut i, mut k) = (0, 0);
+        while i < fresh.len() || k < answers.len() {
+            let at = match (fresh.get(i), answers.get(k)) {
+                (Some(e), Some(a)) => e.0.min(a.arrived),
+                (Some(e), None) => e.0,
+                (None, Some(a)) => a.arrived,
+                (None, None) => break,
+            };
             while i < fresh.len() && fresh[i].0 == at {
                 queue.apply(&fresh[i].1);
                 i += 1;
             }
+            while k < answers.len() && answers[k].arrived == at {
+                let a = &answers[k];
+                if let Some(g) = gates.iter_mut().find(|g| g.gate == a.gate) {
+                    g.record(a.word.clone(), a.healthy);
+                }
+                k += 1;
+            }
             if at >= self.known_from {
                 let read = assess(
-                    recorder_read(queue, self.gates, at, self.clock),
+                    recorder_read(queue, gates, at, self.clock),
                     at,
                     self.clock,
                     self.judge.persist,

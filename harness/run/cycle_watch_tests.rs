@@ -29,14 +29,12 @@ fn recorded() -> (Vec<(f64, Event)>, f64) {
 
 /// The watcher's fold over the test's state, as `follow_recorder` builds it.
 fn folding<'a>(
-    gates: &'a [GateSeen],
     clock: &'a GuestClock,
     known_from: Instant,
     journal: &'a Journal,
     state: &'a Mutex<WatchState>,
 ) -> Folding<'a> {
     Folding {
-        gates,
         clock,
         known_from,
         judge: Judge {
@@ -55,17 +53,93 @@ fn standing(state: &Mutex<WatchState>) -> bool {
     s.confirmed.is_some() && s.cycle_last_seen == s.reads.last().copied()
 }
 
+/// The old gate's answer in that run, as the recorder's probe brings it at `arrived`.
+fn timed_out(gate: &Gate, arrived: Instant) -> RecorderAnswer {
+    RecorderAnswer {
+        arrived,
+        gate: gate.clone(),
+        word: "timed out".into(),
+        healthy: false,
+    }
+}
+
+fn old_gate() -> Vec<GateSeen> {
+    unprobed(&[Gate {
+        unit: "deploy-proxy.service".into(),
+        url: "https://ci.commoninternet.net/".into(),
+        served_by: "deploy-dashboard.service".into(),
+    }])
+}
+
+/// The watcher starting late (SSH after the cycle formed): the whole stream and the
+/// recorder's probe answers, one a second while deploy-proxy's start ran, folded in
+/// one go as its first turn does. The cycle is confirmed on that replay, at the first
+/// answer after it had lasted `persist`; with no answers (the gate never probed) it is
+/// not, as no read shows the gate's edge.
+#[test]
+fn a_cycle_that_formed_before_the_watcher_is_confirmed_on_the_replay_of_the_recorders_probes() {
+    let (events, known_s) = recorded();
+    let zero = Instant::now();
+    let at = |s: f64| zero + Duration::from_secs_f64(s);
+    let clock = GuestClock::from_sample(zero, 0, Duration::ZERO);
+    let fresh: Vec<(Instant, Event)> = events.iter().map(|(s, e)| (at(*s), e.clone())).collect();
+    // When deploy-proxy's start ran, from the stream itself.
+    let mut q = Queue::default();
+    let mut running = Vec::new();
+    for (s, e) in &events {
+        q.apply(e);
+        if q.start_running("deploy-proxy.service") {
+            running.push(*s);
+        }
+    }
+    let (from, to) = (running[0], *running.last().expect("it ran"));
+    let gate = old_gate()[0].gate.clone();
+    let answers: Vec<RecorderAnswer> = (1..)
+        .map(|k| from + f64::from(k))
+        .take_while(|s| *s < to)
+        .map(|s| timed_out(&gate, at(s)))
+        .collect();
+    let journal = Journal::fixed(Vec::new());
+    for with_answers in [true, false] {
+        let state = Arc::new(Mutex::new(WatchState::default()));
+        let (mut queue, mut tracker) = (Queue::default(), CycleTracker::new(PERSIST));
+        let mut gates = old_gate();
+        let given: &[RecorderAnswer] = if with_answers { &answers } else { &[] };
+        folding(&clock, at(known_s), &journal, &state).fold(
+            (&fresh, given),
+            &mut queue,
+            &mut gates,
+            &mut tracker,
+        );
+        let s = state.lock().expect("lock");
+        if !with_answers {
+            assert!(s.confirmed.is_none(), "confirmed without a probe");
+            continue;
+        }
+        let c = s
+            .confirmed
+            .clone()
+            .expect("the cycle was confirmed on the replay");
+        // Formed at the first answer that showed the gate down, confirmed by the first
+        // answer once `persist` had passed: the answers, not only the queue's events,
+        // are reads.
+        assert_eq!(c.formed, at(from + 1.0), "{c:?}");
+        assert!(c.confirmed >= c.formed + PERSIST, "{c:?}");
+        assert!(
+            c.confirmed <= c.formed + PERSIST + Duration::from_secs(1),
+            "{c:?}"
+        );
+        assert_eq!(gates[0].last, "timed out");
+    }
+}
+
 #[test]
 fn a_wait_cycle_forms_is_confirmed_after_persist_and_breaks_at_the_timeout() {
     let (events, known_s) = recorded();
     let zero = Instant::now();
     let at = |s: f64| zero + Duration::from_secs_f64(s);
     let clock = GuestClock::from_sample(zero, 0, Duration::ZERO);
-    let mut gates = unprobed(&[Gate {
-        unit: "deploy-proxy.service".into(),
-        url: "https://ci.commoninternet.net/".into(),
-        served_by: "deploy-dashboard.service".into(),
-    }]);
+    let mut gates = old_gate();
     let state = Arc::new(Mutex::new(WatchState::default()));
     let journal = Journal::fixed(Vec::new());
     let (mut queue, mut tracker) = (Queue::default(), CycleTracker::new(PERSIST));
@@ -79,8 +153,8 @@ fn a_wait_cycle_forms_is_confirmed_after_persist_and_breaks_at_the_timeout() {
             && last + every < t
         {
             let read_at = last + every;
-            let folding = folding(&gates, &clock, at(known_s), &journal, &state);
-            folding.read_now(&queue, &mut tracker, at(read_at), Vec::new());
+            let folding = folding(&clock, at(known_s), &journal, &state);
+            folding.read_now((&queue, &gates), &mut tracker, at(read_at), Vec::new());
             let standing = standing(&state);
             standing_at.push((read_at, standing));
         }
@@ -90,11 +164,13 @@ fn a_wait_cycle_forms_is_confirmed_after_persist_and_breaks_at_the_timeout() {
             .map(|(s, e)| (at(*s), e.clone()))
             .collect();
         i += group.len();
-        if queue.start_running("deploy-proxy.service") {
-            gates[0].record("timed out".into(), false);
-        }
-        let folding = folding(&gates, &clock, at(known_s), &journal, &state);
-        folding.fold(&group, &mut queue, &mut tracker);
+        let answers: Vec<RecorderAnswer> = queue
+            .start_running("deploy-proxy.service")
+            .then(|| timed_out(&gates[0].gate, at(t)))
+            .into_iter()
+            .collect();
+        let folding = folding(&clock, at(known_s), &journal, &state);
+        folding.fold((&group, &answers), &mut queue, &mut gates, &mut tracker);
         let standing = standing(&state);
         standing_at.push((t, standing));
     }

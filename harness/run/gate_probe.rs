@@ -114,36 +114,52 @@ pub(super) async fn probe_gate(
     })
 }
 
+/// One of the recorder's gate probe answers, as the watcher folds it into its gates.
+pub(super) struct RecorderAnswer {
+    /// When it reached the host.
+    pub(super) arrived: Instant,
+    /// The gate probed.
+    pub(super) gate: Gate,
+    /// The answer in the words of the watcher's own probes.
+    pub(super) word: String,
+    /// Whether it was a 2xx status.
+    pub(super) healthy: bool,
+}
+
 /// Take the recorder's gate probes (made in the guest from early userspace, before SSH
 /// could) from index `from` on into the watch's state, beside the watcher's own: the
 /// gate-honesty checks judge both, so a gated start that ended before SSH answered is
-/// still judged on a probe of the harness's. They do not count toward a cycle's
-/// confirmation, which the watcher's reads decide in order.
+/// still judged on a probe of the harness's. Returned in arrival order, for the
+/// recorder-driven watch to fold into its gates between the queue's events: a cycle
+/// through a gate is confirmed from the recorder's probes as from its own.
 pub(super) fn take_recorder_probes(
     rec: &Recorder,
     from: &mut usize,
     clock: &GuestClock,
     state: &Mutex<WatchState>,
-) {
+) -> Vec<RecorderAnswer> {
     // Called at every turn of the watcher's loop: nothing is copied or locked unless an
     // answer came in since the last call.
-    let fresh: Vec<(Gate, crate::guest::recorder::net::GateAnswer)> = rec.with(|l| {
+    let fresh: Vec<(Instant, Gate, crate::guest::recorder::net::GateAnswer)> = rec.with(|l| {
         let new = l.gate_answers.get(*from..).unwrap_or_default();
         *from += new.len();
         new.iter()
-            .filter_map(|(_, a)| Some((l.probed_gates.get(a.gate)?.clone(), a.clone())))
+            .filter_map(|(at, a)| Some((*at, l.probed_gates.get(a.gate)?.clone(), a.clone())))
             .collect()
     });
     if fresh.is_empty() {
-        return;
+        return Vec::new();
     }
+    let mut answers = Vec::with_capacity(fresh.len());
     let mut s = state.lock().expect("cycle watch lock");
-    for (gate, a) in fresh {
-        let word = if a.word == "timed_out" {
-            "timed out".to_string()
-        } else {
-            a.word.clone()
-        };
+    for (arrived, gate, a) in fresh {
+        let word = a.shown_word();
+        answers.push(RecorderAnswer {
+            arrived,
+            gate: gate.clone(),
+            word: word.clone(),
+            healthy: a.healthy(),
+        });
         s.gate_probes.push((
             gate.unit.clone(),
             crate::check::honesty::GateProbe {
@@ -164,4 +180,5 @@ pub(super) fn take_recorder_probes(
             guest_us: Some((a.sent_us, a.answered_us)),
         });
     }
+    answers
 }

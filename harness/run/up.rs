@@ -160,38 +160,47 @@ pub(super) async fn connect(
         .baseline_poll
         .then(|| super::baseline::Baseline::start(&guest, awaited.clone(), origin));
     // All take SSH round trips, slow on a busy TCG guest: overlap them. The unit types
-    // are read now so that no unit wait needs a round trip before the journal decides it.
+    // are read now so that no unit wait needs a round trip before the journal decides it;
+    // the wait-cycle watcher does not wait for them.
     let session = cycles::open_session(&guest);
     let named = ctx.pair.scenario.named_units();
-    let (clock, followed, types) = tokio::join!(
-        super::timed("connect: the clock", GuestClock::sample(&guest)),
-        super::timed(
-            "connect: the journal follow",
-            Journal::follow(&guest, &named, recorder.as_ref().map(|(r, _)| r))
-        ),
+    let watching = async {
+        let (clock, followed) = tokio::join!(
+            super::timed("connect: the clock", GuestClock::sample(&guest)),
+            super::timed(
+                "connect: the journal follow",
+                Journal::follow(&guest, &named, recorder.as_ref().map(|(r, _)| r))
+            ),
+        );
+        let (clock, (journal, follower)) = (clock?, followed?);
+        state.timeline.event(
+            RunEvent::Watching,
+            &format!(
+                "journal followed; guest clock mapped within ±{:.0} ms",
+                clock.uncertainty.as_secs_f64() * 1000.0
+            ),
+        );
+        let (cycles, watcher) = cycles::start(cycles::WatchSetup {
+            guest: guest.clone(),
+            session: Some(session),
+            journal: journal.clone(),
+            clock,
+            gates: ctx.spec.gates.clone(),
+            persist: persist_of(&ctx.pair.scenario),
+            status: ctx.status.clone(),
+            recorder: recorder.as_ref().map(|(r, _)| r.clone()),
+        });
+        anyhow::Ok((clock, journal, follower, cycles, watcher))
+    };
+    let (watching, types) = tokio::join!(
+        watching,
         super::timed(
             "connect: the unit types",
             start_done_means_active(&guest, &awaited)
         )
     );
-    let (clock, (journal, follower), start_done_means_active) = (clock?, followed?, types?);
-    state.timeline.event(
-        RunEvent::Watching,
-        &format!(
-            "journal followed; guest clock mapped within ±{:.0} ms",
-            clock.uncertainty.as_secs_f64() * 1000.0
-        ),
-    );
-    let (cycles, watcher) = cycles::start(cycles::WatchSetup {
-        guest: guest.clone(),
-        session: Some(session),
-        journal: journal.clone(),
-        clock,
-        gates: ctx.spec.gates.clone(),
-        persist: persist_of(&ctx.pair.scenario),
-        status: ctx.status.clone(),
-        recorder: recorder.as_ref().map(|(r, _)| r.clone()),
-    });
+    let (clock, journal, follower, cycles, watcher) = watching?;
+    let start_done_means_active = types?;
     let idle = recorder
         .as_ref()
         .map(|(r, _)| super::idle::IdleRead::start(r.clone(), guest.clone(), clock, named.clone()));

@@ -70,7 +70,8 @@ in
       before = [ "sysinit.target" "shutdown.target" ];
       conflicts = [ "shutdown.target" ];
       wantedBy = [ "sysinit.target" ];
-      path = [ pkgs.kmod pkgs.util-linux ];
+      # curl: the gate URLs that need TLS or a name, probed before SSH answers.
+      path = [ pkgs.kmod pkgs.util-linux pkgs.curl ];
       serviceConfig = {
         Type = "simple";
         # First among the boot's services (PID 1 dispatches by priority, nice

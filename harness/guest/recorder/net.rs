@@ -70,6 +70,18 @@ impl GateAnswer {
     pub fn healthy(&self) -> bool {
         self.status().is_some_and(|c| (200..300).contains(&c))
     }
+
+    /// The answer in the words of the harness's own probes over SSH (`timed out`,
+    /// `curl exit 35`), so that both read alike in the evidence.
+    pub fn shown_word(&self) -> String {
+        if self.word == "timed_out" {
+            return "timed out".into();
+        }
+        match self.word.strip_prefix("curl_") {
+            Some(code) => format!("curl exit {code}"),
+            None => self.word.clone(),
+        }
+    }
 }
 
 /// `/proc/uptime`'s resolution: the recorder's probe times are in these steps.
@@ -92,15 +104,31 @@ pub enum Line {
 /// The host's line that stops the recorder's gate probes.
 pub const STOP_PROBES: &str = "S\n";
 
+/// The longest URL a `U` line carries (the recorder takes no longer one).
+const MAX_CURL_URL: usize = 300;
+
 /// The host's line that names gate `n`'s URL for the recorder to probe, or `None` when
-/// the recorder cannot probe it: it speaks plain HTTP/1.0 to an IPv4 address (or
-/// `localhost`), with no TLS and no name lookup, so an `https:` gate is probed over SSH
-/// only.
+/// the recorder cannot probe it. A plain-HTTP URL to an IPv4 address (or `localhost`)
+/// is a `G` line: the recorder speaks HTTP/1.0 to it itself. Any other `http:` or
+/// `https:` URL (TLS, a name to look up) is a `U` line, probed by the guest's own curl
+/// (TLS not verified, as the watcher's own gate probes).
 pub fn gate_line(n: usize, url: &str) -> Option<String> {
-    let url = reqwest::Url::parse(url).ok()?;
-    if url.scheme() != "http" || n > 999 {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    if n > 999 {
         return None;
     }
+    let plain = parsed.scheme() == "http"
+        && parsed
+            .host_str()
+            .is_some_and(|h| h == "localhost" || h.parse::<std::net::Ipv4Addr>().is_ok());
+    if !plain {
+        let text = parsed.as_str();
+        let sendable = matches!(parsed.scheme(), "http" | "https")
+            && text.len() <= MAX_CURL_URL
+            && text.bytes().all(|b| b.is_ascii_graphic());
+        return sendable.then(|| format!("U {n} {text}\n"));
+    }
+    let url = parsed;
     let addr: std::net::Ipv4Addr = match url.host_str()? {
         "localhost" => std::net::Ipv4Addr::LOCALHOST,
         host => host.parse().ok()?,
@@ -265,12 +293,17 @@ mod tests {
             gate_line(2, "http://localhost/health?full=1").as_deref(),
             Some("G 2 127.0.0.1 80 /health?full=1\n")
         );
-        for unprobed in [
-            "https://ci.commoninternet.net/",
-            "http://ci.commoninternet.net/",
-            "http://[::1]:80/",
-            "not a url",
-        ] {
+        // TLS or a name: the guest's curl.
+        assert_eq!(
+            gate_line(1, "https://ci.commoninternet.net/").as_deref(),
+            Some("U 1 https://ci.commoninternet.net/\n")
+        );
+        assert_eq!(
+            gate_line(3, "http://[::1]:80/x").as_deref(),
+            Some("U 3 http://[::1]/x\n")
+        );
+        let long = format!("https://example.org/{}", "a".repeat(MAX_CURL_URL));
+        for unprobed in ["ftp://example.org/", "not a url", long.as_str()] {
             assert_eq!(gate_line(0, unprobed), None, "{unprobed}");
         }
         let Ok(Line::GateAnswer(a)) = parse("P 0 19.82 19.84 200") else {
@@ -285,6 +318,17 @@ mod tests {
             panic!("a probe line")
         };
         assert_eq!((a.status(), a.healthy()), (None, false));
+        // The words of the harness's own probes, whoever probed.
+        for (word, shown) in [
+            ("timed_out", "timed out"),
+            ("curl_35", "curl exit 35"),
+            ("502", "502"),
+        ] {
+            let Ok(Line::GateAnswer(a)) = parse(&format!("P 1 3.50 3.60 {word}")) else {
+                panic!("a probe line")
+            };
+            assert_eq!(a.shown_word(), shown);
+        }
         for bad in [
             "P 0 19.84 19.82 200",
             "P x 1.0 1.0 200",
