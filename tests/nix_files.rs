@@ -7,6 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// One nix-instantiate at a time: on a fresh machine the first ones create Nix's
+/// database, and two at once fail with "SQLite database ... is busy".
+fn nix_lock() -> std::sync::MutexGuard<'static, ()> {
+    static NIX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    NIX.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -45,6 +52,7 @@ fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// `nix-instantiate --eval --strict --json -E EXPR`, run in `nix/`; Ok(json) or Err(stderr).
 fn eval(expr: &str) -> Result<serde_json::Value, String> {
+    let _one = nix_lock();
     let out = Command::new("nix-instantiate")
         .args(["--eval", "--strict", "--json", "-E", expr])
         .current_dir(root().join("nix"))
@@ -64,6 +72,7 @@ fn every_nix_file_parses() {
     nix_files(&root(), &mut files);
     assert!(files.len() >= 6, "{files:?}");
     for f in &files {
+        let _one = nix_lock();
         let out = Command::new("nix-instantiate")
             .arg("--parse")
             .arg(f)

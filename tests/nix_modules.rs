@@ -17,6 +17,13 @@ use serde_json::{Value, json};
 
 const LIB_ENV: &str = "COLDBOOT_NIXPKGS_LIB";
 
+/// One nix-instantiate at a time: on a fresh machine the first ones create Nix's
+/// database, and two at once fail with "SQLite database ... is busy".
+fn nix_lock() -> std::sync::MutexGuard<'static, ()> {
+    static NIX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    NIX.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -100,6 +107,7 @@ fn eval_in(lib: &Path, tmp_dir: &Path, expr: &str) -> Result<Value, String> {
         {expr}"#
     );
     let arg = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+    let _one = nix_lock();
     let out = Command::new("nix-instantiate")
         .args(["--eval", "--strict", "--json", "-E", &program])
         .args(["--argstr", "libDir", &arg(lib)])
