@@ -84,6 +84,7 @@ async fn follow_recorder(
     let mut pacing = Pacing::default();
     let mut ordering = OrderingWatch::default();
     let mut recorder_probes = 0usize;
+    let mut replayed = false;
     let known_from = rec.with(|l| l.queue_known).unwrap_or_else(Instant::now);
     loop {
         if let Some(session) = take_session(&mut own, own_session).await {
@@ -100,6 +101,13 @@ async fn follow_recorder(
             state,
         };
         folding.fold((&fresh, &answers), &mut queue, &mut gates, &mut tracker);
+        if !replayed {
+            // The replay's end is a read now, before the first probe over SSH (a round
+            // trip or two on a busy guest): a cycle that has lasted `persist` by now on
+            // the recorder's answers is confirmed at once.
+            replayed = true;
+            folding.read_now((&queue, &gates), &mut tracker, Instant::now(), Vec::new());
+        }
         {
             let mut s = state.lock().expect("cycle watch lock");
             s.userspace_us = queue.userspace_us;
