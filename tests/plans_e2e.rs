@@ -319,6 +319,33 @@ fn reference_plans_give_the_planned_verdicts() {
             .any(|p| p["gate_of"] == "deploy-proxy.service"),
         "the harness probed the gate itself"
     );
+    // The https gate was probed by the recorder too (the guest's curl, from early
+    // userspace): at least two answers before SSH answered, which the watcher's replay
+    // folds into the cycle's reads. The guest's clock starts after QEMU's, so an answer
+    // at guest time t came at least t after QEMU started.
+    let to_ssh = before["boots"][0]["to_ssh_secs"]
+        .as_f64()
+        .expect("the first boot's time to SSH");
+    let before_ssh: Vec<&serde_json::Value> = before["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .filter(|p| p["gate_of"] == "deploy-proxy.service")
+        .filter(|p| {
+            p["excerpt"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("(probed by the recorder)"))
+        })
+        .filter(|p| {
+            p["guest_us"][1]
+                .as_f64()
+                .is_some_and(|us| us / 1e6 < to_ssh)
+        })
+        .collect();
+    assert!(
+        before_ssh.len() >= 2,
+        "the recorder's probes of the https gate before SSH ({to_ssh} s): {before_ssh:?}"
+    );
     let md = std::fs::read_to_string(bundle.path().join("report.md")).expect("report.md");
     assert!(
         md.contains("**Wait cycle on before"),
