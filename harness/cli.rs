@@ -81,8 +81,41 @@ pub enum Command {
     },
     /// Remove what killed runs left behind (overlays, QMP sockets, `coldboot boot`'s run
     /// folders), saying what; never anything a live process owns. `coldboot run` does
-    /// the same when it starts.
-    Gc,
+    /// the same when it starts. With --images, also cached images and root filesystems
+    /// that no run used for --unused-for.
+    Gc(GcArgs),
+}
+
+/// `coldboot gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Also remove cached images and root filesystems that no run used for
+    /// --unused-for (never one a running VM boots from, nor one being built). An
+    /// overlay kept with --keep needs its image: it cannot boot once that is removed.
+    #[arg(long)]
+    pub images: bool,
+    /// With --images: how long an entry must have gone unused, such as 168h (the
+    /// default, a week) or 24h; at least 1h.
+    #[arg(long, value_name = "DURATION", default_value = "168h", requires = "images",
+          value_parser = parse_unused_for)]
+    pub unused_for: std::time::Duration,
+    /// With --images: say what would be removed, and remove nothing.
+    #[arg(long, requires = "images")]
+    pub dry_run: bool,
+}
+
+/// `--unused-for`: a duration of at least [`coldboot::targets::evict::SHORTEST`].
+fn parse_unused_for(text: &str) -> Result<std::time::Duration, String> {
+    let d = coldboot::scenario::duration::parse_duration(text)?;
+    let shortest = coldboot::targets::evict::SHORTEST;
+    if d < shortest {
+        return Err(format!(
+            "{text:?} is shorter than {}h: a run resolves its image before its VM's overlay \
+             exists, and a shorter limit could remove it in between",
+            shortest.as_secs() / 3600
+        ));
+    }
+    Ok(d)
 }
 
 /// `coldboot run`.

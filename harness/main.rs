@@ -140,7 +140,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             // A merge that lacks pairs of the plan is not a clean run: those were not checked.
             Ok(if missing > 0 { 1 } else { 0 })
         }
-        Command::Gc => cmd::gc::run(),
+        Command::Gc(args) => cmd::gc::run(&args),
         Command::Schema => {
             println!(
                 "{}",

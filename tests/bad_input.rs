@@ -192,6 +192,20 @@ fn image_build_refuses_a_variant_outside_its_range() {
 }
 
 #[test]
+fn gc_refuses_a_bad_or_too_short_unused_for_and_image_flags_alone() {
+    refused(
+        &["gc", "--images", "--unused-for", "3x"],
+        &["--unused-for", "3x", "invalid duration"],
+    );
+    refused(
+        &["gc", "--images", "--unused-for", "30m"],
+        &["--unused-for", "\"30m\" is shorter than 1h"],
+    );
+    refused(&["gc", "--unused-for", "24h"], &["--images"]);
+    refused(&["gc", "--dry-run"], &["--images"]);
+}
+
+#[test]
 fn booting_something_that_is_not_a_disk_is_a_usage_error() {
     refused(
         &["boot", "image:/etc/passwd", "--", "true"],

@@ -18,7 +18,7 @@ use crate::error::infra;
 pub use crate::dirs::cache_root;
 // Integrity checks an entry below the cache, so the entry's file names and the file
 // checksum live there.
-pub use super::integrity::{META_FILE, sha256_file};
+pub use super::integrity::{META_FILE, USED_FILE, sha256_file};
 
 /// Bumped whenever the builder changes what it puts in an image; part of every key.
 pub const BUILDER_VERSION: &str = "coldboot-debian-builder/1";
@@ -189,7 +189,10 @@ where
     let entry = entry_dir(root, kind, key);
     if is_complete(&entry) {
         match super::integrity::verify(&entry) {
-            Ok(()) => return Ok((entry, true)),
+            Ok(()) => {
+                mark_used(&entry);
+                return Ok((entry, true));
+            }
             Err(why) => report_damaged(&entry, &why),
         }
     }
@@ -202,7 +205,9 @@ where
     let lock_path = locks.join(format!("{}-{key}.lock", kind.dir_name()));
     let _lock = lock(&lock_path).await?;
     if is_complete(&entry) && super::integrity::verify(&entry).is_ok() {
-        return Ok((entry, true)); // another process built (or rebuilt) it while we waited
+        // Another process built (or rebuilt) it while we waited.
+        mark_used(&entry);
+        return Ok((entry, true));
     }
     remove_stale(&kind_dir, &entry, key);
     let tmp = tempfile::Builder::new()
@@ -236,7 +241,24 @@ where
             entry.display()
         ))
     })?;
+    mark_used(&entry);
     Ok((entry, false))
+}
+
+/// Stamp `entry` as used now, for `coldboot gc --images` (`targets::evict`). A cache that
+/// cannot be written (read-only, shared) keeps its older stamp: that only makes the entry
+/// look older to gc.
+pub fn mark_used(entry: &Path) {
+    let path = entry.join(USED_FILE);
+    let stamped = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = stamped {
+        tracing::debug!("cannot stamp {} as used: {e}", path.display());
+    }
 }
 
 /// Say that a cache entry is damaged and will be rebuilt (never booted).

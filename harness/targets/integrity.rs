@@ -19,11 +19,14 @@ use crate::error::infra;
 /// The file whose presence marks a complete entry.
 pub const META_FILE: &str = "meta.json";
 
+/// The file whose mtime says when a run last used the entry (see `cache::mark_used`).
+pub const USED_FILE: &str = "used";
+
 /// The record beside `meta.json`.
 pub const CHECKSUMS_FILE: &str = "checksums.json";
 
 /// Files that describe the entry rather than make it up.
-const NOT_CONTENT: &[&str] = &[META_FILE, CHECKSUMS_FILE, "build.log"];
+const NOT_CONTENT: &[&str] = &[META_FILE, CHECKSUMS_FILE, "build.log", USED_FILE];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct FileSum {

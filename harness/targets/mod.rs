@@ -9,6 +9,7 @@
 //! - `cache`: the build cache
 //! - `cache_tests`: tests of `cache`
 //! - `check`: targets checked before anything runs
+//! - `evict`: removing cache entries no run used for a while (`coldboot gc --images`)
 //! - `gate`: health gates a target declares
 //! - `integrity`: checksums of a cache entry's files, checked before the entry is used
 //! - `nix`: nixOS flake targets
@@ -27,6 +28,7 @@ mod adapter;
 pub mod build;
 pub mod cache;
 pub mod check;
+pub mod evict;
 pub mod gate;
 pub mod integrity;
 pub mod nix;

@@ -154,6 +154,59 @@ fn read(path: &Path) -> Option<Record> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
+/// The files that live owners' overlays are backed by (read from each overlay's qcow2
+/// header): the cache images a running VM boots from, which `coldboot gc --images` must
+/// never remove.
+pub fn live_backing_files(cache_root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(read_dir) = std::fs::read_dir(owners_dir(cache_root)) else {
+        return files;
+    };
+    for item in read_dir.flatten() {
+        let Some(index) = read(&item.path()) else {
+            continue;
+        };
+        if !index.owner.is_alive() {
+            continue;
+        }
+        for dir in &index.dirs {
+            for overlay in [super::argv::OVERLAY_FILE, super::argv::NIX_DISK_FILE] {
+                if let Some(backing) = backing_file(&dir.join(overlay)) {
+                    // A relative name is relative to the overlay's folder (qemu-img's rule).
+                    files.push(dir.join(backing));
+                }
+            }
+        }
+    }
+    files
+}
+
+/// The backing file an overlay names, if it is a qcow2 image with one.
+fn backing_file(overlay: &Path) -> Option<PathBuf> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(overlay).ok()?;
+    let mut header = [0u8; 20];
+    f.read_exact(&mut header).ok()?;
+    let (offset, len) = qcow2_backing_span(&header)?;
+    let mut name = vec![0u8; len];
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    f.read_exact(&mut name).ok()?;
+    let name: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(name);
+    Some(PathBuf::from(name))
+}
+
+/// Where a qcow2 header's backing file name is: `(offset, length)` from its first 20
+/// bytes (magic `QFI\xfb`, version, then the big-endian offset and length), or `None`
+/// for another format or no backing file. Names are at most 1023 bytes (qcow2's spec).
+pub fn qcow2_backing_span(header: &[u8; 20]) -> Option<(u64, usize)> {
+    if header[..4] != *b"QFI\xfb" {
+        return None;
+    }
+    let offset = u64::from_be_bytes(header[8..16].try_into().ok()?);
+    let len = u32::from_be_bytes(header[16..20].try_into().ok()?) as usize;
+    (offset != 0 && (1..=1023).contains(&len)).then_some((offset, len))
+}
+
 /// Remove what owners that are gone left behind: their overlays and QMP sockets, and
 /// whole run folders under `CACHE/runs/` (`coldboot boot`'s throwaway folders); an
 /// evidence folder keeps its evidence. A folder whose `owner.json` names a live process
@@ -210,6 +263,24 @@ pub fn collect_stale(cache_root: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_qcow2_header_gives_its_backing_file_span_and_nothing_else_does() {
+        // The first 20 bytes of an overlay made as the harness makes them (qemu-img 7.2,
+        // `create -f qcow2 -b BASE -F qcow2`, BASE a 104-byte path in the image cache).
+        let h: [u8; 20] = [
+            0x51, 0x46, 0x49, 0xfb, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x02, 0x10, 0x00, 0x00, 0x00, 0x68,
+        ];
+        assert_eq!(qcow2_backing_span(&h), Some((0x210, 104)));
+        let mut none = h;
+        none[8..16].copy_from_slice(&0u64.to_be_bytes());
+        none[16..20].copy_from_slice(&0u32.to_be_bytes());
+        assert_eq!(qcow2_backing_span(&none), None);
+        let mut raw = h;
+        raw[..4].copy_from_slice(b"\x7fELF");
+        assert_eq!(qcow2_backing_span(&raw), None);
+    }
 
     #[test]
     fn start_ticks_are_field_22_even_with_spaces_and_parentheses_in_the_name() {
