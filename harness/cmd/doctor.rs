@@ -98,12 +98,19 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<i32> {
                 cache_root.display()
             );
             if free < GIB {
-                line("disk", &format!("{status}: too little for an image"));
+                line(
+                    "disk",
+                    &format!(
+                        "{status}: too little for an image; `coldboot gc --images` frees cached images no run used for a week"
+                    ),
+                );
                 fatal.push("less than 1 GiB free in the cache directory");
             } else if free < 5 * GIB {
                 line(
                     "disk",
-                    &format!("{status}: low (an image takes about 1 GiB)"),
+                    &format!(
+                        "{status}: low (an image takes about 1 GiB); `coldboot gc --images` frees cached images no run used for a week"
+                    ),
                 );
             } else {
                 line("disk", &status);
@@ -114,6 +121,7 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<i32> {
             &format!("cannot read free space at {}", cache_root.display()),
         ),
     }
+    line("image cache", &image_cache(&cache_root));
 
     if fatal.is_empty() {
         Ok(0)
@@ -158,4 +166,26 @@ fn which(program: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| PathBuf::from(d).join(program))
         .find(|p| p.is_file())
+}
+
+/// The cache's images and root filesystems: how many, how much disk, and how much of it
+/// no run used for a week (what `coldboot gc --images` would free).
+fn image_cache(root: &std::path::Path) -> String {
+    use coldboot::targets::{cache::Kind, evict};
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    let all: Vec<evict::Entry> = [Kind::Image, Kind::Rootfs]
+        .into_iter()
+        .flat_map(|k| evict::entries(root, k))
+        .collect();
+    let gib = |b: u64| b as f64 / GIB as f64;
+    let total: u64 = all.iter().map(|e| e.bytes).sum();
+    let idle: Vec<&evict::Entry> = evict::to_evict(&all, std::time::SystemTime::now(), week, &[]);
+    let idle_bytes: u64 = idle.iter().map(|e| e.bytes).sum();
+    format!(
+        "{} entries, {:.1} GiB; {} unused for a week ({:.1} GiB: `coldboot gc --images` removes them)",
+        all.len(),
+        gib(total),
+        idle.len(),
+        gib(idle_bytes)
+    )
 }
