@@ -281,12 +281,21 @@ fn boot_and_run_through_the_nixos_runner_contract() {
         "--evidence",
         evidence.to_str().unwrap(),
     ]);
+    let pair = evidence.join("standin__nix-standin");
+    if out.status.code() != Some(0) {
+        // The test's folder goes with it: say what the guest's console said.
+        let serial = std::fs::read_to_string(pair.join("serial-1.log")).unwrap_or_default();
+        let lines: Vec<&str> = serial.lines().collect();
+        eprintln!(
+            "--- the guest's serial console, last 60 lines\n{}",
+            lines[lines.len().saturating_sub(60)..].join("\n")
+        );
+    }
     assert_eq!(
         out.status.code(),
         Some(0),
         "coldboot run through the runner"
     );
-    let pair = evidence.join("standin__nix-standin");
     let identity: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pair.join("identity.json")).unwrap())
             .unwrap();
