@@ -36,7 +36,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn dir_name(self) -> &'static str {
+    /// The folder its entries live in under the cache root (`rootfs`, `images`).
+    pub fn dir_name(self) -> &'static str {
         match self {
             Kind::Rootfs => "rootfs",
             Kind::Image => "images",
@@ -168,6 +169,12 @@ pub fn entry_dir(root: &Path, kind: Kind, key: &str) -> PathBuf {
     root.join(kind.dir_name()).join(key)
 }
 
+/// The lock a build of the entry holds (and `coldboot gc --images` while it removes it).
+pub fn lock_path(root: &Path, kind: Kind, key: &str) -> PathBuf {
+    root.join("locks")
+        .join(format!("{}-{key}.lock", kind.dir_name()))
+}
+
 /// Whether an entry is complete (the hot path: one stat, no hashing).
 pub fn is_complete(entry: &Path) -> bool {
     entry.join(META_FILE).is_file()
@@ -202,8 +209,7 @@ where
         std::fs::create_dir_all(d)
             .map_err(|e| infra(format!("cannot create cache folder {}: {e}", d.display())))?;
     }
-    let lock_path = locks.join(format!("{}-{key}.lock", kind.dir_name()));
-    let _lock = lock(&lock_path).await?;
+    let _lock = lock(&lock_path(root, kind, key)).await?;
     if is_complete(&entry) && super::integrity::verify(&entry).is_ok() {
         // Another process built (or rebuilt) it while we waited.
         mark_used(&entry);

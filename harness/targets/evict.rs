@@ -20,8 +20,8 @@ pub const SHORTEST: Duration = Duration::from_secs(3600);
 pub struct Entry {
     /// Its folder.
     pub dir: PathBuf,
-    /// `rootfs` or `images`.
-    pub kind: &'static str,
+    /// Its kind.
+    pub kind: Kind,
     /// When a run last used it (its `used` stamp, else when it was built).
     pub last_used: SystemTime,
     /// The disk space its files take.
@@ -31,8 +31,7 @@ pub struct Entry {
 /// The entries of `kind` under the cache root `root`, complete ones only (a build in
 /// progress is a `.tmp-` folder, never listed).
 pub fn entries(root: &Path, kind: Kind) -> Vec<Entry> {
-    let dir = cache::entry_dir(root, kind, "");
-    let Ok(read) = std::fs::read_dir(&dir) else {
+    let Ok(read) = std::fs::read_dir(root.join(kind.dir_name())) else {
         return Vec::new();
     };
     let mut out: Vec<Entry> = read
@@ -46,19 +45,12 @@ pub fn entries(root: &Path, kind: Kind) -> Vec<Entry> {
         .map(|p| Entry {
             last_used: last_used(&p),
             bytes: disk_bytes(&p),
-            kind: kind_name(kind),
+            kind,
             dir: p,
         })
         .collect();
     out.sort_by(|a, b| a.dir.cmp(&b.dir));
     out
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Rootfs => "rootfs",
-        Kind::Image => "images",
-    }
 }
 
 /// The entry's `used` stamp, else its `meta.json`'s time (written when it was built).
@@ -137,7 +129,7 @@ pub fn evict(root: &Path, unused_for: Duration, in_use: &[PathBuf], dry_run: boo
                 continue;
             }
             let key = e.dir.file_name().map(|n| n.to_string_lossy().to_string());
-            let lock = key.map(|k| root.join("locks").join(format!("{}-{k}.lock", e.kind)));
+            let lock = key.map(|k| cache::lock_path(root, e.kind, &k));
             // A build of the same key holds this lock while it rebuilds the entry.
             let held = lock
                 .as_ref()
@@ -195,7 +187,7 @@ mod tests {
     fn entry(dir: &str, idle_h: u64, now: SystemTime) -> Entry {
         Entry {
             dir: PathBuf::from(dir),
-            kind: "images",
+            kind: Kind::Image,
             last_used: now - Duration::from_secs(idle_h * 3600),
             bytes: 1 << 30,
         }

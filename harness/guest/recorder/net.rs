@@ -113,25 +113,23 @@ const MAX_CURL_URL: usize = 300;
 /// `https:` URL (TLS, a name to look up) is a `U` line, probed by the guest's own curl
 /// (TLS not verified, as the watcher's own gate probes).
 pub fn gate_line(n: usize, url: &str) -> Option<String> {
-    let parsed = reqwest::Url::parse(url).ok()?;
+    let url = reqwest::Url::parse(url).ok()?;
     if n > 999 {
         return None;
     }
-    let plain = parsed.scheme() == "http"
-        && parsed
-            .host_str()
-            .is_some_and(|h| h == "localhost" || h.parse::<std::net::Ipv4Addr>().is_ok());
-    if !plain {
-        let text = parsed.as_str();
-        let sendable = matches!(parsed.scheme(), "http" | "https")
+    // The IPv4 address of a plain-HTTP URL, which the recorder speaks to itself.
+    let plain = match url.host_str() {
+        _ if url.scheme() != "http" => None,
+        Some("localhost") => Some(std::net::Ipv4Addr::LOCALHOST),
+        Some(host) => host.parse::<std::net::Ipv4Addr>().ok(),
+        None => None,
+    };
+    let Some(addr) = plain else {
+        let text = url.as_str();
+        let sendable = matches!(url.scheme(), "http" | "https")
             && text.len() <= MAX_CURL_URL
             && text.bytes().all(|b| b.is_ascii_graphic());
         return sendable.then(|| format!("U {n} {text}\n"));
-    }
-    let url = parsed;
-    let addr: std::net::Ipv4Addr = match url.host_str()? {
-        "localhost" => std::net::Ipv4Addr::LOCALHOST,
-        host => host.parse().ok()?,
     };
     let port = url.port_or_known_default()?;
     let mut path = url.path().to_string();
